@@ -1,0 +1,194 @@
+"""The ``allocguard`` command line."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import time
+import uuid
+from typing import Any
+
+import click
+import psycopg
+from confluent_kafka import Consumer, TopicPartition
+
+from consumer import db
+from consumer.config import StackSettings
+from consumer.demo import write_demo_lifecycle
+from consumer.stack import LocalStack, StackError, captured_topics
+from schemas import ChangeEvent, Heartbeat, Tombstone, decode_message
+from schemas.errors import CdcDecodeError
+
+
+def _settings() -> StackSettings:
+    return StackSettings()
+
+
+@click.group()
+def main() -> None:
+    """allocguard: detect allocations_no_overlap failures from Debezium CDC and remediate them."""
+
+
+# ---- stack ---------------------------------------------------------------------------------------
+
+
+@main.group()
+def stack() -> None:
+    """The local PostgreSQL → Debezium → Kafka stack (native processes, no Docker)."""
+
+
+@stack.command("up")
+def stack_up() -> None:
+    """Start (or confirm) every part of the stack and wait until the connector streams."""
+    local = LocalStack(_settings(), log=lambda line: click.echo(f"  {line}", err=True))
+    try:
+        timings = local.up()
+    except StackError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo("stack is up (" + ", ".join(f"{k} {v}s" for k, v in timings.items()) + ")")
+    for component in local.status():
+        click.echo(f"  {component.name:<9} {component.endpoint}  {component.detail}")
+    click.echo('environment for other shells:  eval "$(allocguard stack env)"')
+
+
+@stack.command("down")
+def stack_down() -> None:
+    """Stop only the processes this stack started."""
+    stopped = LocalStack(_settings(), log=lambda line: click.echo(f"  {line}", err=True)).down()
+    click.echo("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
+
+
+@stack.command("status")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def stack_status(as_json: bool) -> None:
+    """Show what is running; exit 1 unless everything is."""
+    components = LocalStack(_settings()).status()
+    if as_json:
+        click.echo(json.dumps([c.__dict__ for c in components], indent=2))
+    else:
+        for c in components:
+            state = "running" if c.running else "stopped"
+            click.echo(f"{c.name:<9} {state:<8} pid={c.pid or '-':<8} {c.endpoint}  {c.detail}")
+    if not all(c.running for c in components):
+        sys.exit(1)
+
+
+@stack.command("env")
+def stack_env() -> None:
+    """Print export lines for the stack's endpoints (eval them in a shell)."""
+    for line in LocalStack(_settings()).env_lines():
+        click.echo(line)
+
+
+# ---- db ------------------------------------------------------------------------------------------
+
+
+@main.group(name="db")
+def db_group() -> None:
+    """allocguard's own schema (and, locally, the platform's reference model)."""
+
+
+@db_group.command("init")
+@click.option("--dsn", envvar="ALLOCGUARD_PG_DSN", help="PostgreSQL connection string.")
+@click.option("--with-reference-schema", is_flag=True, help="Also load the platform's reference model (local use).")
+@click.option("--with-cdc", is_flag=True, help="Also create the CDC role and publication Debezium reads.")
+def db_init(dsn: str | None, with_reference_schema: bool, with_cdc: bool) -> None:
+    """Apply allocguard's versioned migrations (idempotent)."""
+    target = dsn or _settings().pg_dsn
+    try:
+        for line in db.init_database(target, with_reference_schema=with_reference_schema, with_cdc=with_cdc):
+            click.echo(line)
+    except (psycopg.Error, db.MigrationError) as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+# ---- watch ---------------------------------------------------------------------------------------
+
+
+def _describe(record: Any) -> str:
+    if isinstance(record, Heartbeat):
+        return f"heartbeat ts_ms={record.ts_ms}"
+    if isinstance(record, Tombstone):
+        return f"tombstone key={json.dumps(record.key)}"
+    assert isinstance(record, ChangeEvent)
+    row = record.row
+    body = row.model_dump(mode="json", exclude_none=True) if row is not None else {}
+    text = json.dumps(body, default=str)
+    return f"op={record.op.value} {record.source.qualified_table} {text[:220]}"
+
+
+@main.command()
+@click.option("--from-beginning", is_flag=True, help="Read the topics from their start instead of from now.")
+@click.option("--demo", is_flag=True, help="Write a small booking lifecycle into the platform DB and show its CDC.")
+@click.option("--max-events", type=int, default=0, help="Stop after this many records (0: no limit).")
+@click.option("--idle-exit", type=float, default=0.0, help="Stop after this many seconds without a record.")
+def watch(from_beginning: bool, demo: bool, max_events: int, idle_exit: float) -> None:
+    """Print the platform's CDC events as allocguard decodes them (typed, validated)."""
+    settings = _settings()
+    topics = captured_topics(settings.topic_prefix)
+    consumer = Consumer(
+        {
+            "bootstrap.servers": settings.kafka_bootstrap,
+            "group.id": f"allocguard-watch-{uuid.uuid4()}",
+            "enable.auto.commit": False,
+            "fetch.wait.max.ms": 10,
+        }
+    )
+    stop = False
+
+    def on_signal(signum: int, frame: object) -> None:
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        assignment: list[TopicPartition] = []
+        metadata = consumer.list_topics(timeout=10)
+        for topic in topics:
+            if topic not in metadata.topics:
+                continue
+            for partition in metadata.topics[topic].partitions:
+                tp = TopicPartition(topic, partition)
+                low, high = consumer.get_watermark_offsets(tp, timeout=10) or (0, 0)
+                assignment.append(TopicPartition(topic, partition, low if from_beginning else high))
+        if not assignment:
+            raise click.ClickException(f"no CDC topics with prefix {settings.topic_prefix!r}; is the stack up?")
+        consumer.assign(assignment)
+        click.echo(f"watching {len(topics)} topics of prefix {settings.topic_prefix!r}", err=True)
+        if demo:
+            booking_id = write_demo_lifecycle(settings.pg_dsn)
+            click.echo(f"demo: wrote a booking lifecycle for booking {booking_id}", err=True)
+            idle_exit = idle_exit or 5.0
+        seen = 0
+        last = time.monotonic()
+        while not stop:
+            message = consumer.poll(0.2)
+            if message is None:
+                if idle_exit and seen and time.monotonic() - last > idle_exit:
+                    break
+                continue
+            if message.error() is not None:
+                click.echo(f"kafka error: {message.error()}", err=True)
+                continue
+            last = time.monotonic()
+            seen += 1
+            where = f"{message.topic()}[{message.partition()}]@{message.offset()}"
+            try:
+                record = decode_message(
+                    message.topic() or "", message.partition(), message.offset(), message.key(), message.value()
+                )
+            except CdcDecodeError as exc:
+                click.echo(f"{where} UNDECODABLE {exc.field}: {exc.reason}")
+            else:
+                click.echo(f"{where} {_describe(record)}")
+            if max_events and seen >= max_events:
+                break
+        click.echo(f"{seen} record(s) decoded", err=True)
+    finally:
+        consumer.close()
+
+
+if __name__ == "__main__":
+    main()
