@@ -11,11 +11,12 @@ from typing import Any
 
 import click
 import psycopg
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer
 
 from consumer import db
 from consumer.config import StackSettings
 from consumer.demo import write_demo_lifecycle
+from consumer.offsets import end_positions, start_positions
 from consumer.stack import LocalStack, StackError, captured_topics
 from schemas import ChangeEvent, Heartbeat, Tombstone, decode_message
 from schemas.errors import CdcDecodeError
@@ -144,15 +145,9 @@ def watch(from_beginning: bool, demo: bool, max_events: int, idle_exit: float) -
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     try:
-        assignment: list[TopicPartition] = []
-        metadata = consumer.list_topics(timeout=10)
-        for topic in topics:
-            if topic not in metadata.topics:
-                continue
-            for partition in metadata.topics[topic].partitions:
-                tp = TopicPartition(topic, partition)
-                low, high = consumer.get_watermark_offsets(tp, timeout=10) or (0, 0)
-                assignment.append(TopicPartition(topic, partition, low if from_beginning else high))
+        existing = set(consumer.list_topics(timeout=10).topics)
+        present = [topic for topic in topics if topic in existing]
+        assignment = (start_positions if from_beginning else end_positions)(consumer, present) if present else []
         if not assignment:
             raise click.ClickException(f"no CDC topics with prefix {settings.topic_prefix!r}; is the stack up?")
         consumer.assign(assignment)

@@ -8,34 +8,21 @@ assigned through ``assign_tables_atomic_v2`` (allocation, assignment, idempotenc
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, time, timedelta
 
 import psycopg
 from psycopg.types.json import Jsonb
 
+from consumer.platform import create_booking, create_venue
+
 
 def write_demo_lifecycle(dsn: str) -> uuid.UUID:
-    restaurant, zone, table, booking, hold = (uuid.uuid4() for _ in range(5))
+    hold = uuid.uuid4()
     day = (datetime.now(UTC) + timedelta(days=3)).date()
-    with psycopg.connect(dsn) as conn, conn.transaction():
-        conn.execute(
-            "INSERT INTO restaurants (id, name, slug, timezone) VALUES (%s, 'Demo bistro', %s, 'UTC')",
-            (restaurant, f"demo-{restaurant}"),
-        )
-        conn.execute("INSERT INTO zones (id, restaurant_id, name) VALUES (%s, %s, 'main')", (zone, restaurant))
-        conn.execute("INSERT INTO allowed_capacities VALUES (%s, 4)", (restaurant,))
-        conn.execute(
-            "INSERT INTO table_inventory (id, restaurant_id, table_number, capacity, zone_id)"
-            " VALUES (%s, %s, 'T1', 4, %s)",
-            (table, restaurant, zone),
-        )
-        conn.execute(
-            "INSERT INTO bookings (id, restaurant_id, customer_id, booking_date, start_time, end_time, party_size,"
-            " status, customer_name, customer_email, customer_phone)"
-            " VALUES (%s, %s, %s, %s, '19:00', '20:30', 2, 'pending', 'Demo Guest', 'guest@example.invalid', '000')",
-            (booking, restaurant, uuid.uuid4(), day),
-        )
     with psycopg.connect(dsn) as conn:
+        venue = create_venue(conn, tables=1)
+        restaurant, zone, table = venue.restaurant_id, venue.zone_id, venue.table_ids[0]
+        booking = create_booking(conn, venue, day=day, start=time(19, 0), end=time(20, 30))
         window = conn.execute("SELECT start_at, end_at FROM bookings WHERE id = %s", (booking,)).fetchone()
         assert window is not None
         start_at, end_at = window

@@ -38,6 +38,7 @@ from confluent_kafka.cimpl import NewTopic
 
 from consumer import db
 from consumer.config import StackSettings, deploy_dir
+from consumer.offsets import end_positions
 from schemas.envelope import HEARTBEAT_TOPIC_PREFIX
 from schemas.rows import CAPTURED
 
@@ -562,6 +563,18 @@ class LocalStack:
             except KafkaException as exc:
                 if "TOPIC_ALREADY_EXISTS" not in str(exc):
                     raise StackError(f"could not create topic {topic}: {exc}") from exc
+        names = {new.topic for new in wanted}
+
+        def led() -> bool:
+            topics = admin.list_topics(timeout=5).topics
+            return all(
+                name in topics
+                and topics[name].partitions
+                and all(p.leader >= 0 and p.error is None for p in topics[name].partitions.values())
+                for name in names
+            )
+
+        _wait(f"leaders for {len(names)} new topic(s)", led, self.settings.ready_timeout_s)
 
     # ---- Kafka Connect + Debezium --------------------------------------------------------------
 
@@ -639,7 +652,7 @@ class LocalStack:
         prefix = config["topic.prefix"]
         self.ensure_topics([*captured_topics(prefix), heartbeat_topic(prefix), dlq_topic(prefix)])
         hb_topic = heartbeat_topic(prefix)
-        marks = self._high_watermarks(hb_topic)
+        marks = self._end_positions(hb_topic)
         status, body = _http("PUT", f"{self.settings.connect_url}/connectors/{name}/config", config, timeout=30)
         if status not in (200, 201):
             raise StackError(f"registering connector {name} failed ({status}): {body}")
@@ -666,28 +679,14 @@ class LocalStack:
     def delete_connector(self, name: str) -> None:
         _http("DELETE", f"{self.settings.connect_url}/connectors/{name}", timeout=30)
 
-    def _high_watermarks(self, topic: str) -> dict[int, int]:
-        """High watermark per partition; waits for a leader on each (fresh topics have none for a moment)."""
+    def _end_positions(self, topic: str) -> list[TopicPartition]:
         consumer = Consumer({"bootstrap.servers": self.settings.kafka_bootstrap, "group.id": "allocguard-stack"})
-        marks: dict[int, int] = {}
-
-        def read() -> bool:
-            try:
-                partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-                for partition in partitions:
-                    offsets = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=5)
-                    marks[partition] = int(offsets[1]) if offsets else 0
-            except KafkaException:
-                return False
-            return bool(marks)
-
         try:
-            _wait(f"leaders of {topic}", read, self.settings.ready_timeout_s)
-            return marks
+            return end_positions(consumer, [topic], self.settings.ready_timeout_s)
         finally:
             consumer.close()
 
-    def _wait_new_message(self, topic: str, marks: dict[int, int], what: str) -> None:
+    def _wait_new_message(self, topic: str, positions: list[TopicPartition], what: str) -> None:
         consumer = Consumer(
             {
                 "bootstrap.servers": self.settings.kafka_bootstrap,
@@ -696,7 +695,7 @@ class LocalStack:
             }
         )
         try:
-            consumer.assign([TopicPartition(topic, p, offset) for p, offset in marks.items()])
+            consumer.assign(positions)
             deadline = time.monotonic() + self.settings.ready_timeout_s
             while time.monotonic() < deadline:
                 message = consumer.poll(0.5)

@@ -1,0 +1,45 @@
+# allocguard — `make help` lists the targets.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+
+.DEFAULT_GOAL := help
+.PHONY: help install demo test lint unit stack-up stack-down stack-status clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-13s %s\n", $$1, $$2}'
+
+$(BIN)/allocguard: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e ".[dev]"
+	@touch $@
+
+install: $(BIN)/allocguard ## create .venv and install allocguard with its dev tools
+
+demo: install ## bring the local stack up and watch decoded CDC events of a demo booking lifecycle
+	$(BIN)/allocguard stack up
+	$(BIN)/allocguard watch --demo
+
+lint: install ## ruff, ruff format --check, strict mypy
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+test: lint ## lint, then the whole suite against the real stack (started if not running)
+	$(BIN)/python -m pytest
+
+unit: install ## only the fast tests that need no services
+	$(BIN)/python -m pytest tests/unit
+
+stack-up: install ## start the local stack (idempotent)
+	$(BIN)/allocguard stack up
+
+stack-down: install ## stop what the local stack started
+	$(BIN)/allocguard stack down
+
+stack-status: install ## show the local stack
+	$(BIN)/allocguard stack status
+
+clean: stack-down ## stop the stack and delete its state (.allocguard/)
+	rm -rf .allocguard

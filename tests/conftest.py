@@ -1,0 +1,67 @@
+"""Session-wide real services: the local stack is started once (or an already running one is used).
+
+- With ``ALLOCGUARD_KAFKA_BOOTSTRAP`` (and ``ALLOCGUARD_PG_DSN``, ``ALLOCGUARD_CONNECT_URL``) set, the tests use
+  those services and start nothing.
+- Otherwise they run ``allocguard stack up`` (idempotent) and stop at the end only what they started.
+- A stack that cannot start **fails** the tests that need it; nothing is skipped.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg.rows import dict_row
+
+from consumer.config import StackSettings
+from consumer.stack import LocalStack, StackError, captured_topics
+from tests.support.cdc import CdcReader
+
+
+@pytest.fixture(scope="session")
+def stack_settings() -> Iterator[StackSettings]:
+    settings = StackSettings()
+    if settings.external:
+        yield settings
+        return
+    local = LocalStack(settings, log=lambda line: print(f"[stack] {line}"))
+    already_running = all(c.running for c in local.status())
+    try:
+        local.up()
+    except StackError as exc:
+        pytest.fail(f"the local stack could not start: {exc}", pytrace=False)
+    yield settings
+    if not already_running and os.environ.get("ALLOCGUARD_KEEP_STACK") != "1":
+        local.down()
+
+
+@pytest.fixture
+def pg(stack_settings: StackSettings) -> Iterator[psycopg.Connection[dict[str, Any]]]:
+    """A connection to the platform database (autocommit off; use ``with conn.transaction()``)."""
+    with psycopg.connect(stack_settings.pg_dsn, row_factory=dict_row, autocommit=True) as conn:
+        yield conn
+
+
+@pytest.fixture
+def cdc(stack_settings: StackSettings) -> Iterator[CdcReader]:
+    """Reads the platform connector's topics from their current end (isolation: a fresh group, own ids)."""
+    reader = CdcReader(stack_settings.kafka_bootstrap, captured_topics(stack_settings.topic_prefix))
+    yield reader
+    reader.close()
+
+
+@pytest.fixture(scope="session")
+def capture_dir() -> Path | None:
+    """Set ALLOCGUARD_CAPTURE_DIR to save the real messages e2e tests see as unit-test fixtures."""
+    value = os.environ.get("ALLOCGUARD_CAPTURE_DIR")
+    return Path(value) if value else None
+
+
+@pytest.fixture
+def unique() -> str:
+    return uuid.uuid4().hex[:10]

@@ -1,0 +1,139 @@
+"""A second, isolated connector (its own database, topic prefix, slot) with ``schemas.enable=true``:
+snapshot reads, truncates and unchanged TOASTed values come through real Debezium and decode."""
+
+from __future__ import annotations
+
+import base64
+import os
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from datetime import time as dtime
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+
+from consumer import db
+from consumer.config import StackSettings
+from consumer.platform import create_booking, create_venue
+from consumer.stack import LocalStack, captured_topics, connector_config
+from schemas import UNAVAILABLE, ChangeEvent, Op
+from schemas.rows import Booking, ObservabilityEvent
+from tests.e2e.test_cdc_roundtrip import assert_matches_db, fetch
+from tests.support.cdc import CdcReader, RawMessage, key_has, save_fixtures
+
+pytestmark = pytest.mark.e2e
+
+
+class Isolated:
+    def __init__(self, settings: StackSettings, unique: str) -> None:
+        self.database = f"e2e_{unique}"
+        self.prefix = f"e2e{unique}"
+        self.connector = f"e2e-{unique}"
+        self.settings = settings
+        self.stack = LocalStack(settings, log=lambda line: None)
+        self.config = connector_config(
+            settings, database=self.database, topic_prefix=self.prefix, value_schemas_enable=True
+        )
+        self.dsn = settings.dsn_for(self.database)
+
+
+@pytest.fixture
+def isolated(stack_settings: StackSettings, unique: str) -> Iterator[Isolated]:
+    env = Isolated(stack_settings, unique)
+    admin = stack_settings.dsn_for("postgres")
+    db.ensure_database(admin, env.database)
+    db.init_database(env.dsn, with_reference_schema=True, with_cdc=True)
+    env.stack.ensure_topics(captured_topics(env.prefix))
+    yield env
+    env.stack.delete_connector(env.connector)
+    slot = env.config["slot.name"]
+    with psycopg.connect(admin, autocommit=True) as conn:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            row = conn.execute("SELECT active FROM pg_replication_slots WHERE slot_name = %s", (slot,)).fetchone()
+            if row is None:
+                break
+            if not row[0]:
+                conn.execute("SELECT pg_drop_replication_slot(%s)", (slot,))
+                break
+            time.sleep(0.2)  # poll: the task releases the slot asynchronously after the DELETE
+        conn.execute(f'DROP DATABASE IF EXISTS "{env.database}" WITH (FORCE)')
+
+
+def test_schemas_enabled_snapshot_truncate_and_toast(isolated: Isolated, capture_dir: Path | None) -> None:
+    big = {"blob": base64.b64encode(os.urandom(3_000)).decode()}  # incompressible: stored out of line (TOAST)
+    with psycopg.connect(isolated.dsn, row_factory=dict_row, autocommit=True) as pg:
+        venue = create_venue(pg, tables=1)
+        day = (datetime.now(UTC) + timedelta(days=10)).date()
+        booking = create_booking(pg, venue, day=day, start=dtime(19, 0), end=dtime(21, 0))
+        pg.execute("UPDATE bookings SET details = %s WHERE id = %s", (Jsonb(big), booking))
+        snapshotted = fetch(pg, "bookings", id=booking)
+
+        reader = CdcReader(isolated.settings.kafka_bootstrap, captured_topics(isolated.prefix))
+        try:
+            isolated.stack.register_connector(isolated.connector, isolated.config)
+
+            # 1. the initial snapshot: op r, source.snapshot set, the full row
+            (snapshot_message,) = reader.collect(key_has("id", booking), 1)
+            snap = snapshot_message.decode()
+            assert isinstance(snap, ChangeEvent)
+            assert snap.op is Op.READ
+            assert snap.source.is_snapshot
+            assert snap.source.db == isolated.database
+            assert_matches_db(snap.after, snapshotted)
+            assert isinstance(snap.after, Booking)
+            assert snap.after.details == big
+
+            # 2. updates that leave the TOASTed column alone
+            pg.execute("UPDATE bookings SET status = 'confirmed' WHERE id = %s", (booking,))
+            # under the default replica identity PostgreSQL sends no old tuple, and Debezium has no value to give
+            pg.execute("ALTER TABLE bookings REPLICA IDENTITY DEFAULT")
+            pg.execute("UPDATE bookings SET party_size = 3 WHERE id = %s", (booking,))
+            _, full_message, default_message = reader.collect(key_has("id", booking), 3)
+            full, default = full_message.decode(), default_message.decode()
+            assert isinstance(full, ChangeEvent)
+            assert full.op is Op.UPDATE
+            assert isinstance(full.after, Booking)
+            assert isinstance(full.before, Booking)
+            assert full.after.status == "confirmed"
+            # REPLICA IDENTITY FULL: the whole before-image, and Debezium fills the unchanged TOASTed value
+            assert full.before.details == big
+            assert full.after.details == big
+            assert isinstance(default, ChangeEvent)
+            assert isinstance(default.after, Booking)
+            assert default.before is None
+            assert default.after.party_size == 3
+            assert default.after.details is UNAVAILABLE
+
+            # 3. a truncate: op t, no rows, on the table's own topic
+            pg.execute("INSERT INTO observability_events (source, event_type, context) VALUES ('t', 'e', '{}')")
+            pg.execute("TRUNCATE observability_events")
+            obs_topic = f"{isolated.prefix}.public.observability_events"
+
+            def truncate(m: RawMessage) -> bool:
+                return m.topic == obs_topic and m.value is not None and b'"op":"t"' in m.value
+
+            (truncate_message,) = reader.collect(truncate, 1)
+            event = truncate_message.decode()
+            assert isinstance(event, ChangeEvent)
+            assert event.op is Op.TRUNCATE
+            assert event.before is None
+            assert event.after is None
+            assert event.source.table == "observability_events"
+            # the insert before it travels on its own partition: cross-partition order is not guaranteed
+            obs_records = [m.decode() for m in reader.collect(lambda m: m.topic == obs_topic, 2)]
+            inserts = [r for r in obs_records if isinstance(r, ChangeEvent) and r.op is Op.CREATE]
+            assert len(inserts) == 1
+            assert isinstance(inserts[0].after, ObservabilityEvent)
+
+            save_fixtures(
+                capture_dir,
+                "schemas_on_snapshot_update_truncate",
+                [snapshot_message, full_message, default_message, *reader.collect(lambda m: m.topic == obs_topic, 2)],
+            )
+        finally:
+            reader.close()

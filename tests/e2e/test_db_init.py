@@ -1,0 +1,67 @@
+"""``allocguard db init`` on a fresh database: idempotent, and refuses an applied migration that changed."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from click.testing import CliRunner
+
+from consumer import db
+from consumer.cli import main
+from consumer.config import StackSettings
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+def fresh_db(stack_settings: StackSettings, unique: str) -> Iterator[str]:
+    name = f"dbinit_{unique}"
+    admin = stack_settings.dsn_for("postgres")
+    assert db.ensure_database(admin, name)
+    yield stack_settings.dsn_for(name)
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def test_init_twice_through_the_cli(fresh_db: str) -> None:
+    runner = CliRunner()
+    first = runner.invoke(main, ["db", "init", "--dsn", fresh_db, "--with-reference-schema", "--with-cdc"])
+    assert first.exit_code == 0, first.output
+    assert "loaded the platform reference schema" in first.output
+    assert "applied migrations: V001__schema" in first.output
+    second = runner.invoke(main, ["db", "init", "--dsn", fresh_db, "--with-reference-schema", "--with-cdc"])
+    assert second.exit_code == 0, second.output
+    assert "loaded the platform reference schema" not in second.output
+    assert "migrations up to date" in second.output
+    with psycopg.connect(fresh_db) as conn:
+        versions = conn.execute("SELECT version, name FROM allocguard.schema_migrations").fetchall()
+        assert versions == [(1, "schema")]
+        constraint = conn.execute(
+            "SELECT condeferrable, condeferred, pg_get_constraintdef(oid) FROM pg_constraint"
+            " WHERE conname = 'allocations_no_overlap'"
+        ).fetchone()
+        assert constraint is not None
+        deferrable, deferred, definition = constraint
+        assert (deferrable, deferred) == (True, False), "DEFERRABLE INITIALLY IMMEDIATE"
+        assert "restaurant_id WITH =" in definition
+        assert "WHERE ((NOT shadow))" in definition
+        identity = conn.execute("SELECT relreplident FROM pg_class WHERE relname = 'allocations'").fetchone()
+        assert identity == ("f",)
+
+
+def test_a_changed_applied_migration_is_refused(fresh_db: str, tmp_path: Path) -> None:
+    with psycopg.connect(fresh_db) as conn:
+        db.migrate(conn)
+        edited = tmp_path / "V001__schema.sql"
+        edited.write_text("CREATE SCHEMA IF NOT EXISTS allocguard; -- edited after release\n")
+        with pytest.raises(db.MigrationError, match="changed after it was applied"):
+            db.migrate(conn, [db.Migration(1, "schema", edited)])
+
+
+def test_migration_files_follow_the_naming_rule(tmp_path: Path) -> None:
+    (tmp_path / "001_bad.sql").write_text("SELECT 1;")
+    with pytest.raises(db.MigrationError, match=r"V<NNN>__<name>\.sql"):
+        db.discover(tmp_path)
