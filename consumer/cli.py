@@ -7,19 +7,32 @@ import signal
 import sys
 import time
 import uuid
+from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import click
 import psycopg
 from confluent_kafka import Consumer
+from psycopg.rows import dict_row
 
 from consumer import db
 from consumer.config import StackSettings
 from consumer.demo import write_demo_lifecycle
 from consumer.offsets import end_positions, start_positions
+from consumer.report import plan_as_json, plan_as_text
+from consumer.simulator import SCENARIOS, PlatformApp
 from consumer.stack import LocalStack, StackError, captured_topics
+from handlers import store
+from handlers.detect import DetectionRules, replay
+from handlers.evidence import make_plan
+from handlers.pipeline import RemediationSettings, Remediator, incident_for
+from handlers.retry import AssignStrategy, HttpAssign, SqlAssign
 from schemas import ChangeEvent, Heartbeat, Tombstone, decode_message
 from schemas.errors import CdcDecodeError
+from schemas.records import Mode
+from schemas.rows import ObservabilityEvent
 
 
 def _settings() -> StackSettings:
@@ -183,6 +196,116 @@ def watch(from_beginning: bool, demo: bool, max_events: int, idle_exit: float) -
         click.echo(f"{seen} record(s) decoded", err=True)
     finally:
         consumer.close()
+
+
+# ---- remediation -------------------------------------------------------------------------------
+
+
+def _connect_factory(dsn: str) -> Callable[[], psycopg.Connection[Any]]:
+    def connect() -> psycopg.Connection[Any]:
+        return psycopg.connect(dsn, autocommit=True)
+
+    return connect
+
+
+def _booking_events(conn: psycopg.Connection[Any], booking: uuid.UUID) -> list[ObservabilityEvent]:
+    return [ObservabilityEvent.model_validate(row) for row in store.failure_events(conn, booking)]
+
+
+@main.command()
+@click.argument("scenario", type=click.Choice(sorted(SCENARIOS)))
+@click.option("--dsn", envvar="ALLOCGUARD_PG_DSN", help="Platform database (default: the local stack's).")
+def simulate(scenario: str, dsn: str | None) -> None:
+    """Play a platform scenario into the reference schema (the seed incident, or a way orphans arise)."""
+    with psycopg.connect(dsn or _settings().pg_dsn, autocommit=True) as conn:
+        result = SCENARIOS[scenario](PlatformApp(conn))
+    click.echo(f"scenario {result.name}: restaurant {result.restaurant_id}")
+    if result.victim_id:
+        click.echo(f"  victim booking {result.victim_id}")
+    for name, value in result.ids.items():
+        click.echo(f"  {name}: {value}")
+    for note in result.notes:
+        click.echo(f"  - {note}")
+
+
+@main.command()
+@click.argument("booking_id", type=click.UUID)
+@click.option("--json", "as_json", is_flag=True, help="Print the evidence as JSON.")
+@click.option("--grace-s", type=float, default=120.0, show_default=True, help="Grace period for young rows.")
+@click.option("--dsn", envvar="ALLOCGUARD_PG_DSN", help="Platform database (default: the local stack's).")
+def diagnose(booking_id: uuid.UUID, as_json: bool, grace_s: float, dsn: str | None) -> None:
+    """Read-only: why did this booking's auto-assign fail, and which blocking allocations are orphans?"""
+    rules = DetectionRules()
+    with psycopg.connect(dsn or _settings().pg_dsn, autocommit=True) as conn:
+        failures = replay(_booking_events(conn, booking_id), rules)
+        if not failures:
+            raise click.ClickException(f"no allocations_no_overlap failure recorded for booking {booking_id}")
+        failure, hold = failures[-1]
+        incident = incident_for(conn, failure, hold)
+        if incident is None:
+            raise click.ClickException(f"booking {booking_id} has no window to diagnose")
+        plan = make_plan(store.load_snapshot(conn, incident), timedelta(seconds=grace_s))
+        with conn.cursor(row_factory=dict_row) as cur:
+            remediations = cur.execute(
+                "SELECT r.* FROM allocguard.remediations r JOIN allocguard.incidents i ON i.id = r.incident_id"
+                " WHERE i.booking_id = %s ORDER BY r.created_at",
+                (booking_id,),
+            ).fetchall()
+    if as_json:
+        doc = plan_as_json(plan, remediations=remediations)
+        doc["failure_events"] = len(failures)
+        click.echo(json.dumps(doc, indent=2, default=str))
+    else:
+        click.echo(f"{len(failures)} failure event(s) on record; the latest one is diagnosed")
+        click.echo(plan_as_text(plan, remediations=remediations))
+
+
+@main.command()
+@click.argument("booking_id", type=click.UUID)
+@click.option("--mode", type=click.Choice([m.value for m in Mode]), default=Mode.DRY_RUN.value, show_default=True)
+@click.option("--strategy", type=click.Choice(["sql", "http"]), default="sql", show_default=True)
+@click.option("--endpoint", help="The app's assign endpoint, for --strategy http.")
+@click.option("--grace-s", type=float, default=120.0, show_default=True)
+@click.option("--artifacts-dir", type=click.Path(path_type=Path), default=Path("artifacts"), show_default=True)
+@click.option("--dsn", envvar="ALLOCGUARD_PG_DSN", help="Platform database (default: the local stack's).")
+def remediate(
+    booking_id: uuid.UUID,
+    mode: str,
+    strategy: str,
+    endpoint: str | None,
+    grace_s: float,
+    artifacts_dir: Path,
+    dsn: str | None,
+) -> None:
+    """Run the handler path over this booking's recorded events: detect, prove, prune, retry auto-assign."""
+    connect = _connect_factory(dsn or _settings().pg_dsn)
+    if strategy == "http":
+        if not endpoint:
+            raise click.UsageError("--strategy http needs --endpoint")
+        assigner: AssignStrategy = HttpAssign(endpoint, connect)
+    else:
+        assigner = SqlAssign(connect)
+    settings = RemediationSettings(mode=Mode(mode), grace=timedelta(seconds=grace_s), artifacts_dir=artifacts_dir)
+    remediator = Remediator(
+        connect,
+        assigner,
+        settings,
+        on_attempt=lambda a: click.echo(f"  attempt {a.number} (waited {a.waited_s:.2f}s): {a.outcome}"),
+    )
+    with connect() as conn:
+        events = _booking_events(conn, booking_id)
+    last = None
+    for event in events:
+        result = remediator.observe(event)
+        if result is not None:
+            last = result
+            click.echo(f"{event.source}/{event.event_type}: {result.status} — {result.reason}")
+            for prune in result.prunes:
+                click.echo(f"  prune: {prune.status} {[str(i) for i in prune.pruned_ids]} {prune.skipped or ''}")
+                for path in prune.artifacts:
+                    click.echo(f"  artifact: {path}")
+    if last is None:
+        raise click.ClickException(f"no allocations_no_overlap failure recorded for booking {booking_id}")
 
 
 if __name__ == "__main__":

@@ -26,28 +26,34 @@ def create_venue(
     conn: Conn,
     *,
     tables: int = 2,
-    capacity: int = 4,
+    capacity: int | list[int] = 4,
     timezone: str = "UTC",
     restaurant_id: uuid.UUID | None = None,
     zone_id: uuid.UUID | None = None,
     table_ids: list[uuid.UUID] | None = None,
 ) -> Venue:
-    """A restaurant with one zone and ``tables`` movable tables (ids may be given, e.g. the seed's)."""
+    """A restaurant with one zone and ``tables`` movable tables (ids may be given, e.g. the seed's).
+
+    ``capacity`` is one size for every table, or one per table."""
     restaurant = restaurant_id or uuid.uuid4()
     zone = zone_id or uuid.uuid4()
     ids = table_ids or [uuid.uuid4() for _ in range(tables)]
+    sizes = capacity if isinstance(capacity, list) else [capacity] * len(ids)
+    if len(sizes) != len(ids):
+        raise ValueError("one capacity per table")
     with conn.transaction():
         conn.execute(
             "INSERT INTO restaurants (id, name, slug, timezone) VALUES (%s, %s, %s, %s)",
             (restaurant, f"Restaurant {str(restaurant)[:8]}", f"r-{restaurant}", timezone),
         )
         conn.execute("INSERT INTO zones (id, restaurant_id, name) VALUES (%s, %s, 'main')", (zone, restaurant))
-        conn.execute("INSERT INTO allowed_capacities (restaurant_id, capacity) VALUES (%s, %s)", (restaurant, capacity))
-        for number, table in enumerate(ids, start=1):
+        for size in sorted(set(sizes)):
+            conn.execute("INSERT INTO allowed_capacities (restaurant_id, capacity) VALUES (%s, %s)", (restaurant, size))
+        for number, (table, size) in enumerate(zip(ids, sizes, strict=True), start=1):
             conn.execute(
                 "INSERT INTO table_inventory (id, restaurant_id, table_number, capacity, zone_id)"
                 " VALUES (%s, %s, %s, %s, %s)",
-                (table, restaurant, f"T{number}", capacity, zone),
+                (table, restaurant, f"T{number}", size, zone),
             )
     return Venue(restaurant, zone, ids)
 

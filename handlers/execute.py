@@ -1,0 +1,205 @@
+"""The executor: applies a plan's prune in one transaction that re-proves every id on committed state.
+
+1. lock the owner bookings (``FOR UPDATE``: the same first lock ``assign_tables_atomic_v2`` takes, so a
+   concurrent re-assignment of an owner is serialised with the prune), then the allocation rows;
+2. re-evaluate the whole orphan predicate per id; ids that no longer satisfy it are skipped, with the reason;
+3. copy the proven rows to ``allocations_archive``, delete exactly those ids;
+4. record the remediation (who, what, why, before and after rows) in ``allocguard.remediations`` and write an
+   ``observability_events`` row so the platform's own monitoring sees it;
+5. commit; then write before/after JSON artifacts.
+
+The plan key is unique: applying the same plan twice is a no-op reported as ``already_done``.
+In ``dry_run`` mode only allocguard's own tables are written.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+import psycopg
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+
+from handlers.store import to_json, to_pg_range
+from schemas.records import Mode, Plan
+
+Conn = psycopg.Connection[Any]
+
+_COLUMNS = (
+    'id, booking_id, resource_type, resource_id, created_at, updated_at, shadow, restaurant_id, "window",'
+    " created_by, is_maintenance"
+)
+
+#: the orphan predicate of shared/domain.md §9, re-evaluated on committed state for each locked id
+_STILL_ORPHAN = """
+SELECT a.id FROM public.allocations a
+ WHERE a.id = ANY(%(ids)s)
+   AND a.restaurant_id = %(restaurant)s AND a.resource_type = 'table' AND a.resource_id = ANY(%(tables)s)
+   AND a."window" && %(window)s
+   AND NOT a.shadow AND NOT a.is_maintenance
+   AND a.booking_id IS NOT NULL AND a.booking_id <> %(victim)s
+   AND NOT EXISTS (SELECT 1 FROM public.booking_table_assignments bta
+                    WHERE bta.booking_id = a.booking_id AND bta.table_id = a.resource_id)
+   AND NOT EXISTS (SELECT 1 FROM public.table_holds h JOIN public.table_hold_members m ON m.hold_id = h.id
+                    WHERE h.booking_id = a.booking_id AND m.table_id = a.resource_id AND h.expires_at > now())
+   AND a.updated_at < now() - %(grace)s
+"""
+
+
+@dataclass
+class PruneResult:
+    status: str  # pruned | already_done | dry_run | nothing_to_do | nothing_proven
+    remediation_id: UUID | None = None
+    pruned_ids: list[UUID] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)
+    artifacts: list[Path] = field(default_factory=list)
+
+
+def apply_plan(
+    conn: Conn,
+    plan: Plan,
+    *,
+    mode: Mode,
+    actor: str,
+    grace: timedelta,
+    incident_id: UUID | None = None,
+    artifacts_dir: Path | None = None,
+    trace_id: str | None = None,
+    on_locked: Callable[[], None] | None = None,
+) -> PruneResult:
+    """Prune the plan's proven ids (or, in dry-run, only record the plan). ``on_locked`` is a test seam called
+    once the rows are locked, before the re-check."""
+    if mode is Mode.AUTO and not plan.prune_ids:
+        return PruneResult("nothing_to_do")
+    incident = plan.incident
+    ids = sorted(plan.prune_ids, key=str)
+    with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
+        cur.execute("SET LOCAL lock_timeout = '5s'")
+        done = cur.execute(
+            "SELECT id FROM allocguard.remediations WHERE plan_key = %s", (_mode_key(plan, mode),)
+        ).fetchone()
+        if done is not None:
+            return PruneResult("already_done", remediation_id=done["id"])
+
+        owners = sorted({e.booking_id for e in plan.evidence if e.allocation_id in ids and e.booking_id}, key=str)
+        cur.execute("SELECT id FROM public.bookings WHERE id = ANY(%s) ORDER BY id FOR UPDATE", (owners,))
+        before = cur.execute(
+            f"SELECT {_COLUMNS} FROM public.allocations WHERE id = ANY(%s) ORDER BY id FOR UPDATE",  # noqa: S608
+            (ids,),
+        ).fetchall()
+        if on_locked is not None:
+            on_locked()
+        proven = {
+            row["id"]
+            for row in cur.execute(
+                _STILL_ORPHAN,
+                {
+                    "ids": ids,
+                    "restaurant": incident.restaurant_id,
+                    "tables": list(plan.target_tables),
+                    "window": to_pg_range(incident.window),
+                    "victim": incident.booking_id,
+                    "grace": grace,
+                },
+            ).fetchall()
+        }
+        present = {row["id"] for row in before}
+        skipped = {
+            str(i): ("already gone" if i not in present else "no longer provably an orphan (re-check failed)")
+            for i in ids
+            if i not in proven
+        }
+        to_prune = sorted(proven, key=str) if mode is Mode.AUTO else []
+        if to_prune:
+            cur.execute(
+                f"INSERT INTO public.allocations_archive ({_COLUMNS}) SELECT {_COLUMNS} FROM public.allocations"  # noqa: S608
+                " WHERE id = ANY(%s) ON CONFLICT (id) DO NOTHING",
+                (to_prune,),
+            )
+            deleted = cur.execute("DELETE FROM public.allocations WHERE id = ANY(%s) RETURNING id", (to_prune,))
+            assert deleted.rowcount == len(to_prune)
+        after = cur.execute(
+            f"SELECT {_COLUMNS} FROM public.allocations WHERE restaurant_id = %s AND resource_type = 'table'"  # noqa: S608
+            ' AND resource_id = ANY(%s) AND "window" && %s ORDER BY resource_id, id',
+            (incident.restaurant_id, list(plan.target_tables), to_pg_range(incident.window)),
+        ).fetchall()
+        if mode is Mode.AUTO and not to_prune:
+            return PruneResult("nothing_proven", skipped=skipped)
+        reason = plan.decision_reason if mode is Mode.AUTO else f"dry run: {plan.decision_reason}"
+        evidence = [e.model_dump(mode="json") for e in plan.evidence]
+        remediation = cur.execute(
+            "INSERT INTO allocguard.remediations (incident_id, plan_key, mode, actor, reason, allocation_ids,"
+            " evidence, before_rows, after_rows) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id",
+            (
+                incident_id,
+                _mode_key(plan, mode),
+                mode.value,
+                actor,
+                reason,
+                to_prune if mode is Mode.AUTO else ids,
+                Jsonb(
+                    {
+                        "plan": plan.model_dump(mode="json", exclude={"evidence"}),
+                        "allocations": evidence,
+                        "skipped": skipped,
+                        "trace_id": trace_id,
+                    }
+                ),
+                Jsonb(to_json(before)),
+                Jsonb(to_json(after)),
+            ),
+        ).fetchone()
+        assert remediation is not None
+        if mode is Mode.AUTO:
+            cur.execute(
+                "INSERT INTO public.observability_events (source, event_type, severity, context, restaurant_id,"
+                " booking_id) VALUES ('allocguard.remediation', 'allocguard.orphans_pruned', 'warning', %s, %s, %s)",
+                (
+                    Jsonb(
+                        {
+                            "remediationId": str(remediation["id"]),
+                            "incidentId": str(incident_id) if incident_id else None,
+                            "allocationIds": [str(i) for i in to_prune],
+                            "ownerBookingIds": [str(o) for o in owners],
+                            "tableIds": [str(t) for t in plan.target_tables],
+                            "window": incident.window.to_postgres(),
+                            "actor": actor,
+                            "traceId": trace_id,
+                        }
+                    ),
+                    incident.restaurant_id,
+                    incident.booking_id,
+                ),
+            )
+    result = PruneResult(
+        "pruned" if mode is Mode.AUTO else "dry_run",
+        remediation_id=remediation["id"],
+        pruned_ids=to_prune,
+        skipped=skipped,
+    )
+    if artifacts_dir is not None:
+        result.artifacts = _write_artifacts(artifacts_dir, remediation["id"], plan, before, after)
+    return result
+
+
+def _mode_key(plan: Plan, mode: Mode) -> str:
+    return f"{mode.value}|{plan.key}"
+
+
+def _write_artifacts(
+    folder: Path, remediation_id: UUID, plan: Plan, before: list[dict[str, Any]], after: list[dict[str, Any]]
+) -> list[Path]:
+    target = folder / str(plan.incident.booking_id)
+    target.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, rows in (("before", before), ("after", after)):
+        path = target / f"{remediation_id}-{name}.json"
+        path.write_text(json.dumps({"plan_key": plan.key, "rows": to_json(rows)}, indent=2) + "\n")
+        written.append(path)
+    return written

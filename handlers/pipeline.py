@@ -1,0 +1,226 @@
+"""The remediation path for one observability event: detect → incident → evidence/plan → prune → retry.
+
+Kafka-agnostic and telemetry-free: the consumer feeds decoded ``observability_events`` rows in; tests and the
+CLI feed rows read from the database. Connections come from ``connect`` and must be autocommit (each step
+opens its own explicit transaction).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+import psycopg
+from psycopg.types.json import Jsonb
+from pydantic import BaseModel, ConfigDict, Field
+
+from handlers import store
+from handlers.detect import DetectionRules, FailureSeen, HoldSeen, classify
+from handlers.errors import NewBlockerError
+from handlers.evidence import make_plan
+from handlers.execute import PruneResult, apply_plan
+from handlers.retry import AssignRequest, AssignStrategy, Attempt, RetryOutcome, RetryPolicy, run_retry
+from schemas.records import Incident, Mode, Plan
+from schemas.rows import ObservabilityEvent
+
+Conn = psycopg.Connection[Any]
+
+#: incident statuses after which further failure events of the same (booking, window) change nothing
+SETTLED = frozenset({"resolved", "not_needed", "manual_review"})
+
+
+class RemediationSettings(BaseModel):
+    model_config = ConfigDict(frozen=True)
+    mode: Mode = Mode.DRY_RUN
+    #: an allocation younger than this is never pruned (a confirm may be between its writes)
+    grace: timedelta = timedelta(minutes=2)
+    actor: str = "allocguard"
+    artifacts_dir: Path | None = Path("artifacts")
+    retry: RetryPolicy = Field(default_factory=RetryPolicy)
+    #: how many times a newly appeared blocker triggers a fresh detection and plan
+    replans: int = 1
+
+
+@dataclass
+class IncidentResult:
+    status: str
+    reason: str
+    incident_id: UUID | None = None
+    incident: Incident | None = None
+    plans: list[Plan] = field(default_factory=list)
+    prunes: list[PruneResult] = field(default_factory=list)
+    retry: RetryOutcome | None = None
+    event_count: int = 0
+
+
+def incident_for(conn: Conn, failure: FailureSeen, hold: HoldSeen | None) -> Incident | None:
+    """The incident a failure belongs to: the hold's tables and window, or the booking fallback."""
+    if hold is not None and (hold.booking_id is None or hold.booking_id == failure.booking_id):
+        restaurant = failure.restaurant_id or hold.restaurant_id
+        if restaurant is not None:
+            return Incident(
+                booking_id=failure.booking_id,
+                restaurant_id=restaurant,
+                window=hold.window,
+                table_ids=tuple(sorted(hold.table_ids, key=str)),
+                hold_id=hold.hold_id,
+                require_adjacency=hold.require_adjacency,
+                window_source="hold",
+            )
+    return store.incident_from_booking(conn, failure)
+
+
+class Remediator:
+    def __init__(
+        self,
+        connect: Callable[[], Conn],
+        strategy: AssignStrategy,
+        settings: RemediationSettings | None = None,
+        rules: DetectionRules | None = None,
+        *,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+        on_attempt: Callable[[Attempt], None] | None = None,
+    ) -> None:
+        self._connect = connect
+        self.strategy = strategy
+        self.settings = settings or RemediationSettings()
+        self.rules = rules or DetectionRules()
+        self._sleep = sleep
+        self._clock = clock
+        self._on_attempt = on_attempt
+
+    def observe(self, event: ObservabilityEvent) -> IncidentResult | None:
+        """Handle one ``observability_events`` row; None when it is not a signal."""
+        signal = classify(event, self.rules)
+        if isinstance(signal, HoldSeen):
+            with self._connect() as conn:
+                store.remember_hold(conn, signal)
+            return None
+        if isinstance(signal, FailureSeen):
+            return self.on_failure(signal)
+        return None
+
+    def on_failure(self, failure: FailureSeen) -> IncidentResult:
+        with self._connect() as conn:
+            hold = store.recall_hold(conn, failure)
+            incident = incident_for(conn, failure, hold)
+            if incident is None:
+                return IncidentResult("unresolvable", f"booking {failure.booking_id} has no window to work with")
+            incident_id, status, count = store.record_incident(conn, incident, failure)
+            if status in SETTLED or (status == "dry_run" and self.settings.mode is Mode.DRY_RUN):
+                return IncidentResult(
+                    "duplicate", f"incident already {status}", incident_id, incident, event_count=count
+                )
+            result = self.remediate(conn, incident_id, incident)
+            result.event_count = count
+            return result
+
+    def plan(self, conn: Conn, incident: Incident) -> Plan:
+        return make_plan(store.load_snapshot(conn, incident), self.settings.grace)
+
+    def remediate(self, conn: Conn, incident_id: UUID, incident: Incident) -> IncidentResult:
+        s = self.settings
+        result = IncidentResult("open", "", incident_id, incident)
+        replans = s.replans
+        while True:
+            plan = self.plan(conn, incident)
+            result.plans.append(plan)
+            if plan.decision == "not_needed":
+                return self._settle(conn, result, "not_needed", plan.decision_reason)
+            if s.mode is Mode.DRY_RUN:
+                result.prunes.append(
+                    apply_plan(
+                        conn,
+                        plan,
+                        mode=Mode.DRY_RUN,
+                        actor=s.actor,
+                        grace=s.grace,
+                        incident_id=incident_id,
+                        artifacts_dir=s.artifacts_dir,
+                    )
+                )
+                return self._settle(conn, result, "dry_run", plan.decision_reason)
+            if plan.decision == "manual_review":
+                return self._settle(conn, result, "manual_review", plan.decision_reason)
+            if plan.decision == "wait":
+                result.status, result.reason = "open", plan.decision_reason
+                store.set_incident_status(conn, incident_id, "open", plan.decision_reason)
+                return result
+            if plan.decision == "prune_and_retry":
+                prune = apply_plan(
+                    conn,
+                    plan,
+                    mode=Mode.AUTO,
+                    actor=s.actor,
+                    grace=s.grace,
+                    incident_id=incident_id,
+                    artifacts_dir=s.artifacts_dir,
+                )
+                result.prunes.append(prune)
+                if prune.status in ("pruned", "already_done"):
+                    store.set_incident_status(conn, incident_id, "pruned", f"pruned {len(prune.pruned_ids)} orphan(s)")
+            request = AssignRequest(
+                booking_id=incident.booking_id,
+                table_ids=plan.target_tables,
+                window=incident.window,
+                require_adjacency=bool(incident.require_adjacency),
+            )
+            try:
+                outcome = run_retry(
+                    self.strategy, request, s.retry, sleep=self._sleep, clock=self._clock, on_attempt=self._on_attempt
+                )
+            except NewBlockerError as exc:
+                if replans > 0:
+                    replans -= 1
+                    continue
+                return self._settle(conn, result, "manual_review", f"a new blocker appeared after re-planning: {exc}")
+            result.retry = outcome
+            if outcome.status == "assigned":
+                return self._settle(conn, result, "resolved", outcome.reason)
+            if outcome.status == "not_needed":
+                return self._settle(conn, result, "not_needed", outcome.reason)
+            return self._settle(conn, result, "manual_review", outcome.reason)
+
+    def _settle(self, conn: Conn, result: IncidentResult, status: str, reason: str) -> IncidentResult:
+        result.status, result.reason = status, reason
+        assert result.incident_id is not None
+        assert result.incident is not None
+        outcome = {
+            "status": status,
+            "reason": reason,
+            "decisions": [p.decision for p in result.plans],
+            "pruned": [str(i) for p in result.prunes for i in p.pruned_ids],
+            "attempts": [a.__dict__ for a in result.retry.attempts] if result.retry else [],
+            "strategy": self.strategy.name,
+            "mode": self.settings.mode.value,
+        }
+        with conn.transaction():
+            store.set_incident_status(conn, result.incident_id, status, reason, outcome)
+            if self.settings.mode is Mode.AUTO and status in ("resolved", "manual_review"):
+                incident = result.incident
+                conn.execute(
+                    "INSERT INTO public.observability_events (source, event_type, severity, context, restaurant_id,"
+                    " booking_id) VALUES ('allocguard.remediation', %s, %s, %s, %s, %s)",
+                    (
+                        "allocguard.auto_assign.succeeded" if status == "resolved" else "allocguard.manual_review",
+                        "info" if status == "resolved" else "error",
+                        Jsonb(
+                            {
+                                "incidentId": str(result.incident_id),
+                                "reason": reason,
+                                "tableIds": [str(t) for t in (result.plans[-1].target_tables if result.plans else ())],
+                                "window": incident.window.to_postgres(),
+                                "attempts": len(outcome["attempts"]),
+                            }
+                        ),
+                        incident.restaurant_id,
+                        incident.booking_id,
+                    ),
+                )
+        return result

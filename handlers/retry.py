@@ -1,0 +1,338 @@
+"""Retry the victim's auto-assign, with tenacity: exponential backoff with jitter, bounded attempts and time.
+
+Only transient outcomes are retried (:class:`~handlers.errors.RemediationError` with ``retryable``): a hold
+conflict (wait longer), serialization failure / deadlock / lock timeout / lost connection (back off).
+A newly appeared blocker (:class:`~handlers.errors.NewBlockerError`) leaves the loop at once: the caller
+re-detects and re-plans. A booking that is no longer pending, or has gained tables, stops the retry.
+
+Strategies: ``sql`` calls ``assign_tables_atomic_v2`` with all seven named arguments, then
+``apply_booking_state_transition``, in one transaction; ``http`` asks the platform's app to do it. Both are
+verified the same way: assignment rows and non-shadow allocations must exist afterwards.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+from uuid import UUID
+
+import psycopg
+from psycopg.types.json import Jsonb
+from pydantic import BaseModel, ConfigDict
+from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
+from tenacity.stop import stop_base
+from tenacity.wait import wait_base, wait_exponential_jitter
+
+from handlers.errors import (
+    HoldConflictError,
+    NewBlockerError,
+    NotNeededError,
+    PermanentAssignError,
+    RemediationError,
+    TransientDatabaseError,
+    VerificationError,
+)
+from schemas.values import TstzRange
+
+Conn = psycopg.Connection[Any]
+
+
+class RetryPolicy(BaseModel):
+    model_config = ConfigDict(frozen=True)
+    max_attempts: int = 5
+    #: seconds from the first attempt after which no new attempt starts
+    max_total_s: float = 120.0
+    initial_wait_s: float = 0.5
+    max_wait_s: float = 15.0
+    jitter_s: float = 0.5
+    #: a hold conflict waits at least this long (holds live for minutes, not milliseconds)
+    hold_conflict_wait_s: float = 10.0
+
+
+@dataclass(frozen=True)
+class AssignRequest:
+    booking_id: UUID
+    table_ids: tuple[UUID, ...]
+    window: TstzRange
+    require_adjacency: bool
+    reason: str = "auto_assign_remediation"
+
+    @property
+    def idempotency_key(self) -> str:
+        """Deterministic per (booking, sorted tables, window)."""
+        tables = ",".join(sorted(str(t) for t in self.table_ids))
+        digest = hashlib.sha256(f"{self.booking_id}|{tables}|{self.window.to_postgres()}".encode()).hexdigest()
+        return f"allocguard-{digest[:24]}"
+
+
+@dataclass(frozen=True)
+class Attempt:
+    number: int
+    waited_s: float
+    outcome: str  # assigned | error kind
+    error: str | None = None
+
+
+@dataclass
+class RetryOutcome:
+    status: str  # assigned | not_needed | gave_up
+    reason: str
+    attempts: list[Attempt] = field(default_factory=list)
+
+
+class AssignStrategy(Protocol):
+    name: str
+
+    def assign(self, request: AssignRequest) -> None:
+        """Assign and confirm, or raise a :class:`RemediationError`."""
+
+
+def classify_db_error(exc: psycopg.Error) -> RemediationError:
+    """SQLSTATE and message of a platform error → a typed failure with a retryable flag (domain.md §9)."""
+    state = exc.sqlstate or ""
+    message = (exc.diag.message_primary if exc.diag else None) or str(exc)
+    text = f"{state} {message}"
+    if state == "P0001" and "allocations_no_overlap" in message:
+        return NewBlockerError(text)
+    if state == "P0001" and message.startswith("Hold conflict"):
+        return HoldConflictError(text)
+    if (
+        state in ("40001", "40P01", "55P03", "57014")
+        or state.startswith("08")
+        or isinstance(exc, psycopg.OperationalError)
+    ):
+        return TransientDatabaseError(text)
+    if state == "23514" and "locked to zone" in message:
+        return PermanentAssignError(f"the booking's zone lock is stale: {text}")
+    if state == "P0001" and "capacity_exceeded_post_assignment" in message:
+        return PermanentAssignError(text)
+    if state == "23P01":
+        return PermanentAssignError(f"the target already has an assignment without allocation: {text}")
+    return PermanentAssignError(text)
+
+
+def verify_assigned(conn: Conn, request: AssignRequest) -> None:
+    row = conn.execute(
+        "SELECT (SELECT count(*) FROM public.booking_table_assignments"
+        "         WHERE booking_id = %(b)s AND table_id = ANY(%(t)s)),"
+        "       (SELECT count(*) FROM public.allocations WHERE booking_id = %(b)s AND resource_type = 'table'"
+        "         AND resource_id = ANY(%(t)s) AND NOT shadow)",
+        {"b": request.booking_id, "t": list(request.table_ids)},
+    ).fetchone()
+    want = len(set(request.table_ids))
+    if row is None or row[0] != want or row[1] != want:
+        raise VerificationError(f"expected {want} assignment(s) and allocation(s), found {row}")
+
+
+def check_still_needed(conn: Conn, booking_id: UUID, *, lock: bool) -> str:
+    """The victim's status; raises NotNeededError when it is not pending any more or has tables."""
+    query = (
+        "SELECT status::text FROM public.bookings WHERE id = %s FOR UPDATE"
+        if lock
+        else "SELECT status::text FROM public.bookings WHERE id = %s"
+    )
+    row = conn.execute(query, (booking_id,)).fetchone()
+    if row is None:
+        raise NotNeededError("the booking no longer exists")
+    if row[0] not in ("pending", "pending_allocation"):
+        raise NotNeededError(f"the booking is {row[0]}")
+    tables = conn.execute(
+        "SELECT count(*) FROM public.booking_table_assignments WHERE booking_id = %s", (booking_id,)
+    ).fetchone()
+    if tables is not None and tables[0]:
+        raise NotNeededError("the booking has gained table assignments")
+    return str(row[0])
+
+
+class SqlAssign:
+    """``assign_tables_atomic_v2`` (all 7 named arguments) + ``apply_booking_state_transition``, one transaction."""
+
+    name = "sql"
+
+    def __init__(self, connect: Callable[[], Conn], actor: str = "allocguard") -> None:
+        self._connect = connect
+        self._actor = actor
+
+    def assign(self, request: AssignRequest) -> None:
+        try:
+            with self._connect() as conn, conn.transaction():
+                previous = check_still_needed(conn, request.booking_id, lock=True)
+                self._clear_ledger_traps(conn, request)
+                rows = conn.execute(
+                    "SELECT * FROM public.assign_tables_atomic_v2(p_booking_id := %s, p_table_ids := %s::uuid[],"
+                    " p_idempotency_key := %s, p_require_adjacency := %s, p_assigned_by := NULL,"
+                    " p_start_at := %s, p_end_at := %s)",
+                    (
+                        request.booking_id,
+                        list(request.table_ids),
+                        request.idempotency_key,
+                        request.require_adjacency,
+                        request.window.lower,
+                        request.window.upper,
+                    ),
+                ).fetchall()
+                if not rows:
+                    raise VerificationError("assign_tables_atomic_v2 returned no rows (ledger replay)")
+                conn.execute(
+                    "SELECT * FROM public.apply_booking_state_transition(%s, 'confirmed', NULL, NULL, now(), %s,"
+                    " 'confirmed', NULL, now(), %s, %s)",
+                    (
+                        request.booking_id,
+                        previous,
+                        request.reason,
+                        Jsonb({"source": "remediation-consumer", "actor": self._actor, "key": request.idempotency_key}),
+                    ),
+                )
+                verify_assigned(conn, request)
+        except psycopg.Error as exc:
+            raise classify_db_error(exc) from exc
+
+    @staticmethod
+    def _clear_ledger_traps(conn: Conn, request: AssignRequest) -> None:
+        """Ledger rows for this booking whose assignment rows are gone make the function return nothing (same
+        key) or fail with 23505 (same table set, other key). The victim has no assignments (checked), so any
+        such row is stale: remove it in the same transaction."""
+        tables = sorted(str(t) for t in request.table_ids)
+        conn.execute(
+            "DELETE FROM public.booking_assignment_idempotency l WHERE l.booking_id = %s"
+            " AND (l.idempotency_key = %s OR l.table_set_hash = md5(%s))"
+            " AND NOT EXISTS (SELECT 1 FROM public.booking_table_assignments bta"
+            "                  WHERE bta.booking_id = l.booking_id AND bta.idempotency_key = l.idempotency_key)",
+            (request.booking_id, request.idempotency_key, ",".join(tables)),
+        )
+
+
+class HttpAssign:
+    """Asks the platform's app (a configurable endpoint) to assign, then verifies in the database."""
+
+    name = "http"
+
+    def __init__(self, endpoint: str, connect: Callable[[], Conn], timeout_s: float = 10.0) -> None:
+        if not endpoint.startswith(("http://", "https://")):
+            raise ValueError(f"the assign endpoint must be an http(s) URL: {endpoint!r}")
+        self._endpoint = endpoint
+        self._connect = connect
+        self._timeout = timeout_s
+
+    def assign(self, request: AssignRequest) -> None:
+        with self._connect() as conn:
+            check_still_needed(conn, request.booking_id, lock=False)
+        body = json.dumps(
+            {
+                "bookingId": str(request.booking_id),
+                "tableIds": [str(t) for t in request.table_ids],
+                "startAt": request.window.lower.isoformat() if request.window.lower else None,
+                "endAt": request.window.upper.isoformat() if request.window.upper else None,
+                "requireAdjacency": request.require_adjacency,
+                "idempotencyKey": request.idempotency_key,
+                "reason": request.reason,
+            }
+        ).encode()
+        http_request = urllib.request.Request(  # noqa: S310 (scheme checked in __init__)
+            self._endpoint, data=body, method="POST", headers={"Content-Type": "application/json"}
+        )
+        try:
+            with urllib.request.urlopen(http_request, timeout=self._timeout) as response:  # noqa: S310
+                response.read()
+        except urllib.error.HTTPError as exc:
+            text = exc.read().decode(errors="replace")
+            if "allocations_no_overlap" in text:
+                raise NewBlockerError(text) from exc
+            if "Hold conflict" in text:
+                raise HoldConflictError(text) from exc
+            if exc.code >= 500 or exc.code == 429:
+                raise TransientDatabaseError(f"HTTP {exc.code}: {text[:200]}") from exc
+            raise PermanentAssignError(f"HTTP {exc.code}: {text[:200]}") from exc
+        except (urllib.error.URLError, TimeoutError) as exc:
+            raise TransientDatabaseError(f"assign endpoint unreachable: {exc}") from exc
+        with self._connect() as conn:
+            verify_assigned(conn, request)
+
+
+class _StopAfterElapsed(stop_base):
+    """Like tenacity's stop_after_delay, on an injectable clock."""
+
+    def __init__(self, clock: Callable[[], float], limit_s: float) -> None:
+        self._clock = clock
+        self._limit = limit_s
+        self._start = clock()
+
+    def __call__(self, retry_state: RetryCallState) -> bool:
+        return self._clock() - self._start >= self._limit
+
+
+class _Wait(wait_base):
+    """Exponential backoff with jitter; a hold conflict waits at least ``hold_conflict_wait_s``."""
+
+    def __init__(self, policy: RetryPolicy) -> None:
+        self._policy = policy
+        self._backoff = wait_exponential_jitter(
+            initial=policy.initial_wait_s, max=policy.max_wait_s, jitter=policy.jitter_s
+        )
+
+    def __call__(self, retry_state: RetryCallState) -> float:
+        wait = float(self._backoff(retry_state))
+        outcome = retry_state.outcome
+        if outcome is not None and isinstance(outcome.exception(), HoldConflictError):
+            wait = max(wait, self._policy.hold_conflict_wait_s)
+        return wait
+
+
+def _retryable(exc: BaseException) -> bool:
+    return isinstance(exc, RemediationError) and exc.retryable and not isinstance(exc, NewBlockerError)
+
+
+def run_retry(
+    strategy: AssignStrategy,
+    request: AssignRequest,
+    policy: RetryPolicy,
+    *,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+    on_attempt: Callable[[Attempt], None] | None = None,
+) -> RetryOutcome:
+    """Try the assignment under ``policy``. NewBlockerError propagates (the caller re-plans)."""
+    attempts: list[Attempt] = []
+    waited = {"last": 0.0}
+
+    def before_sleep(state: RetryCallState) -> None:
+        waited["last"] = state.next_action.sleep if state.next_action else 0.0
+
+    def record(number: int, outcome: str, error: str | None) -> None:
+        attempt = Attempt(number, waited["last"], outcome, error)
+        attempts.append(attempt)
+        if on_attempt is not None:
+            on_attempt(attempt)
+
+    retrying = Retrying(
+        stop=stop_after_attempt(policy.max_attempts) | _StopAfterElapsed(clock, policy.max_total_s),
+        wait=_Wait(policy),
+        retry=retry_if_exception(_retryable),
+        sleep=sleep,
+        before_sleep=before_sleep,
+        reraise=True,
+    )
+    try:
+        for attempt in retrying:
+            with attempt:
+                number = attempt.retry_state.attempt_number
+                try:
+                    strategy.assign(request)
+                except RemediationError as exc:
+                    record(number, exc.kind, str(exc))
+                    raise
+                record(number, "assigned", None)
+    except NotNeededError as exc:
+        return RetryOutcome("not_needed", str(exc), attempts)
+    except NewBlockerError:
+        raise
+    except RemediationError as exc:
+        why = "attempts exhausted" if exc.retryable else "not retryable"
+        return RetryOutcome("gave_up", f"{why} after {len(attempts)} attempt(s): {exc.kind}: {exc}", attempts)
+    return RetryOutcome("assigned", f"assigned on attempt {len(attempts)}", attempts)

@@ -1,0 +1,246 @@
+"""Reads of the platform's state and allocguard's own records (parameterised SQL only).
+
+Nothing here writes the platform's tables; that is :mod:`handlers.execute` and :mod:`handlers.retry`.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+import psycopg
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+from psycopg.types.range import Range as PgRange
+
+from handlers.detect import FailureSeen, HoldSeen
+from handlers.evidence import AllocationRow, OwnerState, Snapshot
+from schemas.records import Incident
+from schemas.values import TstzRange
+
+Conn = psycopg.Connection[Any]
+
+
+def to_pg_range(value: TstzRange) -> PgRange[datetime]:
+    if value.empty:
+        return PgRange(empty=True)
+    return PgRange(value.lower, value.upper, value.bounds)
+
+
+def from_pg_range(value: PgRange[datetime]) -> TstzRange:
+    if value.isempty:
+        return TstzRange(None, None, "[)", empty=True)
+    left = value.bounds[0] if value.lower is not None else "("
+    right = value.bounds[1] if value.upper is not None else ")"
+    return TstzRange(value.lower, value.upper, f"{left}{right}")  # type: ignore[arg-type]
+
+
+# ---- hold memory -------------------------------------------------------------------------------
+
+
+def remember_hold(conn: Conn, hold: HoldSeen) -> None:
+    conn.execute(
+        "INSERT INTO allocguard.hold_observations"
+        " (hold_id, booking_id, restaurant_id, table_ids, attempt_window, require_adjacency, expires_at)"
+        " VALUES (%s, %s, %s, %s, %s, %s, %s)"
+        " ON CONFLICT (hold_id) DO UPDATE SET table_ids = EXCLUDED.table_ids,"
+        " attempt_window = EXCLUDED.attempt_window, require_adjacency = EXCLUDED.require_adjacency,"
+        " expires_at = EXCLUDED.expires_at",
+        (
+            hold.hold_id,
+            hold.booking_id,
+            hold.restaurant_id,
+            list(hold.table_ids),
+            to_pg_range(hold.window),
+            hold.require_adjacency,
+            hold.expires_at,
+        ),
+    )
+
+
+def recall_hold(conn: Conn, failure: FailureSeen) -> HoldSeen | None:
+    """The hold a failure names; failing that (auto_assign events carry no holdId), the booking's latest
+    remembered hold. Expired memories are ignored."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        row = None
+        if failure.hold_id is not None:
+            row = cur.execute(
+                "SELECT * FROM allocguard.hold_observations WHERE hold_id = %s AND expires_at > now()",
+                (failure.hold_id,),
+            ).fetchone()
+        if row is None:
+            row = cur.execute(
+                "SELECT * FROM allocguard.hold_observations WHERE booking_id = %s AND expires_at > now()"
+                " ORDER BY observed_at DESC LIMIT 1",
+                (failure.booking_id,),
+            ).fetchone()
+    if row is None:
+        return None
+    return HoldSeen(
+        hold_id=row["hold_id"],
+        booking_id=row["booking_id"],
+        restaurant_id=row["restaurant_id"],
+        table_ids=tuple(row["table_ids"]),
+        window=from_pg_range(row["attempt_window"]),
+        require_adjacency=row["require_adjacency"],
+        expires_at=row["expires_at"],
+    )
+
+
+def sweep_holds(conn: Conn) -> int:
+    return conn.execute("DELETE FROM allocguard.hold_observations WHERE expires_at <= now()").rowcount
+
+
+# ---- incidents ---------------------------------------------------------------------------------
+
+
+def incident_from_booking(conn: Conn, failure: FailureSeen) -> Incident | None:
+    """The fallback when the hold is unknown: the booking's own window and restaurant, and the active
+    tables that fit its party (the planner's candidates)."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        booking = cur.execute(
+            "SELECT restaurant_id, start_at, end_at, party_size FROM public.bookings WHERE id = %s",
+            (failure.booking_id,),
+        ).fetchone()
+        if booking is None or booking["start_at"] is None or booking["end_at"] is None:
+            return None
+        tables = cur.execute(
+            "SELECT id FROM public.table_inventory WHERE restaurant_id = %s AND active"
+            " AND capacity >= %s AND coalesce(min_party_size, 1) <= %s ORDER BY capacity, table_number",
+            (booking["restaurant_id"], booking["party_size"], booking["party_size"]),
+        ).fetchall()
+    return Incident(
+        booking_id=failure.booking_id,
+        restaurant_id=booking["restaurant_id"],
+        window=TstzRange.closed_open(booking["start_at"], booking["end_at"]),
+        table_ids=tuple(t["id"] for t in tables),
+        hold_id=failure.hold_id,
+        window_source="booking",
+    )
+
+
+def record_incident(conn: Conn, incident: Incident, failure: FailureSeen) -> tuple[UUID, str, int]:
+    """Insert the incident or fold this failure event into it. Returns (id, status, event_count)."""
+    source = {"event_id": str(failure.event_id), "source": failure.source, "event_type": failure.event_type}
+    row = conn.execute(
+        "INSERT INTO allocguard.incidents AS i (booking_id, restaurant_id, attempt_window, table_ids, hold_id,"
+        " require_adjacency, window_source, source_events, first_event_at, last_event_at)"
+        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+        " ON CONFLICT ON CONSTRAINT incidents_booking_window_key DO UPDATE SET"
+        "   event_count = i.event_count + CASE WHEN i.source_events @> EXCLUDED.source_events THEN 0 ELSE 1 END,"
+        "   source_events = CASE WHEN i.source_events @> EXCLUDED.source_events THEN i.source_events"
+        "                        ELSE i.source_events || EXCLUDED.source_events END,"
+        "   last_event_at = greatest(i.last_event_at, EXCLUDED.last_event_at), updated_at = now()"
+        " RETURNING id, status, event_count",
+        (
+            incident.booking_id,
+            incident.restaurant_id,
+            to_pg_range(incident.window),
+            list(incident.table_ids),
+            incident.hold_id,
+            incident.require_adjacency,
+            incident.window_source,
+            Jsonb([source]),
+            failure.created_at,
+            failure.created_at,
+        ),
+    ).fetchone()
+    assert row is not None
+    return row[0], row[1], row[2]
+
+
+def set_incident_status(
+    conn: Conn, incident_id: UUID, status: str, reason: str, outcome: dict[str, Any] | None = None
+) -> None:
+    conn.execute(
+        "UPDATE allocguard.incidents SET status = %s, status_reason = %s,"
+        " outcome = coalesce(%s, outcome), updated_at = now() WHERE id = %s",
+        (status, reason, Jsonb(outcome) if outcome is not None else None, incident_id),
+    )
+
+
+def incident_rows(conn: Conn, booking_id: UUID) -> list[dict[str, Any]]:
+    with conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute(
+            "SELECT * FROM allocguard.incidents WHERE booking_id = %s ORDER BY first_event_at", (booking_id,)
+        ).fetchall()
+
+
+def failure_events(conn: Conn, booking_id: UUID) -> list[dict[str, Any]]:
+    """The booking's observability rows, oldest first, plus the hold announcements of those holds."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute(
+            "SELECT * FROM public.observability_events WHERE booking_id = %s"
+            " OR (context ->> 'bookingId') = %s::text ORDER BY created_at, id",
+            (booking_id, str(booking_id)),
+        ).fetchall()
+
+
+# ---- the snapshot the plan is made from --------------------------------------------------------
+
+
+def load_snapshot(conn: Conn, incident: Incident) -> Snapshot:
+    with conn.cursor(row_factory=dict_row) as cur:
+        now_row = cur.execute("SELECT now() AS now").fetchone()
+        assert now_row is not None
+        victim = cur.execute("SELECT status FROM public.bookings WHERE id = %s", (incident.booking_id,)).fetchone()
+        victim_tables = cur.execute(
+            "SELECT table_id FROM public.booking_table_assignments WHERE booking_id = %s", (incident.booking_id,)
+        ).fetchall()
+        rows = cur.execute(
+            'SELECT id, booking_id, restaurant_id, resource_type, resource_id, "window", shadow, is_maintenance,'
+            " updated_at FROM public.allocations"
+            " WHERE restaurant_id = %s AND resource_type = 'table' AND resource_id = ANY(%s)"
+            ' AND "window" && %s ORDER BY resource_id, lower("window"), id',
+            (incident.restaurant_id, list(incident.table_ids), to_pg_range(incident.window)),
+        ).fetchall()
+        owner_ids = sorted({r["booking_id"] for r in rows if r["booking_id"] is not None}, key=str)
+        owners: dict[UUID, OwnerState] = {}
+        if owner_ids:
+            statuses = cur.execute("SELECT id, status FROM public.bookings WHERE id = ANY(%s)", (owner_ids,)).fetchall()
+            assigned = cur.execute(
+                "SELECT booking_id, table_id FROM public.booking_table_assignments WHERE booking_id = ANY(%s)",
+                (owner_ids,),
+            ).fetchall()
+            held = cur.execute(
+                "SELECT h.booking_id, m.table_id FROM public.table_holds h"
+                " JOIN public.table_hold_members m ON m.hold_id = h.id"
+                " WHERE h.booking_id = ANY(%s) AND h.expires_at > now()",
+                (owner_ids,),
+            ).fetchall()
+            for status_row in statuses:
+                booking = status_row["id"]
+                owners[booking] = OwnerState(
+                    booking_id=booking,
+                    status=str(status_row["status"]),
+                    assigned_tables=frozenset(a["table_id"] for a in assigned if a["booking_id"] == booking),
+                    held_tables=frozenset(h["table_id"] for h in held if h["booking_id"] == booking),
+                )
+    return Snapshot(
+        incident=incident,
+        now=now_row["now"],
+        victim_status=str(victim["status"]) if victim is not None else None,
+        victim_assigned_tables=frozenset(v["table_id"] for v in victim_tables),
+        allocations=tuple(
+            AllocationRow(
+                id=r["id"],
+                booking_id=r["booking_id"],
+                restaurant_id=r["restaurant_id"],
+                resource_type=r["resource_type"],
+                resource_id=r["resource_id"],
+                window=from_pg_range(r["window"]),
+                shadow=r["shadow"],
+                is_maintenance=r["is_maintenance"],
+                updated_at=r["updated_at"],
+            )
+            for r in rows
+        ),
+        owners=owners,
+    )
+
+
+def to_json(value: Any) -> Any:
+    """JSON-safe copy of database rows for evidence records and artifacts."""
+    return json.loads(json.dumps(value, default=str))

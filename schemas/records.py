@@ -1,0 +1,88 @@
+"""allocguard's own records: incidents, evidence with verdicts, plans. Pure data, JSON-serialisable."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict
+
+from schemas.values import Range
+
+
+class Mode(StrEnum):
+    DRY_RUN = "dry_run"
+    AUTO = "auto"
+
+
+class Verdict(StrEnum):
+    ORPHAN = "orphan"  # no assignment row for that booking and table: provably unreferenced
+    STALE_BY_STATUS = "stale_by_status"  # owner cancelled/completed/no_show but still assigned: reported only
+    LEGITIMATE = "legitimate"  # the owner still holds the table
+    PROTECTED = "protected"  # maintenance, shadow, merge group, the victim's own, an active hold, too young
+
+
+class Incident(BaseModel):
+    """A booking whose auto-assign failed on ``allocations_no_overlap`` for one attempted window."""
+
+    model_config = ConfigDict(frozen=True)
+
+    booking_id: UUID
+    restaurant_id: UUID
+    window: Range
+    table_ids: tuple[UUID, ...]
+    hold_id: UUID | None = None
+    require_adjacency: bool | None = None
+    #: "hold" when tables and window came from capacity.hold.created, "booking" for the fallback
+    window_source: str = "hold"
+
+
+class AllocationEvidence(BaseModel):
+    """One allocation on the victim's tables overlapping its window, with the verdict and the reason."""
+
+    model_config = ConfigDict(frozen=True)
+
+    allocation_id: UUID
+    booking_id: UUID | None
+    resource_type: str
+    table_id: UUID
+    window: Range
+    shadow: bool
+    is_maintenance: bool
+    updated_at: datetime
+    owner_status: str | None
+    owner_has_assignment: bool
+    blocks: bool
+    verdict: Verdict
+    reason: str
+
+
+class Plan(BaseModel):
+    """What to do for one incident: the allocation ids proven to be orphans, and why nothing else."""
+
+    model_config = ConfigDict(frozen=True)
+
+    incident: Incident
+    victim_status: str | None
+    victim_has_assignment: bool
+    evidence: tuple[AllocationEvidence, ...]
+    prune_ids: tuple[UUID, ...]
+    #: the tables the retry asks for: the hold's tables, or (fallback) the one best candidate table
+    target_tables: tuple[UUID, ...]
+    #: blockers that stay after pruning (legitimate, stale-by-status, protected but blocking)
+    remaining_blockers: tuple[UUID, ...]
+    decision: str
+    decision_reason: str
+
+    @property
+    def key(self) -> str:
+        """Same incident and same proven ids → same key: the executor's idempotency key."""
+        ids = ",".join(sorted(str(i) for i in self.prune_ids))
+        return f"{self.incident.booking_id}|{self.incident.window.to_postgres()}|{ids}"
+
+    def counts(self) -> dict[str, int]:
+        result = {verdict.value: 0 for verdict in Verdict}
+        for item in self.evidence:
+            result[item.verdict.value] += 1
+        return result
