@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test lint unit stack-up stack-down stack-status clean
+.PHONY: help install demo watch test lint unit stack-up stack-down stack-status clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-13s %s\n", $$1, $$2}'
@@ -17,7 +17,16 @@ $(BIN)/allocguard: pyproject.toml
 
 install: $(BIN)/allocguard ## create .venv and install allocguard with its dev tools
 
-demo: install ## bring the local stack up and watch decoded CDC events of a demo booking lifecycle
+SEED_VICTIM := d99ceb12-193a-4e80-840e-35cb236d9452
+
+demo: install ## local stack up, play the seed incident, diagnose it, remediate it, diagnose again
+	$(BIN)/allocguard stack up
+	$(BIN)/allocguard simulate seed-incident
+	$(BIN)/allocguard diagnose $(SEED_VICTIM)
+	$(BIN)/allocguard remediate $(SEED_VICTIM) --mode auto
+	$(BIN)/allocguard diagnose $(SEED_VICTIM)
+
+watch: install ## local stack up, then print decoded CDC events of a demo booking lifecycle
 	$(BIN)/allocguard stack up
 	$(BIN)/allocguard watch --demo
 

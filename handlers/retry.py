@@ -256,7 +256,7 @@ class HttpAssign:
 
 
 class _StopAfterElapsed(stop_base):
-    """Like tenacity's stop_after_delay, on an injectable clock."""
+    """Like tenacity's stop_before_delay, on an injectable clock: no attempt starts past the budget."""
 
     def __init__(self, clock: Callable[[], float], limit_s: float) -> None:
         self._clock = clock
@@ -264,7 +264,7 @@ class _StopAfterElapsed(stop_base):
         self._start = clock()
 
     def __call__(self, retry_state: RetryCallState) -> bool:
-        return self._clock() - self._start >= self._limit
+        return self._clock() - self._start + retry_state.upcoming_sleep >= self._limit
 
 
 class _Wait(wait_base):
@@ -273,7 +273,7 @@ class _Wait(wait_base):
     def __init__(self, policy: RetryPolicy) -> None:
         self._policy = policy
         self._backoff = wait_exponential_jitter(
-            initial=policy.initial_wait_s, max=policy.max_wait_s, jitter=policy.jitter_s
+            multiplier=policy.initial_wait_s, max=policy.max_wait_s, jitter=policy.jitter_s
         )
 
     def __call__(self, retry_state: RetryCallState) -> float:

@@ -30,7 +30,7 @@ from schemas.rows import (
     TableHold,
     TableHoldMember,
 )
-from tests.support.cdc import CdcReader, RawMessage, key_has, save_fixtures
+from tests.support.cdc import CdcReader, RawMessage, key_has, row_has, save_fixtures
 
 pytestmark = pytest.mark.e2e
 Conn = psycopg.Connection[dict[str, Any]]
@@ -266,17 +266,19 @@ def test_observability_events(pg: Conn, cdc: CdcReader, venue: Venue, capture_di
         "flags": [True, None],
         "note": 'quotes " and ✓',
     }
+    booking = uuid.uuid4()
     pg.execute(
-        "INSERT INTO observability_events (id, source, event_type, severity, context, restaurant_id)"
-        " VALUES (%s, 'capacity.atomic_confirm', 'transaction.failed', 'error', %s, %s)",
-        (event, Jsonb(context), venue.restaurant_id),
+        "INSERT INTO observability_events (id, source, event_type, severity, context, restaurant_id, booking_id)"
+        " VALUES (%s, 'capacity.atomic_confirm', 'transaction.failed', 'error', %s, %s, %s)",
+        (event, Jsonb(context), venue.restaurant_id, booking),
     )
     inserted = fetch(pg, "observability_events", id=event)
     pg.execute("UPDATE observability_events SET severity = 'critical' WHERE id = %s", (event,))
     updated = fetch(pg, "observability_events", id=event)
     pg.execute("DELETE FROM observability_events WHERE id = %s", (event,))
 
-    messages = cdc.collect(key_has("id", event), 4)
+    # keyed by booking_id (message.key.columns), so one booking's events keep their order; match on the row id
+    messages = cdc.collect(row_has("id", event), 4)
     save_fixtures(capture_dir, "observability_events_lifecycle", messages)
     c, u, d = lifecycle(messages)
     assert_matches_db(c.after, inserted)
@@ -285,6 +287,7 @@ def test_observability_events(pg: Conn, cdc: CdcReader, venue: Venue, capture_di
     assert isinstance(u.after, ObservabilityEvent)
     assert u.after.severity is Severity.CRITICAL
     assert u.after.context == context
+    assert c.key == {"booking_id": str(booking)}
 
 
 def test_booking_assignment_idempotency(

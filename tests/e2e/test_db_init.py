@@ -31,14 +31,14 @@ def test_init_twice_through_the_cli(fresh_db: str) -> None:
     first = runner.invoke(main, ["db", "init", "--dsn", fresh_db, "--with-reference-schema", "--with-cdc"])
     assert first.exit_code == 0, first.output
     assert "loaded the platform reference schema" in first.output
-    assert "applied migrations: V001__schema" in first.output
+    assert "applied migrations: V001__schema, V002__incidents, V003__remediator_role" in first.output
     second = runner.invoke(main, ["db", "init", "--dsn", fresh_db, "--with-reference-schema", "--with-cdc"])
     assert second.exit_code == 0, second.output
     assert "loaded the platform reference schema" not in second.output
     assert "migrations up to date" in second.output
     with psycopg.connect(fresh_db) as conn:
         versions = conn.execute("SELECT version, name FROM allocguard.schema_migrations").fetchall()
-        assert versions == [(1, "schema")]
+        assert versions == [(1, "schema"), (2, "incidents"), (3, "remediator_role")]
         constraint = conn.execute(
             "SELECT condeferrable, condeferred, pg_get_constraintdef(oid) FROM pg_constraint"
             " WHERE conname = 'allocations_no_overlap'"
@@ -53,8 +53,8 @@ def test_init_twice_through_the_cli(fresh_db: str) -> None:
 
 
 def test_a_changed_applied_migration_is_refused(fresh_db: str, tmp_path: Path) -> None:
+    db.init_database(fresh_db, with_reference_schema=True, with_cdc=False)
     with psycopg.connect(fresh_db) as conn:
-        db.migrate(conn)
         edited = tmp_path / "V001__schema.sql"
         edited.write_text("CREATE SCHEMA IF NOT EXISTS allocguard; -- edited after release\n")
         with pytest.raises(db.MigrationError, match="changed after it was applied"):

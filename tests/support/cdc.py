@@ -110,6 +110,27 @@ def key_has(field: str, value: object) -> Callable[[RawMessage], bool]:
     return match
 
 
+def row_has(field: str, value: object) -> Callable[[RawMessage], bool]:
+    """Matches change events whose before or after row holds ``field == value``, and the tombstone that
+    follows such a delete (same key, null value)."""
+    text = str(value)
+    keys: set[bytes] = set()
+
+    def match(message: RawMessage) -> bool:
+        if message.value is None:
+            return message.key is not None and message.key in keys
+        doc = json.loads(message.value)
+        if isinstance(doc, dict) and "payload" in doc and "schema" in doc:
+            doc = doc["payload"]
+        rows = [doc.get("before"), doc.get("after")] if isinstance(doc, dict) else []
+        hit = any(isinstance(row, dict) and str(row.get(field)) == text for row in rows)
+        if hit and message.key is not None:
+            keys.add(message.key)
+        return hit
+
+    return match
+
+
 def save_fixtures(directory: Path | None, name: str, messages: list[RawMessage]) -> None:
     """Keep real captured messages as unit-test fixtures (only when a capture folder is given)."""
     if directory is None:
