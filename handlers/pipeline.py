@@ -134,17 +134,7 @@ class Remediator:
             if plan.decision == "not_needed":
                 return self._settle(conn, result, "not_needed", plan.decision_reason)
             if s.mode is Mode.DRY_RUN:
-                result.prunes.append(
-                    apply_plan(
-                        conn,
-                        plan,
-                        mode=Mode.DRY_RUN,
-                        actor=s.actor,
-                        grace=s.grace,
-                        incident_id=incident_id,
-                        artifacts_dir=s.artifacts_dir,
-                    )
-                )
+                result.prunes.append(self._apply(conn, plan, incident_id))
                 return self._settle(conn, result, "dry_run", plan.decision_reason)
             if plan.decision == "manual_review":
                 return self._settle(conn, result, "manual_review", plan.decision_reason)
@@ -153,15 +143,7 @@ class Remediator:
                 store.set_incident_status(conn, incident_id, "open", plan.decision_reason)
                 return result
             if plan.decision == "prune_and_retry":
-                prune = apply_plan(
-                    conn,
-                    plan,
-                    mode=Mode.AUTO,
-                    actor=s.actor,
-                    grace=s.grace,
-                    incident_id=incident_id,
-                    artifacts_dir=s.artifacts_dir,
-                )
+                prune = self._apply(conn, plan, incident_id)
                 result.prunes.append(prune)
                 if prune.status in ("pruned", "already_done"):
                     store.set_incident_status(conn, incident_id, "pruned", f"pruned {len(prune.pruned_ids)} orphan(s)")
@@ -186,6 +168,18 @@ class Remediator:
             if outcome.status == "not_needed":
                 return self._settle(conn, result, "not_needed", outcome.reason)
             return self._settle(conn, result, "manual_review", outcome.reason)
+
+    def _apply(self, conn: Conn, plan: Plan, incident_id: UUID) -> PruneResult:
+        s = self.settings
+        return apply_plan(
+            conn,
+            plan,
+            mode=s.mode,
+            actor=s.actor,
+            grace=s.grace,
+            incident_id=incident_id,
+            artifacts_dir=s.artifacts_dir,
+        )
 
     def _settle(self, conn: Conn, result: IncidentResult, status: str, reason: str) -> IncidentResult:
         result.status, result.reason = status, reason

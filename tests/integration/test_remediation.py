@@ -6,7 +6,7 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import time as dtime
 from datetime import timedelta
 from pathlib import Path
@@ -42,20 +42,6 @@ PLATFORM_TABLES = (
     "booking_assignment_idempotency",
     "booking_state_history",
 )
-
-
-@pytest.fixture
-def connect(stack_settings: StackSettings) -> Callable[[], Conn]:
-    def factory() -> Conn:
-        return psycopg.connect(stack_settings.pg_dsn, autocommit=True)
-
-    return factory
-
-
-@pytest.fixture
-def app(connect: Callable[[], Conn]) -> Iterator[PlatformApp]:
-    with connect() as conn:
-        yield PlatformApp(conn)
 
 
 def dump(conn: Conn) -> dict[str, dict[str, str]]:

@@ -28,20 +28,6 @@ pytestmark = pytest.mark.e2e
 Conn = psycopg.Connection[Any]
 
 
-@pytest.fixture
-def connect(stack_settings: StackSettings) -> Callable[[], Conn]:
-    def factory() -> Conn:
-        return psycopg.connect(stack_settings.pg_dsn, autocommit=True)
-
-    return factory
-
-
-@pytest.fixture
-def app(connect: Callable[[], Conn]) -> Iterator[PlatformApp]:
-    with connect() as conn:
-        yield PlatformApp(conn)
-
-
 def victim_request(app: PlatformApp, venue: Venue) -> AssignRequest:
     victim = create_booking(app.conn, venue, day=tomorrow(), start=time(19, 0), end=time(21, 0))
     return AssignRequest(
