@@ -308,5 +308,48 @@ def remediate(
         raise click.ClickException(f"no allocations_no_overlap failure recorded for booking {booking_id}")
 
 
+# ---- the always-on consumer ---------------------------------------------------------------------
+
+
+@main.command()
+@click.option("--once", is_flag=True, help="Drain what is there, then exit.")
+@click.option("--mode", type=click.Choice([m.value for m in Mode]), help="dry_run (default) or auto.")
+@click.option("--group-id", help="Kafka consumer group.")
+@click.option("--workers", type=int, help="Bookings handled concurrently.")
+@click.option("--health-port", type=int, help="Port of /healthz, /readyz and /metrics.")
+@click.option("--from-beginning", is_flag=True, help="A new group starts at the earliest offsets.")
+@click.option("--log-level", default="INFO", show_default=True)
+def run(
+    once: bool,
+    mode: str | None,
+    group_id: str | None,
+    workers: int | None,
+    health_port: int | None,
+    from_beginning: bool,
+    log_level: str,
+) -> None:
+    """Consume the platform's CDC topics and remediate allocations_no_overlap failures as they happen."""
+    import logging
+
+    from consumer.config import RuntimeSettings
+    from consumer.runtime import FatalRuntimeError
+    from consumer.runtime import run as run_runtime
+
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    overrides: dict[str, Any] = {
+        "mode": mode,
+        "group_id": group_id,
+        "workers": workers,
+        "health_port": health_port,
+        "auto_offset_reset": "earliest" if from_beginning else None,
+    }
+    settings = RuntimeSettings(**{k: v for k, v in overrides.items() if v is not None})
+    try:
+        sys.exit(run_runtime(settings, once=once))
+    except FatalRuntimeError as exc:
+        click.echo(f"fatal: {exc}", err=True)
+        sys.exit(2)
+
+
 if __name__ == "__main__":
     main()

@@ -76,3 +76,57 @@ class StackSettings(BaseSettings):
         params = conninfo_to_dict(self.pg_dsn)
         params["dbname"] = database
         return make_conninfo(**params)  # type: ignore[arg-type]
+
+
+class RuntimeSettings(BaseSettings):
+    """``allocguard run``: every field is ``ALLOCGUARD_<NAME>`` in the env, a ``.env`` line, or a flag."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="ALLOCGUARD_", env_file=".env", extra="ignore", frozen=True, populate_by_name=True
+    )
+
+    kafka_bootstrap: str | None = None
+    pg_dsn: SecretStr | None = None
+    topic_prefix: str = "platform"
+    #: tables whose change events are consumed (the detector needs observability_events)
+    tables: list[str] = Field(default_factory=lambda: ["public.observability_events"])
+    group_id: str = "allocguard"
+    #: where a new group starts: "latest" (live) or "earliest"
+    auto_offset_reset: str = "latest"
+    dlq_topic: str | None = None
+    #: extra librdkafka settings passed through (security.protocol, sasl.*, ssl.*), e.g. from a Secret
+    kafka_config: dict[str, SecretStr] = Field(default_factory=dict)
+    workers: int = 16
+    max_in_flight: int = 2000
+    mode: str = "dry_run"
+    grace_s: float = 120.0
+    strategy: str = "sql"
+    assign_endpoint: str | None = None
+    artifacts_dir: Path | None = Path("artifacts")
+    health_host: str = "0.0.0.0"  # noqa: S104 (probes come from the orchestrator)
+    health_port: int = 8088
+    shutdown_timeout_s: float = 30.0
+    #: how long a revoked partition's in-flight work may take before its offsets are left uncommitted
+    revoke_timeout_s: float = 20.0
+
+    def resolved_bootstrap(self) -> str:
+        return self.kafka_bootstrap or StackSettings().kafka_bootstrap
+
+    def resolved_dsn(self) -> str:
+        return self.pg_dsn.get_secret_value() if self.pg_dsn is not None else StackSettings().pg_dsn
+
+    def topics(self) -> list[str]:
+        return [f"{self.topic_prefix}.{table}" for table in self.tables]
+
+    def resolved_dlq(self) -> str:
+        return self.dlq_topic or f"{self.topic_prefix}.allocguard.dlq"
+
+    def librdkafka(self) -> dict[str, str]:
+        return {key: value.get_secret_value() for key, value in self.kafka_config.items()}
+
+    def redacted(self) -> dict[str, object]:
+        """For logs: secrets stay hidden."""
+        doc = self.model_dump(mode="json")
+        doc["pg_dsn"] = "**********" if self.pg_dsn is not None else None
+        doc["kafka_config"] = {key: "**********" for key in self.kafka_config}
+        return doc

@@ -56,6 +56,8 @@ class IncidentResult:
     prunes: list[PruneResult] = field(default_factory=list)
     retry: RetryOutcome | None = None
     event_count: int = 0
+    #: the failure event that triggered this run; marked processed with the final state
+    event_id: UUID | None = None
 
 
 def incident_for(conn: Conn, failure: FailureSeen, hold: HoldSeen | None) -> Incident | None:
@@ -108,25 +110,31 @@ class Remediator:
 
     def on_failure(self, failure: FailureSeen) -> IncidentResult:
         with self._connect() as conn:
+            if store.was_processed(conn, failure.event_id):
+                return IncidentResult("duplicate", "event already processed")
             hold = store.recall_hold(conn, failure)
             incident = incident_for(conn, failure, hold)
             if incident is None:
                 return IncidentResult("unresolvable", f"booking {failure.booking_id} has no window to work with")
             incident_id, status, count = store.record_incident(conn, incident, failure)
             if status in SETTLED or (status == "dry_run" and self.settings.mode is Mode.DRY_RUN):
+                if self.settings.mode is Mode.AUTO:
+                    store.mark_processed(conn, failure.event_id, incident_id, "duplicate")
                 return IncidentResult(
                     "duplicate", f"incident already {status}", incident_id, incident, event_count=count
                 )
-            result = self.remediate(conn, incident_id, incident)
+            result = self.remediate(conn, incident_id, incident, failure.event_id)
             result.event_count = count
             return result
 
     def plan(self, conn: Conn, incident: Incident) -> Plan:
         return make_plan(store.load_snapshot(conn, incident), self.settings.grace)
 
-    def remediate(self, conn: Conn, incident_id: UUID, incident: Incident) -> IncidentResult:
+    def remediate(
+        self, conn: Conn, incident_id: UUID, incident: Incident, event_id: UUID | None = None
+    ) -> IncidentResult:
         s = self.settings
-        result = IncidentResult("open", "", incident_id, incident)
+        result = IncidentResult("open", "", incident_id, incident, event_id=event_id)
         replans = s.replans
         while True:
             plan = self.plan(conn, incident)
@@ -196,6 +204,8 @@ class Remediator:
         }
         with conn.transaction():
             store.set_incident_status(conn, result.incident_id, status, reason, outcome)
+            if result.event_id is not None and self.settings.mode is Mode.AUTO:
+                store.mark_processed(conn, result.event_id, result.incident_id, status)
             if self.settings.mode is Mode.AUTO and status in ("resolved", "manual_review"):
                 incident = result.incident
                 conn.execute(

@@ -161,6 +161,19 @@ def set_incident_status(
     )
 
 
+def was_processed(conn: Conn, event_id: UUID) -> bool:
+    row = conn.execute("SELECT 1 FROM allocguard.processed_events WHERE event_id = %s", (event_id,)).fetchone()
+    return row is not None
+
+
+def mark_processed(conn: Conn, event_id: UUID, incident_id: UUID | None, outcome: str) -> None:
+    conn.execute(
+        "INSERT INTO allocguard.processed_events (event_id, incident_id, outcome) VALUES (%s, %s, %s)"
+        " ON CONFLICT (event_id) DO NOTHING",
+        (event_id, incident_id, outcome),
+    )
+
+
 def incident_rows(conn: Conn, booking_id: UUID) -> list[dict[str, Any]]:
     with conn.cursor(row_factory=dict_row) as cur:
         return cur.execute(

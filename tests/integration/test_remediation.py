@@ -166,7 +166,8 @@ def test_seed_incident_is_found_fixed_and_reassigned_once(connect: Callable[[], 
 
     again = runner.invoke(main, ["remediate", str(SEED_VICTIM), "--mode", "auto", "--artifacts-dir", str(tmp_path)])
     assert again.exit_code == 0, again.output
-    assert "already resolved" in again.output
+    assert "resolved" not in again.output.replace("already resolved", "")
+    assert again.output.count("event already processed") == 13
     with connect() as conn:
         assert diff(after, dump(conn)) == {}, "a second run changes nothing"
 

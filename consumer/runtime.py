@@ -1,0 +1,453 @@
+"""``allocguard run``: the always-on consumer of the platform's Debezium topics.
+
+The hot loop stays short: consume a batch, decode, route, store the offsets of what is done, apply
+backpressure. Work for one booking runs in order; different bookings run concurrently on a bounded pool, so a
+booking in a long backoff never holds up the others on its partition. The offset stored for a partition is the
+highest *contiguous* completed one, and only after the event's effects are durable (the remediation's own
+transactions, a DLQ delivery acknowledged by the broker). Undecodable messages go to the dead-letter topic with
+the reason; the loop keeps going.
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+import logging
+import queue
+import signal
+import threading
+import time
+from collections import defaultdict, deque
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import psycopg
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from tenacity import Retrying, retry_if_exception_type, stop_when_event_set, wait_exponential_jitter
+
+from consumer.config import RuntimeSettings
+from handlers.pipeline import RemediationSettings, Remediator
+from handlers.retry import AssignStrategy, HttpAssign, RetryPolicy, SqlAssign
+from schemas import ChangeEvent, Heartbeat, Tombstone, decode_message
+from schemas.errors import CdcDecodeError
+from schemas.records import Mode
+from schemas.rows import ObservabilityEvent
+
+log = logging.getLogger("allocguard.runtime")
+
+
+class FatalRuntimeError(RuntimeError):
+    """Kafka or the database failed in a way riding it out cannot fix: exit non-zero, let the orchestrator
+    restart us."""
+
+    retryable = False
+
+
+# ---- offsets ---------------------------------------------------------------------------------------
+
+
+class OffsetTracker:
+    """Per partition: the offsets in flight, and the next offset that is safe to commit."""
+
+    def __init__(self) -> None:
+        self._pending: dict[tuple[str, int], list[int]] = defaultdict(list)
+        self._done: dict[tuple[str, int], set[int]] = defaultdict(set)
+
+    def started(self, topic: str, partition: int, offset: int) -> None:
+        heapq.heappush(self._pending[(topic, partition)], offset)
+
+    def completed(self, topic: str, partition: int, offset: int) -> int | None:
+        """Mark done; returns the new commit position when the contiguous prefix grew."""
+        key = (topic, partition)
+        pending, done = self._pending[key], self._done[key]
+        done.add(offset)
+        position = None
+        while pending and pending[0] in done:
+            done.discard(pending[0])
+            position = heapq.heappop(pending) + 1
+        return position
+
+    def in_flight(self, topic: str | None = None, partition: int | None = None) -> int:
+        if topic is None:
+            return sum(len(p) for p in self._pending.values())
+        return len(self._pending.get((topic, partition or 0), []))
+
+    def forget(self, topic: str, partition: int) -> None:
+        self._pending.pop((topic, partition), None)
+        self._done.pop((topic, partition), None)
+
+
+# ---- key-ordered work ------------------------------------------------------------------------------
+
+
+@dataclass
+class Work:
+    topic: str
+    partition: int
+    offset: int
+    key: str
+    run: Callable[[], None]
+    message: Message | None = None
+    error: BaseException | None = None
+
+
+class KeyedScheduler:
+    """Runs work for one key in submission order, different keys concurrently on ``workers`` threads."""
+
+    def __init__(self, workers: int, finished: Callable[[Work], None]) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="allocguard-worker")
+        self._queues: dict[str, deque[Work]] = {}
+        self._lock = threading.Lock()
+        self._finished = finished
+
+    def submit(self, work: Work) -> None:
+        with self._lock:
+            waiting = self._queues.get(work.key)
+            if waiting is not None:
+                waiting.append(work)
+                return
+            self._queues[work.key] = deque()
+        self._pool.submit(self._run, work)
+
+    def _run(self, work: Work) -> None:
+        try:
+            work.run()
+        except BaseException as exc:  # recorded on the work item; the loop decides
+            work.error = exc
+        self._finished(work)
+        with self._lock:
+            waiting = self._queues[work.key]
+            if waiting:
+                following = waiting.popleft()
+            else:
+                del self._queues[work.key]
+                return
+        self._pool.submit(self._run, following)
+
+    def shutdown(self, wait: bool) -> None:
+        self._pool.shutdown(wait=wait, cancel_futures=not wait)
+
+
+# ---- health and metrics ----------------------------------------------------------------------------
+
+
+@dataclass
+class Health:
+    assigned: set[tuple[str, int]] = field(default_factory=set)
+    last_loop: float = field(default_factory=time.monotonic)
+    counters: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def count(self, name: str, amount: int = 1) -> None:
+        with self.lock:
+            self.counters[name] += amount
+
+
+def serve_health(settings: RuntimeSettings, health: Health, db_ok: Callable[[], bool]) -> ThreadingHTTPServer:
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            if self.path == "/healthz":
+                alive = time.monotonic() - health.last_loop < 30
+                self._reply(200 if alive else 503, {"alive": alive})
+            elif self.path == "/readyz":
+                ready = bool(health.assigned) and db_ok()
+                self._reply(200 if ready else 503, {"kafka_assigned": len(health.assigned), "ready": ready})
+            elif self.path == "/metrics":
+                with health.lock:
+                    lines = [f"allocguard_{name} {value}" for name, value in sorted(health.counters.items())]
+                body = ("\n".join(lines) + "\n").encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "text/plain; version=0.0.4")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+            else:
+                self._reply(404, {"error": "not found"})
+
+        def _reply(self, status: int, doc: dict[str, Any]) -> None:
+            body = json.dumps(doc).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            return
+
+    server = ThreadingHTTPServer((settings.health_host, settings.health_port), Handler)
+    threading.Thread(target=server.serve_forever, name="allocguard-health", daemon=True).start()
+    return server
+
+
+# ---- the consumer ----------------------------------------------------------------------------------
+
+
+class Runtime:
+    def __init__(self, settings: RuntimeSettings, *, once: bool = False) -> None:
+        self.settings = settings
+        self.once = once
+        self.health = Health()
+        self.tracker = OffsetTracker()
+        self._completions: queue.Queue[Work] = queue.Queue()
+        self._stop = threading.Event()
+        self._paused = False
+        dsn = settings.resolved_dsn()
+
+        def connect() -> psycopg.Connection[Any]:
+            return psycopg.connect(dsn, autocommit=True, connect_timeout=5)
+
+        self._connect = connect
+        strategy: AssignStrategy = (
+            HttpAssign(settings.assign_endpoint, connect)
+            if settings.strategy == "http" and settings.assign_endpoint
+            else SqlAssign(connect)
+        )
+        self.remediator = Remediator(
+            connect,
+            strategy,
+            RemediationSettings(
+                mode=Mode(settings.mode),
+                grace=timedelta(seconds=settings.grace_s),
+                artifacts_dir=settings.artifacts_dir,
+                retry=RetryPolicy(),
+            ),
+        )
+        self.scheduler = KeyedScheduler(settings.workers, self._completions.put)
+        base = {"bootstrap.servers": settings.resolved_bootstrap(), **settings.librdkafka()}
+        self.consumer = Consumer(
+            {
+                **base,
+                "group.id": settings.group_id,
+                "enable.auto.commit": True,
+                "enable.auto.offset.store": False,
+                "auto.commit.interval.ms": 1000,
+                "auto.offset.reset": settings.auto_offset_reset,
+                "partition.assignment.strategy": "cooperative-sticky",
+                "fetch.wait.max.ms": 10,
+                "error_cb": self._kafka_error,
+            }
+        )
+        self.producer = Producer({**base, "enable.idempotence": True, "acks": "all", "linger.ms": 5})
+        self._fatal: BaseException | None = None
+
+    # -- kafka callbacks --
+
+    def _kafka_error(self, error: KafkaError) -> None:
+        if error.fatal():
+            self._fatal = FatalRuntimeError(f"fatal Kafka error: {error}")
+            self._stop.set()
+        else:
+            log.warning("kafka: %s", error)
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self.health.assigned |= {(p.topic, p.partition) for p in partitions}
+        log.info("assigned %s", [f"{p.topic}[{p.partition}]" for p in partitions])
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """Finish (within a bound) the work of the revoked partitions, store and commit their offsets."""
+        revoked = {(p.topic, p.partition) for p in partitions}
+        deadline = time.monotonic() + self.settings.revoke_timeout_s
+        while any(self.tracker.in_flight(t, p) for t, p in revoked) and time.monotonic() < deadline:
+            self._drain_completions(timeout=0.05)
+        unfinished = [f"{t}[{p}]" for t, p in revoked if self.tracker.in_flight(t, p)]
+        if unfinished:
+            log.warning("revoked with work still in flight (not committed): %s", unfinished)
+        try:
+            consumer.commit(asynchronous=False)
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError._NO_OFFSET:
+                log.warning("commit on revoke failed: %s", exc)
+        for topic, partition in revoked:
+            self.tracker.forget(topic, partition)
+        self.health.assigned -= revoked
+
+    def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        lost = {(p.topic, p.partition) for p in partitions}
+        for topic, partition in lost:
+            self.tracker.forget(topic, partition)
+        self.health.assigned -= lost
+        log.warning("partitions lost (no commit): %s", sorted(lost))
+
+    # -- routing --
+
+    def _route(self, message: Message) -> None:
+        topic, partition, offset = message.topic() or "", message.partition() or 0, message.offset() or 0
+        self.tracker.started(topic, partition, offset)
+        self.health.count("events_consumed_total")
+        try:
+            record = decode_message(topic, partition, offset, message.key(), message.value())
+        except CdcDecodeError as exc:
+            self._dead_letter(message, exc)
+            return
+        if isinstance(record, (Tombstone, Heartbeat)) or not isinstance(record, ChangeEvent):
+            self._done_now(topic, partition, offset)
+            return
+        row = record.after
+        if record.op not in ("c", "r") or not isinstance(row, ObservabilityEvent):
+            self._done_now(topic, partition, offset)
+            return
+        key = str(row.booking_id) if row.booking_id is not None else f"event:{row.id}"
+        self.scheduler.submit(Work(topic, partition, offset, key, lambda: self._handle(row), message))
+
+    def _handle(self, event: ObservabilityEvent) -> None:
+        """Database outages are ridden out here, with backoff, for as long as the process is not stopping."""
+        for attempt in Retrying(
+            retry=retry_if_exception_type(psycopg.OperationalError),
+            wait=wait_exponential_jitter(multiplier=0.5, max=30),
+            stop=stop_when_event_set(self._stop),
+            before_sleep=lambda state: log.warning(
+                "database unavailable, retrying: %s", state.outcome.exception() if state.outcome else None
+            ),
+            reraise=True,
+        ):
+            with attempt:
+                result = self.remediator.observe(event)
+        if result is not None:
+            self.health.count(f'incidents_total{{status="{result.status}"}}')
+            log.info("booking %s: %s (%s)", event.booking_id, result.status, result.reason)
+
+    def _done_now(self, topic: str, partition: int, offset: int) -> None:
+        self._completions.put(Work(topic, partition, offset, "", lambda: None))
+
+    def _dead_letter(self, message: Message, error: CdcDecodeError | BaseException) -> None:
+        topic, partition, offset = message.topic() or "", message.partition() or 0, message.offset() or 0
+        if isinstance(error, CdcDecodeError):
+            reason: list[tuple[str, bytes]] = error.as_headers()
+            log.warning("dead-lettering %s[%s]@%s: %s: %s", topic, partition, offset, error.field, error.reason)
+        else:
+            reason = [
+                ("allocguard.error.class", type(error).__name__.encode()),
+                ("allocguard.error.reason", str(error)[:1000].encode()),
+                ("allocguard.source.topic", topic.encode()),
+                ("allocguard.source.partition", str(partition).encode()),
+                ("allocguard.source.offset", str(offset).encode()),
+            ]
+            log.error("dead-lettering %s[%s]@%s after a handler error: %r", topic, partition, offset, error)
+        headers = [*(message.headers() or []), *reason]
+
+        def delivered(err: KafkaError | None, _: Message) -> None:
+            if err is not None:
+                self._fatal = FatalRuntimeError(f"could not write to the dead-letter topic: {err}")
+                self._stop.set()
+                return
+            self.health.count("dlq_messages_total")
+            self._done_now(topic, partition, offset)
+
+        self.producer.produce(
+            self.settings.resolved_dlq(),
+            key=message.key(),
+            value=message.value(),
+            headers=headers,
+            on_delivery=delivered,
+        )
+
+    # -- the loop --
+
+    def _drain_completions(self, timeout: float = 0.0) -> None:
+        try:
+            work = self._completions.get(timeout=timeout) if timeout else self._completions.get_nowait()
+        except queue.Empty:
+            return
+        while True:
+            if work.error is not None and isinstance(work.error, psycopg.OperationalError):
+                pass  # only while stopping: the event stays uncommitted and is redelivered after restart
+            elif work.error is not None and work.message is not None:
+                # a bug or a permanent refusal: the event goes to the DLQ with the reason, then counts as done
+                self.health.count("handler_errors_total")
+                self._dead_letter(work.message, work.error)
+            elif (work.topic, work.partition) in self.health.assigned:
+                position = self.tracker.completed(work.topic, work.partition, work.offset)
+                if position is not None:
+                    self.consumer.store_offsets(offsets=[TopicPartition(work.topic, work.partition, position)])
+            try:
+                work = self._completions.get_nowait()
+            except queue.Empty:
+                return
+
+    def _backpressure(self) -> None:
+        in_flight = self.tracker.in_flight()
+        assignment = [TopicPartition(t, p) for t, p in self.health.assigned]
+        if not self._paused and in_flight >= self.settings.max_in_flight and assignment:
+            self.consumer.pause(assignment)
+            self._paused = True
+        elif self._paused and in_flight <= self.settings.max_in_flight // 2:
+            self.consumer.resume(assignment)
+            self._paused = False
+
+    def db_ok(self) -> bool:
+        try:
+            with self._connect() as conn:
+                conn.execute("SELECT 1")
+            return True
+        except psycopg.Error:
+            return False
+
+    def request_stop(self, *_: object) -> None:
+        self._stop.set()
+
+    def run(self) -> int:
+        settings = self.settings
+        log.info("starting with %s", json.dumps(settings.redacted(), default=str))
+        if not self.db_ok():
+            raise FatalRuntimeError("the database is not reachable")
+        server = serve_health(settings, self.health, self.db_ok)
+        self.consumer.subscribe(
+            settings.topics(), on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
+        )
+        idle_since = time.monotonic()
+        try:
+            while not self._stop.is_set():
+                self.health.last_loop = time.monotonic()
+                messages = self.consumer.consume(num_messages=500, timeout=0.1)
+                for message in messages:
+                    error = message.error()
+                    if error is not None:
+                        if error.code() == KafkaError._PARTITION_EOF:
+                            continue
+                        if error.fatal():
+                            raise FatalRuntimeError(f"fatal Kafka error: {error}")
+                        log.warning("kafka: %s", error)
+                        continue
+                    self._route(message)
+                self._drain_completions()
+                self._backpressure()
+                self.producer.poll(0)
+                if self.once:
+                    if messages or self.tracker.in_flight():
+                        idle_since = time.monotonic()
+                    elif self.health.assigned and time.monotonic() - idle_since > 2.0:
+                        break
+            if self._fatal is not None:
+                raise self._fatal
+        finally:
+            self._shutdown(server)
+        return 0
+
+    def _shutdown(self, server: ThreadingHTTPServer) -> None:
+        deadline = time.monotonic() + self.settings.shutdown_timeout_s
+        while self.tracker.in_flight() and time.monotonic() < deadline:
+            self.producer.poll(0)
+            self._drain_completions(timeout=0.05)
+        self.scheduler.shutdown(wait=False)
+        self.producer.flush(5)
+        try:
+            self.consumer.commit(asynchronous=False)
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError._NO_OFFSET:
+                log.warning("final commit failed: %s", exc)
+        self.consumer.close()
+        server.shutdown()
+        server.server_close()
+        log.info("stopped")
+
+
+def run(settings: RuntimeSettings, *, once: bool = False) -> int:
+    runtime = Runtime(settings, once=once)
+    signal.signal(signal.SIGTERM, runtime.request_stop)
+    signal.signal(signal.SIGINT, runtime.request_stop)
+    return runtime.run()
