@@ -13,6 +13,7 @@ from __future__ import annotations
 import heapq
 import json
 import logging
+import os
 import queue
 import signal
 import threading
@@ -26,11 +27,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import psycopg
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import OFFSET_END, Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from tenacity import Retrying, retry_if_exception_type, stop_when_event_set, wait_exponential_jitter
 
 from consumer.config import RuntimeSettings
-from handlers.pipeline import RemediationSettings, Remediator
+from handlers.execute import PruneResult
+from handlers.pipeline import Hooks, RemediationSettings, Remediator
 from handlers.retry import AssignStrategy, HttpAssign, RetryPolicy, SqlAssign
 from schemas import ChangeEvent, Heartbeat, Tombstone, decode_message
 from schemas.errors import CdcDecodeError
@@ -184,6 +186,19 @@ def serve_health(settings: RuntimeSettings, health: Health, db_ok: Callable[[], 
     return server
 
 
+def _failpoints() -> Hooks:
+    """``ALLOCGUARD_FAILPOINT=after_prune`` kills the process (SIGKILL) right after a prune commits: the crash
+    tests use it to stop between the prune and the retry, deterministically."""
+    if os.environ.get("ALLOCGUARD_FAILPOINT") != "after_prune":
+        return Hooks()
+
+    def crash(result: PruneResult) -> None:
+        if result.status == "pruned":
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    return Hooks(on_pruned=crash)
+
+
 # ---- the consumer ----------------------------------------------------------------------------------
 
 
@@ -216,6 +231,7 @@ class Runtime:
                 artifacts_dir=settings.artifacts_dir,
                 retry=RetryPolicy(),
             ),
+            hooks=_failpoints(),
         )
         self.scheduler = KeyedScheduler(settings.workers, self._completions.put)
         base = {"bootstrap.servers": settings.resolved_bootstrap(), **settings.librdkafka()}
@@ -245,8 +261,16 @@ class Runtime:
             log.warning("kafka: %s", error)
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """Partitions without a committed offset start at their end *now* (for ``latest``), not whenever
+        librdkafka gets round to resolving it: once ready, no event written afterwards is skipped."""
+        positioned = consumer.committed(partitions, timeout=10)
+        for partition in positioned:
+            if partition.offset < 0 and self.settings.auto_offset_reset == "latest":
+                marks = consumer.get_watermark_offsets(partition, timeout=10)
+                partition.offset = int(marks[1]) if marks else OFFSET_END
+        consumer.incremental_assign(positioned)
         self.health.assigned |= {(p.topic, p.partition) for p in partitions}
-        log.info("assigned %s", [f"{p.topic}[{p.partition}]" for p in partitions])
+        log.info("assigned %s", [f"{p.topic}[{p.partition}]@{p.offset}" for p in positioned])
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         """Finish (within a bound) the work of the revoked partitions, store and commit their offsets."""
@@ -301,7 +325,10 @@ class Runtime:
             wait=wait_exponential_jitter(multiplier=0.5, max=30),
             stop=stop_when_event_set(self._stop),
             before_sleep=lambda state: log.warning(
-                "database unavailable, retrying: %s", state.outcome.exception() if state.outcome else None
+                "booking %s: database busy or unavailable, backing off %.1fs: %s",
+                event.booking_id,
+                state.next_action.sleep if state.next_action else 0.0,
+                state.outcome.exception() if state.outcome else None,
             ),
             reraise=True,
         ):

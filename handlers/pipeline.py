@@ -77,6 +77,14 @@ def incident_for(conn: Conn, failure: FailureSeen, hold: HoldSeen | None) -> Inc
     return store.incident_from_booking(conn, failure)
 
 
+@dataclass
+class Hooks:
+    """Seams for instrumentation and fault injection; handler logic never depends on them."""
+
+    on_attempt: Callable[[Attempt], None] | None = None
+    on_pruned: Callable[[PruneResult], None] | None = None
+
+
 class Remediator:
     def __init__(
         self,
@@ -88,6 +96,7 @@ class Remediator:
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
         on_attempt: Callable[[Attempt], None] | None = None,
+        hooks: Hooks | None = None,
     ) -> None:
         self._connect = connect
         self.strategy = strategy
@@ -95,7 +104,7 @@ class Remediator:
         self.rules = rules or DetectionRules()
         self._sleep = sleep
         self._clock = clock
-        self._on_attempt = on_attempt
+        self.hooks = hooks or Hooks(on_attempt=on_attempt)
 
     def observe(self, event: ObservabilityEvent) -> IncidentResult | None:
         """Handle one ``observability_events`` row; None when it is not a signal."""
@@ -153,6 +162,8 @@ class Remediator:
             if plan.decision == "prune_and_retry":
                 prune = self._apply(conn, plan, incident_id)
                 result.prunes.append(prune)
+                if self.hooks.on_pruned is not None:
+                    self.hooks.on_pruned(prune)
                 if prune.status in ("pruned", "already_done"):
                     store.set_incident_status(conn, incident_id, "pruned", f"pruned {len(prune.pruned_ids)} orphan(s)")
             request = AssignRequest(
@@ -163,7 +174,12 @@ class Remediator:
             )
             try:
                 outcome = run_retry(
-                    self.strategy, request, s.retry, sleep=self._sleep, clock=self._clock, on_attempt=self._on_attempt
+                    self.strategy,
+                    request,
+                    s.retry,
+                    sleep=self._sleep,
+                    clock=self._clock,
+                    on_attempt=self.hooks.on_attempt,
                 )
             except NewBlockerError as exc:
                 if replans > 0:
