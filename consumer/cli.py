@@ -23,7 +23,7 @@ from consumer.demo import write_demo_lifecycle
 from consumer.offsets import end_positions, start_positions
 from consumer.report import plan_as_json, plan_as_text
 from consumer.simulator import SCENARIOS, PlatformApp
-from consumer.stack import LocalStack, StackError, captured_topics
+from consumer.stack import LocalStack, StackError, captured_topics, connector_config
 from handlers import store
 from handlers.detect import DetectionRules, replay
 from handlers.evidence import make_plan
@@ -93,6 +93,58 @@ def stack_env() -> None:
     """Print export lines for the stack's endpoints (eval them in a shell)."""
     for line in LocalStack(_settings()).env_lines():
         click.echo(line)
+
+
+@main.group()
+def connector() -> None:
+    """The Debezium connector of the platform database."""
+
+
+@connector.command("register")
+@click.option("--connect-url", envvar="ALLOCGUARD_CONNECT_URL", required=True, help="Kafka Connect REST URL.")
+@click.option("--kafka-bootstrap", envvar="ALLOCGUARD_KAFKA_BOOTSTRAP", required=True)
+@click.option("--name", default="platform-cdc", show_default=True)
+@click.option("--db-host", required=True)
+@click.option("--db-port", type=int, default=5432, show_default=True)
+@click.option("--db-name", default="platform", show_default=True)
+@click.option("--db-user", default="allocguard_cdc", show_default=True)
+@click.option("--db-password", envvar="ALLOCGUARD_CDC_PASSWORD", default="", help="Or ALLOCGUARD_CDC_PASSWORD.")
+@click.option("--topic-prefix", envvar="ALLOCGUARD_TOPIC_PREFIX", default="platform", show_default=True)
+@click.option("--partitions", type=int, default=3, show_default=True)
+def connector_register(
+    connect_url: str,
+    kafka_bootstrap: str,
+    name: str,
+    db_host: str,
+    db_port: int,
+    db_name: str,
+    db_user: str,
+    db_password: str,
+    topic_prefix: str,
+    partitions: int,
+) -> None:
+    """Create or update the connector from deploy/debezium, then wait until it streams."""
+    settings = StackSettings(
+        connect_url_override=connect_url,
+        kafka_bootstrap_override=kafka_bootstrap,
+        topic_partitions=partitions,
+        topic_prefix=topic_prefix,
+    )
+    config = connector_config(
+        settings,
+        database=db_name,
+        topic_prefix=topic_prefix,
+        hostname=db_host,
+        port=db_port,
+        user=db_user,
+        password=db_password or "unused",
+        heartbeat_interval_ms=10000,
+    )
+    try:
+        LocalStack(settings, log=lambda line: click.echo(f"  {line}", err=True)).register_connector(name, config)
+    except StackError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"connector {name} is streaming {db_name} to topics {topic_prefix}.public.*")
 
 
 # ---- db ------------------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from pydantic import Field, SecretStr
@@ -12,7 +13,10 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 def deploy_dir() -> Path:
-    return REPO_ROOT / "deploy"
+    """``deploy/`` of the checkout, or ``ALLOCGUARD_DEPLOY_DIR`` where the package is installed elsewhere
+    (the container image sets it)."""
+    override = os.environ.get("ALLOCGUARD_DEPLOY_DIR")
+    return Path(override) if override else REPO_ROOT / "deploy"
 
 
 class StackSettings(BaseSettings):

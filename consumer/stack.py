@@ -165,6 +165,11 @@ def connector_config(
     database: str | None = None,
     topic_prefix: str | None = None,
     value_schemas_enable: bool | None = None,
+    hostname: str = "127.0.0.1",
+    port: int | None = None,
+    user: str = "allocguard_cdc",
+    password: str = "local-trust-auth",  # noqa: S107 (the local cluster uses trust auth; ignored)
+    heartbeat_interval_ms: int | None = None,
 ) -> dict[str, str]:
     """The production connector config from ``deploy/debezium`` with this stack's local values laid over it."""
     base: dict[str, str] = json.loads((deploy_dir() / "debezium" / "platform-connector.json").read_text())
@@ -174,14 +179,14 @@ def connector_config(
     slot = "allocguard_" + "".join(ch if ch.isalnum() else "_" for ch in f"{dbname}_{prefix}".lower())
     base.update(
         {
-            "database.hostname": "127.0.0.1",
-            "database.port": str(settings.pg_port),
-            "database.user": "allocguard_cdc",
-            "database.password": "local-trust-auth",
+            "database.hostname": hostname,
+            "database.port": str(port or settings.pg_port),
+            "database.user": user,
+            "database.password": password,
             "database.dbname": dbname,
             "topic.prefix": prefix,
             "slot.name": slot[:63],
-            "heartbeat.interval.ms": str(settings.heartbeat_interval_ms),
+            "heartbeat.interval.ms": str(heartbeat_interval_ms or settings.heartbeat_interval_ms),
             "value.converter.schemas.enable": "true" if schemas_enable else "false",
             "topic.creation.default.replication.factor": "1",
             "topic.creation.default.partitions": str(settings.topic_partitions),

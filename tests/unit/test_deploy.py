@@ -1,0 +1,144 @@
+"""Dockerfile, compose and Kubernetes manifests cannot run here (no Docker engine): check that they agree
+with the code — configuration names, ports, probe paths, shutdown bounds, the connector config."""
+
+from __future__ import annotations
+
+import json
+import re
+import tomllib
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from consumer.cli import main
+from consumer.config import RuntimeSettings, StackSettings
+from consumer.runtime import Health, serve_health
+from tests.support.process import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE = yaml.safe_load((ROOT / "deploy/compose/docker-compose.yml").read_text())
+K8S = {path.name: yaml.safe_load(path.read_text()) for path in (ROOT / "deploy/k8s").glob("*.yaml")}
+DOCKERFILE = (ROOT / "Dockerfile").read_text()
+CONNECTOR = json.loads((ROOT / "deploy/debezium/platform-connector.json").read_text())
+CONFIGMAP: dict[str, str] = K8S["configmap.yaml"]["data"]
+DEPLOYMENT: dict[str, Any] = K8S["deployment.yaml"]
+CONTAINER: dict[str, Any] = DEPLOYMENT["spec"]["template"]["spec"]["containers"][0]
+
+
+def known_env_names() -> set[str]:
+    names = set()
+    for model in (RuntimeSettings, StackSettings):
+        for name, info in model.model_fields.items():
+            alias = info.validation_alias
+            names.add(alias if isinstance(alias, str) else f"ALLOCGUARD_{name.upper()}")
+    # read by click options and by deploy_dir()
+    names |= {"ALLOCGUARD_CONNECT_URL", "ALLOCGUARD_CDC_PASSWORD", "ALLOCGUARD_DEPLOY_DIR"}
+    return names
+
+
+def env_of_compose(service: str) -> dict[str, str]:
+    return {k: str(v) for k, v in COMPOSE["services"][service]["environment"].items()}
+
+
+@pytest.mark.parametrize(
+    ("where", "names"),
+    [
+        ("compose allocguard", set(env_of_compose("allocguard"))),
+        ("compose init", set(env_of_compose("init"))),
+        ("k8s configmap", set(CONFIGMAP)),
+        ("k8s secret example", set(K8S["secret.example.yaml"]["stringData"])),
+        ("Dockerfile", set(re.findall(r"(ALLOCGUARD_[A-Z_]+)=", DOCKERFILE))),
+    ],
+)
+def test_every_allocguard_variable_is_one_the_code_reads(where: str, names: set[str]) -> None:
+    unknown = {n for n in names if n.startswith("ALLOCGUARD_")} - known_env_names()
+    assert not unknown, f"{where} sets variables nothing reads: {sorted(unknown)}"
+
+
+def test_configmap_and_secret_validate_as_runtime_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in {**CONFIGMAP, **K8S["secret.example.yaml"]["stringData"]}.items():
+        monkeypatch.setenv(name, value)
+    settings = RuntimeSettings()
+    assert settings.health_port == int(CONFIGMAP["ALLOCGUARD_HEALTH_PORT"])
+    assert settings.librdkafka()["security.protocol"] == "SASL_SSL"
+    assert "CHANGE-ME" not in json.dumps(settings.redacted()), "secrets stay out of logs"
+
+
+def test_ports_agree() -> None:
+    port = RuntimeSettings().health_port
+    assert f"EXPOSE {port}" in DOCKERFILE
+    assert f"ALLOCGUARD_HEALTH_PORT={port}" in DOCKERFILE
+    assert CONTAINER["ports"][0]["containerPort"] == port
+    assert int(CONFIGMAP["ALLOCGUARD_HEALTH_PORT"]) == port
+    assert env_of_compose("allocguard")["ALLOCGUARD_HEALTH_PORT"] == str(port)
+    assert DEPLOYMENT["spec"]["template"]["metadata"]["annotations"]["prometheus.io/port"] == str(port)
+
+
+def test_probe_paths_are_served() -> None:
+    health = Health()
+    health.assigned.add(("t", 0))
+    settings = RuntimeSettings(health_host="127.0.0.1", health_port=free_port())
+    server = serve_health(settings, health, lambda: True)
+    try:
+        paths = {
+            CONTAINER["livenessProbe"]["httpGet"]["path"],
+            CONTAINER["readinessProbe"]["httpGet"]["path"],
+            CONTAINER["startupProbe"]["httpGet"]["path"],
+            DEPLOYMENT["spec"]["template"]["metadata"]["annotations"]["prometheus.io/path"],
+        }
+        assert paths == {"/healthz", "/readyz", "/metrics"}
+        for path in paths:
+            with urllib.request.urlopen(f"http://127.0.0.1:{settings.health_port}{path}", timeout=2) as response:
+                assert response.status == 200, path
+        assert "/healthz" in DOCKERFILE
+        assert "/readyz" in json.dumps(COMPOSE["services"]["allocguard"]["healthcheck"])
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_termination_grace_covers_the_drain() -> None:
+    grace = DEPLOYMENT["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+    assert grace > float(CONFIGMAP["ALLOCGUARD_SHUTDOWN_TIMEOUT_S"])
+    assert grace > RuntimeSettings().shutdown_timeout_s
+    stop = COMPOSE["services"]["allocguard"]["stop_grace_period"]
+    assert int(stop.rstrip("s")) > RuntimeSettings().shutdown_timeout_s
+
+
+def test_pdb_and_secret_reference_match_the_deployment() -> None:
+    labels = DEPLOYMENT["spec"]["template"]["metadata"]["labels"]
+    assert K8S["pdb.yaml"]["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    refs = {next(iter(ref.values()))["name"] for ref in CONTAINER["envFrom"]}
+    assert refs == {K8S["configmap.yaml"]["metadata"]["name"], K8S["secret.example.yaml"]["metadata"]["name"]}
+
+
+def test_strimzi_connector_is_the_same_connector() -> None:
+    connector = K8S["kafkaconnector.yaml"]
+    assert connector["kind"] == "KafkaConnector"
+    assert connector["spec"]["class"] == CONNECTOR["connector.class"]
+    assert connector["spec"]["tasksMax"] == int(CONNECTOR["tasks.max"])
+    config = connector["spec"]["config"]
+    differs = {k for k in CONNECTOR if k not in ("connector.class", "tasks.max") and config.get(k) != CONNECTOR[k]}
+    assert differs == {"database.hostname", "database.password"}
+    assert config["database.password"].startswith("${secrets:")
+    assert config["topic.prefix"] == CONFIGMAP["ALLOCGUARD_TOPIC_PREFIX"]
+
+
+def test_compose_uses_commands_that_exist() -> None:
+    command = " ".join(COMPOSE["services"]["init"]["command"])
+    assert "allocguard db init --with-reference-schema --with-cdc" in command
+    assert "allocguard connector register" in command
+    assert "register" in main.commands["connector"].commands  # type: ignore[attr-defined]
+    assert COMPOSE["services"]["allocguard"].get("command") is None  # the image's CMD: run
+    assert 'CMD ["run"]' in DOCKERFILE
+
+
+def test_the_image_carries_every_package_and_the_sql() -> None:
+    packages = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    for package in packages:
+        assert f"COPY {package} {package}" in DOCKERFILE
+    assert "COPY deploy/sql" in DOCKERFILE
+    assert "ALLOCGUARD_DEPLOY_DIR=/opt/allocguard/deploy" in DOCKERFILE
