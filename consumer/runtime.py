@@ -21,6 +21,7 @@ import time
 from collections import defaultdict, deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -28,9 +29,11 @@ from typing import Any
 
 import psycopg
 from confluent_kafka import OFFSET_END, Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from psycopg_pool import ConnectionPool
 from tenacity import Retrying, retry_if_exception_type, stop_when_event_set, wait_exponential_jitter
 
 from consumer.config import RuntimeSettings
+from handlers.detect import classify
 from handlers.execute import PruneResult
 from handlers.pipeline import Hooks, RemediationSettings, Remediator
 from handlers.retry import AssignStrategy, HttpAssign, RetryPolicy, SqlAssign
@@ -211,10 +214,18 @@ class Runtime:
         self._completions: queue.Queue[Work] = queue.Queue()
         self._stop = threading.Event()
         self._paused = False
-        dsn = settings.resolved_dsn()
+        self.pool = ConnectionPool(
+            settings.resolved_dsn(),
+            min_size=1,
+            max_size=settings.workers + 2,
+            kwargs={"autocommit": True, "connect_timeout": 5},
+            open=False,
+            name="allocguard",
+        )
+        pool = self.pool
 
-        def connect() -> psycopg.Connection[Any]:
-            return psycopg.connect(dsn, autocommit=True, connect_timeout=5)
+        def connect() -> AbstractContextManager[psycopg.Connection[Any]]:
+            return pool.connection(timeout=10.0)
 
         self._connect = connect
         strategy: AssignStrategy = (
@@ -250,6 +261,9 @@ class Runtime:
         )
         self.producer = Producer({**base, "enable.idempotence": True, "acks": "all", "linger.ms": 5})
         self._fatal: BaseException | None = None
+        #: progress, for benchmarks and the exit log: first message seen, last offset completed, count
+        self.stats: dict[str, float] = {"first_at": 0.0, "last_done_at": 0.0, "completed": 0}
+        self._positions: dict[tuple[str, int], int] = {}
 
     # -- kafka callbacks --
 
@@ -281,6 +295,7 @@ class Runtime:
         unfinished = [f"{t}[{p}]" for t, p in revoked if self.tracker.in_flight(t, p)]
         if unfinished:
             log.warning("revoked with work still in flight (not committed): %s", unfinished)
+        self._store_positions()
         try:
             consumer.commit(asynchronous=False)
         except KafkaException as exc:
@@ -301,6 +316,8 @@ class Runtime:
 
     def _route(self, message: Message) -> None:
         topic, partition, offset = message.topic() or "", message.partition() or 0, message.offset() or 0
+        if not self.stats["first_at"]:
+            self.stats["first_at"] = time.monotonic()
         self.tracker.started(topic, partition, offset)
         self.health.count("events_consumed_total")
         try:
@@ -312,9 +329,15 @@ class Runtime:
             self._done_now(topic, partition, offset)
             return
         row = record.after
-        if record.op not in ("c", "r") or not isinstance(row, ObservabilityEvent):
+        signal = (
+            classify(row, self.remediator.rules)
+            if record.op in ("c", "r") and isinstance(row, ObservabilityEvent)
+            else None
+        )
+        if signal is None or not isinstance(row, ObservabilityEvent):
             self._done_now(topic, partition, offset)
             return
+        self.health.count("signals_total")
         key = str(row.booking_id) if row.booking_id is not None else f"event:{row.id}"
         self.scheduler.submit(Work(topic, partition, offset, key, lambda: self._handle(row), message))
 
@@ -339,7 +362,22 @@ class Runtime:
             log.info("booking %s: %s (%s)", event.booking_id, result.status, result.reason)
 
     def _done_now(self, topic: str, partition: int, offset: int) -> None:
-        self._completions.put(Work(topic, partition, offset, "", lambda: None))
+        """Nothing to do for this event (or its DLQ copy is acknowledged): complete it in the loop."""
+        self._complete(topic, partition, offset)
+
+    def _complete(self, topic: str, partition: int, offset: int) -> None:
+        if (topic, partition) not in self.health.assigned:
+            return
+        self.stats["completed"] += 1
+        self.stats["last_done_at"] = time.monotonic()
+        position = self.tracker.completed(topic, partition, offset)
+        if position is not None:
+            self._positions[(topic, partition)] = position
+
+    def _store_positions(self) -> None:
+        if self._positions:
+            self.consumer.store_offsets(offsets=[TopicPartition(t, p, o) for (t, p), o in self._positions.items()])
+            self._positions.clear()
 
     def _dead_letter(self, message: Message, error: CdcDecodeError | BaseException) -> None:
         topic, partition, offset = message.topic() or "", message.partition() or 0, message.offset() or 0
@@ -387,13 +425,12 @@ class Runtime:
                 # a bug or a permanent refusal: the event goes to the DLQ with the reason, then counts as done
                 self.health.count("handler_errors_total")
                 self._dead_letter(work.message, work.error)
-            elif (work.topic, work.partition) in self.health.assigned:
-                position = self.tracker.completed(work.topic, work.partition, work.offset)
-                if position is not None:
-                    self.consumer.store_offsets(offsets=[TopicPartition(work.topic, work.partition, position)])
+            else:
+                self._complete(work.topic, work.partition, work.offset)
             try:
                 work = self._completions.get_nowait()
             except queue.Empty:
+                self._store_positions()
                 return
 
     def _backpressure(self) -> None:
@@ -420,6 +457,7 @@ class Runtime:
     def run(self) -> int:
         settings = self.settings
         log.info("starting with %s", json.dumps(settings.redacted(), default=str))
+        self.pool.open(wait=False)
         if not self.db_ok():
             raise FatalRuntimeError("the database is not reachable")
         server = serve_health(settings, self.health, self.db_ok)
@@ -442,6 +480,7 @@ class Runtime:
                         continue
                     self._route(message)
                 self._drain_completions()
+                self._store_positions()
                 self._backpressure()
                 self.producer.poll(0)
                 if self.once:
@@ -462,12 +501,15 @@ class Runtime:
             self._drain_completions(timeout=0.05)
         self.scheduler.shutdown(wait=False)
         self.producer.flush(5)
+        self._drain_completions()
+        self._store_positions()
         try:
             self.consumer.commit(asynchronous=False)
         except KafkaException as exc:
             if exc.args[0].code() != KafkaError._NO_OFFSET:
                 log.warning("final commit failed: %s", exc)
         self.consumer.close()
+        self.pool.close()
         server.shutdown()
         server.server_close()
         log.info("stopped")

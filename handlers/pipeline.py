@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -29,6 +30,8 @@ from schemas.records import Incident, Mode, Plan
 from schemas.rows import ObservabilityEvent
 
 Conn = psycopg.Connection[Any]
+#: a connection factory usable in ``with``: psycopg.connect(..., autocommit=True) or a pool's .connection
+Connect = Callable[[], AbstractContextManager[Conn]]
 
 #: incident statuses after which further failure events of the same (booking, window) change nothing
 SETTLED = frozenset({"resolved", "not_needed", "manual_review"})
@@ -88,7 +91,7 @@ class Hooks:
 class Remediator:
     def __init__(
         self,
-        connect: Callable[[], Conn],
+        connect: Connect,
         strategy: AssignStrategy,
         settings: RemediationSettings | None = None,
         rules: DetectionRules | None = None,

@@ -18,6 +18,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 from uuid import UUID
@@ -41,6 +42,8 @@ from handlers.errors import (
 from schemas.values import TstzRange
 
 Conn = psycopg.Connection[Any]
+#: a connection factory usable in ``with``: psycopg.connect(..., autocommit=True) or a pool's .connection
+Connect = Callable[[], AbstractContextManager[Conn]]
 
 
 class RetryPolicy(BaseModel):
@@ -155,7 +158,7 @@ class SqlAssign:
 
     name = "sql"
 
-    def __init__(self, connect: Callable[[], Conn], actor: str = "allocguard") -> None:
+    def __init__(self, connect: Connect, actor: str = "allocguard") -> None:
         self._connect = connect
         self._actor = actor
 
@@ -213,7 +216,7 @@ class HttpAssign:
 
     name = "http"
 
-    def __init__(self, endpoint: str, connect: Callable[[], Conn], timeout_s: float = 10.0) -> None:
+    def __init__(self, endpoint: str, connect: Connect, timeout_s: float = 10.0) -> None:
         if not endpoint.startswith(("http://", "https://")):
             raise ValueError(f"the assign endpoint must be an http(s) URL: {endpoint!r}")
         self._endpoint = endpoint
