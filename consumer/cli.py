@@ -360,6 +360,21 @@ def remediate(
         raise click.ClickException(f"no allocations_no_overlap failure recorded for booking {booking_id}")
 
 
+@main.command()
+def demo() -> None:
+    """Live: allocguard run (auto mode) remediates the seed incident as it happens on the local stack."""
+    from consumer.demo import live_seed_demo
+
+    if not live_seed_demo(_settings().pg_dsn, click.echo):
+        raise click.ClickException("the seed incident was not remediated")
+    click.echo("")
+    click.echo("the evidence, as diagnose prints it now:")
+    ctx = click.get_current_context()
+    ctx.invoke(
+        diagnose, booking_id=uuid.UUID("d99ceb12-193a-4e80-840e-35cb236d9452"), as_json=False, grace_s=120.0, dsn=None
+    )
+
+
 # ---- the always-on consumer ---------------------------------------------------------------------
 
 

@@ -7,8 +7,19 @@ assigned through ``assign_tables_atomic_v2`` (allocation, assignment, idempotenc
 
 from __future__ import annotations
 
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time as clock
+import urllib.error
+import urllib.request
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, time, timedelta
+from pathlib import Path
 
 import psycopg
 from psycopg.types.json import Jsonb
@@ -73,3 +84,71 @@ def write_demo_lifecycle(dsn: str) -> uuid.UUID:
             conn.execute("DELETE FROM table_hold_members WHERE hold_id = %s", (hold,))
             conn.execute("DELETE FROM table_holds WHERE id = %s", (hold,))
     return booking
+
+
+def live_seed_demo(dsn: str, echo: Callable[[str], None], timeout_s: float = 60.0) -> bool:
+    """``allocguard run --mode auto`` as a child process; the seed incident played into PostgreSQL; wait until
+    the victim is confirmed; print what happened; stop the consumer with SIGTERM. True when remediated."""
+    from consumer.simulator import SEED_VICTIM, PlatformApp, seed_incident
+
+    port = _free_port()
+    env = {
+        **os.environ,
+        "ALLOCGUARD_MODE": "auto",
+        "ALLOCGUARD_HEALTH_PORT": str(port),
+        "ALLOCGUARD_HEALTH_HOST": "127.0.0.1",
+        "ALLOCGUARD_GROUP_ID": f"allocguard-demo-{uuid.uuid4().hex[:8]}",
+    }
+    with tempfile.NamedTemporaryFile("w+b", suffix=".log", delete=False) as log_file:
+        log_path = Path(log_file.name)
+    with log_path.open("wb") as log_out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "consumer.cli", "run"], env=env, stdout=log_out, stderr=subprocess.STDOUT
+        )
+    try:
+        echo(f"allocguard run started (pid {process.pid}, health on :{port}); waiting until ready")
+        _wait_ready(port, process, timeout_s)
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            started = clock.monotonic()
+            seed_incident(PlatformApp(conn))
+            echo(f"seed incident played: victim {SEED_VICTIM} failed on allocations_no_overlap")
+            deadline = started + timeout_s
+            fixed = False
+            while clock.monotonic() < deadline:
+                row = conn.execute("SELECT status::text FROM bookings WHERE id = %s", (SEED_VICTIM,)).fetchone()
+                if row == ("confirmed",):
+                    fixed = True
+                    break
+                clock.sleep(0.02)
+            took = clock.monotonic() - started
+        echo(f"victim {'confirmed' if fixed else 'NOT confirmed'} {took:.2f}s after the simulation started")
+        return fixed
+    finally:
+        process.send_signal(signal.SIGTERM)
+        code = process.wait(timeout=60)
+        echo(f"allocguard run stopped with SIGTERM, exit code {code}; its log:")
+        for line in log_path.read_text(errors="replace").splitlines():
+            if "starting with" not in line:
+                echo("  " + line[:220])
+        log_path.unlink(missing_ok=True)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _wait_ready(port: int, process: subprocess.Popen[bytes], timeout_s: float) -> None:
+    deadline = clock.monotonic() + timeout_s
+    while clock.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"allocguard run exited with {process.returncode}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            pass
+        clock.sleep(0.1)
+    raise RuntimeError("allocguard run did not become ready")

@@ -359,7 +359,14 @@ class Runtime:
                 result = self.remediator.observe(event)
         if result is not None:
             self.health.count(f'incidents_total{{status="{result.status}"}}')
-            log.info("booking %s: %s (%s)", event.booking_id, result.status, result.reason)
+            pruned = [str(i) for prune in result.prunes for i in prune.pruned_ids]
+            log.info(
+                "booking %s: %s (%s)%s",
+                event.booking_id,
+                result.status,
+                result.reason,
+                f"; pruned orphan allocation(s) {', '.join(pruned)}" if pruned else "",
+            )
 
     def _done_now(self, topic: str, partition: int, offset: int) -> None:
         """Nothing to do for this event (or its DLQ copy is acknowledged): complete it in the loop."""
@@ -468,7 +475,10 @@ class Runtime:
         try:
             while not self._stop.is_set():
                 self.health.last_loop = time.monotonic()
-                messages = self.consumer.consume(num_messages=500, timeout=0.1)
+                # poll returns as soon as one message is there; consume(timeout=0) then takes what is buffered
+                # (consume with a timeout would wait it out whenever fewer than num_messages are available)
+                first = self.consumer.poll(0.1)
+                messages = [first, *self.consumer.consume(num_messages=499, timeout=0)] if first is not None else []
                 for message in messages:
                     error = message.error()
                     if error is not None:

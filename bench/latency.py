@@ -1,0 +1,150 @@
+"""Latency: failure committed in PostgreSQL → victim confirmed, through real Debezium and ``allocguard run``
+(a subprocess), p50/p99 over many incidents; the CDC floor (commit → confluent-kafka ``poll``) is measured in
+the same run, and the consumer's resident memory is read at the end.
+
+    python -m bench.latency --incidents 100
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+import uuid
+from datetime import time as dtime
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from confluent_kafka import Consumer
+
+from consumer.config import StackSettings
+from consumer.offsets import end_positions
+from consumer.platform import create_booking, create_venue
+from consumer.simulator import PlatformApp, tomorrow
+from tests.support.process import RuntimeProcess
+
+Conn = psycopg.Connection[Any]
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(q / 100 * len(ordered)) - 1))
+    return ordered[index]
+
+
+def summary(values: list[float]) -> dict[str, float]:
+    ms = [v * 1000 for v in values]
+    return {
+        "n": len(ms),
+        "p50_ms": round(percentile(ms, 50), 1),
+        "p99_ms": round(percentile(ms, 99), 1),
+        "mean_ms": round(statistics.fmean(ms), 1),
+        "max_ms": round(max(ms), 1),
+    }
+
+
+def cdc_floor(settings: StackSettings, conn: Conn, samples: int) -> list[float]:
+    """One observability row autocommitted → the same row returned by poll (not a signal: allocguard ignores it)."""
+    topic = f"{settings.topic_prefix}.public.observability_events"
+    consumer = Consumer(
+        {
+            "bootstrap.servers": settings.kafka_bootstrap,
+            "group.id": f"floor-{uuid.uuid4()}",
+            "enable.auto.commit": False,
+            "fetch.wait.max.ms": 5,
+        }
+    )
+    consumer.assign(end_positions(consumer, [topic]))
+    latencies = []
+    for _ in range(samples):
+        marker = str(uuid.uuid4())
+        conn.execute(
+            "INSERT INTO observability_events (source, event_type, context, booking_id)"
+            " VALUES ('bench', 'bench.floor', jsonb_build_object('marker', %s::text), %s)",
+            (marker, uuid.uuid4()),
+        )
+        committed = time.monotonic()
+        while True:
+            message = consumer.poll(1.0)
+            if message is not None and message.error() is None and marker.encode() in (message.value() or b""):
+                latencies.append(time.monotonic() - committed)
+                break
+    consumer.close()
+    return latencies
+
+
+def incidents(app: PlatformApp, count: int) -> list[float]:
+    """Each: an orphan on the only free table, a victim whose confirm fails on it; time until confirmed."""
+    conn = app.conn
+    latencies = []
+    for _ in range(count):
+        venue = create_venue(conn, tables=1, capacity=2)
+        owner = create_booking(conn, venue, day=tomorrow(), start=dtime(19), end=dtime(21))
+        app.reseat_direct(owner, [venue.table_ids[0]])
+        conn.execute("DELETE FROM booking_table_assignments WHERE booking_id = %s", (owner,))
+        app.age_allocations(owner, timedelta(hours=1))
+        victim = create_booking(conn, venue, day=tomorrow(), start=dtime(19, 30), end=dtime(21))
+        hold = app.quote(victim, tables=[venue.table_ids[0]])
+        assert hold is not None
+        # the failure event commits inside confirm(), before it releases the hold: start the clock just after
+        result = app.confirm(hold, key=f"api-{victim}", reason="api_inline_auto_assign", source="api-inline")
+        failed = time.monotonic()
+        assert not result.ok
+        deadline = failed + 30
+        while time.monotonic() < deadline:
+            row = conn.execute("SELECT status::text FROM bookings WHERE id = %s", (victim,)).fetchone()
+            if row == ("confirmed",):
+                latencies.append(time.monotonic() - failed)
+                break
+            time.sleep(0.001)
+        else:
+            raise AssertionError(f"victim {victim} not confirmed within 30s")
+    return latencies
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--incidents", type=int, default=100)
+    parser.add_argument("--floor-samples", type=int, default=200)
+    args = parser.parse_args()
+    settings = StackSettings()
+    with tempfile.TemporaryDirectory() as folder:
+        runtime = RuntimeProcess(Path(folder) / "run.log", f"bench-latency-{uuid.uuid4().hex[:8]}")
+        try:
+            runtime.wait_ready()
+            with psycopg.connect(settings.pg_dsn, autocommit=True) as conn:
+                floor = cdc_floor(settings, conn, args.floor_samples)
+                remediation = incidents(PlatformApp(conn), args.incidents)
+            resident = rss_mb(runtime.process.pid)
+        finally:
+            runtime.stop()
+    floor_s, rem_s = summary(floor), summary(remediation)
+    print(
+        json.dumps(
+            {
+                "benchmark": "latency",
+                "cdc_floor_commit_to_poll": floor_s,
+                "failure_committed_to_victim_confirmed": rem_s,
+                "p99_above_floor_ms": round(rem_s["p99_ms"] - floor_s["p99_ms"], 1),
+                "target_p99_above_floor_ms": 100,
+                "allocguard_run_rss_mb_after": round(resident, 1),
+                "target_rss_mb": 150,
+            },
+            indent=2,
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
