@@ -34,7 +34,6 @@ from tenacity import Retrying, retry_if_exception_type, stop_when_event_set, wai
 
 from consumer.config import RuntimeSettings
 from handlers.detect import classify
-from handlers.execute import PruneResult
 from handlers.pipeline import Hooks, RemediationSettings, Remediator
 from handlers.retry import AssignStrategy, HttpAssign, RetryPolicy, SqlAssign
 from schemas import ChangeEvent, Heartbeat, Tombstone, decode_message
@@ -190,16 +189,19 @@ def serve_health(settings: RuntimeSettings, health: Health, db_ok: Callable[[], 
 
 
 def _failpoints() -> Hooks:
-    """``ALLOCGUARD_FAILPOINT=after_prune`` kills the process (SIGKILL) right after a prune commits: the crash
-    tests use it to stop between the prune and the retry, deterministically."""
-    if os.environ.get("ALLOCGUARD_FAILPOINT") != "after_prune":
-        return Hooks()
+    """Crash points for the kill -9 tests (SIGKILL, deterministic): ``ALLOCGUARD_FAILPOINT=after_prune`` right
+    after a prune commits; ``after_assign`` right after the retry's assignment commits, before the incident's
+    final state and the processed marker are written."""
+    point = os.environ.get("ALLOCGUARD_FAILPOINT")
 
-    def crash(result: PruneResult) -> None:
-        if result.status == "pruned":
-            os.kill(os.getpid(), signal.SIGKILL)
+    def crash() -> None:
+        os.kill(os.getpid(), signal.SIGKILL)
 
-    return Hooks(on_pruned=crash)
+    if point == "after_prune":
+        return Hooks(on_pruned=lambda result: crash() if result.status == "pruned" else None)
+    if point == "after_assign":
+        return Hooks(on_attempt=lambda attempt: crash() if attempt.outcome == "assigned" else None)
+    return Hooks()
 
 
 # ---- the consumer ----------------------------------------------------------------------------------

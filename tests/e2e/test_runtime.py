@@ -205,16 +205,19 @@ def test_poison_messages_go_to_the_dlq_and_the_rest_flows(
     assert runtime.stop()[0] == 0
 
 
-def test_kill_9_between_prune_and_retry_then_restart(
-    connect: Callable[[], Conn], runtimes: Callable[..., RuntimeProcess], unique: str
+@pytest.mark.parametrize("failpoint", ["after_prune", "after_assign"])
+def test_kill_9_during_remediation_then_restart(
+    failpoint: str, connect: Callable[[], Conn], runtimes: Callable[..., RuntimeProcess], unique: str
 ) -> None:
-    group = f"e2e-crash-{unique}"
-    crashing = runtimes("crash", group, env={"ALLOCGUARD_FAILPOINT": "after_prune"})
+    group = f"e2e-crash-{failpoint}-{unique}"
+    # the dead member leaves the group after session.timeout.ms: the broker's minimum, through the pass-through
+    fast_session = {"ALLOCGUARD_KAFKA_CONFIG": json.dumps({"session.timeout.ms": "6000"})}
+    crashing = runtimes("crash", group, env={"ALLOCGUARD_FAILPOINT": failpoint, **fast_session})
     crashing.wait_ready()
     victims = [s.victim_id for s in scenarios(connect, 3)]
-    assert crashing.wait_exit(timeout=60) == -9, "the failpoint killed it right after a prune"
+    assert crashing.wait_exit(timeout=60) == -9, f"the failpoint {failpoint} killed it"
     # offsets were not committed past the unfinished event; the restarted consumer finishes every incident
-    restarted = runtimes("restart", group, args=["--from-beginning"])
+    restarted = runtimes("restart", group, args=["--from-beginning"], env=fast_session)
     restarted.wait_ready()
     for victim in victims:
         assert victim is not None
