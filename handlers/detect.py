@@ -74,6 +74,9 @@ class HoldSeen:
     window: TstzRange
     require_adjacency: bool | None
     expires_at: datetime
+    #: the span that announced it, once remembered (for trace links)
+    trace_id: str | None = None
+    span_id: str | None = None
 
 
 @dataclass(frozen=True)

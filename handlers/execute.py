@@ -70,7 +70,7 @@ def apply_plan(
     grace: timedelta,
     incident_id: UUID | None = None,
     artifacts_dir: Path | None = None,
-    trace_id: str | None = None,
+    trace: tuple[str, str] | None = None,
     on_locked: Callable[[], None] | None = None,
 ) -> PruneResult:
     """Prune the plan's proven ids (or, in dry-run, only record the plan). ``on_locked`` is a test seam called
@@ -135,7 +135,8 @@ def apply_plan(
         evidence = [e.model_dump(mode="json") for e in plan.evidence]
         remediation = cur.execute(
             "INSERT INTO allocguard.remediations (incident_id, plan_key, mode, actor, reason, allocation_ids,"
-            " evidence, before_rows, after_rows) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id",
+            " evidence, before_rows, after_rows, trace_id, span_id)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id",
             (
                 incident_id,
                 _mode_key(plan, mode),
@@ -148,11 +149,12 @@ def apply_plan(
                         "plan": plan.model_dump(mode="json", exclude={"evidence"}),
                         "allocations": evidence,
                         "skipped": skipped,
-                        "trace_id": trace_id,
                     }
                 ),
                 Jsonb(to_json(before)),
                 Jsonb(to_json(after)),
+                trace[0] if trace else None,
+                trace[1] if trace else None,
             ),
         ).fetchone()
         assert remediation is not None
@@ -170,7 +172,8 @@ def apply_plan(
                             "tableIds": [str(t) for t in plan.target_tables],
                             "window": incident.window.to_postgres(),
                             "actor": actor,
-                            "traceId": trace_id,
+                            "traceId": trace[0] if trace else None,
+                            "spanId": trace[1] if trace else None,
                         }
                     ),
                     incident.restaurant_id,

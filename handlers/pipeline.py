@@ -8,12 +8,12 @@ opens its own explicit transaction).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 from uuid import UUID
 
 import psycopg
@@ -61,6 +61,8 @@ class IncidentResult:
     event_count: int = 0
     #: the failure event that triggered this run; marked processed with the final state
     event_id: UUID | None = None
+    #: (trace id, span id) of the incident span, when tracing records
+    trace: tuple[str, str] | None = None
 
 
 def incident_for(conn: Conn, failure: FailureSeen, hold: HoldSeen | None) -> Incident | None:
@@ -80,12 +82,37 @@ def incident_for(conn: Conn, failure: FailureSeen, hold: HoldSeen | None) -> Inc
     return store.incident_from_booking(conn, failure)
 
 
+class SpanHandle(Protocol):
+    def set(self, key: str, value: str | int | float | bool | list[str]) -> None: ...
+
+    def trace_ids(self) -> tuple[str, str] | None:
+        """(trace id, span id) as hex, when a real span is recording."""
+
+
+class _NoSpan:
+    def set(self, key: str, value: str | int | float | bool | list[str]) -> None:
+        return None
+
+    def trace_ids(self) -> tuple[str, str] | None:
+        return None
+
+
+@contextmanager
+def _no_span(name: str, attributes: dict[str, Any], links: list[tuple[str, str]] | None = None) -> Iterator[SpanHandle]:
+    yield _NoSpan()
+
+
+SpanFactory = Callable[[str, dict[str, Any], list[tuple[str, str]] | None], AbstractContextManager[SpanHandle]]
+
+
 @dataclass
 class Hooks:
-    """Seams for instrumentation and fault injection; handler logic never depends on them."""
+    """Seams for instrumentation and fault injection; handler logic never depends on what is behind them."""
 
     on_attempt: Callable[[Attempt], None] | None = None
     on_pruned: Callable[[PruneResult], None] | None = None
+    #: opens a span (name, attributes, links as (trace id, span id) hex pairs); a no-op by default
+    span: SpanFactory = _no_span
 
 
 class Remediator:
@@ -113,48 +140,93 @@ class Remediator:
         """Handle one ``observability_events`` row; None when it is not a signal."""
         signal = classify(event, self.rules)
         if isinstance(signal, HoldSeen):
-            with self._connect() as conn:
-                store.remember_hold(conn, signal)
+            attributes = {
+                "allocguard.hold.id": str(signal.hold_id),
+                "allocguard.booking.id": str(signal.booking_id),
+                "allocguard.hold.table_ids": [str(t) for t in signal.table_ids],
+                "allocguard.hold.window": signal.window.to_postgres(),
+            }
+            with self.hooks.span("allocguard.hold.remembered", attributes, None) as span, self._connect() as conn:
+                store.remember_hold(conn, signal, span.trace_ids())
             return None
         if isinstance(signal, FailureSeen):
             return self.on_failure(signal)
         return None
 
     def on_failure(self, failure: FailureSeen) -> IncidentResult:
+        span = self.hooks.span
+        attributes: dict[str, Any] = {
+            "allocguard.booking.id": str(failure.booking_id),
+            "allocguard.event.id": str(failure.event_id),
+            "allocguard.event.source": failure.source,
+            "allocguard.event.type": failure.event_type,
+        }
         with self._connect() as conn:
             if store.was_processed(conn, failure.event_id):
                 return IncidentResult("duplicate", "event already processed")
-            hold = store.recall_hold(conn, failure)
-            incident = incident_for(conn, failure, hold)
-            if incident is None:
-                return IncidentResult("unresolvable", f"booking {failure.booking_id} has no window to work with")
-            incident_id, status, count = store.record_incident(conn, incident, failure)
-            if status in SETTLED or (status == "dry_run" and self.settings.mode is Mode.DRY_RUN):
-                if self.settings.mode is Mode.AUTO:
-                    store.mark_processed(conn, failure.event_id, incident_id, "duplicate")
-                return IncidentResult(
-                    "duplicate", f"incident already {status}", incident_id, incident, event_count=count
-                )
-            result = self.remediate(conn, incident_id, incident, failure.event_id)
-            result.event_count = count
-            return result
+            with span("allocguard.detect", attributes, None) as detect:
+                hold = store.recall_hold(conn, failure)
+                incident = incident_for(conn, failure, hold)
+                if incident is None:
+                    detect.set("allocguard.outcome.status", "unresolvable")
+                    return IncidentResult("unresolvable", f"booking {failure.booking_id} has no window to work with")
+                incident_id, status, count, first_trace = store.record_incident(conn, incident, failure)
+                detect.set("allocguard.incident.id", str(incident_id))
+                detect.set("allocguard.incident.event_count", count)
+                detect.set("allocguard.incident.window_source", incident.window_source)
+            links = [ids for ids in (first_trace, (hold.trace_id, hold.span_id) if hold else None) if ids and all(ids)]
+            incident_attributes = {
+                **attributes,
+                "allocguard.incident.id": str(incident_id),
+                "allocguard.incident.window": incident.window.to_postgres(),
+                "allocguard.incident.table_ids": [str(t) for t in incident.table_ids],
+                "allocguard.incident.window_source": incident.window_source,
+                "allocguard.incident.event_count": count,
+                "allocguard.restaurant.id": str(incident.restaurant_id),
+                "allocguard.mode": self.settings.mode.value,
+            }
+            with span("allocguard.incident", incident_attributes, links) as incident_span:  # type: ignore[arg-type]
+                if status in SETTLED or (status == "dry_run" and self.settings.mode is Mode.DRY_RUN):
+                    if self.settings.mode is Mode.AUTO:
+                        store.mark_processed(conn, failure.event_id, incident_id, "duplicate")
+                    incident_span.set("allocguard.outcome.status", "duplicate")
+                    return IncidentResult(
+                        "duplicate", f"incident already {status}", incident_id, incident, event_count=count
+                    )
+                store.set_incident_trace(conn, incident_id, incident_span.trace_ids())
+                result = self.remediate(conn, incident_id, incident, failure.event_id, incident_span)
+                result.event_count = count
+                incident_span.set("allocguard.outcome.status", result.status)
+                return result
 
     def plan(self, conn: Conn, incident: Incident) -> Plan:
         return make_plan(store.load_snapshot(conn, incident), self.settings.grace)
 
     def remediate(
-        self, conn: Conn, incident_id: UUID, incident: Incident, event_id: UUID | None = None
+        self,
+        conn: Conn,
+        incident_id: UUID,
+        incident: Incident,
+        event_id: UUID | None = None,
+        incident_span: SpanHandle | None = None,
     ) -> IncidentResult:
         s = self.settings
         result = IncidentResult("open", "", incident_id, incident, event_id=event_id)
+        result.trace = incident_span.trace_ids() if incident_span is not None else None
         replans = s.replans
         while True:
-            plan = self.plan(conn, incident)
+            with self.hooks.span("allocguard.plan", {"allocguard.incident.id": str(incident_id)}, None) as span:
+                plan = self.plan(conn, incident)
+                span.set("allocguard.plan.decision", plan.decision)
+                span.set("allocguard.plan.reason", plan.decision_reason)
+                for verdict, n in plan.counts().items():
+                    span.set(f"allocguard.evidence.{verdict}", n)
+                span.set("allocguard.plan.prune_ids", [str(i) for i in plan.prune_ids])
             result.plans.append(plan)
             if plan.decision == "not_needed":
                 return self._settle(conn, result, "not_needed", plan.decision_reason)
             if s.mode is Mode.DRY_RUN:
-                result.prunes.append(self._apply(conn, plan, incident_id))
+                result.prunes.append(self._apply(conn, plan, incident_id, result.trace))
                 return self._settle(conn, result, "dry_run", plan.decision_reason)
             if plan.decision == "manual_review":
                 return self._settle(conn, result, "manual_review", plan.decision_reason)
@@ -163,7 +235,11 @@ class Remediator:
                 store.set_incident_status(conn, incident_id, "open", plan.decision_reason)
                 return result
             if plan.decision == "prune_and_retry":
-                prune = self._apply(conn, plan, incident_id)
+                with self.hooks.span("allocguard.prune", {"allocguard.prune.planned": len(plan.prune_ids)}, None) as sp:
+                    prune = self._apply(conn, plan, incident_id, result.trace)
+                    sp.set("allocguard.prune.status", prune.status)
+                    sp.set("allocguard.prune.pruned_ids", [str(i) for i in prune.pruned_ids])
+                    sp.set("allocguard.prune.skipped", len(prune.skipped))
                 result.prunes.append(prune)
                 if self.hooks.on_pruned is not None:
                     self.hooks.on_pruned(prune)
@@ -196,7 +272,7 @@ class Remediator:
                 return self._settle(conn, result, "not_needed", outcome.reason)
             return self._settle(conn, result, "manual_review", outcome.reason)
 
-    def _apply(self, conn: Conn, plan: Plan, incident_id: UUID) -> PruneResult:
+    def _apply(self, conn: Conn, plan: Plan, incident_id: UUID, trace: tuple[str, str] | None) -> PruneResult:
         s = self.settings
         return apply_plan(
             conn,
@@ -206,9 +282,16 @@ class Remediator:
             grace=s.grace,
             incident_id=incident_id,
             artifacts_dir=s.artifacts_dir,
+            trace=trace,
         )
 
     def _settle(self, conn: Conn, result: IncidentResult, status: str, reason: str) -> IncidentResult:
+        with self.hooks.span(
+            "allocguard.outcome", {"allocguard.outcome.status": status, "allocguard.outcome.reason": reason}, None
+        ):
+            return self._record_outcome(conn, result, status, reason)
+
+    def _record_outcome(self, conn: Conn, result: IncidentResult, status: str, reason: str) -> IncidentResult:
         result.status, result.reason = status, reason
         assert result.incident_id is not None
         assert result.incident is not None
@@ -240,6 +323,7 @@ class Remediator:
                                 "tableIds": [str(t) for t in (result.plans[-1].target_tables if result.plans else ())],
                                 "window": incident.window.to_postgres(),
                                 "attempts": len(outcome["attempts"]),
+                                "traceId": result.trace[0] if result.trace else None,
                             }
                         ),
                         incident.restaurant_id,

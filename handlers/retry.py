@@ -18,7 +18,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 from uuid import UUID
@@ -299,6 +299,7 @@ def run_retry(
     sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], float] = time.monotonic,
     on_attempt: Callable[[Attempt], None] | None = None,
+    span: Callable[..., AbstractContextManager[Any]] | None = None,
 ) -> RetryOutcome:
     """Try the assignment under ``policy``. NewBlockerError propagates (the caller re-plans)."""
     attempts: list[Attempt] = []
@@ -325,12 +326,25 @@ def run_retry(
         for attempt in retrying:
             with attempt:
                 number = attempt.retry_state.attempt_number
-                try:
-                    strategy.assign(request)
-                except RemediationError as exc:
-                    record(number, exc.kind, str(exc))
-                    raise
-                record(number, "assigned", None)
+                attributes = {
+                    "allocguard.attempt.number": number,
+                    "allocguard.attempt.wait_s": waited["last"],
+                    "allocguard.attempt.strategy": strategy.name,
+                    "allocguard.attempt.table_ids": [str(t) for t in request.table_ids],
+                }
+                with span("allocguard.retry.attempt", attributes, None) if span else nullcontext() as handle:
+                    try:
+                        strategy.assign(request)
+                    except RemediationError as exc:
+                        record(number, exc.kind, str(exc))
+                        if handle is not None:
+                            handle.set("allocguard.attempt.outcome", exc.kind)
+                            handle.set("allocguard.attempt.error_class", type(exc).__name__)
+                            handle.set("allocguard.attempt.retryable", exc.retryable)
+                        raise
+                    record(number, "assigned", None)
+                    if handle is not None:
+                        handle.set("allocguard.attempt.outcome", "assigned")
     except NotNeededError as exc:
         return RetryOutcome("not_needed", str(exc), attempts)
     except NewBlockerError:

@@ -40,14 +40,15 @@ def from_pg_range(value: PgRange[datetime]) -> TstzRange:
 # ---- hold memory -------------------------------------------------------------------------------
 
 
-def remember_hold(conn: Conn, hold: HoldSeen) -> None:
+def remember_hold(conn: Conn, hold: HoldSeen, trace: tuple[str, str] | None = None) -> None:
     conn.execute(
         "INSERT INTO allocguard.hold_observations"
-        " (hold_id, booking_id, restaurant_id, table_ids, attempt_window, require_adjacency, expires_at)"
-        " VALUES (%s, %s, %s, %s, %s, %s, %s)"
+        " (hold_id, booking_id, restaurant_id, table_ids, attempt_window, require_adjacency, expires_at,"
+        "  trace_id, span_id)"
+        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
         " ON CONFLICT (hold_id) DO UPDATE SET table_ids = EXCLUDED.table_ids,"
         " attempt_window = EXCLUDED.attempt_window, require_adjacency = EXCLUDED.require_adjacency,"
-        " expires_at = EXCLUDED.expires_at",
+        " expires_at = EXCLUDED.expires_at, trace_id = EXCLUDED.trace_id, span_id = EXCLUDED.span_id",
         (
             hold.hold_id,
             hold.booking_id,
@@ -56,6 +57,8 @@ def remember_hold(conn: Conn, hold: HoldSeen) -> None:
             to_pg_range(hold.window),
             hold.require_adjacency,
             hold.expires_at,
+            trace[0] if trace else None,
+            trace[1] if trace else None,
         ),
     )
 
@@ -86,6 +89,8 @@ def recall_hold(conn: Conn, failure: FailureSeen) -> HoldSeen | None:
         window=from_pg_range(row["attempt_window"]),
         require_adjacency=row["require_adjacency"],
         expires_at=row["expires_at"],
+        trace_id=row.get("trace_id"),
+        span_id=row.get("span_id"),
     )
 
 
@@ -121,8 +126,12 @@ def incident_from_booking(conn: Conn, failure: FailureSeen) -> Incident | None:
     )
 
 
-def record_incident(conn: Conn, incident: Incident, failure: FailureSeen) -> tuple[UUID, str, int]:
-    """Insert the incident or fold this failure event into it. Returns (id, status, event_count)."""
+def record_incident(
+    conn: Conn, incident: Incident, failure: FailureSeen
+) -> tuple[UUID, str, int, tuple[str, str] | None]:
+    """Insert the incident or fold this failure event into it.
+
+    Returns (id, status, event_count, the (trace id, span id) of the span that first handled it)."""
     source = {"event_id": str(failure.event_id), "source": failure.source, "event_type": failure.event_type}
     row = conn.execute(
         "INSERT INTO allocguard.incidents AS i (booking_id, restaurant_id, attempt_window, table_ids, hold_id,"
@@ -133,7 +142,7 @@ def record_incident(conn: Conn, incident: Incident, failure: FailureSeen) -> tup
         "   source_events = CASE WHEN i.source_events @> EXCLUDED.source_events THEN i.source_events"
         "                        ELSE i.source_events || EXCLUDED.source_events END,"
         "   last_event_at = greatest(i.last_event_at, EXCLUDED.last_event_at), updated_at = now()"
-        " RETURNING id, status, event_count",
+        " RETURNING id, status, event_count, trace_id, span_id",
         (
             incident.booking_id,
             incident.restaurant_id,
@@ -148,7 +157,16 @@ def record_incident(conn: Conn, incident: Incident, failure: FailureSeen) -> tup
         ),
     ).fetchone()
     assert row is not None
-    return row[0], row[1], row[2]
+    return row[0], row[1], row[2], (row[3], row[4]) if row[3] and row[4] else None
+
+
+def set_incident_trace(conn: Conn, incident_id: UUID, trace: tuple[str, str] | None) -> None:
+    if trace is not None:
+        conn.execute(
+            "UPDATE allocguard.incidents SET trace_id = coalesce(trace_id, %s), span_id = coalesce(span_id, %s)"
+            " WHERE id = %s",
+            (trace[0], trace[1], incident_id),
+        )
 
 
 def set_incident_status(
