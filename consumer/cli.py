@@ -386,6 +386,14 @@ def demo() -> None:
 @click.option("--health-port", type=int, help="Port of /healthz, /readyz and /metrics.")
 @click.option("--from-beginning", is_flag=True, help="A new group starts at the earliest offsets.")
 @click.option("--log-level", default="INFO", show_default=True)
+@click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    envvar="ALLOCGUARD_LOG_FORMAT",
+    default="text",
+    show_default=True,
+    help="json: one object per line with trace_id/span_id.",
+)
 def run(
     once: bool,
     mode: str | None,
@@ -394,15 +402,15 @@ def run(
     health_port: int | None,
     from_beginning: bool,
     log_level: str,
+    log_format: str,
 ) -> None:
     """Consume the platform's CDC topics and remediate allocations_no_overlap failures as they happen."""
-    import logging
-
     from consumer.config import RuntimeSettings
     from consumer.runtime import FatalRuntimeError
     from consumer.runtime import run as run_runtime
+    from consumer.telemetry import configure_logging
 
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    configure_logging(log_level, log_format)
     overrides: dict[str, Any] = {
         "mode": mode,
         "group_id": group_id,

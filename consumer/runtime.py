@@ -29,10 +29,13 @@ from typing import Any
 
 import psycopg
 from confluent_kafka import OFFSET_END, Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from opentelemetry import trace
+from opentelemetry.trace import Span
 from psycopg_pool import ConnectionPool
 from tenacity import Retrying, retry_if_exception_type, stop_when_event_set, wait_exponential_jitter
 
 from consumer.config import RuntimeSettings
+from consumer.telemetry import Telemetry
 from handlers.detect import classify
 from handlers.pipeline import Hooks, RemediationSettings, Remediator
 from handlers.retry import AssignStrategy, HttpAssign, RetryPolicy, SqlAssign
@@ -97,6 +100,7 @@ class Work:
     run: Callable[[], None]
     message: Message | None = None
     error: BaseException | None = None
+    span: Span | None = None
 
 
 class KeyedScheduler:
@@ -188,6 +192,12 @@ def serve_health(settings: RuntimeSettings, health: Health, db_ok: Callable[[], 
     return server
 
 
+def _header_list(message: Message) -> list[tuple[str, bytes]]:
+    headers = message.headers() or []
+    pairs = headers.items() if isinstance(headers, dict) else headers
+    return [(str(name), value if isinstance(value, bytes) else str(value or "").encode()) for name, value in pairs]
+
+
 def _failpoints() -> Hooks:
     """Crash points for the kill -9 tests (SIGKILL, deterministic): ``ALLOCGUARD_FAILPOINT=after_prune`` right
     after a prune commits; ``after_assign`` right after the retry's assignment commits, before the incident's
@@ -235,6 +245,9 @@ class Runtime:
             if settings.strategy == "http" and settings.assign_endpoint
             else SqlAssign(connect)
         )
+        self.telemetry = Telemetry()
+        hooks = _failpoints()
+        hooks.span = self.telemetry.span
         self.remediator = Remediator(
             connect,
             strategy,
@@ -244,7 +257,7 @@ class Runtime:
                 artifacts_dir=settings.artifacts_dir,
                 retry=RetryPolicy(),
             ),
-            hooks=_failpoints(),
+            hooks=hooks,
         )
         self.scheduler = KeyedScheduler(settings.workers, self._completions.put)
         base = {"bootstrap.servers": settings.resolved_bootstrap(), **settings.librdkafka()}
@@ -322,14 +335,21 @@ class Runtime:
             self.stats["first_at"] = time.monotonic()
         self.tracker.started(topic, partition, offset)
         self.health.count("events_consumed_total")
+        span = self.telemetry.consumer_span(
+            topic, partition, offset, message.key(), _header_list(message), self.settings.group_id
+        )
         try:
             record = decode_message(topic, partition, offset, message.key(), message.value())
         except CdcDecodeError as exc:
-            self._dead_letter(message, exc)
+            self._dead_letter(message, exc, span)
+            self.telemetry.end(span, exc)
             return
         if isinstance(record, (Tombstone, Heartbeat)) or not isinstance(record, ChangeEvent):
+            span.set_attribute("allocguard.record", type(record).__name__)
+            self.telemetry.end(span)
             self._done_now(topic, partition, offset)
             return
+        span.set_attribute("allocguard.cdc.op", record.op.value)
         row = record.after
         signal = (
             classify(row, self.remediator.rules)
@@ -337,11 +357,18 @@ class Runtime:
             else None
         )
         if signal is None or not isinstance(row, ObservabilityEvent):
+            self.telemetry.end(span)
             self._done_now(topic, partition, offset)
             return
         self.health.count("signals_total")
+        span.set_attribute("allocguard.signal", type(signal).__name__)
         key = str(row.booking_id) if row.booking_id is not None else f"event:{row.id}"
-        self.scheduler.submit(Work(topic, partition, offset, key, lambda: self._handle(row), message))
+
+        def run_in_span() -> None:
+            with trace.use_span(span, end_on_exit=False):
+                self._handle(row)
+
+        self.scheduler.submit(Work(topic, partition, offset, key, run_in_span, message, span=span))
 
     def _handle(self, event: ObservabilityEvent) -> None:
         """Database outages are ridden out here, with backoff, for as long as the process is not stopping."""
@@ -388,7 +415,7 @@ class Runtime:
             self.consumer.store_offsets(offsets=[TopicPartition(t, p, o) for (t, p), o in self._positions.items()])
             self._positions.clear()
 
-    def _dead_letter(self, message: Message, error: CdcDecodeError | BaseException) -> None:
+    def _dead_letter(self, message: Message, error: CdcDecodeError | BaseException, span: Span | None = None) -> None:
         topic, partition, offset = message.topic() or "", message.partition() or 0, message.offset() or 0
         if isinstance(error, CdcDecodeError):
             reason: list[tuple[str, bytes]] = error.as_headers()
@@ -402,7 +429,10 @@ class Runtime:
                 ("allocguard.source.offset", str(offset).encode()),
             ]
             log.error("dead-lettering %s[%s]@%s after a handler error: %r", topic, partition, offset, error)
-        headers = [*(message.headers() or []), *reason]
+        original = _header_list(message)
+        headers: list[tuple[str, str | bytes | None]] = [*original, *reason]
+        if span is not None and not any(name == "traceparent" for name, _ in original):
+            headers += self.telemetry.traceparent(span)
 
         def delivered(err: KafkaError | None, _: Message) -> None:
             if err is not None:
@@ -428,6 +458,8 @@ class Runtime:
         except queue.Empty:
             return
         while True:
+            if work.span is not None:
+                self.telemetry.end(work.span, work.error)
             if work.error is not None and isinstance(work.error, psycopg.OperationalError):
                 pass  # only while stopping: the event stays uncommitted and is redelivered after restart
             elif work.error is not None and work.message is not None:
@@ -522,6 +554,7 @@ class Runtime:
                 log.warning("final commit failed: %s", exc)
         self.consumer.close()
         self.pool.close()
+        self.telemetry.shutdown()
         server.shutdown()
         server.server_close()
         log.info("stopped")

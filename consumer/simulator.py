@@ -432,6 +432,7 @@ def reset_restaurant(conn: Conn, restaurant_id: uuid.UUID) -> None:
             (restaurant_id, bookings),
         )
         conn.execute("DELETE FROM allocguard.incidents WHERE booking_id = ANY(%s)", (bookings,))
+        conn.execute("DELETE FROM allocguard.hold_observations WHERE booking_id = ANY(%s)", (bookings,))
         conn.execute("DELETE FROM allocations_archive WHERE restaurant_id = %s", (restaurant_id,))
         conn.execute("DELETE FROM allocations WHERE restaurant_id = %s", (restaurant_id,))
         conn.execute("DELETE FROM table_holds WHERE restaurant_id = %s", (restaurant_id,))

@@ -259,6 +259,7 @@ class Remediator:
                     sleep=self._sleep,
                     clock=self._clock,
                     on_attempt=self.hooks.on_attempt,
+                    span=self.hooks.span,
                 )
             except NewBlockerError as exc:
                 if replans > 0:

@@ -1,0 +1,177 @@
+"""OpenTelemetry, configured the ecosystem's way: the standard ``OTEL_*`` variables work unchanged.
+
+- ``OTEL_TRACES_EXPORTER``: ``otlp``, ``console`` or ``none`` (comma-separated). When unset, ``otlp`` if an OTLP
+  endpoint is configured (``OTEL_EXPORTER_OTLP_ENDPOINT`` / ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``), else none.
+- ``OTEL_EXPORTER_OTLP_(TRACES_)PROTOCOL``: ``http/protobuf`` (default) or ``grpc``; endpoint, headers, timeout
+  and compression are read by the exporters themselves.
+- ``OTEL_SERVICE_NAME`` / ``OTEL_RESOURCE_ATTRIBUTES`` (service.name defaults to ``allocguard``),
+  ``OTEL_TRACES_SAMPLER(_ARG)`` and ``OTEL_BSP_*`` are read by the SDK.
+
+Instrumentation lives here and in the runtime's wrappers; the handlers only see the span seam
+(:class:`handlers.pipeline.Hooks`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.propagate import extract, inject
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
+from opentelemetry.trace import Link, Span, SpanContext, SpanKind, Status, StatusCode, TraceFlags
+
+from handlers.pipeline import SpanHandle
+
+log = logging.getLogger("allocguard.telemetry")
+
+
+def _exporters() -> list[SpanExporter]:
+    configured = os.environ.get("OTEL_TRACES_EXPORTER")
+    if configured is None:
+        endpoint = os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+        configured = "otlp" if endpoint else "none"
+    exporters: list[SpanExporter] = []
+    for name in (n.strip() for n in configured.split(",")):
+        if name == "console":
+            exporters.append(ConsoleSpanExporter())
+        elif name == "otlp":
+            protocol = os.environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or os.environ.get(
+                "OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"
+            )
+            if protocol == "grpc":
+                from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcExporter
+
+                exporters.append(GrpcExporter())
+            else:
+                from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpExporter
+
+                exporters.append(HttpExporter())
+        elif name not in ("none", ""):
+            raise ValueError(f"OTEL_TRACES_EXPORTER: unknown exporter {name!r} (otlp, console, none)")
+    return exporters
+
+
+class _Handle:
+    def __init__(self, span: Span) -> None:
+        self._span = span
+
+    def set(self, key: str, value: str | int | float | bool | list[str]) -> None:
+        self._span.set_attribute(key, value)
+
+    def trace_ids(self) -> tuple[str, str] | None:
+        ctx = self._span.get_span_context()
+        if not ctx.is_valid or not self._span.is_recording():
+            return None
+        return format(ctx.trace_id, "032x"), format(ctx.span_id, "016x")
+
+
+class Telemetry:
+    """The tracer, the span seam for the handlers, and the consumer-span wrapper for the runtime."""
+
+    def __init__(self) -> None:
+        self.provider: TracerProvider | None = None
+        exporters = _exporters()
+        if exporters:
+            resource = Resource.create()
+            if str(resource.attributes.get("service.name", "")).startswith("unknown_service"):
+                resource = resource.merge(Resource.create({"service.name": "allocguard"}))
+            self.provider = TracerProvider(resource=resource)
+            for exporter in exporters:
+                self.provider.add_span_processor(BatchSpanProcessor(exporter))
+            log.info("tracing to %s", ", ".join(type(e).__name__ for e in exporters))
+        self.tracer = (self.provider or trace.get_tracer_provider()).get_tracer("allocguard")
+
+    @contextmanager
+    def span(
+        self, name: str, attributes: dict[str, Any], links: list[tuple[str, str]] | None = None
+    ) -> Iterator[SpanHandle]:
+        span_links = [
+            Link(SpanContext(int(trace_id, 16), int(span_id, 16), is_remote=True, trace_flags=TraceFlags(1)))
+            for trace_id, span_id in links or []
+        ]
+        with self.tracer.start_as_current_span(name, attributes=attributes, links=span_links) as span:
+            yield _Handle(span)
+
+    def consumer_span(
+        self,
+        topic: str,
+        partition: int,
+        offset: int,
+        key: bytes | None,
+        headers: list[tuple[str, Any]] | None,
+        group: str,
+    ) -> Span:
+        """A CONSUMER span per message (OpenTelemetry messaging conventions for Kafka), child of the W3C
+        ``traceparent`` the message carries, if any. The caller ends it when the message is done."""
+        carrier = {name: value.decode() if isinstance(value, bytes) else str(value) for name, value in headers or []}
+        parent = extract(carrier) if "traceparent" in carrier else otel_context.Context()
+        attributes: dict[str, Any] = {
+            "messaging.system": "kafka",
+            "messaging.operation.type": "process",
+            "messaging.operation.name": "process",
+            "messaging.destination.name": topic,
+            "messaging.destination.partition.id": str(partition),
+            "messaging.kafka.offset": offset,
+            "messaging.kafka.message.offset": offset,
+            "messaging.consumer.group.name": group,
+        }
+        if key is not None:
+            attributes["messaging.kafka.message.key"] = key.decode(errors="replace")[:200]
+        return self.tracer.start_span(f"process {topic}", context=parent, kind=SpanKind.CONSUMER, attributes=attributes)
+
+    @staticmethod
+    def traceparent(span: Span) -> list[tuple[str, bytes]]:
+        """W3C headers for ``span`` (for DLQ copies of messages that arrived without one)."""
+        carrier: dict[str, str] = {}
+        inject(carrier, context=trace.set_span_in_context(span))
+        return [(name, value.encode()) for name, value in carrier.items()]
+
+    @staticmethod
+    def end(span: Span, error: BaseException | None = None) -> None:
+        if error is not None:
+            span.record_exception(error)
+            span.set_status(Status(StatusCode.ERROR, type(error).__name__))
+        span.end()
+
+    def shutdown(self) -> None:
+        if self.provider is not None:
+            self.provider.shutdown()
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line, with the current trace_id/span_id."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        doc: dict[str, Any] = {
+            "ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z",
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        ctx = trace.get_current_span().get_span_context()
+        if ctx.is_valid:
+            doc["trace_id"] = format(ctx.trace_id, "032x")
+            doc["span_id"] = format(ctx.span_id, "016x")
+        if record.exc_info:
+            doc["exception"] = self.formatException(record.exc_info)
+        return json.dumps(doc)
+
+
+def configure_logging(level: str, fmt: str) -> None:
+    handler = logging.StreamHandler()
+    if fmt == "json":
+        formatter = JsonFormatter()
+        formatter.converter = time.gmtime
+        handler.setFormatter(formatter)
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    logging.basicConfig(level=level.upper(), handlers=[handler], force=True)

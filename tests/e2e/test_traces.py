@@ -1,0 +1,209 @@
+"""The seed incident end to end with a real OTLP/HTTP receiver in the test: the span tree, its attributes and
+links, decoded over the wire with the official OpenTelemetry protobuf definitions, and the way back from the
+database to the trace. Plus: no guest PII in any exported span or log line."""
+
+from __future__ import annotations
+
+import gzip
+import threading
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import psycopg
+import pytest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
+
+from consumer.config import StackSettings
+from consumer.simulator import SEED_VICTIM, PlatformApp, seed_incident
+from tests.support.process import RuntimeProcess, wait_for
+
+pytestmark = pytest.mark.e2e
+Conn = psycopg.Connection[Any]
+GUEST_PII = ("Synthetic Guest", "@example.invalid", "+00 0000 000000")
+
+
+class Receiver:
+    def __init__(self) -> None:
+        self.spans: list[tuple[dict[str, Any], Span]] = []
+        self.lock = threading.Lock()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                if self.headers.get("Content-Encoding") == "gzip":
+                    body = gzip.decompress(body)
+                request = ExportTraceServiceRequest()
+                request.ParseFromString(body)
+                with receiver.lock:
+                    for resource_spans in request.resource_spans:
+                        resource = {a.key: value(a.value) for a in resource_spans.resource.attributes}
+                        for scope in resource_spans.scope_spans:
+                            receiver.spans.extend((resource, span) for span in scope.spans)
+                reply = ExportTraceServiceResponse().SerializeToString()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/x-protobuf")
+                self.send_header("Content-Length", str(len(reply)))
+                self.end_headers()
+                self.wfile.write(reply)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                return
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def by_name(self, name: str) -> list[Span]:
+        with self.lock:
+            return [span for _, span in self.spans if span.name == name]
+
+
+def value(any_value: Any) -> Any:
+    kind = any_value.WhichOneof("value")
+    if kind == "array_value":
+        return [value(v) for v in any_value.array_value.values]
+    return getattr(any_value, kind) if kind else None
+
+
+def attrs(span: Span) -> dict[str, Any]:
+    return {a.key: value(a.value) for a in span.attributes}
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    server = Receiver()
+    yield server
+    server.server.shutdown()
+    server.server.server_close()
+
+
+@pytest.fixture
+def connect(stack_settings: StackSettings) -> Callable[[], Conn]:
+    def factory() -> Conn:
+        return psycopg.connect(stack_settings.pg_dsn, autocommit=True)
+
+    return factory
+
+
+def test_seed_incident_trace(receiver: Receiver, connect: Callable[[], Conn], tmp_path: Any, unique: str) -> None:
+    runtime = RuntimeProcess(
+        tmp_path / "run.log",
+        f"e2e-traces-{unique}",
+        env={
+            "OTEL_TRACES_EXPORTER": "otlp",
+            "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{receiver.port}",
+            "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+            "OTEL_SERVICE_NAME": "allocguard-e2e",
+            "OTEL_RESOURCE_ATTRIBUTES": "deployment.environment=test",
+            "OTEL_BSP_SCHEDULE_DELAY": "100",
+            "ALLOCGUARD_LOG_FORMAT": "json",
+        },
+    )
+    try:
+        runtime.wait_ready()
+        with connect() as conn:
+            seed_incident(PlatformApp(conn))
+
+        def victim_confirmed() -> bool:
+            with connect() as conn:
+                row = conn.execute("SELECT status::text FROM bookings WHERE id = %s", (SEED_VICTIM,)).fetchone()
+                return row == ("confirmed",)
+
+        wait_for("the seed victim confirmed", victim_confirmed, timeout=60)
+        wait_for("the incident's outcome exported", lambda: receiver.by_name("allocguard.outcome"), timeout=30)
+    finally:
+        code, _ = runtime.stop()
+    assert code == 0
+
+    with connect() as conn:
+        incident = conn.execute(
+            "SELECT trace_id, span_id, status FROM allocguard.incidents WHERE booking_id = %s", (SEED_VICTIM,)
+        ).fetchone()
+        remediation = conn.execute(
+            "SELECT r.trace_id, r.span_id FROM allocguard.remediations r JOIN allocguard.incidents i"
+            " ON i.id = r.incident_id WHERE i.booking_id = %s",
+            (SEED_VICTIM,),
+        ).fetchone()
+        pruned_event = conn.execute(
+            "SELECT context ->> 'traceId', context ->> 'spanId' FROM observability_events"
+            " WHERE booking_id = %s AND event_type = 'allocguard.orphans_pruned'",
+            (SEED_VICTIM,),
+        ).fetchone()
+        hold_trace = conn.execute(
+            "SELECT h.trace_id, h.span_id FROM allocguard.hold_observations h"
+            " JOIN allocguard.incidents i ON i.hold_id = h.hold_id WHERE i.booking_id = %s",
+            (SEED_VICTIM,),
+        ).fetchone()
+    assert incident is not None
+    assert remediation is not None
+    trace_id, span_id, _status = incident
+
+    # the incident span: the one whose ids the database holds
+    handled = [s for s in receiver.by_name("allocguard.incident") if s.span_id.hex() == span_id]
+    assert len(handled) == 1, "the incident span stored in allocguard.incidents was exported"
+    incident_span = handled[0]
+    assert incident_span.trace_id.hex() == trace_id
+    assert remediation == (trace_id, span_id), "the remediation record points at the incident span"
+    assert pruned_event == (trace_id, span_id), "so does the observability event allocguard wrote"
+    incident_attrs = attrs(incident_span)
+    assert incident_attrs["allocguard.booking.id"] == str(SEED_VICTIM)
+    assert incident_attrs["allocguard.incident.window_source"] == "hold"
+    assert incident_attrs["allocguard.outcome.status"] in ("resolved", "not_needed")
+
+    # its parent: the CONSUMER span of the failure message, with the messaging conventions
+    spans = {s.span_id: s for _, s in receiver.spans}
+    consumer = spans[incident_span.parent_span_id]
+    assert consumer.kind == Span.SpanKind.SPAN_KIND_CONSUMER
+    consumer_attrs = attrs(consumer)
+    assert consumer.name == "process platform.public.observability_events"
+    assert consumer_attrs["messaging.system"] == "kafka"
+    assert consumer_attrs["messaging.destination.name"] == "platform.public.observability_events"
+    assert consumer_attrs["messaging.consumer.group.name"] == f"e2e-traces-{unique}"
+    assert isinstance(consumer_attrs["messaging.kafka.offset"], int)
+    assert str(SEED_VICTIM) in consumer_attrs["messaging.kafka.message.key"]
+
+    # detect sits beside it under the message; plan, prune, attempts and outcome under the incident
+    children = [s for _, s in receiver.spans if s.parent_span_id == incident_span.span_id]
+    names = [s.name for s in sorted(children, key=lambda s: s.start_time_unix_nano)]
+    assert names[0] == "allocguard.plan"
+    assert "allocguard.prune" in names
+    assert names[-1] == "allocguard.outcome"
+    plan = next(s for s in children if s.name == "allocguard.plan")
+    assert attrs(plan)["allocguard.evidence.orphan"] == 1
+    assert attrs(plan)["allocguard.plan.decision"] == "prune_and_retry"
+    prune = next(s for s in children if s.name == "allocguard.prune")
+    assert attrs(prune)["allocguard.prune.status"] == "pruned"
+    attempts = [s for _, s in receiver.spans if s.name == "allocguard.retry.attempt" and s.trace_id.hex() == trace_id]
+    assert attempts, "one span per retry attempt"
+    assert attrs(attempts[0])["allocguard.attempt.number"] == 1
+    assert attrs(attempts[0])["allocguard.attempt.outcome"] in ("assigned", "not_needed")
+    detect = [s for _, s in receiver.spans if s.name == "allocguard.detect" and s.parent_span_id == consumer.span_id]
+    assert len(detect) == 1
+
+    # links: to the hold announcement's span, and later failure events link back to the incident
+    assert hold_trace is not None
+    linked = {(link.trace_id.hex(), link.span_id.hex()) for link in incident_span.links}
+    assert tuple(hold_trace) in linked
+    later = [s for s in receiver.by_name("allocguard.incident") if s.span_id != incident_span.span_id]
+    assert later, "the platform's other failure events of the same attempt were traced too"
+    for span in later:
+        assert (trace_id, span_id) in {(link.trace_id.hex(), link.span_id.hex()) for link in span.links}
+        assert attrs(span)["allocguard.outcome.status"] == "duplicate"
+
+    resource = receiver.spans[0][0]
+    assert resource["service.name"] == "allocguard-e2e"
+    assert resource["deployment.environment"] == "test"
+
+    # no guest PII anywhere in what was exported or logged
+    exported = " ".join(f"{s.name} {attrs(s)}" for _, s in receiver.spans)
+    logged = runtime.log_path.read_text(errors="replace")
+    for pii in GUEST_PII:
+        assert pii not in exported
+        assert pii not in logged
+    assert '"trace_id"' in logged, "JSON logs carry the trace id"
