@@ -303,13 +303,14 @@ def diagnose(booking_id: uuid.UUID, as_json: bool, grace_s: float, dsn: str | No
                 " WHERE i.booking_id = %s ORDER BY r.created_at",
                 (booking_id,),
             ).fetchall()
+        incidents = store.incident_rows(conn, booking_id)
     if as_json:
-        doc = plan_as_json(plan, remediations=remediations)
+        doc = plan_as_json(plan, remediations=remediations, incidents=incidents)
         doc["failure_events"] = len(failures)
         click.echo(json.dumps(doc, indent=2, default=str))
     else:
         click.echo(f"{len(failures)} failure event(s) on record; the latest one is diagnosed")
-        click.echo(plan_as_text(plan, remediations=remediations))
+        click.echo(plan_as_text(plan, remediations=remediations, incidents=incidents))
 
 
 @main.command()

@@ -12,7 +12,12 @@ def _short(value: object) -> str:
     return text[:8] if len(text) == 36 else text
 
 
-def plan_as_text(plan: Plan, *, remediations: list[dict[str, Any]] | None = None) -> str:
+def plan_as_text(
+    plan: Plan,
+    *,
+    remediations: list[dict[str, Any]] | None = None,
+    incidents: list[dict[str, Any]] | None = None,
+) -> str:
     incident = plan.incident
     lines = [
         f"booking {incident.booking_id}  status {plan.victim_status or 'missing'}"
@@ -54,11 +59,20 @@ def plan_as_text(plan: Plan, *, remediations: list[dict[str, Any]] | None = None
         lines.append(
             f"remediation {rem['id']} ({rem['mode']}, {rem['created_at']:%Y-%m-%d %H:%M:%S}): "
             f"{len(rem['allocation_ids'])} allocation(s) — {rem['reason']}"
+            + (f"  trace {rem['trace_id']} span {rem['span_id']}" if rem.get("trace_id") else "")
         )
+    for record in incidents or []:
+        traced = f"  trace {record['trace_id']} span {record['span_id']}" if record.get("trace_id") else ""
+        lines.append(f"incident {record['id']} {record['status']} ({record['event_count']} failure event(s)){traced}")
     return "\n".join(lines)
 
 
-def plan_as_json(plan: Plan, *, remediations: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+def plan_as_json(
+    plan: Plan,
+    *,
+    remediations: list[dict[str, Any]] | None = None,
+    incidents: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
     doc = plan.model_dump(mode="json")
     doc["key"] = plan.key
     doc["counts"] = plan.counts()
@@ -69,5 +83,9 @@ def plan_as_json(plan: Plan, *, remediations: list[dict[str, Any]] | None = None
             if k not in ("before_rows", "after_rows", "evidence")
         }
         for rem in remediations or []
+    ]
+    doc["incidents"] = [
+        {k: str(row[k]) if row.get(k) is not None else None for k in ("id", "status", "trace_id", "span_id")}
+        for row in incidents or []
     ]
     return doc
