@@ -23,7 +23,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -35,9 +35,9 @@ from psycopg_pool import ConnectionPool
 from tenacity import Retrying, retry_if_exception_type, stop_when_event_set, wait_exponential_jitter
 
 from consumer.config import RuntimeSettings
-from consumer.telemetry import Telemetry
+from consumer.telemetry import Metrics, Telemetry
 from handlers.detect import classify
-from handlers.pipeline import Hooks, RemediationSettings, Remediator
+from handlers.pipeline import Hooks, IncidentResult, RemediationSettings, Remediator
 from handlers.retry import AssignStrategy, HttpAssign, RetryPolicy, SqlAssign
 from schemas import ChangeEvent, Heartbeat, Tombstone, decode_message
 from schemas.errors import CdcDecodeError
@@ -155,7 +155,12 @@ class Health:
             self.counters[name] += amount
 
 
-def serve_health(settings: RuntimeSettings, health: Health, db_ok: Callable[[], bool]) -> ThreadingHTTPServer:
+def serve_health(
+    settings: RuntimeSettings,
+    health: Health,
+    db_ok: Callable[[], bool],
+    exposition: Callable[[], bytes] | None = None,
+) -> ThreadingHTTPServer:
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             if self.path == "/healthz":
@@ -165,9 +170,12 @@ def serve_health(settings: RuntimeSettings, health: Health, db_ok: Callable[[], 
                 ready = bool(health.assigned) and db_ok()
                 self._reply(200 if ready else 503, {"kafka_assigned": len(health.assigned), "ready": ready})
             elif self.path == "/metrics":
-                with health.lock:
-                    lines = [f"allocguard_{name} {value}" for name, value in sorted(health.counters.items())]
-                body = ("\n".join(lines) + "\n").encode()
+                if exposition is not None:
+                    body = exposition()
+                else:
+                    with health.lock:
+                        lines = [f"allocguard_{name} {value}" for name, value in sorted(health.counters.items())]
+                    body = ("\n".join(lines) + "\n").encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "text/plain; version=0.0.4")
                 self.send_header("Content-Length", str(len(body)))
@@ -246,6 +254,10 @@ class Runtime:
             else SqlAssign(connect)
         )
         self.telemetry = Telemetry()
+        self.metrics = Metrics()
+        self._lag_sampled_at = 0.0
+        #: where each partition started at assignment: the position until something is consumed there
+        self._starts: dict[tuple[str, int], int] = {}
         hooks = _failpoints()
         hooks.span = self.telemetry.span
         self.remediator = Remediator(
@@ -298,6 +310,7 @@ class Runtime:
                 marks = consumer.get_watermark_offsets(partition, timeout=10)
                 partition.offset = int(marks[1]) if marks else OFFSET_END
         consumer.incremental_assign(positioned)
+        self._starts.update({(p.topic, p.partition): p.offset for p in positioned if p.offset >= 0})
         self.health.assigned |= {(p.topic, p.partition) for p in partitions}
         log.info("assigned %s", [f"{p.topic}[{p.partition}]@{p.offset}" for p in positioned])
 
@@ -318,12 +331,16 @@ class Runtime:
                 log.warning("commit on revoke failed: %s", exc)
         for topic, partition in revoked:
             self.tracker.forget(topic, partition)
+            self._starts.pop((topic, partition), None)
+            self.metrics.lag.pop((topic, partition), None)
         self.health.assigned -= revoked
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         lost = {(p.topic, p.partition) for p in partitions}
         for topic, partition in lost:
             self.tracker.forget(topic, partition)
+            self._starts.pop((topic, partition), None)
+            self.metrics.lag.pop((topic, partition), None)
         self.health.assigned -= lost
         log.warning("partitions lost (no commit): %s", sorted(lost))
 
@@ -346,10 +363,12 @@ class Runtime:
             return
         if isinstance(record, (Tombstone, Heartbeat)) or not isinstance(record, ChangeEvent):
             span.set_attribute("allocguard.record", type(record).__name__)
+            self.metrics.events.add(1, {"topic": topic, "op": type(record).__name__.lower()})
             self.telemetry.end(span)
             self._done_now(topic, partition, offset)
             return
         span.set_attribute("allocguard.cdc.op", record.op.value)
+        self.metrics.events.add(1, {"topic": topic, "op": record.op.value})
         row = record.after
         signal = (
             classify(row, self.remediator.rules)
@@ -370,8 +389,27 @@ class Runtime:
 
         self.scheduler.submit(Work(topic, partition, offset, key, run_in_span, message, span=span))
 
+    def _record_outcome(self, event: ObservabilityEvent, result: IncidentResult) -> None:
+        metrics = self.metrics
+        metrics.incidents.add(1, {"status": result.status})
+        pruned = {i for prune in result.prunes for i in prune.pruned_ids}
+        if result.plans:
+            for evidence in result.plans[0].evidence:
+                action = (
+                    "pruned"
+                    if evidence.allocation_id in pruned
+                    else ("reported" if evidence.verdict.value == "stale_by_status" else "kept")
+                )
+                metrics.allocations.add(1, {"verdict": evidence.verdict.value, "action": action})
+        for attempt in result.retry.attempts if result.retry else []:
+            metrics.attempts.add(1, {"outcome": attempt.outcome})
+        if result.status in ("resolved", "not_needed", "manual_review"):
+            waited = (datetime.now(UTC) - event.created_at).total_seconds()
+            metrics.resolution.record(max(waited, 0.0), {"status": result.status})
+
     def _handle(self, event: ObservabilityEvent) -> None:
         """Database outages are ridden out here, with backoff, for as long as the process is not stopping."""
+        started = time.monotonic()
         for attempt in Retrying(
             retry=retry_if_exception_type(psycopg.OperationalError),
             wait=wait_exponential_jitter(multiplier=0.5, max=30),
@@ -386,7 +424,9 @@ class Runtime:
         ):
             with attempt:
                 result = self.remediator.observe(event)
+        self.metrics.handling.record(time.monotonic() - started, {"signal": "failure" if result else "hold"})
         if result is not None:
+            self._record_outcome(event, result)
             self.health.count(f'incidents_total{{status="{result.status}"}}')
             pruned = [str(i) for prune in result.prunes for i in prune.pruned_ids]
             log.info(
@@ -440,6 +480,7 @@ class Runtime:
                 self._stop.set()
                 return
             self.health.count("dlq_messages_total")
+            self.metrics.dlq.add(1, {"topic": topic, "error_class": type(error).__name__})
             self._done_now(topic, partition, offset)
 
         self.producer.produce(
@@ -474,6 +515,20 @@ class Runtime:
                 self._store_positions()
                 return
 
+    def _sample_lag(self, every_s: float = 5.0) -> None:
+        """Consumer lag per partition (end offset - position), sampled from the loop for the lag gauge."""
+        now = time.monotonic()
+        if now - self._lag_sampled_at < every_s or not self.health.assigned:
+            return
+        self._lag_sampled_at = now
+        assigned = [TopicPartition(t, p) for t, p in self.health.assigned]
+        for position in self.consumer.position(assigned):
+            key = (position.topic, position.partition)
+            at = position.offset if position.offset >= 0 else self._starts.get(key, -1)
+            marks = self.consumer.get_watermark_offsets(position, timeout=2, cached=False)
+            if marks and marks[1] >= 0 and at >= 0:
+                self.metrics.lag[key] = max(0, int(marks[1]) - at)
+
     def _backpressure(self) -> None:
         in_flight = self.tracker.in_flight()
         assignment = [TopicPartition(t, p) for t, p in self.health.assigned]
@@ -501,7 +556,7 @@ class Runtime:
         self.pool.open(wait=False)
         if not self.db_ok():
             raise FatalRuntimeError("the database is not reachable")
-        server = serve_health(settings, self.health, self.db_ok)
+        server = serve_health(settings, self.health, self.db_ok, self.metrics.exposition)
         self.consumer.subscribe(
             settings.topics(), on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
         )
@@ -526,6 +581,7 @@ class Runtime:
                 self._drain_completions()
                 self._store_positions()
                 self._backpressure()
+                self._sample_lag()
                 self.producer.poll(0)
                 if self.once:
                     if messages or self.tracker.in_flight():
@@ -555,6 +611,7 @@ class Runtime:
         self.consumer.close()
         self.pool.close()
         self.telemetry.shutdown()
+        self.metrics.shutdown()
         server.shutdown()
         server.server_close()
         log.info("stopped")

@@ -475,15 +475,18 @@ def seed_incident(app: PlatformApp, *, age: timedelta = timedelta(minutes=30)) -
     )
 
 
-def orphan_by_reseat(app: PlatformApp) -> ScenarioResult:
-    """An ops re-seat (assignment rows deleted directly, new tables assigned) leaves the old table's allocation."""
+def orphan_by_reseat(app: PlatformApp, *, job_attempts: int = 4) -> ScenarioResult:
+    """An ops re-seat (assignment rows deleted directly, new tables assigned) leaves the old table's allocation.
+
+    ``job_attempts=0`` leaves out the platform's background job (whose next attempt could seat the victim
+    itself once allocguard has pruned the orphan)."""
     venue = create_venue(app.conn, tables=2, capacity=[2, 2])
     day = tomorrow()
     owner = app.book(venue, day=day, start=time(12, 0), end=time(13, 30))
     app.reseat_direct(owner, [venue.table_ids[1]])
     app.age_allocations(owner, timedelta(minutes=30))
     # the only table the planner can offer (T1 is free by assignments) is the orphan's
-    victim = app.book(venue, day=day, start=time(12, 30), end=time(14, 0))
+    victim = app.book(venue, day=day, start=time(12, 30), end=time(14, 0), job_attempts=job_attempts)
     return ScenarioResult("orphan-by-reseat", venue.restaurant_id, victim, ids={"owner": str(owner)})
 
 

@@ -175,3 +175,68 @@ def configure_logging(level: str, fmt: str) -> None:
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
     logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
+
+
+class Metrics:
+    """OpenTelemetry metrics, exposed for Prometheus on ``/metrics`` (its own registry per runtime).
+
+    ``OTEL_METRICS_EXPORTER=otlp`` also pushes them to the OTLP endpoint. Labels are bounded: topic, op,
+    partition, status, verdict, action, outcome, error class — never booking ids, never guest data."""
+
+    LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
+
+    def __init__(self) -> None:
+        from opentelemetry.exporter.prometheus import PrometheusMetricReader
+        from opentelemetry.sdk.metrics import MeterProvider
+        from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
+        from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
+        from prometheus_client import CollectorRegistry
+
+        self.registry = CollectorRegistry()
+        readers: list[MetricReader] = [PrometheusMetricReader(registry=self.registry)]
+        if "otlp" in os.environ.get("OTEL_METRICS_EXPORTER", ""):
+            from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+
+            readers.append(PeriodicExportingMetricReader(OTLPMetricExporter()))
+        resource = Resource.create()
+        if str(resource.attributes.get("service.name", "")).startswith("unknown_service"):
+            resource = resource.merge(Resource.create({"service.name": "allocguard"}))
+        seconds = View(
+            instrument_name="allocguard.*.duration",
+            aggregation=ExplicitBucketHistogramAggregation(self.LATENCY_BUCKETS),
+        )
+        self.provider = MeterProvider(metric_readers=readers, resource=resource, views=[seconds])
+        meter = self.provider.get_meter("allocguard")
+        self.events = meter.create_counter("allocguard.events.consumed", description="CDC messages consumed")
+        self.dlq = meter.create_counter("allocguard.dlq.messages", description="messages sent to the dead-letter topic")
+        self.incidents = meter.create_counter("allocguard.incidents", description="failure events by outcome")
+        self.allocations = meter.create_counter(
+            "allocguard.allocations", description="allocations assessed, by verdict and by what was done"
+        )
+        self.attempts = meter.create_counter("allocguard.retry.attempts", description="auto-assign attempts")
+        self.handling = meter.create_histogram(
+            "allocguard.handling.duration", unit="s", description="time to handle one signal event"
+        )
+        self.resolution = meter.create_histogram(
+            "allocguard.resolution.duration",
+            unit="s",
+            description="failure event created in the platform -> incident settled by allocguard",
+        )
+        self.lag: dict[tuple[str, int], int] = {}
+        meter.create_observable_gauge(
+            "allocguard.consumer.lag", callbacks=[self._observe_lag], description="messages behind the partition end"
+        )
+
+    def _observe_lag(self, options: Any) -> Iterator[Any]:
+        from opentelemetry.metrics import Observation
+
+        for (topic, partition), lag in list(self.lag.items()):
+            yield Observation(lag, {"topic": topic, "partition": str(partition)})
+
+    def exposition(self) -> bytes:
+        from prometheus_client import generate_latest
+
+        return bytes(generate_latest(self.registry))
+
+    def shutdown(self) -> None:
+        self.provider.shutdown()

@@ -20,7 +20,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from consumer.config import StackSettings
 from consumer.simulator import SEED_VICTIM, PlatformApp, seed_incident
-from tests.support.process import RuntimeProcess, wait_for
+from tests.support.process import RuntimeProcess, metric_value, wait_for
 
 pytestmark = pytest.mark.e2e
 Conn = psycopg.Connection[Any]
@@ -117,6 +117,19 @@ def test_seed_incident_trace(receiver: Receiver, connect: Callable[[], Conn], tm
 
         wait_for("the seed victim confirmed", victim_confirmed, timeout=60)
         wait_for("the incident's outcome exported", lambda: receiver.by_name("allocguard.outcome"), timeout=30)
+        status, metrics = runtime.get("/metrics")
+        assert status == 200
+        topic = "platform.public.observability_events"
+
+        def caught_up() -> str | None:
+            text = str(runtime.get("/metrics")[1])
+            partitions = {
+                p for p in ("0", "1", "2") if f'partition="{p}"' in text and "allocguard_consumer_lag" in text
+            }
+            lagging = metric_value(text, "allocguard_consumer_lag", topic=topic)
+            return text if partitions == {"0", "1", "2"} and lagging == 0 else None
+
+        metrics = wait_for("the lag gauge sampled at 0 on every partition", caught_up, timeout=30)
     finally:
         code, _ = runtime.stop()
     assert code == 0
@@ -200,7 +213,23 @@ def test_seed_incident_trace(receiver: Receiver, connect: Callable[[], Conn], tm
     assert resource["service.name"] == "allocguard-e2e"
     assert resource["deployment.environment"] == "test"
 
-    # no guest PII anywhere in what was exported or logged
+    # /metrics: the counters moved for the scenario
+    consumed = [
+        s
+        for _, s in receiver.spans
+        if s.kind == Span.SpanKind.SPAN_KIND_CONSUMER and attrs(s).get("allocguard.cdc.op") == "c"
+    ]
+    assert len(consumed) >= 5
+    assert metric_value(metrics, "allocguard_events_consumed_total", topic=topic, op="c") == len(consumed)
+    assert metric_value(metrics, "allocguard_incidents_total", status="duplicate") >= 1
+    assert metric_value(metrics, "allocguard_incidents_total") == len(receiver.by_name("allocguard.incident"))
+    assert metric_value(metrics, "allocguard_allocations_total", verdict="orphan", action="pruned") == 1
+    assert metric_value(metrics, "allocguard_retry_attempts_total") >= 1
+    assert metric_value(metrics, "allocguard_handling_duration_seconds_count") >= 2
+    assert metric_value(metrics, "allocguard_resolution_duration_seconds_count") >= 1
+
+    # no guest PII anywhere in what was exported, logged or labelled
+    assert all(pii not in metrics for pii in GUEST_PII)
     exported = " ".join(f"{s.name} {attrs(s)}" for _, s in receiver.spans)
     logged = runtime.log_path.read_text(errors="replace")
     for pii in GUEST_PII:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -100,3 +101,16 @@ def wait_for(what: str, check: Any, timeout: float = 60.0, interval: float = 0.1
             return value
         time.sleep(interval)  # poll
     raise AssertionError(f"{what}: not true after {timeout}s")
+
+
+def metric_value(exposition: str, name: str, **labels: str) -> float:
+    """Sum of the Prometheus samples named ``name`` whose labels include ``labels``."""
+    total = 0.0
+    for line in exposition.splitlines():
+        if not line.startswith(name + "{") and not line.startswith(name + " "):
+            continue
+        head, _, value = line.rpartition(" ")
+        found = dict(re.findall(r'(\w+)="([^"]*)"', head))
+        if all(found.get(k) == v for k, v in labels.items()):
+            total += float(value)
+    return total
