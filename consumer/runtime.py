@@ -305,11 +305,21 @@ class Runtime:
         """Partitions without a committed offset start at their end *now* (for ``latest``), not whenever
         librdkafka gets round to resolving it: once ready, no event written afterwards is skipped."""
         positioned = consumer.committed(partitions, timeout=10)
+        fresh: list[TopicPartition] = []
         for partition in positioned:
             if partition.offset < 0 and self.settings.auto_offset_reset == "latest":
                 marks = consumer.get_watermark_offsets(partition, timeout=10)
                 partition.offset = int(marks[1]) if marks else OFFSET_END
+                if partition.offset >= 0:
+                    fresh.append(TopicPartition(partition.topic, partition.partition, partition.offset))
         consumer.incremental_assign(positioned)
+        if fresh:
+            # commit the start at once: should the partition move to another member before anything is
+            # processed here, that member resumes from this point instead of skipping to a later end
+            try:
+                consumer.commit(offsets=fresh, asynchronous=False)
+            except KafkaException as exc:
+                log.warning("could not commit start positions %s: %s", fresh, exc)
         self._starts.update({(p.topic, p.partition): p.offset for p in positioned if p.offset >= 0})
         self.health.assigned |= {(p.topic, p.partition) for p in partitions}
         log.info("assigned %s", [f"{p.topic}[{p.partition}]@{p.offset}" for p in positioned])

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +45,16 @@ def pg(stack_settings: StackSettings) -> Iterator[psycopg.Connection[dict[str, A
     """A connection to the platform database (autocommit off; use ``with conn.transaction()``)."""
     with psycopg.connect(stack_settings.pg_dsn, row_factory=dict_row, autocommit=True) as conn:
         yield conn
+
+
+@pytest.fixture
+def connect(stack_settings: StackSettings) -> Callable[[], psycopg.Connection[Any]]:
+    """Autocommit connections to the platform database, as the remediator and the simulator need them."""
+
+    def factory() -> psycopg.Connection[Any]:
+        return psycopg.connect(stack_settings.pg_dsn, autocommit=True)
+
+    return factory
 
 
 @pytest.fixture

@@ -36,14 +36,6 @@ Conn = psycopg.Connection[Any]
 
 
 @pytest.fixture
-def connect(stack_settings: StackSettings) -> Callable[[], Conn]:
-    def factory() -> Conn:
-        return psycopg.connect(stack_settings.pg_dsn, autocommit=True)
-
-    return factory
-
-
-@pytest.fixture
 def runtimes(tmp_path: Path) -> Iterator[Callable[..., RuntimeProcess]]:
     """Starts ``allocguard run`` subprocesses; whatever a test leaves running is killed afterwards."""
     started: list[RuntimeProcess] = []

@@ -18,7 +18,6 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
-from consumer.config import StackSettings
 from consumer.simulator import SEED_VICTIM, PlatformApp, seed_incident
 from tests.support.process import RuntimeProcess, metric_value, wait_for
 
@@ -81,14 +80,6 @@ def receiver() -> Iterator[Receiver]:
     yield server
     server.server.shutdown()
     server.server.server_close()
-
-
-@pytest.fixture
-def connect(stack_settings: StackSettings) -> Callable[[], Conn]:
-    def factory() -> Conn:
-        return psycopg.connect(stack_settings.pg_dsn, autocommit=True)
-
-    return factory
 
 
 def test_seed_incident_trace(receiver: Receiver, connect: Callable[[], Conn], tmp_path: Any, unique: str) -> None:
