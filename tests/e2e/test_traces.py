@@ -227,3 +227,53 @@ def test_seed_incident_trace(receiver: Receiver, connect: Callable[[], Conn], tm
         assert pii not in exported
         assert pii not in logged
     assert '"trace_id"' in logged, "JSON logs carry the trace id"
+
+
+def test_otlp_over_grpc(connect: Callable[[], Conn], tmp_path: Any, unique: str) -> None:
+    """The same exporter configuration with OTEL_EXPORTER_OTLP_PROTOCOL=grpc reaches a real gRPC OTLP receiver."""
+    from concurrent import futures
+
+    import grpc
+    from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc
+
+    from consumer.simulator import orphan_by_reseat
+
+    received: list[Span] = []
+
+    class Service(trace_service_pb2_grpc.TraceServiceServicer):
+        def Export(self, request: ExportTraceServiceRequest, context: Any) -> ExportTraceServiceResponse:
+            for resource_spans in request.resource_spans:
+                for scope in resource_spans.scope_spans:
+                    received.extend(scope.spans)
+            return ExportTraceServiceResponse()
+
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(Service(), server)  # type: ignore[no-untyped-call]
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    runtime = RuntimeProcess(
+        tmp_path / "grpc.log",
+        f"e2e-grpc-{unique}",
+        env={
+            "OTEL_TRACES_EXPORTER": "otlp",
+            "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
+            "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{port}",
+            "OTEL_EXPORTER_OTLP_INSECURE": "true",
+            "OTEL_BSP_SCHEDULE_DELAY": "100",
+        },
+    )
+    try:
+        runtime.wait_ready()
+        with connect() as conn:
+            scenario = orphan_by_reseat(PlatformApp(conn), job_attempts=0)
+        wait_for(
+            "an incident span over gRPC",
+            lambda: any(s.name == "allocguard.incident" for s in list(received)),
+            timeout=30,
+        )
+    finally:
+        assert runtime.stop()[0] == 0
+        server.stop(grace=None)
+    incident = next(s for s in received if s.name == "allocguard.incident")
+    assert attrs(incident)["allocguard.booking.id"] == str(scenario.victim_id)
+    assert any(s.kind == Span.SpanKind.SPAN_KIND_CONSUMER for s in received)
