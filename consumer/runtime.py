@@ -35,7 +35,7 @@ from psycopg_pool import ConnectionPool
 from tenacity import Retrying, retry_if_exception_type, stop_when_event_set, wait_exponential_jitter
 
 from consumer.config import RuntimeSettings
-from consumer.telemetry import Metrics, Telemetry
+from consumer.telemetry import Metrics, Telemetry, TracedCursor
 from handlers.detect import classify
 from handlers.pipeline import Hooks, IncidentResult, RemediationSettings, Remediator
 from handlers.retry import AssignStrategy, HttpAssign, RetryPolicy, SqlAssign
@@ -238,7 +238,7 @@ class Runtime:
             settings.resolved_dsn(),
             min_size=1,
             max_size=settings.workers + 2,
-            kwargs={"autocommit": True, "connect_timeout": 5},
+            kwargs={"autocommit": True, "connect_timeout": 5, "cursor_factory": TracedCursor},
             open=False,
             name="allocguard",
         )

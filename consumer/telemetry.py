@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import psycopg
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.propagate import extract, inject
@@ -28,6 +29,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
 from opentelemetry.trace import Link, Span, SpanContext, SpanKind, Status, StatusCode, TraceFlags
+from psycopg import sql
 
 from handlers.pipeline import SpanHandle
 
@@ -87,6 +89,7 @@ class Telemetry:
             self.provider = TracerProvider(resource=resource)
             for exporter in exporters:
                 self.provider.add_span_processor(BatchSpanProcessor(exporter))
+            trace.set_tracer_provider(self.provider)  # wrappers such as TracedCursor use the global provider
             log.info("tracing to %s", ", ".join(type(e).__name__ for e in exporters))
         self.tracer = (self.provider or trace.get_tracer_provider()).get_tracer("allocguard")
 
@@ -240,3 +243,34 @@ class Metrics:
 
     def shutdown(self) -> None:
         self.provider.shutdown()
+
+
+class TracedCursor(psycopg.Cursor[Any]):
+    """A CLIENT span per statement (OpenTelemetry database conventions). Installed as the runtime pool's
+    ``cursor_factory``, so the handlers' SQL is traced without the handlers knowing. Only the parameterised
+    statement text is recorded, never the parameter values."""
+
+    def execute(
+        self, query: Any, params: Any = None, *, prepare: bool | None = None, binary: bool | None = None
+    ) -> TracedCursor:
+        text = (
+            query.as_string(self)
+            if isinstance(query, sql.Composable)
+            else (query.decode(errors="replace") if isinstance(query, bytes) else str(query))
+        )
+        words = text.split(None, 1)
+        operation = words[0].upper() if words else "SQL"
+        attributes = {
+            "db.system.name": "postgresql",
+            "db.system": "postgresql",
+            "db.operation.name": operation,
+            "db.query.text": " ".join(text.split())[:2000],
+        }
+        if self.connection.info.dbname:
+            attributes["db.namespace"] = self.connection.info.dbname
+        tracer = trace.get_tracer("allocguard.db")
+        with tracer.start_as_current_span(
+            f"{operation} {attributes.get('db.namespace', '')}".strip(), kind=SpanKind.CLIENT, attributes=attributes
+        ):
+            super().execute(query, params, prepare=prepare, binary=binary)
+        return self
