@@ -91,7 +91,7 @@ def live_seed_demo(dsn: str, echo: Callable[[str], None], timeout_s: float = 60.
     the victim is confirmed; print what happened; stop the consumer with SIGTERM. True when remediated."""
     from consumer.simulator import SEED_VICTIM, PlatformApp, seed_incident
 
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         "ALLOCGUARD_MODE": "auto",
@@ -133,7 +133,8 @@ def live_seed_demo(dsn: str, echo: Callable[[str], None], timeout_s: float = 60.
         log_path.unlink(missing_ok=True)
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])

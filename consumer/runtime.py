@@ -147,19 +147,10 @@ class KeyedScheduler:
 class Health:
     assigned: set[tuple[str, int]] = field(default_factory=set)
     last_loop: float = field(default_factory=time.monotonic)
-    counters: dict[str, int] = field(default_factory=lambda: defaultdict(int))
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def count(self, name: str, amount: int = 1) -> None:
-        with self.lock:
-            self.counters[name] += amount
 
 
 def serve_health(
-    settings: RuntimeSettings,
-    health: Health,
-    db_ok: Callable[[], bool],
-    exposition: Callable[[], bytes] | None = None,
+    settings: RuntimeSettings, health: Health, db_ok: Callable[[], bool], exposition: Callable[[], bytes]
 ) -> ThreadingHTTPServer:
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
@@ -170,12 +161,7 @@ def serve_health(
                 ready = bool(health.assigned) and db_ok()
                 self._reply(200 if ready else 503, {"kafka_assigned": len(health.assigned), "ready": ready})
             elif self.path == "/metrics":
-                if exposition is not None:
-                    body = exposition()
-                else:
-                    with health.lock:
-                        lines = [f"allocguard_{name} {value}" for name, value in sorted(health.counters.items())]
-                    body = ("\n".join(lines) + "\n").encode()
+                body = exposition()
                 self.send_response(200)
                 self.send_header("Content-Type", "text/plain; version=0.0.4")
                 self.send_header("Content-Length", str(len(body)))
@@ -361,7 +347,6 @@ class Runtime:
         if not self.stats["first_at"]:
             self.stats["first_at"] = time.monotonic()
         self.tracker.started(topic, partition, offset)
-        self.health.count("events_consumed_total")
         span = self.telemetry.consumer_span(
             topic, partition, offset, message.key(), _header_list(message), self.settings.group_id
         )
@@ -389,7 +374,6 @@ class Runtime:
             self.telemetry.end(span)
             self._done_now(topic, partition, offset)
             return
-        self.health.count("signals_total")
         span.set_attribute("allocguard.signal", type(signal).__name__)
         key = str(row.booking_id) if row.booking_id is not None else f"event:{row.id}"
 
@@ -437,7 +421,6 @@ class Runtime:
         self.metrics.handling.record(time.monotonic() - started, {"signal": "failure" if result else "hold"})
         if result is not None:
             self._record_outcome(event, result)
-            self.health.count(f'incidents_total{{status="{result.status}"}}')
             pruned = [str(i) for prune in result.prunes for i in prune.pruned_ids]
             log.info(
                 "booking %s: %s (%s)%s",
@@ -489,7 +472,6 @@ class Runtime:
                 self._fatal = FatalRuntimeError(f"could not write to the dead-letter topic: {err}")
                 self._stop.set()
                 return
-            self.health.count("dlq_messages_total")
             self.metrics.dlq.add(1, {"topic": topic, "error_class": type(error).__name__})
             self._done_now(topic, partition, offset)
 
@@ -515,7 +497,6 @@ class Runtime:
                 pass  # only while stopping: the event stays uncommitted and is redelivered after restart
             elif work.error is not None and work.message is not None:
                 # a bug or a permanent refusal: the event goes to the DLQ with the reason, then counts as done
-                self.health.count("handler_errors_total")
                 self._dead_letter(work.message, work.error)
             else:
                 self._complete(work.topic, work.partition, work.offset)

@@ -62,6 +62,14 @@ def _exporters() -> list[SpanExporter]:
     return exporters
 
 
+def service_resource() -> Resource:
+    """The SDK's resource from OTEL_SERVICE_NAME / OTEL_RESOURCE_ATTRIBUTES; service.name defaults to allocguard."""
+    resource = Resource.create()
+    if str(resource.attributes.get("service.name", "")).startswith("unknown_service"):
+        resource = resource.merge(Resource.create({"service.name": "allocguard"}))
+    return resource
+
+
 class _Handle:
     def __init__(self, span: Span) -> None:
         self._span = span
@@ -83,10 +91,7 @@ class Telemetry:
         self.provider: TracerProvider | None = None
         exporters = _exporters()
         if exporters:
-            resource = Resource.create()
-            if str(resource.attributes.get("service.name", "")).startswith("unknown_service"):
-                resource = resource.merge(Resource.create({"service.name": "allocguard"}))
-            self.provider = TracerProvider(resource=resource)
+            self.provider = TracerProvider(resource=service_resource())
             for exporter in exporters:
                 self.provider.add_span_processor(BatchSpanProcessor(exporter))
             trace.set_tracer_provider(self.provider)  # wrappers such as TracedCursor use the global provider
@@ -201,14 +206,11 @@ class Metrics:
             from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
 
             readers.append(PeriodicExportingMetricReader(OTLPMetricExporter()))
-        resource = Resource.create()
-        if str(resource.attributes.get("service.name", "")).startswith("unknown_service"):
-            resource = resource.merge(Resource.create({"service.name": "allocguard"}))
         seconds = View(
             instrument_name="allocguard.*.duration",
             aggregation=ExplicitBucketHistogramAggregation(self.LATENCY_BUCKETS),
         )
-        self.provider = MeterProvider(metric_readers=readers, resource=resource, views=[seconds])
+        self.provider = MeterProvider(metric_readers=readers, resource=service_resource(), views=[seconds])
         meter = self.provider.get_meter("allocguard")
         self.events = meter.create_counter("allocguard.events.consumed", description="CDC messages consumed")
         self.dlq = meter.create_counter("allocguard.dlq.messages", description="messages sent to the dead-letter topic")

@@ -6,7 +6,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,11 +14,9 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from consumer.demo import free_port
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+__all__ = ["RuntimeProcess", "free_port", "metric_value", "wait_for"]
 
 
 class RuntimeProcess:

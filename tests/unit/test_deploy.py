@@ -16,6 +16,7 @@ import yaml
 from consumer.cli import main
 from consumer.config import RuntimeSettings, StackSettings
 from consumer.runtime import Health, serve_health
+from consumer.telemetry import Metrics
 from tests.support.process import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -81,7 +82,8 @@ def test_probe_paths_are_served() -> None:
     health = Health()
     health.assigned.add(("t", 0))
     settings = RuntimeSettings(health_host="127.0.0.1", health_port=free_port())
-    server = serve_health(settings, health, lambda: True)
+    metrics = Metrics()
+    server = serve_health(settings, health, lambda: True, metrics.exposition)
     try:
         paths = {
             CONTAINER["livenessProbe"]["httpGet"]["path"],
