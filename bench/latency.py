@@ -123,7 +123,7 @@ def main() -> None:
         runtime = RuntimeProcess(Path(folder) / "run.log", f"bench-latency-{uuid.uuid4().hex[:8]}")
         try:
             runtime.wait_ready()
-            with psycopg.connect(settings.pg_dsn, autocommit=True) as conn:
+            with psycopg.connect(settings.platform_dsn, autocommit=True) as conn:
                 floor = cdc_floor(settings, conn, args.floor_samples)
                 remediation = incidents(PlatformApp(conn), args.incidents)
             resident = rss_mb(runtime.process.pid)

@@ -156,12 +156,12 @@ def db_group() -> None:
 
 
 @db_group.command("init")
-@click.option("--dsn", envvar="ALLOCGUARD_PG_DSN", help="PostgreSQL connection string.")
+@click.option("--dsn", envvar="ALLOCGUARD_ADMIN_DSN", help="The platform database as its owner (ALLOCGUARD_ADMIN_DSN).")
 @click.option("--with-reference-schema", is_flag=True, help="Also load the platform's reference model (local use).")
 @click.option("--with-cdc", is_flag=True, help="Also create the CDC role and publication Debezium reads.")
 def db_init(dsn: str | None, with_reference_schema: bool, with_cdc: bool) -> None:
     """Apply allocguard's versioned migrations (idempotent)."""
-    target = dsn or _settings().pg_dsn
+    target = dsn or _settings().admin_dsn
     try:
         for line in db.init_database(target, with_reference_schema=with_reference_schema, with_cdc=with_cdc):
             click.echo(line)
@@ -218,7 +218,7 @@ def watch(from_beginning: bool, demo: bool, max_events: int, idle_exit: float) -
         consumer.assign(assignment)
         click.echo(f"watching {len(topics)} topics of prefix {settings.topic_prefix!r}", err=True)
         if demo:
-            booking_id = write_demo_lifecycle(settings.pg_dsn)
+            booking_id = write_demo_lifecycle(settings.platform_dsn)
             click.echo(f"demo: wrote a booking lifecycle for booking {booking_id}", err=True)
             idle_exit = idle_exit or 5.0
         seen = 0
@@ -266,10 +266,12 @@ def _booking_events(conn: psycopg.Connection[Any], booking: uuid.UUID) -> list[O
 
 @main.command()
 @click.argument("scenario", type=click.Choice(sorted(SCENARIOS)))
-@click.option("--dsn", envvar="ALLOCGUARD_PG_DSN", help="Platform database (default: the local stack's).")
+@click.option(
+    "--dsn", envvar="ALLOCGUARD_PLATFORM_DSN", help="The platform's back-end role (default: the local stack's)."
+)
 def simulate(scenario: str, dsn: str | None) -> None:
     """Play a platform scenario into the reference schema (the seed incident, or a way orphans arise)."""
-    with psycopg.connect(dsn or _settings().pg_dsn, autocommit=True) as conn:
+    with psycopg.connect(dsn or _settings().platform_dsn, autocommit=True) as conn:
         result = SCENARIOS[scenario](PlatformApp(conn))
     click.echo(f"scenario {result.name}: restaurant {result.restaurant_id}")
     if result.victim_id:
@@ -366,7 +368,7 @@ def demo() -> None:
     """Live: allocguard run (auto mode) remediates the seed incident as it happens on the local stack."""
     from consumer.demo import live_seed_demo
 
-    if not live_seed_demo(_settings().pg_dsn, click.echo):
+    if not live_seed_demo(_settings().platform_dsn, click.echo):
         raise click.ClickException("the seed incident was not remediated")
     click.echo("")
     click.echo("the evidence, as diagnose prints it now:")

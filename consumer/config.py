@@ -31,8 +31,15 @@ class StackSettings(BaseSettings):
     jar_cache_dir: Path = Field(default=Path.home() / ".cache" / "allocguard" / "jars")
     pg_port: int = 55432
     pg_database: str = "platform"
+    #: the cluster's owner: creates databases, loads the reference model, runs `db init` (never allocguard's
+    #: runtime, never the tests' checks)
     pg_user: str = "postgres"
     pg_password: SecretStr = SecretStr("")
+    #: allocguard's login role on the local stack, a member of allocguard_remediator and nothing else
+    app_user: str = "allocguard_app"
+    #: the platform's own back end on the local stack (the simulator writes as it): BYPASSRLS, like the hosting
+    #: service's service_role
+    platform_user: str = "service_role"
     kafka_port: int = 59092
     kafka_controller_port: int = 59093
     connect_port: int = 58083
@@ -47,8 +54,10 @@ class StackSettings(BaseSettings):
     connect_heap: str = "768m"
     ready_timeout_s: float = 120.0
 
-    #: set these three to use services that allocguard's stack manager did not start
+    #: set these to use services that allocguard's stack manager did not start
     pg_dsn_override: SecretStr | None = Field(default=None, validation_alias="ALLOCGUARD_PG_DSN")
+    admin_dsn_override: SecretStr | None = Field(default=None, validation_alias="ALLOCGUARD_ADMIN_DSN")
+    platform_dsn_override: SecretStr | None = Field(default=None, validation_alias="ALLOCGUARD_PLATFORM_DSN")
     kafka_bootstrap_override: str | None = Field(default=None, validation_alias="ALLOCGUARD_KAFKA_BOOTSTRAP")
     connect_url_override: str | None = Field(default=None, validation_alias="ALLOCGUARD_CONNECT_URL")
 
@@ -57,13 +66,30 @@ class StackSettings(BaseSettings):
         """True when the services are given from outside (tests then use them and start nothing)."""
         return self.kafka_bootstrap_override is not None
 
+    def _local_dsn(self, user: str, password: str = "", database: str | None = None) -> str:
+        auth = f"{user}:{password}" if password else user
+        return f"postgresql://{auth}@127.0.0.1:{self.pg_port}/{database or self.pg_database}"
+
     @property
     def pg_dsn(self) -> str:
+        """allocguard's own connection: the least-privilege login role (``ALLOCGUARD_PG_DSN``)."""
         if self.pg_dsn_override is not None:
             return self.pg_dsn_override.get_secret_value()
-        password = self.pg_password.get_secret_value()
-        auth = f"{self.pg_user}:{password}" if password else self.pg_user
-        return f"postgresql://{auth}@127.0.0.1:{self.pg_port}/{self.pg_database}"
+        return self._local_dsn(self.app_user)
+
+    @property
+    def admin_dsn(self) -> str:
+        """The owner's connection, for ``db init`` and the stack (``ALLOCGUARD_ADMIN_DSN``)."""
+        if self.admin_dsn_override is not None:
+            return self.admin_dsn_override.get_secret_value()
+        return self._local_dsn(self.pg_user, self.pg_password.get_secret_value())
+
+    @property
+    def platform_dsn(self) -> str:
+        """The platform's back-end role, for the simulator and the tests' checks (``ALLOCGUARD_PLATFORM_DSN``)."""
+        if self.platform_dsn_override is not None:
+            return self.platform_dsn_override.get_secret_value()
+        return self._local_dsn(self.platform_user)
 
     @property
     def kafka_bootstrap(self) -> str:
@@ -73,11 +99,11 @@ class StackSettings(BaseSettings):
     def connect_url(self) -> str:
         return self.connect_url_override or f"http://127.0.0.1:{self.connect_port}"
 
-    def dsn_for(self, database: str) -> str:
-        """The same server, another database."""
+    def dsn_for(self, database: str, dsn: str | None = None) -> str:
+        """The same server, another database (as the owner unless ``dsn`` names another role)."""
         from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-        params = conninfo_to_dict(self.pg_dsn)
+        params = conninfo_to_dict(dsn or self.admin_dsn)
         params["dbname"] = database
         return make_conninfo(**params)  # type: ignore[arg-type]
 

@@ -63,8 +63,15 @@ def load_reference_schema(conn: psycopg.Connection[tuple[object, ...]]) -> bool:
     """Load the platform's reference model once. True when it was loaded now."""
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
-        row = conn.execute("SELECT to_regclass('public.allocations') IS NOT NULL").fetchone()
+        row = conn.execute(
+            "SELECT to_regclass('public.allocations') IS NOT NULL, to_regclass('public.customers') IS NOT NULL"
+        ).fetchone()
         if row is not None and row[0]:
+            if not row[1]:
+                raise MigrationError(
+                    "this database holds an older reference model (no row-level security, no customers table); "
+                    "drop it (`make clean` for the local stack) and start again"
+                )
             return False
         _run_sql_files(conn, sorted((deploy_dir() / "sql" / "platform").glob("*.sql")))
     return True
@@ -75,6 +82,19 @@ def ensure_cdc_publication(conn: psycopg.Connection[tuple[object, ...]]) -> None
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
         _run_sql_files(conn, sorted((deploy_dir() / "sql" / "cdc").glob("*.sql")))
+
+
+def ensure_local_roles(admin_dsn: str, *, app_user: str) -> None:
+    """The local stack's login roles (what an operator creates at the platform, see README): ``app_user`` is
+    a member of allocguard_remediator and nothing else; the platform's service role may read and reset
+    allocguard's records, so the simulator can replay a scenario and the tests can check the records."""
+    with psycopg.connect(admin_dsn) as conn, conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
+        exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (app_user,)).fetchone()
+        if exists is None:
+            conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(app_user)))
+        conn.execute(sql.SQL("GRANT allocguard_remediator TO {}").format(sql.Identifier(app_user)))
+        conn.execute((deploy_dir() / "local" / "roles.sql").read_bytes())  # our own static file
 
 
 def migrate(conn: psycopg.Connection[tuple[object, ...]], migrations: list[Migration] | None = None) -> list[str]:

@@ -70,7 +70,20 @@ def create_booking(
     booking_id: uuid.UUID | None = None,
 ) -> uuid.UUID:
     booking = booking_id or uuid.uuid4()
+    customer = uuid.uuid4()
     with conn.transaction():
+        conn.execute(
+            "INSERT INTO customers (id, restaurant_id, auth_user_id, full_name, email, phone)"
+            " VALUES (%s, %s, %s, %s, %s, %s)",
+            (
+                customer,
+                venue.restaurant_id,
+                uuid.uuid4(),
+                "Synthetic Guest",
+                f"guest-{str(booking)[:8]}@example.invalid",
+                "+00 0000 000000",
+            ),
+        )
         conn.execute(
             "INSERT INTO bookings (id, restaurant_id, customer_id, booking_date, start_time, end_time, party_size,"
             " status, customer_name, customer_email, customer_phone)"
@@ -78,7 +91,7 @@ def create_booking(
             (
                 booking,
                 venue.restaurant_id,
-                uuid.uuid4(),
+                customer,
                 day,
                 start,
                 end,

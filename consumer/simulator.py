@@ -403,13 +403,9 @@ class PlatformApp:
         return uuid.UUID(str(row[0]))
 
     def age_allocations(self, booking_id: uuid.UUID, by: timedelta) -> None:
-        """Make a booking's allocations look older (time passing, without waiting for it). The updated_at
-        trigger is bypassed for this one transaction (superuser, local simulation only)."""
-        with self.conn.transaction():
-            self.conn.execute("SET LOCAL session_replication_role = replica")
-            self.conn.execute(
-                "UPDATE allocations SET updated_at = updated_at - %s WHERE booking_id = %s", (by, booking_id)
-            )
+        """Make a booking's allocations look older (time passing, without waiting for it), through the local
+        stack's ``local_sim.age_allocations`` (deploy/local/roles.sql): the updated_at trigger is bypassed."""
+        self.conn.execute("SELECT local_sim.age_allocations(%s, %s)", (booking_id, by))
 
 
 def block_window(booking: dict[str, Any]) -> tuple[datetime, datetime]:

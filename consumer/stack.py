@@ -433,8 +433,9 @@ class LocalStack:
         _wait("postgres", accepts, self.settings.ready_timeout_s)
         if db.ensure_database(admin_dsn, self.settings.pg_database):
             self.log(f"created database {self.settings.pg_database}")
-        for line in db.init_database(self.settings.pg_dsn, with_reference_schema=True, with_cdc=True):
+        for line in db.init_database(self.settings.admin_dsn, with_reference_schema=True, with_cdc=True):
             self.log(f"db: {line}")
+        db.ensure_local_roles(self.settings.admin_dsn, app_user=self.settings.app_user)
 
     def _postgres_down(self) -> bool:
         data = self.pg_root / "data"
@@ -767,7 +768,7 @@ class LocalStack:
                 else:
                     connector_detail = "connector not registered"
         return [
-            ComponentStatus("postgres", pg_up, pg_pid, s.pg_dsn, str(pg_data)),
+            ComponentStatus("postgres", pg_up, pg_pid, s.admin_dsn, str(pg_data)),
             ComponentStatus("kafka", kafka_pid is not None, kafka_pid, s.kafka_bootstrap),
             ComponentStatus("connect", connect_pid is not None, connect_pid, s.connect_url, connector_detail),
         ]
@@ -776,6 +777,8 @@ class LocalStack:
         s = self.settings
         return [
             f"export ALLOCGUARD_PG_DSN='{s.pg_dsn}'",
+            f"export ALLOCGUARD_ADMIN_DSN='{s.admin_dsn}'",
+            f"export ALLOCGUARD_PLATFORM_DSN='{s.platform_dsn}'",
             f"export ALLOCGUARD_KAFKA_BOOTSTRAP='{s.kafka_bootstrap}'",
             f"export ALLOCGUARD_CONNECT_URL='{s.connect_url}'",
             f"export ALLOCGUARD_TOPIC_PREFIX='{s.topic_prefix}'",

@@ -7,16 +7,20 @@ decode raises :class:`~schemas.errors.CdcDecodeError` naming the topic, partitio
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from enum import StrEnum
 from functools import cache
-from typing import Annotated, Any, Generic, TypeVar
+from typing import Annotated, Any, Generic, TypeVar, get_args
+from uuid import UUID
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from schemas.errors import CdcDecodeError
 from schemas.rows import CAPTURED, Row
+from schemas.values import TstzRange
 
 RowT = TypeVar("RowT", bound=Row)
 
@@ -94,12 +98,21 @@ class ChangeEvent(BaseModel, Generic[RowT]):
     key: dict[str, Any] | None = None
     before: RowT | None = None
     after: RowT | None = None
+    #: under REPLICA IDENTITY DEFAULT a delete's before-image holds only the primary key (the other columns
+    #: are type defaults: "", epoch, false, null): then ``before`` is None and this holds the key columns
+    before_key: dict[str, Any] | None = None
     source: Source
     op: Op
     ts_ms: int | None = None
     ts_us: int | None = None
     ts_ns: int | None = None
     transaction: TransactionBlock | None = None
+
+    @property
+    def before_available(self) -> bool:
+        """False for an update or delete whose old row Debezium could not send (default replica identity):
+        whatever needs the old row must read it elsewhere (the database, or state kept from earlier events)."""
+        return self.before is not None or self.op not in (Op.UPDATE, Op.DELETE)
 
     @property
     def row(self) -> RowT | None:
@@ -189,6 +202,9 @@ def decode_message(
     payload = load(value, "value")
     if not isinstance(payload, dict):
         raise fail("value", f"expected a JSON object envelope, got {type(payload).__name__}")
+    before = payload.get("before")
+    if isinstance(before, dict) and _key_only(before, row_model):
+        payload = {**payload, "before": None, "before_key": {k: before.get(k) for k in row_model.primary_key}}
     try:
         return _event_model(row_model).model_validate(
             {**payload, "topic": topic, "partition": partition, "offset": offset, "key": key_doc}
@@ -202,6 +218,41 @@ def decode_message(
         if exc.error_count() > 1:
             reason += f"; and {exc.error_count() - 1} more error(s)"
         raise fail(field, reason) from None
+
+
+_EPOCH = re.compile(r"1970-01-01T00:00:00(\.0+)?(Z|\+00:00)")
+
+
+@cache
+def _typed_columns(row_model: type[Row]) -> frozenset[str]:
+    """Non-key columns holding uuids, instants or ranges: in a real row never "" and never the epoch."""
+
+    def kinds(annotation: object) -> set[object]:
+        found = {annotation}
+        for arg in get_args(annotation):
+            found |= kinds(arg)
+        return found
+
+    typed: set[str] = set()
+    for name, info in row_model.model_fields.items():
+        if name in row_model.primary_key:
+            continue
+        if kinds(info.annotation) & {UUID, datetime, TstzRange}:
+            typed.add(name)
+    return frozenset(typed)
+
+
+def _key_only(before: dict[str, Any], row_model: type[Row]) -> bool:
+    """A before-image that carries only the key (REPLICA IDENTITY DEFAULT). Debezium fills the other NOT NULL
+    columns with their schema defaults — "" for a uuid or a range, the epoch for a timestamp, the column's
+    DEFAULT where it has one — which no real row of a captured table holds in its uuid/instant/range columns."""
+    if not all(before.get(k) not in (None, "") for k in row_model.primary_key):
+        return False
+    for name in _typed_columns(row_model):
+        value = before.get(name)
+        if value == "" or (isinstance(value, str) and _EPOCH.fullmatch(value)):
+            return True
+    return False
 
 
 def _short(value: object, limit: int = 80) -> str:

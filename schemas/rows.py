@@ -59,10 +59,12 @@ class Severity(StrEnum):
 
 
 class Row(BaseModel):
-    """A captured row. ``table`` is the qualified name Debezium's topic ends with."""
+    """A captured row. ``table`` is the qualified name Debezium's topic ends with; ``primary_key`` names the
+    columns a key-only before-image carries (REPLICA IDENTITY DEFAULT)."""
 
     model_config = ConfigDict(frozen=True, extra="ignore")
     table: ClassVar[str]
+    primary_key: ClassVar[tuple[str, ...]] = ("id",)
 
 
 class Booking(Row):
@@ -165,6 +167,7 @@ class ObservabilityEvent(Row):
 
 class BookingAssignmentIdempotency(Row):
     table: ClassVar[str] = "public.booking_assignment_idempotency"
+    primary_key: ClassVar[tuple[str, ...]] = ("booking_id", "idempotency_key")
     booking_id: UUID
     idempotency_key: str
     table_ids: ToastUuids

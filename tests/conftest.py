@@ -42,14 +42,26 @@ def stack_settings() -> Iterator[StackSettings]:
 
 @pytest.fixture
 def pg(stack_settings: StackSettings) -> Iterator[psycopg.Connection[dict[str, Any]]]:
-    """A connection to the platform database (autocommit off; use ``with conn.transaction()``)."""
-    with psycopg.connect(stack_settings.pg_dsn, row_factory=dict_row, autocommit=True) as conn:
+    """The platform's back-end role (BYPASSRLS, like the hosting service's service_role): the simulator writes
+    and the tests check with it. Autocommit; use ``with conn.transaction()``."""
+    with psycopg.connect(stack_settings.platform_dsn, row_factory=dict_row, autocommit=True) as conn:
         yield conn
 
 
 @pytest.fixture
+def platform_connect(stack_settings: StackSettings) -> Callable[[], psycopg.Connection[Any]]:
+    """Autocommit connections as the platform's back-end role (the simulator, the tests' checks)."""
+
+    def factory() -> psycopg.Connection[Any]:
+        return psycopg.connect(stack_settings.platform_dsn, autocommit=True)
+
+    return factory
+
+
+@pytest.fixture
 def connect(stack_settings: StackSettings) -> Callable[[], psycopg.Connection[Any]]:
-    """Autocommit connections to the platform database, as the remediator and the simulator need them."""
+    """Autocommit connections as allocguard: the login role that is only a member of allocguard_remediator,
+    under the reference model's row-level security — never the owner."""
 
     def factory() -> psycopg.Connection[Any]:
         return psycopg.connect(stack_settings.pg_dsn, autocommit=True)

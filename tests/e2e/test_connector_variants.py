@@ -38,7 +38,9 @@ class Isolated:
         self.config = connector_config(
             settings, database=self.database, topic_prefix=self.prefix, value_schemas_enable=True
         )
-        self.dsn = settings.dsn_for(self.database)
+        #: the owner, for set-up; the platform's back-end role, for the platform's writes
+        self.admin_dsn = settings.dsn_for(self.database)
+        self.dsn = settings.dsn_for(self.database, settings.platform_dsn)
 
 
 @pytest.fixture
@@ -46,7 +48,7 @@ def isolated(stack_settings: StackSettings, unique: str) -> Iterator[Isolated]:
     env = Isolated(stack_settings, unique)
     admin = stack_settings.dsn_for("postgres")
     db.ensure_database(admin, env.database)
-    db.init_database(env.dsn, with_reference_schema=True, with_cdc=True)
+    db.init_database(env.admin_dsn, with_reference_schema=True, with_cdc=True)
     env.stack.ensure_topics(captured_topics(env.prefix))
     yield env
     env.stack.delete_connector(env.connector)
@@ -88,26 +90,31 @@ def test_schemas_enabled_snapshot_truncate_and_toast(isolated: Isolated, capture
             assert isinstance(snap.after, Booking)
             assert snap.after.details == big
 
-            # 2. updates that leave the TOASTed column alone
+            # 2. updates that leave the TOASTed column alone. Under the model's default replica identity
+            # PostgreSQL sends no old tuple, and Debezium has no value to give for the unchanged TOASTed column
             pg.execute("UPDATE bookings SET status = 'confirmed' WHERE id = %s", (booking,))
-            # under the default replica identity PostgreSQL sends no old tuple, and Debezium has no value to give
-            pg.execute("ALTER TABLE bookings REPLICA IDENTITY DEFAULT")
+            # with REPLICA IDENTITY FULL (table ownership needed: the owner's connection) the whole before-image
+            with psycopg.connect(isolated.admin_dsn, autocommit=True) as owner:
+                owner.execute("ALTER TABLE bookings REPLICA IDENTITY FULL")
             pg.execute("UPDATE bookings SET party_size = 3 WHERE id = %s", (booking,))
-            _, full_message, default_message = reader.collect(key_has("id", booking), 3)
-            full, default = full_message.decode(), default_message.decode()
+            _, default_message, full_message = reader.collect(key_has("id", booking), 3)
+            default, full = default_message.decode(), full_message.decode()
+            assert isinstance(default, ChangeEvent)
+            assert isinstance(default.after, Booking)
+            assert default.op is Op.UPDATE
+            assert default.before is None
+            assert not default.before_available
+            assert default.after.status == "confirmed"
+            assert default.after.details is UNAVAILABLE
             assert isinstance(full, ChangeEvent)
             assert full.op is Op.UPDATE
             assert isinstance(full.after, Booking)
             assert isinstance(full.before, Booking)
-            assert full.after.status == "confirmed"
-            # REPLICA IDENTITY FULL: the whole before-image, and Debezium fills the unchanged TOASTed value
+            assert full.before_available
+            assert full.after.party_size == 3
+            # REPLICA IDENTITY FULL: Debezium fills the unchanged TOASTed value from the old tuple
             assert full.before.details == big
             assert full.after.details == big
-            assert isinstance(default, ChangeEvent)
-            assert isinstance(default.after, Booking)
-            assert default.before is None
-            assert default.after.party_size == 3
-            assert default.after.details is UNAVAILABLE
 
             # 3. a truncate: op t, no rows, on the table's own topic
             pg.execute("INSERT INTO observability_events (source, event_type, context) VALUES ('t', 'e', '{}')")
@@ -133,7 +140,7 @@ def test_schemas_enabled_snapshot_truncate_and_toast(isolated: Isolated, capture
             save_fixtures(
                 capture_dir,
                 "schemas_on_snapshot_update_truncate",
-                [snapshot_message, full_message, default_message, *reader.collect(lambda m: m.topic == obs_topic, 2)],
+                [snapshot_message, default_message, full_message, *reader.collect(lambda m: m.topic == obs_topic, 2)],
             )
         finally:
             reader.close()

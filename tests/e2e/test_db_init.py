@@ -21,7 +21,7 @@ def fresh_db(stack_settings: StackSettings, unique: str) -> Iterator[str]:
     name = f"dbinit_{unique}"
     admin = stack_settings.dsn_for("postgres")
     assert db.ensure_database(admin, name)
-    yield stack_settings.dsn_for(name)
+    yield stack_settings.dsn_for(name)  # the owner: `db init` is the operator's job
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
@@ -50,8 +50,26 @@ def test_init_twice_through_the_cli(fresh_db: str) -> None:
         assert (deferrable, deferred) == (True, False), "DEFERRABLE INITIALLY IMMEDIATE"
         assert "restaurant_id WITH =" in definition
         assert "WHERE ((NOT shadow))" in definition
-        identity = conn.execute("SELECT relreplident FROM pg_class WHERE relname = 'allocations'").fetchone()
-        assert identity == ("f",)
+        # as hostile as the platform: default replica identity, row-level security, and allocguard's own
+        # policies for its two roles (not BYPASSRLS)
+        captured = conn.execute(
+            "SELECT c.relname, c.relreplident, c.relrowsecurity FROM pg_publication_tables p"
+            " JOIN pg_class c ON c.relname = p.tablename WHERE p.pubname = 'allocguard_platform' ORDER BY 1"
+        ).fetchall()
+        assert len(captured) == 8
+        assert {identity for _, identity, _ in captured} == {"d"}
+        assert {name for name, _, rls in captured if not rls} == {"observability_events"}
+        policies = conn.execute(
+            "SELECT tablename, policyname FROM pg_policies WHERE roles @> ARRAY['allocguard_remediator'::name]"
+            " ORDER BY 1, 2"
+        ).fetchall()
+        assert ("allocations", "allocguard_remediator_delete") in policies
+        assert ("bookings", "allocguard_remediator_update") in policies
+        attributes = conn.execute(
+            "SELECT rolname, rolbypassrls, rolsuper FROM pg_roles"
+            " WHERE rolname IN ('allocguard_remediator', 'allocguard_cdc') ORDER BY 1"
+        ).fetchall()
+        assert attributes == [("allocguard_cdc", False, False), ("allocguard_remediator", False, False)]
 
 
 def test_a_changed_applied_migration_is_refused(fresh_db: str, tmp_path: Path) -> None:

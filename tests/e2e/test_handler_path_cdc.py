@@ -29,7 +29,7 @@ def test_seed_incident_from_cdc(stack_settings: StackSettings) -> None:
         return psycopg.connect(stack_settings.pg_dsn, autocommit=True)
 
     try:
-        with connect() as conn:
+        with psycopg.connect(stack_settings.platform_dsn, autocommit=True) as conn:
             seed_incident(PlatformApp(conn))
 
         def victims(message: RawMessage) -> bool:

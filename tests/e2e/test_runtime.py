@@ -286,7 +286,7 @@ def test_a_booking_in_backoff_does_not_hold_up_its_partition(
             return failed_at
 
         # the slow victim's blocker row stays locked: each prune attempt hits lock_timeout, then backs off
-        blocker = psycopg.connect(stack_settings.pg_dsn)
+        blocker = psycopg.connect(stack_settings.platform_dsn)
         blocker.execute("SELECT 1 FROM bookings WHERE id = %s FOR UPDATE", (owners[0],))
         try:
             slow_failed = fail(slow, venue.table_ids[0])

@@ -14,6 +14,6 @@ Conn = psycopg.Connection[Any]
 
 
 @pytest.fixture
-def app(connect: Callable[[], Conn]) -> Iterator[PlatformApp]:
-    with connect() as conn:
+def app(platform_connect: Callable[[], Conn]) -> Iterator[PlatformApp]:
+    with platform_connect() as conn:
         yield PlatformApp(conn)

@@ -92,11 +92,13 @@ def feed(connect: Callable[[], Conn], remediator: Remediator, booking: uuid.UUID
 # ---- the seed, through the CLI -------------------------------------------------------------------
 
 
-def test_seed_incident_is_found_fixed_and_reassigned_once(connect: Callable[[], Conn], tmp_path: Path) -> None:
+def test_seed_incident_is_found_fixed_and_reassigned_once(
+    platform_connect: Callable[[], Conn], connect: Callable[[], Conn], tmp_path: Path
+) -> None:
     runner = CliRunner()
     simulated = runner.invoke(main, ["simulate", "seed-incident"])
     assert simulated.exit_code == 0, simulated.output
-    with connect() as conn:
+    with platform_connect() as conn:
         orphan = conn.execute(
             "SELECT id FROM allocations WHERE booking_id = %s AND resource_id = %s", (SEED_BLOCKER, SEED_TABLE)
         ).fetchone()
@@ -115,7 +117,7 @@ def test_seed_incident_is_found_fixed_and_reassigned_once(connect: Callable[[], 
 
     fixed = runner.invoke(main, ["remediate", str(SEED_VICTIM), "--mode", "auto", "--artifacts-dir", str(tmp_path)])
     assert fixed.exit_code == 0, fixed.output
-    with connect() as conn:
+    with platform_connect() as conn:
         after = dump(conn)
         changes = diff(before, after)
         # exactly: the orphan moved to the archive; the victim got its allocation, assignment, ledger row,
@@ -168,22 +170,24 @@ def test_seed_incident_is_found_fixed_and_reassigned_once(connect: Callable[[], 
     assert again.exit_code == 0, again.output
     assert "resolved" not in again.output.replace("already resolved", "")
     assert again.output.count("event already processed") == 13
-    with connect() as conn:
+    with platform_connect() as conn:
         assert diff(after, dump(conn)) == {}, "a second run changes nothing"
 
 
-def test_dry_run_writes_nothing_to_the_platform(connect: Callable[[], Conn], app: PlatformApp, tmp_path: Path) -> None:
+def test_dry_run_writes_nothing_to_the_platform(
+    platform_connect: Callable[[], Conn], connect: Callable[[], Conn], app: PlatformApp, tmp_path: Path
+) -> None:
     from consumer.simulator import orphan_by_reseat
 
     scenario = orphan_by_reseat(app)
     assert scenario.victim_id is not None
-    with connect() as conn:
+    with platform_connect() as conn:
         before = dump(conn)
     results = feed(connect, remediator(connect, Mode.DRY_RUN, tmp_path), scenario.victim_id)
     assert results[0].status == "dry_run"
     assert results[0].plans[0].decision == "prune_and_retry"
     assert all(r.status == "duplicate" for r in results[1:])
-    with connect() as conn:
+    with platform_connect() as conn:
         assert diff(before, dump(conn)) == {}
         recorded = conn.execute(
             "SELECT r.mode, cardinality(r.allocation_ids) FROM allocguard.remediations r"
@@ -196,19 +200,21 @@ def test_dry_run_writes_nothing_to_the_platform(connect: Callable[[], Conn], app
     assert results[0].status == "resolved"
 
 
-def test_stale_by_status_is_reported_not_touched(connect: Callable[[], Conn], app: PlatformApp) -> None:
+def test_stale_by_status_is_reported_not_touched(
+    platform_connect: Callable[[], Conn], connect: Callable[[], Conn], app: PlatformApp
+) -> None:
     from consumer.simulator import stale_by_status
 
     scenario = stale_by_status(app)
     assert scenario.victim_id is not None
-    with connect() as conn:
+    with platform_connect() as conn:
         before = dump(conn)
     first, *later = feed(connect, remediator(connect), scenario.victim_id)
     assert all(r.status == "duplicate" for r in later)
     assert first.status == "manual_review"
     assert "stale_by_status" in first.reason
     assert [e.verdict for e in first.plans[0].evidence] == [Verdict.STALE_BY_STATUS]
-    with connect() as conn:
+    with platform_connect() as conn:
         changes = diff(before, dump(conn))
         assert set(changes) <= {"bookings"} or changes == {}, changes
         review = conn.execute(
@@ -335,6 +341,7 @@ def reassign(conn: Conn, owner: uuid.UUID, table: uuid.UUID, window: TstzRange) 
 
 
 def wait_until_blocked(conn: Conn, pid: int, timeout: float = 10.0) -> None:
+    """``conn`` must be of the same role as ``pid``: pg_stat_activity hides other roles' wait events."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         row = conn.execute("SELECT wait_event_type FROM pg_stat_activity WHERE pid = %s", (pid,)).fetchone()
@@ -344,11 +351,13 @@ def wait_until_blocked(conn: Conn, pid: int, timeout: float = 10.0) -> None:
     raise AssertionError(f"backend {pid} never waited on a lock")
 
 
-def test_reassignment_committed_first_wins(connect: Callable[[], Conn], app: PlatformApp) -> None:
+def test_reassignment_committed_first_wins(
+    platform_connect: Callable[[], Conn], connect: Callable[[], Conn], app: PlatformApp
+) -> None:
     venue, owner, _victim, orphan, plan = orphan_setup(app)
     t1 = venue.table_ids[0]
     owner_window = TstzRange.closed_open(*block_window(app.booking(owner)))
-    with connect() as assigner, connect() as pruner, connect() as observer:
+    with platform_connect() as assigner, connect() as pruner, connect() as observer:
         assigner.execute("BEGIN")
         reassign(assigner, owner, t1, owner_window)  # holds the owner's row lock, not committed yet
         outcome: dict[str, Any] = {}
@@ -362,7 +371,7 @@ def test_reassignment_committed_first_wins(connect: Callable[[], Conn], app: Pla
         assigner.execute("COMMIT")
         worker.join(timeout=30)
         assert outcome["result"].status == "nothing_proven"
-    with connect() as conn:
+    with platform_connect() as conn:
         kept = conn.execute("SELECT 1 FROM allocations WHERE id = %s AND NOT shadow", (orphan,)).fetchone()
         assert kept is not None, "the row that gained an assignment was not deleted"
         assert conn.execute(
@@ -371,13 +380,13 @@ def test_reassignment_committed_first_wins(connect: Callable[[], Conn], app: Pla
 
 
 def test_prune_committed_first_then_reassignment_gets_its_own_row(
-    connect: Callable[[], Conn], app: PlatformApp
+    platform_connect: Callable[[], Conn], connect: Callable[[], Conn], app: PlatformApp
 ) -> None:
     venue, owner, _victim, orphan, plan = orphan_setup(app)
     t1 = venue.table_ids[0]
     owner_window = TstzRange.closed_open(*block_window(app.booking(owner)))
     errors: list[BaseException] = []
-    with connect() as assigner, connect() as pruner, connect() as observer:
+    with platform_connect() as assigner, connect() as pruner, platform_connect() as observer:
 
         def run_assign() -> None:
             try:
@@ -397,7 +406,7 @@ def test_prune_committed_first_then_reassignment_gets_its_own_row(
     assert errors == []
     assert result.status == "pruned"
     assert result.pruned_ids == [orphan]
-    with connect() as conn:
+    with platform_connect() as conn:
         rows = conn.execute(
             "SELECT a.id FROM allocations a JOIN booking_table_assignments bta"
             " ON bta.booking_id = a.booking_id AND bta.table_id = a.resource_id"

@@ -101,7 +101,7 @@ def test_pruning_invariants(
     def connect() -> Conn:
         return psycopg.connect(stack_settings.pg_dsn, autocommit=True)
 
-    with connect() as conn:
+    with psycopg.connect(stack_settings.platform_dsn, autocommit=True) as conn:
         app = PlatformApp(conn)
         venue = create_venue(conn, tables=2, capacity=2)
         for table_index, offset, kind in world:

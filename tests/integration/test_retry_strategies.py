@@ -137,7 +137,7 @@ class FakeApp(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def endpoint(stack_settings: StackSettings) -> Iterator[str]:
-    FakeApp.dsn = stack_settings.pg_dsn
+    FakeApp.dsn = stack_settings.platform_dsn
     FakeApp.calls = []
     server = ThreadingHTTPServer(("127.0.0.1", 0), FakeApp)
     thread = threading.Thread(target=server.serve_forever, daemon=True)

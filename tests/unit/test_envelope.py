@@ -43,7 +43,13 @@ def test_every_captured_message_decodes(path: Path) -> None:
             assert record.offset == message.offset
             assert record.source.connector == "postgresql"
             assert record.source.version.startswith("3.")
-            if record.op is not Op.TRUNCATE:
+            if record.op is Op.DELETE:
+                # REPLICA IDENTITY DEFAULT: the key only, typed as "before image not available"
+                assert record.row is None
+                assert not record.before_available
+                assert record.before_key is not None
+                assert all(record.before_key.values())
+            elif record.op is not Op.TRUNCATE:
                 assert record.row is not None
 
 
@@ -69,15 +75,45 @@ def test_allocation_lifecycle_fields() -> None:
     assert updated.after.window.upper is None  # unbounded upper end
     assert isinstance(deleted, ChangeEvent)
     assert deleted.op is Op.DELETE
-    assert deleted.before == updated.after
+    assert updated.before is None, "default replica identity: no before-image on update"
+    assert deleted.before is None, "default replica identity: the key only on delete"
+    assert deleted.before_key == {"id": str(updated.after.id)}
+    assert not deleted.before_available
     assert isinstance(tombstone, Tombstone)
+
+
+def test_a_full_before_image_is_still_a_row() -> None:
+    """The same delete as under REPLICA IDENTITY FULL (the whole old row): decoded as the row, not key-only."""
+    messages = load(FIXTURES / "schemas_off/allocations_lifecycle.json")
+    updated_doc = json.loads(messages[1].value or b"")
+    deleted = messages[2]
+    full = with_value(deleted, lambda doc: doc.__setitem__("before", updated_doc["after"]))
+    record = full.decode()
+    assert isinstance(record, ChangeEvent)
+    assert isinstance(record.before, Allocation)
+    assert record.before_key is None
+    assert record.before_available
+
+
+def test_a_key_only_before_image_is_recognised_whatever_the_column_defaults() -> None:
+    """Debezium fills a key-only image's NOT NULL columns with schema defaults (a column DEFAULT such as
+    severity 'info' included); one uuid, range or instant column holding "" or the epoch gives it away."""
+    deleted = load(FIXTURES / "schemas_off/observability_events_lifecycle.json")[2]
+    record = deleted.decode()
+    assert isinstance(record, ChangeEvent)
+    assert record.op is Op.DELETE
+    assert record.before is None
+    assert record.before_key is not None
+    raw = json.loads(deleted.value or b"")["before"]
+    assert raw["severity"] == "info", "the column default, not a type default"
+    assert raw["created_at"].startswith("1970-01-01T00:00:00")
 
 
 def test_schemas_enabled_envelope_is_unwrapped() -> None:
     messages = load(FIXTURES / "schemas_on/schemas_on_snapshot_update_truncate.json")
     raw = json.loads(messages[0].value or b"")
     assert set(raw) == {"schema", "payload"}, "the fixture really carries the schema wrapper"
-    snapshot, full, default, *observability = (m.decode() for m in messages)
+    snapshot, default, full, *observability = (m.decode() for m in messages)
     by_op = {r.op: r for r in observability if isinstance(r, ChangeEvent)}
     truncate, insert = by_op[Op.TRUNCATE], by_op[Op.CREATE]
     assert isinstance(snapshot, ChangeEvent)
@@ -87,9 +123,11 @@ def test_schemas_enabled_envelope_is_unwrapped() -> None:
     assert snapshot.after.status is BookingStatus.PENDING
     assert isinstance(full, ChangeEvent)
     assert isinstance(full.after, Booking)
+    assert isinstance(full.before, Booking), "REPLICA IDENTITY FULL set by the owner: the whole old row"
     assert full.after.details == snapshot.after.details
     assert isinstance(default, ChangeEvent)
     assert isinstance(default.after, Booking)
+    assert default.before is None
     assert default.after.details is UNAVAILABLE
     assert isinstance(truncate, ChangeEvent)
     assert truncate.op is Op.TRUNCATE

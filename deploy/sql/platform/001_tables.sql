@@ -1,7 +1,9 @@
 -- Reference model of the booking platform's tables (see shared/domain.md §1).
 -- Written from the documented facts, for local stacks and tests; a live platform wins where they differ.
--- Simplifications, on purpose: no auth schema (created_by/assigned_by carry no FK), no customers table,
--- no capacity_outbox / booking_confirmation_results (allocguard neither reads nor writes them).
+-- Simplifications, on purpose: created_by/assigned_by carry no FK to an auth schema, no capacity_outbox /
+-- booking_confirmation_results (allocguard neither reads nor writes them). As hostile as the platform
+-- (domain.md §7.1): guest contact data in `customers` and `bookings`, row-level security with the platform's
+-- policy shapes (003_security.sql), and the captured tables keep REPLICA IDENTITY DEFAULT.
 
 CREATE EXTENSION IF NOT EXISTS btree_gist;
 CREATE EXTENSION IF NOT EXISTS pgcrypto;
@@ -86,9 +88,34 @@ CREATE TABLE public.booking_slots (
 
 CREATE TABLE public.booking_occasions (
   key text PRIMARY KEY,
-  label text NOT NULL
+  label text NOT NULL,
+  short_label text
 );
-INSERT INTO public.booking_occasions (key, label) VALUES ('dinner', 'Dinner'), ('lunch', 'Lunch'), ('drinks', 'Drinks');
+INSERT INTO public.booking_occasions (key, label, short_label)
+VALUES ('dinner', 'Dinner', 'Din'), ('lunch', 'Lunch', 'Lun'), ('drinks', 'Drinks', 'Drk');
+
+-- Guests and their contact data: allocguard never reads these columns (only the platform's policies do,
+-- through their sub-queries on id and auth_user_id).
+CREATE TABLE public.customers (
+  id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+  restaurant_id uuid NOT NULL REFERENCES public.restaurants (id) ON DELETE CASCADE,
+  auth_user_id uuid,
+  full_name text NOT NULL,
+  email text NOT NULL,
+  phone text NOT NULL,
+  marketing_opt_in boolean NOT NULL DEFAULT false,
+  created_at timestamptz NOT NULL DEFAULT now(),
+  updated_at timestamptz NOT NULL DEFAULT now()
+);
+
+-- Who works for which restaurant: the tenant check of the platform's policies.
+CREATE TABLE public.restaurant_memberships (
+  user_id uuid NOT NULL,
+  restaurant_id uuid NOT NULL REFERENCES public.restaurants (id) ON DELETE CASCADE,
+  role text NOT NULL DEFAULT 'staff',
+  created_at timestamptz NOT NULL DEFAULT now(),
+  PRIMARY KEY (user_id, restaurant_id)
+);
 
 CREATE TABLE public.bookings (
   id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
@@ -291,12 +318,6 @@ CREATE TABLE public.audit_logs (
   created_at timestamptz NOT NULL DEFAULT now()
 );
 
--- Captured by Debezium: full before-images on UPDATE and DELETE (shared/domain.md §7).
-ALTER TABLE public.bookings REPLICA IDENTITY FULL;
-ALTER TABLE public.booking_table_assignments REPLICA IDENTITY FULL;
-ALTER TABLE public.allocations REPLICA IDENTITY FULL;
-ALTER TABLE public.table_holds REPLICA IDENTITY FULL;
-ALTER TABLE public.table_hold_members REPLICA IDENTITY FULL;
-ALTER TABLE public.observability_events REPLICA IDENTITY FULL;
-ALTER TABLE public.booking_assignment_idempotency REPLICA IDENTITY FULL;
-ALTER TABLE public.booking_state_history REPLICA IDENTITY FULL;
+-- The captured tables keep REPLICA IDENTITY DEFAULT, as on the platform (domain.md §7.1): a DELETE event carries
+-- the primary key only, an UPDATE event no before-image. Setting FULL needs table ownership, which an operator
+-- of the platform may not have; allocguard must not depend on it.
