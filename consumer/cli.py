@@ -103,7 +103,7 @@ def connector() -> None:
 @connector.command("register")
 @click.option("--connect-url", envvar="ALLOCGUARD_CONNECT_URL", required=True, help="Kafka Connect REST URL.")
 @click.option("--kafka-bootstrap", envvar="ALLOCGUARD_KAFKA_BOOTSTRAP", required=True)
-@click.option("--name", default="platform-cdc", show_default=True)
+@click.option("--name", envvar="ALLOCGUARD_CONNECTOR_NAME", default="platform-cdc", show_default=True)
 @click.option("--db-host", required=True)
 @click.option("--db-port", type=int, default=5432, show_default=True)
 @click.option("--db-name", default="platform", show_default=True)
@@ -381,10 +381,70 @@ def demo() -> None:
 # ---- the always-on consumer ---------------------------------------------------------------------
 
 
+def _runtime_options(command: Callable[..., None]) -> Callable[..., None]:
+    """Flags shared by ``run`` and ``check``; a flag wins over ``ALLOCGUARD_*`` in the env, which wins over ``.env``."""
+    options = [
+        click.option(
+            "--dsn", help="allocguard's database login (ALLOCGUARD_PG_DSN); a member of allocguard_remediator."
+        ),
+        click.option("--topic-prefix", help="Debezium's topic.prefix (ALLOCGUARD_TOPIC_PREFIX)."),
+        click.option(
+            "--tables", help="Consumed tables, comma-separated, e.g. public.observability_events (ALLOCGUARD_TABLES)."
+        ),
+        click.option("--group-id", help="Kafka consumer group (ALLOCGUARD_GROUP_ID)."),
+        click.option("--connect-url", help="Kafka Connect REST URL, for the connector check (ALLOCGUARD_CONNECT_URL)."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def _runtime_settings(**flags: Any) -> Any:
+    from consumer.config import RuntimeSettings
+
+    flags["pg_dsn"] = flags.pop("dsn", None)
+    if flags.get("tables") is not None:
+        flags["tables"] = [t.strip() for t in str(flags["tables"]).split(",") if t.strip()]
+    return RuntimeSettings(**{k: v for k, v in flags.items() if v is not None})
+
+
 @main.command()
+@_runtime_options
+@click.option("--json", "as_json", is_flag=True, help="Print the items as JSON.")
+@click.option("--strict", is_flag=True, help="Exit 1 on warnings too.")
+def check(
+    dsn: str | None,
+    topic_prefix: str | None,
+    tables: str | None,
+    group_id: str | None,
+    connect_url: str | None,
+    as_json: bool,
+    strict: bool,
+) -> None:
+    """Preflight: can allocguard run here, as this role? OK / WARN / FAIL per item, with the fix.
+
+    Exit 0 when nothing failed (warnings printed), 2 on a failure, 1 on a warning with --strict."""
+    from consumer.operations.check import run_checks
+
+    settings = _runtime_settings(
+        dsn=dsn, topic_prefix=topic_prefix, tables=tables, group_id=group_id, connect_url=connect_url
+    )
+    report = run_checks(settings.check_target())
+    click.echo(json.dumps(report.as_json(), indent=2) if as_json else report.text())
+    code = report.exit_code
+    sys.exit(code if code == 2 or strict else 0)
+
+
+# ---- the always-on consumer ---------------------------------------------------------------------
+
+
+@main.command()
+@_runtime_options
 @click.option("--once", is_flag=True, help="Drain what is there, then exit.")
 @click.option("--mode", type=click.Choice([m.value for m in Mode]), help="dry_run (default) or auto.")
-@click.option("--group-id", help="Kafka consumer group.")
+@click.option(
+    "--grace", "grace_s", type=float, help="Seconds an allocation must be untouched to be pruned (ALLOCGUARD_GRACE_S)."
+)
 @click.option("--workers", type=int, help="Bookings handled concurrently.")
 @click.option("--health-port", type=int, help="Port of /healthz, /readyz and /metrics.")
 @click.option("--from-beginning", is_flag=True, help="A new group starts at the earliest offsets.")
@@ -398,9 +458,14 @@ def demo() -> None:
     help="json: one object per line with trace_id/span_id.",
 )
 def run(
+    dsn: str | None,
+    topic_prefix: str | None,
+    tables: str | None,
+    group_id: str | None,
+    connect_url: str | None,
     once: bool,
     mode: str | None,
-    group_id: str | None,
+    grace_s: float | None,
     workers: int | None,
     health_port: int | None,
     from_beginning: bool,
@@ -408,20 +473,23 @@ def run(
     log_format: str,
 ) -> None:
     """Consume the platform's CDC topics and remediate allocations_no_overlap failures as they happen."""
-    from consumer.config import RuntimeSettings
     from consumer.runtime import FatalRuntimeError
     from consumer.runtime import run as run_runtime
     from consumer.telemetry import configure_logging
 
     configure_logging(log_level, log_format)
-    overrides: dict[str, Any] = {
-        "mode": mode,
-        "group_id": group_id,
-        "workers": workers,
-        "health_port": health_port,
-        "auto_offset_reset": "earliest" if from_beginning else None,
-    }
-    settings = RuntimeSettings(**{k: v for k, v in overrides.items() if v is not None})
+    settings = _runtime_settings(
+        dsn=dsn,
+        topic_prefix=topic_prefix,
+        tables=tables,
+        group_id=group_id,
+        connect_url=connect_url,
+        mode=mode,
+        grace_s=grace_s,
+        workers=workers,
+        health_port=health_port,
+        auto_offset_reset="earliest" if from_beginning else None,
+    )
     try:
         sys.exit(run_runtime(settings, once=once))
     except FatalRuntimeError as exc:

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+if TYPE_CHECKING:
+    from consumer.operations.check import Target
 
 #: the repository root when running from a checkout (deploy/ lives beside the packages)
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -135,6 +139,11 @@ class RuntimeSettings(BaseSettings):
     artifacts_dir: Path | None = Path("artifacts")
     health_host: str = "0.0.0.0"  # noqa: S104 (probes come from the orchestrator)
     health_port: int = 8088
+    #: Kafka Connect's REST URL and the connector's name, for the connector check (optional)
+    connect_url: str | None = None
+    connector_name: str = "platform-cdc"
+    #: the publication Debezium streams (checked to cover the consumed tables)
+    publication: str = "allocguard_platform"
     shutdown_timeout_s: float = 30.0
     #: how long a revoked partition's in-flight work may take before its offsets are left uncommitted
     revoke_timeout_s: float = 20.0
@@ -153,6 +162,21 @@ class RuntimeSettings(BaseSettings):
 
     def librdkafka(self) -> dict[str, str]:
         return {key: value.get_secret_value() for key, value in self.kafka_config.items()}
+
+    def check_target(self) -> Target:
+        from consumer.operations.check import Target
+
+        return Target(
+            dsn=self.resolved_dsn(),
+            tables=tuple(self.tables),
+            bootstrap=self.resolved_bootstrap(),
+            topics=tuple(self.topics()),
+            dlq_topic=self.resolved_dlq(),
+            kafka_config=self.librdkafka(),
+            connect_url=self.connect_url,
+            connector_name=self.connector_name,
+            publication=self.publication,
+        )
 
     def redacted(self) -> dict[str, object]:
         """For logs: secrets stay hidden."""

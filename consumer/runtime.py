@@ -32,11 +32,13 @@ from confluent_kafka import OFFSET_END, Consumer, KafkaError, KafkaException, Me
 from opentelemetry import trace
 from opentelemetry.trace import Span
 from psycopg_pool import ConnectionPool
-from tenacity import Retrying, retry_if_exception_type, stop_when_event_set, wait_exponential_jitter
 
 from consumer.config import RuntimeSettings
+from consumer.operations.check import Status, run_checks
+from consumer.redact import redact
 from consumer.telemetry import Metrics, Telemetry, TracedCursor
 from handlers.detect import classify
+from handlers.errors import infrastructure_cause, is_contention
 from handlers.pipeline import Hooks, IncidentResult, RemediationSettings, Remediator
 from handlers.retry import AssignStrategy, HttpAssign, RetryPolicy, SqlAssign
 from schemas import ChangeEvent, Heartbeat, Tombstone, decode_message
@@ -45,6 +47,10 @@ from schemas.records import Mode
 from schemas.rows import ObservabilityEvent
 
 log = logging.getLogger("allocguard.runtime")
+
+
+class Abandoned(RuntimeError):
+    """Work given up because the process is stopping: no verdict, no dead letter, no offset."""
 
 
 class FatalRuntimeError(RuntimeError):
@@ -145,21 +151,50 @@ class KeyedScheduler:
 
 @dataclass
 class Health:
+    """State the loop, the workers and the database probe keep; /readyz answers from it without blocking."""
+
     assigned: set[tuple[str, int]] = field(default_factory=set)
     last_loop: float = field(default_factory=time.monotonic)
+    #: work held back by an infrastructure failure: key → reason (privilege, missing object, database down)
+    degraded: dict[str, str] = field(default_factory=dict)
+    #: the database probe's last failure, None while it answers
+    db_error: str | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def degrade(self, key: str, reason: str) -> bool:
+        """Record that ``key``'s work is held back; True when this reason is new (log state changes only)."""
+        with self.lock:
+            new = reason not in self.degraded.values()
+            self.degraded[key] = reason
+            return new
+
+    def recover(self, key: str) -> bool:
+        """``key``'s work went through; True when nothing is held back any more."""
+        with self.lock:
+            if self.degraded.pop(key, None) is None:
+                return False
+            return not self.degraded
+
+    def reasons(self) -> list[str]:
+        with self.lock:
+            found = sorted(set(self.degraded.values()))
+        return [*found, f"database probe: {self.db_error}"] if self.db_error else found
+
+    def readiness(self) -> tuple[bool, dict[str, Any]]:
+        reasons = self.reasons()
+        ready = bool(self.assigned) and not reasons
+        return ready, {"ready": ready, "kafka_assigned": len(self.assigned), "reasons": reasons}
 
 
-def serve_health(
-    settings: RuntimeSettings, health: Health, db_ok: Callable[[], bool], exposition: Callable[[], bytes]
-) -> ThreadingHTTPServer:
+def serve_health(settings: RuntimeSettings, health: Health, exposition: Callable[[], bytes]) -> ThreadingHTTPServer:
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             if self.path == "/healthz":
                 alive = time.monotonic() - health.last_loop < 30
                 self._reply(200 if alive else 503, {"alive": alive})
             elif self.path == "/readyz":
-                ready = bool(health.assigned) and db_ok()
-                self._reply(200 if ready else 503, {"kafka_assigned": len(health.assigned), "ready": ready})
+                ready, doc = health.readiness()
+                self._reply(200 if ready else 503, doc)
             elif self.path == "/metrics":
                 body = exposition()
                 self.send_response(200)
@@ -379,7 +414,7 @@ class Runtime:
 
         def run_in_span() -> None:
             with trace.use_span(span, end_on_exit=False):
-                self._handle(row)
+                self._handle(row, key)
 
         self.scheduler.submit(Work(topic, partition, offset, key, run_in_span, message, span=span))
 
@@ -401,23 +436,36 @@ class Runtime:
             waited = (datetime.now(UTC) - event.created_at).total_seconds()
             metrics.resolution.record(max(waited, 0.0), {"status": result.status})
 
-    def _handle(self, event: ObservabilityEvent) -> None:
-        """Database outages are ridden out here, with backoff, for as long as the process is not stopping."""
+    def _handle(self, event: ObservabilityEvent, key: str) -> None:
+        """An infrastructure failure (privilege, missing object, database down) is never a verdict and never a
+        dead letter: the event stays in flight (its offset is not committed), the partitions are paused while
+        anything is held back, /readyz says why, and the event is tried again — with backoff, as long as the
+        process is not stopping — until the cause is fixed. Stopping abandons it without a verdict: the next
+        owner of the partition redoes it."""
         started = time.monotonic()
-        for attempt in Retrying(
-            retry=retry_if_exception_type(psycopg.OperationalError),
-            wait=wait_exponential_jitter(multiplier=0.5, max=30),
-            stop=stop_when_event_set(self._stop),
-            before_sleep=lambda state: log.warning(
-                "booking %s: database busy or unavailable, backing off %.1fs: %s",
-                event.booking_id,
-                state.next_action.sleep if state.next_action else 0.0,
-                state.outcome.exception() if state.outcome else None,
-            ),
-            reraise=True,
-        ):
-            with attempt:
+        delay = 0.2
+        while True:
+            try:
                 result = self.remediator.observe(event)
+                break
+            except Exception as exc:
+                if is_contention(exc):
+                    # a lock or a serialization conflict: this booking backs off, nothing else is held back
+                    log.warning("booking %s: database busy, backing off %.1fs: %s", key, delay, exc)
+                    if self._stop.wait(delay):
+                        raise Abandoned(str(exc)) from exc
+                    delay = min(delay * 2, 5.0)
+                    continue
+                cause = infrastructure_cause(exc)
+                if cause is None:
+                    raise
+                if self.health.degrade(key, cause):
+                    log.warning("holding back booking %s (not committed, partitions paused): %s", key, cause)
+                if self._stop.wait(delay):
+                    raise Abandoned(cause) from exc
+                delay = min(delay * 2, 5.0)
+        if self.health.recover(key):
+            log.info("infrastructure recovered; resuming")
         self.metrics.handling.record(time.monotonic() - started, {"signal": "failure" if result else "hold"})
         if result is not None:
             self._record_outcome(event, result)
@@ -493,7 +541,9 @@ class Runtime:
         while True:
             if work.span is not None:
                 self.telemetry.end(work.span, work.error)
-            if work.error is not None and isinstance(work.error, psycopg.OperationalError):
+            if work.error is not None and (
+                isinstance(work.error, Abandoned) or infrastructure_cause(work.error) is not None
+            ):
                 pass  # only while stopping: the event stays uncommitted and is redelivered after restart
             elif work.error is not None and work.message is not None:
                 # a bug or a permanent refusal: the event goes to the DLQ with the reason, then counts as done
@@ -521,22 +571,45 @@ class Runtime:
                 self.metrics.lag[key] = max(0, int(marks[1]) - at)
 
     def _backpressure(self) -> None:
+        """Pause every assigned partition while too much is in flight, or while an infrastructure failure holds
+        work back (the loop keeps polling, so the member stays in the group); resume when both clear."""
         in_flight = self.tracker.in_flight()
         assignment = [TopicPartition(t, p) for t, p in self.health.assigned]
-        if not self._paused and in_flight >= self.settings.max_in_flight and assignment:
+        held = bool(self.health.degraded)
+        if not self._paused and assignment and (held or in_flight >= self.settings.max_in_flight):
             self.consumer.pause(assignment)
             self._paused = True
-        elif self._paused and in_flight <= self.settings.max_in_flight // 2:
+        elif self._paused and not held and in_flight <= self.settings.max_in_flight // 2:
             self.consumer.resume(assignment)
             self._paused = False
 
-    def db_ok(self) -> bool:
-        try:
-            with self._connect() as conn:
+    def _probe_database(self, every_s: float = 1.0) -> None:
+        """A side thread: one cheap query per second on its own connection, so /readyz answers from state at
+        once and turns false within seconds of losing the database (a probe never waits on the pool)."""
+        dsn = self.settings.resolved_dsn()
+        conn: psycopg.Connection[Any] | None = None
+        while not self._stop.wait(every_s):
+            try:
+                if conn is None or conn.closed:
+                    conn = psycopg.connect(dsn, autocommit=True, connect_timeout=2)
                 conn.execute("SELECT 1")
-            return True
-        except psycopg.Error:
-            return False
+                self.health.db_error = None
+            except psycopg.Error as exc:
+                self.health.db_error = redact(str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc))
+                if conn is not None:
+                    conn.close()
+                conn = None
+        if conn is not None:
+            conn.close()
+
+    def preflight(self) -> None:
+        """The checks of ``allocguard check``: a FAIL at start-up is a permanent misconfiguration, so the process
+        exits 2 with the items and their fixes instead of pausing forever."""
+        report = run_checks(self.settings.check_target())
+        for item in report.items:
+            (log.info if item.status is Status.OK else log.warning)("check %s", item.line())
+        if report.failed:
+            raise FatalRuntimeError("preflight failed:\n" + "\n".join(i.line() for i in report.failed))
 
     def request_stop(self, *_: object) -> None:
         self._stop.set()
@@ -544,10 +617,10 @@ class Runtime:
     def run(self) -> int:
         settings = self.settings
         log.info("starting with %s", json.dumps(settings.redacted(), default=str))
+        self.preflight()
         self.pool.open(wait=False)
-        if not self.db_ok():
-            raise FatalRuntimeError("the database is not reachable")
-        server = serve_health(settings, self.health, self.db_ok, self.metrics.exposition)
+        threading.Thread(target=self._probe_database, name="allocguard-db-probe", daemon=True).start()
+        server = serve_health(settings, self.health, self.metrics.exposition)
         self.consumer.subscribe(
             settings.topics(), on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
         )

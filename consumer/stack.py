@@ -663,24 +663,36 @@ class LocalStack:
         if status not in (200, 201):
             raise StackError(f"registering connector {name} failed ({status}): {body}")
         self.wait_connector_running(name)
-        self._wait_new_message(hb_topic, marks, f"first heartbeat of connector {name} (snapshot done, streaming)")
+        # a snapshot that fails (e.g. row-level security refusing the CDC role) fails the task while Connect
+        # still said RUNNING a moment ago: watch the task while waiting for the first heartbeat
+        self._wait_new_message(
+            hb_topic,
+            marks,
+            f"first heartbeat of connector {name} (snapshot done, streaming)",
+            still_ok=lambda: self.connector_running(name),
+        )
+
+    def connector_running(self, name: str) -> bool:
+        """True when the connector and all its tasks run; raises StackError with the task's own error when a
+        task failed."""
+        from consumer.operations.check import task_error
+
+        code, body = _http("GET", f"{self.settings.connect_url}/connectors/{name}/status")
+        if code != 200 or not isinstance(body, dict):
+            return False
+        tasks = body.get("tasks") or []
+        for task in tasks:
+            if task.get("state") == "FAILED":
+                trace = str(task.get("trace", ""))
+                raise StackError(f"connector {name} task {task.get('id')} failed: {task_error(trace)}\n{trace[:4000]}")
+        return (
+            body.get("connector", {}).get("state") == "RUNNING"
+            and bool(tasks)
+            and all(t.get("state") == "RUNNING" for t in tasks)
+        )
 
     def wait_connector_running(self, name: str) -> None:
-        def running() -> bool:
-            code, body = _http("GET", f"{self.settings.connect_url}/connectors/{name}/status")
-            if code != 200 or not isinstance(body, dict):
-                return False
-            tasks = body.get("tasks") or []
-            for task in tasks:
-                if task.get("state") == "FAILED":
-                    raise StackError(f"connector {name} task failed:\n{task.get('trace', '')[:4000]}")
-            return (
-                body.get("connector", {}).get("state") == "RUNNING"
-                and bool(tasks)
-                and all(t.get("state") == "RUNNING" for t in tasks)
-            )
-
-        _wait(f"connector {name}", running, self.settings.ready_timeout_s)
+        _wait(f"connector {name}", lambda: self.connector_running(name), self.settings.ready_timeout_s)
 
     def delete_connector(self, name: str) -> None:
         _http("DELETE", f"{self.settings.connect_url}/connectors/{name}", timeout=30)
@@ -692,7 +704,13 @@ class LocalStack:
         finally:
             consumer.close()
 
-    def _wait_new_message(self, topic: str, positions: list[TopicPartition], what: str) -> None:
+    def _wait_new_message(
+        self,
+        topic: str,
+        positions: list[TopicPartition],
+        what: str,
+        still_ok: Callable[[], bool] | None = None,
+    ) -> None:
         consumer = Consumer(
             {
                 "bootstrap.servers": self.settings.kafka_bootstrap,
@@ -703,10 +721,14 @@ class LocalStack:
         try:
             consumer.assign(positions)
             deadline = time.monotonic() + self.settings.ready_timeout_s
+            checked = time.monotonic()
             while time.monotonic() < deadline:
                 message = consumer.poll(0.5)
                 if message is not None and message.error() is None:
                     return
+                if still_ok is not None and time.monotonic() - checked >= 1.0:
+                    checked = time.monotonic()
+                    still_ok()  # raises with the failure's own text
             raise StackError(f"{what}: nothing on {topic} after {self.settings.ready_timeout_s:.0f}s")
         finally:
             consumer.close()

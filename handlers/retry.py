@@ -32,12 +32,14 @@ from tenacity.wait import wait_base, wait_exponential_jitter
 
 from handlers.errors import (
     HoldConflictError,
+    InfrastructureError,
     NewBlockerError,
     NotNeededError,
     PermanentAssignError,
     RemediationError,
     TransientDatabaseError,
     VerificationError,
+    infrastructure_cause,
 )
 from schemas.values import TstzRange
 
@@ -105,12 +107,12 @@ def classify_db_error(exc: psycopg.Error) -> RemediationError:
         return NewBlockerError(text)
     if state == "P0001" and message.startswith("Hold conflict"):
         return HoldConflictError(text)
-    if (
-        state in ("40001", "40P01", "55P03", "57014")
-        or state.startswith("08")
-        or isinstance(exc, psycopg.OperationalError)
-    ):
+    if state in ("40001", "40P01", "55P03", "57014"):
         return TransientDatabaseError(text)
+    cause = infrastructure_cause(exc)
+    if cause is not None:
+        # not the assignment's fault: no verdict, the runtime holds the event until the cause is fixed
+        return InfrastructureError(cause)
     if state == "23514" and "locked to zone" in message:
         return PermanentAssignError(f"the booking's zone lock is stale: {text}")
     if state == "P0001" and "capacity_exceeded_post_assignment" in message:
@@ -288,7 +290,11 @@ class _Wait(wait_base):
 
 
 def _retryable(exc: BaseException) -> bool:
-    return isinstance(exc, RemediationError) and exc.retryable and not isinstance(exc, NewBlockerError)
+    """What this policy retries. A new blocker goes back to the planner; an infrastructure failure goes to the
+    runtime (which holds the event without a verdict): neither is retried here."""
+    if isinstance(exc, NewBlockerError | InfrastructureError):
+        return False
+    return isinstance(exc, RemediationError) and exc.retryable
 
 
 def run_retry(
@@ -347,7 +353,7 @@ def run_retry(
                         handle.set("allocguard.attempt.outcome", "assigned")
     except NotNeededError as exc:
         return RetryOutcome("not_needed", str(exc), attempts)
-    except NewBlockerError:
+    except (NewBlockerError, InfrastructureError):
         raise
     except RemediationError as exc:
         why = "attempts exhausted" if exc.retryable else "not retryable"

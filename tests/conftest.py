@@ -59,6 +59,17 @@ def platform_connect(stack_settings: StackSettings) -> Callable[[], psycopg.Conn
 
 
 @pytest.fixture
+def operator_connect(stack_settings: StackSettings) -> Callable[[], psycopg.Connection[Any]]:
+    """The database owner, only to inject the faults an operator could cause (a grant revoked and restored, a
+    policy dropped): never to run allocguard or to check its results."""
+
+    def factory() -> psycopg.Connection[Any]:
+        return psycopg.connect(stack_settings.admin_dsn, autocommit=True)
+
+    return factory
+
+
+@pytest.fixture
 def connect(stack_settings: StackSettings) -> Callable[[], psycopg.Connection[Any]]:
     """Autocommit connections as allocguard: the login role that is only a member of allocguard_remediator,
     under the reference model's row-level security — never the owner."""

@@ -442,8 +442,16 @@ def test_remediator_role_can_remediate_and_nothing_more(stack_settings: StackSet
             "UPDATE allocations SET shadow = true",
             "INSERT INTO table_holds (restaurant_id, zone_id, start_at, end_at, expires_at)"
             " VALUES (gen_random_uuid(), gen_random_uuid(), now(), now(), now())",
-            "SELECT * FROM allocguard.schema_migrations",
+            "DELETE FROM allocguard.schema_migrations",
+            # guest data stays out of reach under row-level security too: column grants only
+            "SELECT customer_name, customer_email, customer_phone FROM bookings",
+            "SELECT notes, details FROM bookings",
+            "SELECT email, phone, full_name FROM customers",
         ):
-            guarded = statement if statement.startswith(("INSERT", "SELECT")) else statement + " WHERE false"
+            guarded = (
+                statement
+                if statement.startswith(("INSERT", "SELECT", "DELETE FROM allocguard"))
+                else statement + " WHERE false"
+            )
             with pytest.raises(psycopg.errors.InsufficientPrivilege):
                 conn.execute(guarded)

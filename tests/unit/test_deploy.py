@@ -83,7 +83,7 @@ def test_probe_paths_are_served() -> None:
     health.assigned.add(("t", 0))
     settings = RuntimeSettings(health_host="127.0.0.1", health_port=free_port())
     metrics = Metrics()
-    server = serve_health(settings, health, lambda: True, metrics.exposition)
+    server = serve_health(settings, health, metrics.exposition)
     try:
         paths = {
             CONTAINER["livenessProbe"]["httpGet"]["path"],

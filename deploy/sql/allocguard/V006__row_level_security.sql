@@ -39,25 +39,14 @@ BEGIN
   END LOOP;
 END $$;
 
--- Guest data stays out of reach: on bookings, only the columns the evidence reads (and customer_id, which the
--- platform's PUBLIC policy on booking_table_assignments joins on) — never names, emails, phones, notes, details.
+-- Guest data stays out of reach: on bookings, only the columns the evidence reads — never names, emails, phones,
+-- notes, details. No privilege on customers is needed either: the platform's PUBLIC policy on
+-- booking_table_assignments runs a sub-query on bookings and customers with the reader's privileges and fails
+-- ("permission denied for table customers") for a role with no policy of its own; OR-ed with the `USING (true)`
+-- policies above, PostgreSQL folds that sub-query away and never touches customers.
 REVOKE SELECT ON public.bookings FROM allocguard_remediator;
-GRANT SELECT (id, restaurant_id, customer_id, status, start_at, end_at, party_size)
+GRANT SELECT (id, restaurant_id, status, start_at, end_at, party_size)
   ON public.bookings TO allocguard_remediator;
-
--- That PUBLIC policy runs a sub-query on customers with the reader's privileges: without these two key columns
--- every read of booking_table_assignments fails with "permission denied for table customers". Contact columns
--- are not granted.
-DO $$
-DECLARE
-  col text;
-BEGIN
-  FOR col IN SELECT c.column_name FROM information_schema.columns c
-              WHERE c.table_schema = 'public' AND c.table_name = 'customers' AND c.column_name IN ('id', 'auth_user_id')
-  LOOP
-    EXECUTE format('GRANT SELECT (%I) ON public.customers TO allocguard_remediator', col);
-  END LOOP;
-END $$;
 
 -- the hold memory is looked up by booking for every failure that names no hold
 CREATE INDEX IF NOT EXISTS hold_observations_booking_idx

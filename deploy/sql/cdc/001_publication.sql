@@ -15,12 +15,11 @@ GRANT SELECT ON public.bookings, public.booking_table_assignments, public.alloca
 
 -- Row-level security (domain.md §7.1): streaming is not filtered by policies, but the initial snapshot is a
 -- plain SELECT as this role — without a policy of its own it reads 0 rows with no error, and the platform's
--- PUBLIC policy on booking_table_assignments fails it with "permission denied for table customers" unless the
--- role may read the two key columns that policy joins on (never the contact columns).
+-- PUBLIC policy on booking_table_assignments fails it with "permission denied for table customers". With a
+-- `USING (true)` policy for the role, PostgreSQL folds that sub-query away: no privilege on customers is needed.
 DO $$
 DECLARE
   t text;
-  col text;
 BEGIN
   FOREACH t IN ARRAY ARRAY[
     'bookings', 'booking_table_assignments', 'allocations', 'table_holds', 'table_hold_members',
@@ -30,11 +29,6 @@ BEGIN
       SELECT 1 FROM pg_policies WHERE schemaname = 'public' AND tablename = t AND policyname = 'allocguard_cdc_snapshot'
     );
     EXECUTE format('CREATE POLICY allocguard_cdc_snapshot ON public.%I FOR SELECT TO allocguard_cdc USING (true)', t);
-  END LOOP;
-  FOR col IN SELECT c.column_name FROM information_schema.columns c
-              WHERE c.table_schema = 'public' AND c.table_name = 'customers' AND c.column_name IN ('id', 'auth_user_id')
-  LOOP
-    EXECUTE format('GRANT SELECT (%I) ON public.customers TO allocguard_cdc', col);
   END LOOP;
 END $$;
 

@@ -1,0 +1,1 @@
+"""Operations on a running deployment: preflight checks, the dead-letter topic, replays."""

@@ -1,0 +1,448 @@
+"""``allocguard check``: can allocguard run here, as this role? One line per item — OK, WARN or FAIL — with the fix.
+
+The same checks run when ``allocguard run`` starts (a FAIL exits 2 with this text) and feed ``/readyz``.
+Every probe is read-only: privilege functions, catalog views, and ``SELECT … LIMIT 1`` in a transaction that is
+rolled back. What the platform's row-level security does to this role is checked, not assumed: a table whose
+policies leave it no rows reads as empty *without an error*, so "no policy applies to this role" is a FAIL.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from consumer.db import discover
+from consumer.redact import redact
+
+#: role allocguard's login role must belong to
+REMEDIATOR_ROLE = "allocguard_remediator"
+
+#: (table, privilege, columns or None): what the evidence, the executor and the retry need; nothing more
+NEEDED_PRIVILEGES: tuple[tuple[str, str, tuple[str, ...] | None], ...] = (
+    ("bookings", "SELECT", ("id", "restaurant_id", "status", "start_at", "end_at", "party_size")),
+    ("bookings", "UPDATE", ("updated_at",)),
+    ("booking_table_assignments", "SELECT", None),
+    ("allocations", "SELECT", None),
+    ("allocations", "DELETE", None),
+    ("allocations", "UPDATE", ("updated_at",)),
+    ("allocations_archive", "INSERT", None),
+    ("table_holds", "SELECT", None),
+    ("table_hold_members", "SELECT", None),
+    ("table_inventory", "SELECT", None),
+    ("booking_assignment_idempotency", "SELECT", None),
+    ("booking_assignment_idempotency", "DELETE", None),
+    ("observability_events", "SELECT", None),
+    ("observability_events", "INSERT", None),
+)
+#: tables whose rows the evidence must see (row-level security must leave them visible to this role)
+READ_TABLES = (
+    "bookings",
+    "booking_table_assignments",
+    "allocations",
+    "table_holds",
+    "table_hold_members",
+    "table_inventory",
+    "booking_assignment_idempotency",
+)
+FUNCTIONS = (
+    "public.assign_tables_atomic_v2(uuid, uuid[], text, boolean, uuid, timestamptz, timestamptz)",
+    "public.apply_booking_state_transition(uuid, public.booking_status, timestamptz, timestamptz, timestamptz,"
+    " public.booking_status, public.booking_status, uuid, timestamptz, text, jsonb)",
+)
+
+
+class Status(StrEnum):
+    OK = "OK"
+    WARN = "WARN"
+    FAIL = "FAIL"
+
+
+@dataclass(frozen=True)
+class Item:
+    name: str
+    status: Status
+    detail: str
+    fix: str = ""
+
+    def line(self) -> str:
+        text = f"{self.status.value:<4}  {self.name}: {self.detail}"
+        return f"{text}\n      fix: {self.fix}" if self.fix and self.status is not Status.OK else text
+
+
+@dataclass
+class Report:
+    items: list[Item] = field(default_factory=list)
+
+    @property
+    def failed(self) -> list[Item]:
+        return [i for i in self.items if i.status is Status.FAIL]
+
+    @property
+    def exit_code(self) -> int:
+        """0 all OK, 1 warnings only, 2 at least one failure."""
+        if self.failed:
+            return 2
+        return 1 if any(i.status is Status.WARN for i in self.items) else 0
+
+    def text(self) -> str:
+        return "\n".join(i.line() for i in self.items)
+
+    def as_json(self) -> list[dict[str, str]]:
+        return [{"name": i.name, "status": i.status.value, "detail": i.detail, "fix": i.fix} for i in self.items]
+
+
+@dataclass(frozen=True)
+class Target:
+    dsn: str
+    tables: tuple[str, ...]  # consumed tables, qualified (public.observability_events)
+    bootstrap: str | None = None
+    topics: tuple[str, ...] = ()
+    dlq_topic: str | None = None
+    kafka_config: dict[str, str] = field(default_factory=dict)
+    connect_url: str | None = None
+    connector_name: str | None = None
+    publication: str = "allocguard_platform"
+
+
+# ---- the database ---------------------------------------------------------------------------------
+
+
+def database_items(target: Target) -> Iterator[Item]:
+    try:
+        conn = psycopg.connect(target.dsn, autocommit=True, connect_timeout=5)
+    except psycopg.Error as exc:
+        yield Item(
+            "database",
+            Status.FAIL,
+            f"cannot connect: {redact(str(exc))}",
+            "check ALLOCGUARD_PG_DSN (host, port, database, the login role and its password)",
+        )
+        return
+    with conn:
+        yield from _role_items(conn)
+        yield from _migration_items(conn)
+        yield from _privilege_items(conn)
+        yield from _visibility_items(conn)
+        yield from _publication_items(conn, target)
+
+
+def _role_items(conn: psycopg.Connection[Any]) -> Iterator[Item]:
+    row = conn.execute(
+        "SELECT current_user, r.rolsuper, r.rolbypassrls,"
+        " EXISTS (SELECT 1 FROM pg_roles WHERE rolname = %s) AND pg_has_role(current_user, %s, 'MEMBER')"
+        " FROM pg_roles r WHERE r.rolname = current_user",
+        (REMEDIATOR_ROLE, REMEDIATOR_ROLE),
+    ).fetchone()
+    assert row is not None
+    user, superuser, bypass, member = row
+    if superuser:
+        yield Item(
+            "role",
+            Status.WARN,
+            f"{user} is a superuser: it can do far more than allocguard needs",
+            f"CREATE ROLE allocguard_app LOGIN PASSWORD '…'; GRANT {REMEDIATOR_ROLE} TO allocguard_app; "
+            "and connect as allocguard_app",
+        )
+    elif bypass:
+        yield Item(
+            "role",
+            Status.WARN,
+            f"{user} has BYPASSRLS: every row of every tenant is visible to it",
+            f"ALTER ROLE {user} NOBYPASSRLS (allocguard's policies TO {REMEDIATOR_ROLE} are enough)",
+        )
+    if not member and not superuser:
+        yield Item(
+            "role",
+            Status.FAIL,
+            f"{user} is not a member of {REMEDIATOR_ROLE}",
+            f"GRANT {REMEDIATOR_ROLE} TO {user}  (the role comes from `allocguard db init`)",
+        )
+    elif not superuser:
+        yield Item("role", Status.OK, f"{user}, a member of {REMEDIATOR_ROLE}")
+
+
+def _migration_items(conn: psycopg.Connection[Any]) -> Iterator[Item]:
+    wanted = [m.version for m in discover()]
+    try:
+        with conn.transaction():
+            rows = conn.execute("SELECT version FROM allocguard.schema_migrations").fetchall()
+    except psycopg.errors.UndefinedTable:
+        yield Item("schema", Status.FAIL, "allocguard's schema is missing", "run `allocguard db init` as the owner")
+        return
+    applied = {int(r[0]) for r in rows}
+    missing = [v for v in wanted if v not in applied]
+    if missing:
+        yield Item(
+            "schema",
+            Status.FAIL,
+            f"migrations not applied: {', '.join(f'V{v:03d}' for v in missing)}",
+            "run `allocguard db init` as the owner",
+        )
+    else:
+        yield Item("schema", Status.OK, f"allocguard's schema is current (V{max(wanted):03d})")
+
+
+def _privilege_items(conn: psycopg.Connection[Any]) -> Iterator[Item]:
+    missing: list[str] = []
+    for table, privilege, columns in NEEDED_PRIVILEGES:
+        qualified = f"public.{table}"
+        exists = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (qualified,)).fetchone()
+        if exists is None or not exists[0]:
+            missing.append(f"{qualified} does not exist")
+            continue
+        if columns is None:
+            ok = conn.execute("SELECT has_table_privilege(%s, %s)", (qualified, privilege)).fetchone()
+            if ok is None or not ok[0]:
+                missing.append(f"GRANT {privilege} ON {qualified} TO {REMEDIATOR_ROLE}")
+        else:
+            lacking = [c for c in columns if not _has_column_privilege(conn, qualified, c, privilege)]
+            if lacking:
+                missing.append(f"GRANT {privilege} ({', '.join(lacking)}) ON {qualified} TO {REMEDIATOR_ROLE}")
+    for function in FUNCTIONS:
+        try:
+            with conn.transaction():
+                ok = conn.execute("SELECT has_function_privilege(%s, 'EXECUTE')", (function,)).fetchone()
+        except psycopg.Error:
+            missing.append(f"function {function.split('(')[0]} does not exist with the expected arguments")
+            continue
+        if ok is None or not ok[0]:
+            missing.append(f"GRANT EXECUTE ON FUNCTION {function} TO {REMEDIATOR_ROLE}")
+    if missing:
+        yield Item(
+            "grants",
+            Status.FAIL,
+            f"{len(missing)} missing: " + "; ".join(missing),
+            "run `allocguard db init` as the owner, or ask for exactly the statements listed",
+        )
+    else:
+        yield Item("grants", Status.OK, f"{len(NEEDED_PRIVILEGES)} table and {len(FUNCTIONS)} function privileges")
+
+
+def _has_column_privilege(conn: psycopg.Connection[Any], table: str, column: str, privilege: str) -> bool:
+    row = conn.execute("SELECT has_column_privilege(%s, %s, %s)", (table, column, privilege)).fetchone()
+    return bool(row and row[0])
+
+
+def _visibility_items(conn: psycopg.Connection[Any]) -> Iterator[Item]:
+    for table in READ_TABLES:
+        qualified = f"public.{table}"
+        row = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (qualified,)).fetchone()
+        if row is None or not row[0]:
+            continue
+        active = conn.execute("SELECT row_security_active(%s)", (qualified,)).fetchone()
+        rls = bool(active and active[0])
+        try:
+            with conn.transaction():
+                conn.execute(sql.SQL("SELECT 1 FROM {} LIMIT 1").format(sql.Identifier("public", table))).fetchall()
+                raise psycopg.Rollback()
+        except psycopg.Error as exc:
+            yield Item(
+                f"rows of {table}",
+                Status.FAIL,
+                f"reading it fails: {redact(str(exc)).splitlines()[0]}",
+                _read_failure_fix(conn, table, str(exc)),
+            )
+            continue
+        if not rls:
+            yield Item(f"rows of {table}", Status.OK, "no row-level security applies to this role")
+            continue
+        policies = conn.execute(
+            "SELECT policyname FROM pg_policies p WHERE p.schemaname = 'public' AND p.tablename = %s"
+            " AND p.permissive = 'PERMISSIVE' AND p.cmd IN ('SELECT', 'ALL')"
+            " AND EXISTS (SELECT 1 FROM unnest(p.roles) r"
+            "             WHERE r <> 'public' AND pg_has_role(current_user, r, 'MEMBER'))",
+            (table,),
+        ).fetchall()
+        if not policies:
+            yield Item(
+                f"rows of {table}",
+                Status.FAIL,
+                "row-level security is on and no policy names this role: every read returns 0 rows, silently",
+                f"CREATE POLICY allocguard_remediator_select ON {qualified} FOR SELECT TO {REMEDIATOR_ROLE} "
+                "USING (true)  (`allocguard db init` does it as the table's owner)",
+            )
+        else:
+            names = ", ".join(str(p[0]) for p in policies)
+            yield Item(f"rows of {table}", Status.OK, f"row-level security on; visible through {names}")
+
+
+def _read_failure_fix(conn: psycopg.Connection[Any], table: str, error: str) -> str:
+    if "permission denied for table" in error:
+        other = error.split("permission denied for table", 1)[1].split()[0].strip('"')
+        if other != table:
+            public = conn.execute(
+                "SELECT string_agg(policyname, ', ') FROM pg_policies WHERE schemaname = 'public'"
+                " AND tablename = %s AND roles @> ARRAY['public'::name]",
+                (table,),
+            ).fetchone()
+            via = f" through its PUBLIC polic(ies) {public[0]}" if public and public[0] else ""
+            return (
+                f"reading {table} runs a sub-query on {other}{via} with this role's privileges, because no policy "
+                f"of its own applies: CREATE POLICY allocguard_remediator_select ON public.{table} FOR SELECT TO "
+                f"{REMEDIATOR_ROLE} USING (true) — PostgreSQL then folds that sub-query away (no privilege on "
+                f"{other} needed; `allocguard db init` does it as the owner)"
+            )
+        return f"GRANT SELECT ON public.{table} TO {REMEDIATOR_ROLE}"
+    return "see the error; `allocguard db init` creates what allocguard needs"
+
+
+def _publication_items(conn: psycopg.Connection[Any], target: Target) -> Iterator[Item]:
+    published = {
+        f"{schema}.{name}"
+        for schema, name in conn.execute(
+            "SELECT schemaname, tablename FROM pg_publication_tables WHERE pubname = %s", (target.publication,)
+        ).fetchall()
+    }
+    missing = [t for t in target.tables if t not in published]
+    if not published:
+        yield Item(
+            "publication",
+            Status.FAIL,
+            f"publication {target.publication} does not exist or publishes nothing",
+            "`allocguard db init --with-cdc` as the owner (deploy/sql/cdc)",
+        )
+    elif missing:
+        yield Item(
+            "publication",
+            Status.FAIL,
+            f"{target.publication} does not publish {', '.join(missing)}",
+            f"ALTER PUBLICATION {target.publication} ADD TABLE {', '.join(missing)}",
+        )
+    else:
+        yield Item("publication", Status.OK, f"{target.publication} publishes {len(published)} table(s)")
+    identities = conn.execute(
+        "SELECT c.relname, c.relreplident FROM pg_publication_tables p"
+        " JOIN pg_namespace n ON n.nspname = p.schemaname JOIN pg_class c ON c.relnamespace = n.oid"
+        " AND c.relname = p.tablename WHERE p.pubname = %s ORDER BY 1",
+        (target.publication,),
+    ).fetchall()
+    by_kind: dict[str, list[str]] = {}
+    for name, kind in identities:
+        by_kind.setdefault(str(kind), []).append(str(name))
+    if by_kind.get("n"):
+        yield Item(
+            "replica identity",
+            Status.WARN,
+            f"REPLICA IDENTITY NOTHING on {', '.join(by_kind['n'])}: their updates and deletes are not streamed",
+            "ALTER TABLE … REPLICA IDENTITY DEFAULT (the owner)",
+        )
+    if by_kind.get("d") or by_kind.get("i"):
+        tables = sorted(by_kind.get("d", []) + by_kind.get("i", []))
+        yield Item(
+            "replica identity",
+            Status.OK,
+            f"DEFAULT on {', '.join(tables)}: deletes carry the key only, updates no old row — allocguard reads "
+            "old rows from the database, never from a before-image",
+        )
+    if by_kind.get("f"):
+        yield Item("replica identity", Status.OK, f"FULL on {', '.join(sorted(by_kind['f']))}")
+
+
+# ---- Kafka and Connect ------------------------------------------------------------------------------
+
+
+def kafka_items(target: Target) -> Iterator[Item]:
+    if target.bootstrap is None:
+        return
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient({"bootstrap.servers": target.bootstrap, **target.kafka_config})
+    try:
+        metadata = admin.list_topics(timeout=5)
+    except Exception as exc:  # KafkaException and its transport errors
+        yield Item(
+            "kafka",
+            Status.FAIL,
+            f"no metadata from {target.bootstrap}: {exc}",
+            "check ALLOCGUARD_KAFKA_BOOTSTRAP and ALLOCGUARD_KAFKA_CONFIG (security settings)",
+        )
+        return
+    yield Item("kafka", Status.OK, f"{len(metadata.brokers)} broker(s) at {target.bootstrap}")
+    missing = [t for t in target.topics if t not in metadata.topics]
+    if missing:
+        yield Item(
+            "topics",
+            Status.FAIL,
+            f"missing: {', '.join(missing)}",
+            "register the connector (`allocguard connector register`) or check ALLOCGUARD_TOPIC_PREFIX/TABLES",
+        )
+    else:
+        yield Item("topics", Status.OK, ", ".join(target.topics))
+    if target.dlq_topic and target.dlq_topic not in metadata.topics:
+        yield Item(
+            "dead-letter topic",
+            Status.WARN,
+            f"{target.dlq_topic} does not exist (it is created on first use only if the broker allows it)",
+            f"create {target.dlq_topic} with the retention you want for undecodable messages",
+        )
+
+
+def connector_items(target: Target) -> Iterator[Item]:
+    if not target.connect_url or not target.connector_name:
+        yield Item(
+            "connector",
+            Status.WARN,
+            "not checked (no ALLOCGUARD_CONNECT_URL)",
+            "set ALLOCGUARD_CONNECT_URL to have the connector's and its task's state checked",
+        )
+        return
+    url = f"{target.connect_url}/connectors/{target.connector_name}/status"
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 (an operator-given http URL)
+            body = json.loads(response.read().decode())
+    except urllib.error.HTTPError as exc:
+        yield Item(
+            "connector",
+            Status.FAIL,
+            f"{target.connector_name}: HTTP {exc.code} from Kafka Connect",
+            "`allocguard connector register`",
+        )
+        return
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        yield Item("connector", Status.FAIL, f"Kafka Connect at {target.connect_url} unreachable: {exc}")
+        return
+    yield from connector_state_items(target.connector_name, body)
+
+
+def connector_state_items(name: str, body: dict[str, Any]) -> Iterator[Item]:
+    """The connector's and its tasks' states, with a failed task's own error trace (its first lines)."""
+    state = body.get("connector", {}).get("state", "?")
+    tasks = body.get("tasks") or []
+    failed = [t for t in tasks if t.get("state") == "FAILED"]
+    if failed:
+        trace = str(failed[0].get("trace", ""))
+        yield Item(
+            "connector",
+            Status.FAIL,
+            f"{name}: task {failed[0].get('id')} FAILED: {task_error(trace)}",
+            "fix the cause, then POST /connectors/<name>/tasks/<id>/restart (or `allocguard connector register`)",
+        )
+    elif state != "RUNNING" or not tasks or any(t.get("state") != "RUNNING" for t in tasks):
+        summary = ",".join(str(t.get("state")) for t in tasks) or "no tasks"
+        yield Item("connector", Status.FAIL, f"{name}: connector {state}, tasks {summary}")
+    else:
+        yield Item("connector", Status.OK, f"{name}: connector and {len(tasks)} task(s) RUNNING")
+
+
+def task_error(trace: str) -> str:
+    """The most telling line of a Connect task trace: the innermost 'Caused by', else the first line."""
+    lines = [line.strip() for line in trace.splitlines() if line.strip()]
+    causes = [line for line in lines if line.startswith("Caused by:")]
+    chosen = causes[-1] if causes else (lines[0] if lines else "no trace")
+    return redact(chosen)[:400]
+
+
+def run_checks(target: Target) -> Report:
+    report = Report()
+    report.items.extend(database_items(target))
+    report.items.extend(kafka_items(target))
+    report.items.extend(connector_items(target))
+    return report
