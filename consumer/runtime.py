@@ -16,8 +16,10 @@ import logging
 import os
 import queue
 import signal
+import socket
 import threading
 import time
+import uuid
 from collections import defaultdict, deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -26,6 +28,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from uuid import UUID
 
 import psycopg
 from confluent_kafka import OFFSET_END, Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
@@ -37,6 +40,7 @@ from consumer.config import RuntimeSettings
 from consumer.operations.check import Status, run_checks
 from consumer.redact import redact
 from consumer.telemetry import Metrics, Telemetry, TracedCursor
+from handlers import store
 from handlers.detect import classify
 from handlers.errors import infrastructure_cause, is_contention
 from handlers.pipeline import Hooks, IncidentResult, RemediationSettings, Remediator
@@ -47,6 +51,9 @@ from schemas.records import Mode
 from schemas.rows import ObservabilityEvent
 
 log = logging.getLogger("allocguard.runtime")
+
+#: the pseudo-topic of wake-up work (no Kafka offset to store when it completes)
+_WAKEUP = "allocguard.wakeup"
 
 
 class Abandoned(RuntimeError):
@@ -436,47 +443,85 @@ class Runtime:
             waited = (datetime.now(UTC) - event.created_at).total_seconds()
             metrics.resolution.record(max(waited, 0.0), {"status": result.status})
 
-    def _handle(self, event: ObservabilityEvent, key: str) -> None:
-        """An infrastructure failure (privilege, missing object, database down) is never a verdict and never a
-        dead letter: the event stays in flight (its offset is not committed), the partitions are paused while
-        anything is held back, /readyz says why, and the event is tried again — with backoff, as long as the
-        process is not stopping — until the cause is fixed. Stopping abandons it without a verdict: the next
-        owner of the partition redoes it."""
-        started = time.monotonic()
+    def _ride_out(self, key: str, work: Callable[[], IncidentResult | None]) -> IncidentResult | None:
+        """Run ``work`` until it goes through. Contention (a lock, a serialization conflict) backs off this
+        booking alone. An infrastructure failure (privilege, missing object, database down) is never a verdict
+        and never a dead letter: the event stays in flight (its offset is not committed), the partitions are
+        paused while anything is held back, /readyz says why, and the work is tried again — with backoff, as
+        long as the process is not stopping — until the cause is fixed. Stopping abandons it without a
+        verdict: the next owner of the partition redoes it."""
         delay = 0.2
         while True:
             try:
-                result = self.remediator.observe(event)
+                result = work()
                 break
             except Exception as exc:
                 if is_contention(exc):
-                    # a lock or a serialization conflict: this booking backs off, nothing else is held back
                     log.warning("booking %s: database busy, backing off %.1fs: %s", key, delay, exc)
-                    if self._stop.wait(delay):
-                        raise Abandoned(str(exc)) from exc
-                    delay = min(delay * 2, 5.0)
-                    continue
-                cause = infrastructure_cause(exc)
-                if cause is None:
-                    raise
-                if self.health.degrade(key, cause):
-                    log.warning("holding back booking %s (not committed, partitions paused): %s", key, cause)
+                    reason = str(exc)
+                else:
+                    cause = infrastructure_cause(exc)
+                    if cause is None:
+                        raise
+                    if self.health.degrade(key, cause):
+                        log.warning("holding back booking %s (not committed, partitions paused): %s", key, cause)
+                    reason = cause
                 if self._stop.wait(delay):
-                    raise Abandoned(cause) from exc
+                    raise Abandoned(reason) from exc
                 delay = min(delay * 2, 5.0)
         if self.health.recover(key):
             log.info("infrastructure recovered; resuming")
+        return result
+
+    def _handle(self, event: ObservabilityEvent, key: str) -> None:
+        started = time.monotonic()
+        result = self._ride_out(key, lambda: self.remediator.observe(event))
         self.metrics.handling.record(time.monotonic() - started, {"signal": "failure" if result else "hold"})
         if result is not None:
             self._record_outcome(event, result)
-            pruned = [str(i) for prune in result.prunes for i in prune.pruned_ids]
-            log.info(
-                "booking %s: %s (%s)%s",
-                event.booking_id,
-                result.status,
-                result.reason,
-                f"; pruned orphan allocation(s) {', '.join(pruned)}" if pruned else "",
-            )
+            self._log_result(key, result)
+
+    def _log_result(self, key: str, result: IncidentResult) -> None:
+        pruned = [str(i) for prune in result.prunes for i in prune.pruned_ids]
+        due = f"; planned again at {result.recheck_at.isoformat()}" if result.recheck_at else ""
+        log.info(
+            "booking %s: %s (%s)%s%s",
+            key,
+            result.status,
+            result.reason,
+            f"; pruned orphan allocation(s) {', '.join(pruned)}" if pruned else "",
+            due,
+        )
+
+    def _wake_due(self, every_s: float = 1.0, lease: timedelta = timedelta(seconds=60)) -> None:
+        """A side thread: waits that fell due (a young blocker's grace ended, an owner's hold expired) are
+        claimed from the database — one instance per incident — and planned again on the keyed scheduler, in
+        order with that booking's events. Nothing here needs a new platform event, and the due times survive
+        restarts because they live in ``allocguard.incidents``."""
+        instance = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        failing = False
+        while not self._stop.wait(every_s):
+            if self.health.degraded:
+                continue  # held back already: the held work comes first
+            try:
+                with self._connect() as conn:
+                    due = store.claim_due(conn, instance, lease)
+            except psycopg.Error as exc:
+                if not failing:
+                    log.warning("cannot claim due wake-ups: %s", redact(str(exc).strip()))
+                failing = True
+                continue
+            failing = False
+            for incident_id, booking in due:
+                key = str(booking)
+
+                def recheck(incident_id: UUID = incident_id, key: str = key) -> None:
+                    result = self._ride_out(key, lambda: self.remediator.recheck(incident_id))
+                    if result is not None:
+                        self.metrics.incidents.add(1, {"status": result.status})
+                        self._log_result(key, result)
+
+                self.scheduler.submit(Work(_WAKEUP, -1, -1, key, recheck))
 
     def _done_now(self, topic: str, partition: int, offset: int) -> None:
         """Nothing to do for this event (or its DLQ copy is acknowledged): complete it in the loop."""
@@ -620,6 +665,8 @@ class Runtime:
         self.preflight()
         self.pool.open(wait=False)
         threading.Thread(target=self._probe_database, name="allocguard-db-probe", daemon=True).start()
+        if self.settings.mode == Mode.AUTO.value:
+            threading.Thread(target=self._wake_due, name="allocguard-wakeups", daemon=True).start()
         server = serve_health(settings, self.health, self.metrics.exposition)
         self.consumer.subscribe(
             settings.topics(), on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost

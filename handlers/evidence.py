@@ -41,6 +41,8 @@ class OwnerState:
     assigned_tables: frozenset[UUID] = frozenset()
     #: tables covered by this booking's holds that have not expired
     held_tables: frozenset[UUID] = frozenset()
+    #: when those holds expire, per table (the latest expiry covering it)
+    hold_expiry: dict[UUID, datetime] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -127,6 +129,7 @@ def make_plan(snapshot: Snapshot, grace: timedelta) -> Plan:
     prune = tuple(e.allocation_id for e in on_target if e.verdict is Verdict.ORPHAN)
     remaining = tuple(e for e in on_target if e.blocks and e.verdict is not Verdict.ORPHAN)
     decision, why = _decide(snapshot, prune, remaining)
+    recheck = _recheck_at(snapshot, remaining, grace) if decision == "wait" else None
     return Plan(
         incident=snapshot.incident,
         victim_status=snapshot.victim_status,
@@ -137,7 +140,21 @@ def make_plan(snapshot: Snapshot, grace: timedelta) -> Plan:
         remaining_blockers=tuple(e.allocation_id for e in remaining),
         decision=decision,
         decision_reason=why,
+        recheck_at=recheck,
     )
+
+
+def _recheck_at(snapshot: Snapshot, waiting: tuple[AllocationEvidence, ...], grace: timedelta) -> datetime:
+    """When a ``wait`` can next change: the earliest moment a young blocker leaves its grace period or an owner's
+    hold expires (never earlier than now)."""
+    moments: list[datetime] = []
+    for item in waiting:
+        owner = snapshot.owners.get(item.booking_id) if item.booking_id is not None else None
+        if owner is not None and item.table_id in owner.held_tables and item.table_id in owner.hold_expiry:
+            moments.append(owner.hold_expiry[item.table_id])
+        else:
+            moments.append(item.updated_at + grace)
+    return max(min(moments, default=snapshot.now), snapshot.now)
 
 
 def _targets(snapshot: Snapshot, evidence: tuple[AllocationEvidence, ...]) -> tuple[UUID, ...]:

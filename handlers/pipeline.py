@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 from uuid import UUID
@@ -63,6 +63,8 @@ class IncidentResult:
     event_id: UUID | None = None
     #: (trace id, span id) of the incident span, when tracing records
     trace: tuple[str, str] | None = None
+    #: for a wait: when the incident is due to be planned again
+    recheck_at: datetime | None = None
 
 
 def incident_for(conn: Conn, failure: FailureSeen, hold: HoldSeen | None) -> Incident | None:
@@ -199,6 +201,25 @@ class Remediator:
                 incident_span.set("allocguard.outcome.status", result.status)
                 return result
 
+    def recheck(self, incident_id: UUID) -> IncidentResult | None:
+        """Plan a waiting incident again, with no new platform event (its wake-up fell due and was claimed).
+        None when it was settled meanwhile."""
+        with self._connect() as conn:
+            loaded = store.load_incident(conn, incident_id)
+            if loaded is None or loaded[1] != "open":
+                return None
+            incident = loaded[0]
+            attributes = {
+                "allocguard.incident.id": str(incident_id),
+                "allocguard.booking.id": str(incident.booking_id),
+                "allocguard.incident.wakeup": True,
+                "allocguard.mode": self.settings.mode.value,
+            }
+            with self.hooks.span("allocguard.incident", attributes, None) as incident_span:
+                result = self.remediate(conn, incident_id, incident, None, incident_span)
+                incident_span.set("allocguard.outcome.status", result.status)
+                return result
+
     def plan(self, conn: Conn, incident: Incident) -> Plan:
         return make_plan(store.load_snapshot(conn, incident), self.settings.grace)
 
@@ -232,7 +253,9 @@ class Remediator:
                 return self._settle(conn, result, "manual_review", plan.decision_reason)
             if plan.decision == "wait":
                 result.status, result.reason = "open", plan.decision_reason
-                store.set_incident_status(conn, incident_id, "open", plan.decision_reason)
+                result.recheck_at = plan.recheck_at
+                assert plan.recheck_at is not None
+                store.schedule_recheck(conn, incident_id, plan.recheck_at, plan.decision_reason)
                 return result
             if plan.decision == "prune_and_retry":
                 with self.hooks.span("allocguard.prune", {"allocguard.prune.planned": len(plan.prune_ids)}, None) as sp:

@@ -6,7 +6,8 @@ Nothing here writes the platform's tables; that is :mod:`handlers.execute` and :
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from collections.abc import Iterable
+from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
@@ -172,9 +173,11 @@ def set_incident_trace(conn: Conn, incident_id: UUID, trace: tuple[str, str] | N
 def set_incident_status(
     conn: Conn, incident_id: UUID, status: str, reason: str, outcome: dict[str, Any] | None = None
 ) -> None:
+    """Any status but a scheduled wait (:func:`schedule_recheck`) clears the wake-up."""
     conn.execute(
         "UPDATE allocguard.incidents SET status = %s, status_reason = %s,"
-        " outcome = coalesce(%s, outcome), updated_at = now() WHERE id = %s",
+        " outcome = coalesce(%s, outcome), next_check_at = NULL, claimed_by = NULL, updated_at = now()"
+        " WHERE id = %s",
         (status, reason, Jsonb(outcome) if outcome is not None else None, incident_id),
     )
 
@@ -236,7 +239,7 @@ def load_snapshot(conn: Conn, incident: Incident) -> Snapshot:
                 (owner_ids,),
             ).fetchall()
             held = cur.execute(
-                "SELECT h.booking_id, m.table_id FROM public.table_holds h"
+                "SELECT h.booking_id, m.table_id, h.expires_at FROM public.table_holds h"
                 " JOIN public.table_hold_members m ON m.hold_id = h.id"
                 " WHERE h.booking_id = ANY(%s) AND h.expires_at > now()",
                 (owner_ids,),
@@ -248,6 +251,7 @@ def load_snapshot(conn: Conn, incident: Incident) -> Snapshot:
                     status=str(status_row["status"]),
                     assigned_tables=frozenset(a["table_id"] for a in assigned if a["booking_id"] == booking),
                     held_tables=frozenset(h["table_id"] for h in held if h["booking_id"] == booking),
+                    hold_expiry=_latest_expiry(h for h in held if h["booking_id"] == booking),
                 )
     return Snapshot(
         incident=incident,
@@ -270,6 +274,60 @@ def load_snapshot(conn: Conn, incident: Incident) -> Snapshot:
         ),
         owners=owners,
     )
+
+
+def _latest_expiry(holds: Iterable[dict[str, Any]]) -> dict[UUID, datetime]:
+    latest: dict[UUID, datetime] = {}
+    for hold in holds:
+        table, expires = hold["table_id"], hold["expires_at"]
+        if table not in latest or expires > latest[table]:
+            latest[table] = expires
+    return latest
+
+
+# ---- waits that wake up ------------------------------------------------------------------------
+
+
+def schedule_recheck(conn: Conn, incident_id: UUID, at: datetime, reason: str) -> None:
+    """A ``wait``: the incident stays open and falls due at ``at`` (plus a second, so a grace measured with
+    ``<`` has surely passed), whoever owns the partition then."""
+    conn.execute(
+        "UPDATE allocguard.incidents SET status = 'open', status_reason = %s,"
+        " next_check_at = %s + interval '1 second', claimed_by = NULL, updated_at = now() WHERE id = %s",
+        (reason, at, incident_id),
+    )
+
+
+def claim_due(conn: Conn, instance: str, lease: timedelta, limit: int = 50) -> list[tuple[UUID, UUID]]:
+    """Take the open incidents that are due, atomically: each goes to one instance, whose claim pushes it
+    ``lease`` into the future (a claim that is never settled — the instance died — falls due again).
+    Returns (incident id, booking id) pairs."""
+    rows = conn.execute(
+        "UPDATE allocguard.incidents i SET next_check_at = now() + %s, claimed_by = %s"
+        " WHERE i.id IN (SELECT id FROM allocguard.incidents WHERE status = 'open' AND next_check_at <= now()"
+        "                ORDER BY next_check_at LIMIT %s FOR UPDATE SKIP LOCKED)"
+        " RETURNING i.id, i.booking_id",
+        (lease, instance, limit),
+    ).fetchall()
+    return [(r[0], r[1]) for r in rows]
+
+
+def load_incident(conn: Conn, incident_id: UUID) -> tuple[Incident, str] | None:
+    """The incident as recorded, and its status."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        row = cur.execute("SELECT * FROM allocguard.incidents WHERE id = %s", (incident_id,)).fetchone()
+    if row is None:
+        return None
+    incident = Incident(
+        booking_id=row["booking_id"],
+        restaurant_id=row["restaurant_id"],
+        window=from_pg_range(row["attempt_window"]),
+        table_ids=tuple(row["table_ids"]),
+        hold_id=row["hold_id"],
+        require_adjacency=row["require_adjacency"],
+        window_source=row["window_source"],
+    )
+    return incident, str(row["status"])
 
 
 def to_json(value: Any) -> Any:

@@ -74,6 +74,8 @@ class Plan(BaseModel):
     remaining_blockers: tuple[UUID, ...]
     decision: str
     decision_reason: str
+    #: for a ``wait``: when the blockers can next have changed (grace expiry, hold expiry)
+    recheck_at: datetime | None = None
 
     @property
     def key(self) -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ from confluent_kafka import Consumer, TopicPartition
 
 from consumer.config import StackSettings
 from consumer.offsets import end_positions
-from consumer.simulator import PlatformApp, orphan_by_reseat
+from consumer.simulator import SEED_BLOCKER, SEED_TABLE, SEED_VICTIM, PlatformApp, orphan_by_reseat, seed_incident
 from tests.support.cdc import CdcReader, RawMessage
 from tests.support.process import RuntimeProcess, metric_value, wait_for
 
@@ -155,3 +156,95 @@ def test_a_revoked_grant_pauses_the_work_and_the_incident_completes_once_restore
     assert metric_value(metrics, "allocguard_dlq_messages_total") == 0
     assert runtime.stop()[0] == 0
     reader.close()
+
+
+# ---- waits that wake up -------------------------------------------------------------------------------
+
+GRACE_S = 6.0
+
+
+def seed_with_young_orphan(connect: Callable[[], Conn]) -> datetime:
+    """The seed, but its orphan was written just now: younger than the grace, so the first plan is a wait.
+    Returns when the grace ends (the orphan's updated_at + grace, on the database's clock)."""
+    with connect() as conn:
+        seed_incident(PlatformApp(conn), age=timedelta(0))
+        row = conn.execute(
+            "SELECT updated_at + make_interval(secs => %s) FROM allocations WHERE booking_id = %s AND resource_id = %s",
+            (GRACE_S, SEED_BLOCKER, SEED_TABLE),
+        ).fetchone()
+    assert row is not None
+    return row[0]  # type: ignore[no-any-return]
+
+
+def waiting(connect: Callable[[], Conn]) -> bool:
+    with connect() as conn:
+        row = conn.execute(
+            "SELECT status = 'open' AND next_check_at IS NOT NULL FROM allocguard.incidents WHERE booking_id = %s",
+            (SEED_VICTIM,),
+        ).fetchone()
+    return bool(row and row[0])
+
+
+def confirmed_at(connect: Callable[[], Conn]) -> datetime | None:
+    """When allocguard's retry confirmed the victim (its history row), on the database's clock."""
+    with connect() as conn:
+        row = conn.execute(
+            "SELECT changed_at FROM booking_state_history WHERE booking_id = %s AND to_status = 'confirmed'"
+            " AND reason = 'auto_assign_remediation'",
+            (SEED_VICTIM,),
+        ).fetchone()
+    return row[0] if row else None
+
+
+def db_now(connect: Callable[[], Conn]) -> datetime:
+    with connect() as conn:
+        row = conn.execute("SELECT now()").fetchone()
+    assert row is not None
+    return row[0]  # type: ignore[no-any-return]
+
+
+def test_a_wait_wakes_up_when_the_grace_ends(
+    connect: Callable[[], Conn], runtimes: Callable[..., RuntimeProcess], unique: str
+) -> None:
+    runtime = runtimes("run", f"e2e-wake-{unique}", args=["--grace", str(GRACE_S)])
+    runtime.wait_ready()
+    grace_ends = seed_with_young_orphan(connect)
+    wait_for("the first plan is a wait", lambda: waiting(connect), timeout=30)
+    assert db_now(connect) < grace_ends, "the wait was decided inside the grace"
+    assert confirmed_at(connect) is None
+    done = wait_for("the victim confirmed after the grace, with no new event", lambda: confirmed_at(connect), 60)
+    delay = (done - grace_ends).total_seconds()
+    print(f"wake-up: victim confirmed {delay:.2f}s after the grace ended")
+    assert 0 <= delay < 5.0
+    with connect() as conn:
+        audit = conn.execute(
+            "SELECT count(*) FROM allocguard.remediations r JOIN allocguard.incidents i ON i.id = r.incident_id"
+            " WHERE i.booking_id = %s AND r.mode = 'auto'",
+            (SEED_VICTIM,),
+        ).fetchone()
+    assert audit == (1,)
+    assert runtime.stop()[0] == 0
+
+
+def test_a_wait_survives_a_restart(
+    connect: Callable[[], Conn], runtimes: Callable[..., RuntimeProcess], unique: str
+) -> None:
+    group = f"e2e-wake-restart-{unique}"
+    first = runtimes("first", group, args=["--grace", str(GRACE_S)])
+    first.wait_ready()
+    grace_ends = seed_with_young_orphan(connect)
+    wait_for("the first plan is a wait", lambda: waiting(connect), timeout=30)
+    assert first.stop()[0] == 0
+    # nobody runs while the grace ends
+    wait_for("the grace to end", lambda: db_now(connect) > grace_ends + timedelta(seconds=1), timeout=30)
+    assert confirmed_at(connect) is None
+    second = runtimes("second", group, args=["--grace", str(GRACE_S)])
+    second.wait_ready()
+    restarted = db_now(connect)
+    done = wait_for("the victim confirmed by the restarted consumer", lambda: confirmed_at(connect), 60)
+    print(
+        f"wake-up after restart: confirmed {(done - restarted).total_seconds():.2f}s after the restart was ready"
+        f" ({(done - grace_ends).total_seconds():.2f}s after the grace ended, the consumer was down meanwhile)"
+    )
+    assert (done - restarted).total_seconds() < 5.0
+    assert second.stop()[0] == 0

@@ -155,3 +155,28 @@ def test_plan_key_is_stable_and_scoped() -> None:
     second = make_plan(snapshot(orphan, owners=owners), GRACE)
     assert first.key == second.key
     assert str(orphan.id) in first.key
+
+
+def test_a_wait_says_when_it_can_next_change() -> None:
+    """A young blocker is due when its grace ends; an owner's hold when it expires; the earliest wins."""
+    young = row(OWNER, age=timedelta(seconds=30))
+    plan = make_plan(snapshot(young, owners={OWNER: OwnerState(OWNER, "confirmed")}), GRACE)
+    assert plan.decision == "wait"
+    assert plan.recheck_at == young.updated_at + GRACE == NOW + timedelta(seconds=90)
+
+    other = uuid.uuid4()
+    held = row(other)
+    expires = NOW + timedelta(seconds=45)
+    owners = {
+        OWNER: OwnerState(OWNER, "confirmed"),
+        other: OwnerState(other, "pending", held_tables=frozenset({T1}), hold_expiry={T1: expires}),
+    }
+    plan = make_plan(snapshot(young, held, owners=owners), GRACE)
+    assert plan.decision == "wait"
+    assert plan.recheck_at == expires, "the hold expires before the grace ends"
+
+
+def test_only_a_wait_is_scheduled() -> None:
+    plan = make_plan(snapshot(row(OWNER), owners={OWNER: OwnerState(OWNER, "confirmed")}), GRACE)
+    assert plan.decision == "prune_and_retry"
+    assert plan.recheck_at is None
