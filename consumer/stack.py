@@ -195,6 +195,54 @@ def connector_config(
     return base
 
 
+def snapshot_problems(config: dict[str, str]) -> list[str]:
+    """What the connector's initial snapshot would run into, found by doing what it does — a SELECT of every
+    captured table as the connector's own role — before Connect is asked. Debezium treats a failed snapshot as
+    retriable: the task restarts every 10 s and Connect keeps saying RUNNING, so this is the only early word."""
+    from psycopg import sql as pgsql
+
+    password = config.get("database.password", "")
+    params = {
+        "host": config["database.hostname"],
+        "port": config["database.port"],
+        "user": config["database.user"],
+        "dbname": config["database.dbname"],
+        "connect_timeout": "5",
+    }
+    if password and not password.startswith("${"):  # a Connect config provider reference is not a password
+        params["password"] = password
+    problems: list[str] = []
+    try:
+        conn = psycopg.connect(**params, autocommit=True)  # type: ignore[arg-type]
+    except psycopg.Error as exc:
+        return [f"cannot connect: {str(exc).strip().splitlines()[0] if str(exc).strip() else exc!r}"]
+    with conn:
+        for qualified in [t.strip() for t in config.get("table.include.list", "").split(",") if t.strip()]:
+            schema, _, table = qualified.partition(".")
+            try:
+                with conn.transaction():
+                    conn.execute(pgsql.SQL("SELECT * FROM {} LIMIT 1").format(pgsql.Identifier(schema, table)))
+                    active = conn.execute("SELECT row_security_active(%s)", (qualified,)).fetchone()
+                    own = conn.execute(
+                        "SELECT count(*) FROM pg_policies p WHERE p.schemaname = %s AND p.tablename = %s"
+                        " AND p.cmd IN ('SELECT', 'ALL') AND EXISTS (SELECT 1 FROM unnest(p.roles) r"
+                        " WHERE r <> 'public' AND pg_has_role(current_user, r, 'MEMBER'))",
+                        (schema, table),
+                    ).fetchone()
+                if active and active[0] and own and not own[0]:
+                    problems.append(
+                        f"{qualified}: row-level security is on and no policy names this role — the snapshot would "
+                        f"read 0 rows, silently (`allocguard db init --with-cdc` creates allocguard_cdc_snapshot)"
+                    )
+            except psycopg.Error as exc:
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
+                problems.append(
+                    f"{qualified}: {first} (a policy of the platform runs a sub-query as this role; "
+                    "`allocguard db init --with-cdc` gives it a policy of its own)"
+                )
+    return problems
+
+
 class LocalStack:
     """Brings the native stack up and down. All state lives under ``settings.stack_dir``."""
 
@@ -659,6 +707,12 @@ class LocalStack:
         self.ensure_topics([*captured_topics(prefix), heartbeat_topic(prefix), dlq_topic(prefix)])
         hb_topic = heartbeat_topic(prefix)
         marks = self._end_positions(hb_topic)
+        problems = snapshot_problems(config)
+        if problems:
+            raise StackError(
+                f"connector {name}: its initial snapshot would fail as {config['database.user']}:\n  "
+                + "\n  ".join(problems)
+            )
         status, body = _http("PUT", f"{self.settings.connect_url}/connectors/{name}/config", config, timeout=30)
         if status not in (200, 201):
             raise StackError(f"registering connector {name} failed ({status}): {body}")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -126,12 +126,26 @@ def database_items(target: Target) -> Iterator[Item]:
             "check ALLOCGUARD_PG_DSN (host, port, database, the login role and its password)",
         )
         return
+    groups: list[tuple[str, Callable[[], Iterator[Item]]]] = [
+        ("role", lambda: _role_items(conn)),
+        ("schema", lambda: _migration_items(conn)),
+        ("grants", lambda: _privilege_items(conn)),
+        ("rows", lambda: _visibility_items(conn)),
+        ("publication", lambda: _publication_items(conn, target)),
+    ]
     with conn:
-        yield from _role_items(conn)
-        yield from _migration_items(conn)
-        yield from _privilege_items(conn)
-        yield from _visibility_items(conn)
-        yield from _publication_items(conn, target)
+        for name, group in groups:
+            try:
+                items = list(group())
+            except psycopg.Error as exc:
+                # a probe this role may not even run is itself the finding
+                first = redact(str(exc).strip()).splitlines()[0] if str(exc).strip() else type(exc).__name__
+                items = [
+                    Item(name, Status.FAIL, f"cannot be checked: {first}", "run `allocguard db init` as the owner")
+                ]
+                if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+                    conn.rollback()
+            yield from items
 
 
 def _role_items(conn: psycopg.Connection[Any]) -> Iterator[Item]:
@@ -409,7 +423,85 @@ def connector_items(target: Target) -> Iterator[Item]:
     except (urllib.error.URLError, OSError, ValueError) as exc:
         yield Item("connector", Status.FAIL, f"Kafka Connect at {target.connect_url} unreachable: {exc}")
         return
-    yield from connector_state_items(target.connector_name, body)
+    items = list(connector_state_items(target.connector_name, body))
+    yield from items
+    if all(i.status is Status.OK for i in items) and target.bootstrap is not None:
+        yield from _heartbeat_items(target)
+
+
+def _heartbeat_items(target: Target) -> Iterator[Item]:
+    """RUNNING is not streaming: Debezium retries a failed snapshot (every 10 s, forever) under a RUNNING task.
+    The connector's heartbeats, sent only while it streams, tell the difference."""
+    url = f"{target.connect_url}/connectors/{target.connector_name}/config"
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 (an operator-given http URL)
+            config = json.loads(response.read().decode())
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        yield Item("heartbeat", Status.WARN, f"connector config unreadable: {exc}")
+        return
+    interval_ms = int(config.get("heartbeat.interval.ms") or 0)
+    if interval_ms <= 0:
+        yield Item(
+            "heartbeat",
+            Status.WARN,
+            "heartbeat.interval.ms is not set: whether the connector streams cannot be told",
+            "set heartbeat.interval.ms (deploy/debezium/platform-connector.json sets 10000)",
+        )
+        return
+    topic = f"__debezium-heartbeat.{config.get('topic.prefix', '')}"
+    age = last_message_age(target, topic)
+    allowed = max(3 * interval_ms / 1000, 15.0)
+    if age is None:
+        yield Item(
+            "heartbeat",
+            Status.FAIL,
+            f"RUNNING, but no heartbeat ever reached {topic}: the initial snapshot has not finished (Debezium "
+            "retries a failed snapshot under a RUNNING task)",
+            "see the Connect log for the task; `allocguard connector register` names a snapshot's cause",
+        )
+    elif age > allowed:
+        yield Item(
+            "heartbeat",
+            Status.FAIL,
+            f"RUNNING, but the last heartbeat is {age:.0f}s old (interval {interval_ms / 1000:.0f}s): not streaming",
+            "see the Connect log for the task (a restart loop after a retriable error looks RUNNING)",
+        )
+    else:
+        yield Item("heartbeat", Status.OK, f"streaming (last heartbeat {age:.1f}s ago)")
+
+
+def last_message_age(target: Target, topic: str) -> float | None:
+    """Seconds since the newest message of ``topic`` was written; None when it has none."""
+    import time
+
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer(
+        {
+            "bootstrap.servers": target.bootstrap,
+            "group.id": "allocguard-check",
+            "enable.auto.commit": False,
+            **target.kafka_config,
+        }
+    )
+    try:
+        metadata = consumer.list_topics(topic, timeout=5)
+        partitions = metadata.topics.get(topic)
+        if partitions is None or partitions.error is not None:
+            return None
+        newest: float | None = None
+        for partition in partitions.partitions:
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=5)
+            if high <= low:
+                continue
+            consumer.assign([TopicPartition(topic, partition, high - 1)])
+            message = consumer.poll(5)
+            if message is not None and message.error() is None:
+                _, stamp = message.timestamp()
+                newest = max(newest or 0.0, stamp / 1000)
+        return None if newest is None else time.time() - newest
+    finally:
+        consumer.close()
 
 
 def connector_state_items(name: str, body: dict[str, Any]) -> Iterator[Item]:
