@@ -378,7 +378,7 @@ def demo() -> None:
     )
 
 
-# ---- the always-on consumer ---------------------------------------------------------------------
+# ---- operations: check, dead letters --------------------------------------------------------------
 
 
 def _runtime_options(command: Callable[..., None]) -> Callable[..., None]:
@@ -433,6 +433,43 @@ def check(
     click.echo(json.dumps(report.as_json(), indent=2) if as_json else report.text())
     code = report.exit_code
     sys.exit(code if code == 2 or strict else 0)
+
+
+@main.group()
+def dlq() -> None:
+    """The dead-letter topic: messages allocguard could not decode, with the reason."""
+
+
+@dlq.command("replay")
+@_runtime_options
+@click.option("--mode", type=click.Choice([m.value for m in Mode]), help="dry_run (default) or auto.")
+@click.option("--dlq-topic", help="The dead-letter topic (default <prefix>.allocguard.dlq; ALLOCGUARD_DLQ_TOPIC).")
+@click.option("--from-beginning", is_flag=True, help="Re-read the whole topic, not only what was not replayed yet.")
+def dlq_replay(
+    dsn: str | None,
+    topic_prefix: str | None,
+    tables: str | None,
+    group_id: str | None,
+    connect_url: str | None,
+    mode: str | None,
+    dlq_topic: str | None,
+    from_beginning: bool,
+) -> None:
+    """Re-drive dead-lettered messages through the normal path (idempotent), up to the topic's end now."""
+    from consumer.operations.dlq import replay_dlq
+
+    settings = _runtime_settings(
+        dsn=dsn,
+        topic_prefix=topic_prefix,
+        tables=tables,
+        group_id=group_id,
+        connect_url=connect_url,
+        mode=mode,
+        dlq_topic=dlq_topic,
+    )
+    summary = replay_dlq(settings, from_beginning=from_beginning, echo=click.echo)
+    if summary.still_bad:
+        sys.exit(1)
 
 
 # ---- the always-on consumer ---------------------------------------------------------------------

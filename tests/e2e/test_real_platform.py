@@ -12,11 +12,14 @@ from typing import Any
 
 import psycopg
 import pytest
-from confluent_kafka import Consumer, TopicPartition
+from click.testing import CliRunner
+from confluent_kafka import Consumer, Producer, TopicPartition
 
+from consumer.cli import main
 from consumer.config import StackSettings
 from consumer.offsets import end_positions
 from consumer.simulator import SEED_BLOCKER, SEED_TABLE, SEED_VICTIM, PlatformApp, orphan_by_reseat, seed_incident
+from consumer.stack import LocalStack
 from tests.support.cdc import CdcReader, RawMessage
 from tests.support.process import RuntimeProcess, metric_value, wait_for
 
@@ -248,3 +251,57 @@ def test_a_wait_survives_a_restart(
     )
     assert (done - restarted).total_seconds() < 5.0
     assert second.stop()[0] == 0
+
+
+# ---- dead letters, re-driven after a fix ------------------------------------------------------------
+
+
+def test_dlq_replay_redrives_after_a_fix_and_is_idempotent(
+    stack_settings: StackSettings, connect: Callable[[], Conn], unique: str
+) -> None:
+    """An earlier version dead-lettered a real failure (and its hold announcement) for a handler error; after the
+    fix, `dlq replay` remediates it through the normal path; a second replay changes nothing; a message that
+    still cannot be decoded is reported with its reason, and nothing stops."""
+    prefix = stack_settings.topic_prefix
+    topic, dlq = f"{prefix}.public.observability_events", f"{prefix}.allocguard.dlq-{unique}"
+    LocalStack(stack_settings, log=lambda line: None).ensure_topics([dlq], partitions=1)
+    reader = CdcReader(stack_settings.kafka_bootstrap, [topic])
+    with connect() as conn:
+        scenario = orphan_by_reseat(PlatformApp(conn), job_attempts=0)
+    victim = scenario.victim_id
+    assert victim is not None
+    messages = reader.collect(lambda m: str(victim) in (m.key or b"").decode(), 3)
+    reader.close()
+    wanted = [m for m in messages if m.value and (b"capacity.hold.created" in m.value or b"allocations_no" in m.value)]
+    assert len(wanted) >= 2
+    producer = Producer({"bootstrap.servers": stack_settings.kafka_bootstrap})
+    for message in [*wanted, RawMessage(topic, 0, 1, b'{"booking_id": "x"}', b"{still broken")]:
+        producer.produce(
+            dlq,
+            key=message.key,
+            value=message.value,
+            headers=[
+                ("allocguard.error.class", b"InsufficientPrivilege"),
+                ("allocguard.source.topic", message.topic.encode()),
+                ("allocguard.source.partition", str(message.partition).encode()),
+                ("allocguard.source.offset", str(message.offset).encode()),
+            ],
+        )
+    producer.flush(10)
+    args = ["dlq", "replay", "--dlq-topic", dlq, "--mode", "auto", "--group-id", f"replay-{unique}"]
+    first = CliRunner().invoke(main, args)
+    assert first.exit_code == 1, first.output  # one message still does not decode
+    assert "resolved" in first.output
+    assert "still undecodable: " in first.output
+    assert "not JSON" in first.output
+    assert confirmed(connect, victim)
+    again = CliRunner().invoke(main, [*args, "--from-beginning"])
+    assert "resolved" not in again.output.replace("already", ""), again.output
+    assert "duplicate" in again.output
+    with connect() as conn:
+        audit = conn.execute(
+            "SELECT count(*), min(r.actor) FROM allocguard.remediations r JOIN allocguard.incidents i"
+            " ON i.id = r.incident_id WHERE i.booking_id = %s AND r.mode = 'auto'",
+            (victim,),
+        ).fetchone()
+    assert audit == (1, "allocguard-dlq-replay")
