@@ -7,6 +7,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
+from datetime import time as dtime
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +19,18 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from consumer.cli import main
 from consumer.config import StackSettings
 from consumer.offsets import end_positions
-from consumer.simulator import SEED_BLOCKER, SEED_TABLE, SEED_VICTIM, PlatformApp, orphan_by_reseat, seed_incident
+from consumer.platform import create_venue
+from consumer.simulator import (
+    SEED_BLOCKER,
+    SEED_TABLE,
+    SEED_VICTIM,
+    PlatformApp,
+    orphan_by_reseat,
+    seed_incident,
+    tomorrow,
+)
 from consumer.stack import LocalStack
+from schemas.rows import CAPTURED
 from tests.support.cdc import CdcReader, RawMessage
 from tests.support.process import RuntimeProcess, metric_value, wait_for
 
@@ -305,3 +316,57 @@ def test_dlq_replay_redrives_after_a_fix_and_is_idempotent(
             (victim,),
         ).fetchone()
     assert audit == (1, "allocguard-dlq-replay")
+
+
+# ---- default replica identity: every captured table, zero dead letters -----------------------------
+
+
+def test_deletes_and_updates_of_every_captured_table_flow_under_default_replica_identity(
+    stack_settings: StackSettings, connect: Callable[[], Conn], runtimes: Callable[..., RuntimeProcess], unique: str
+) -> None:
+    """`allocguard run` consuming all eight captured tables: key-only deletes and before-less updates decode as
+    such — nothing is dead-lettered for them."""
+    tables = sorted(CAPTURED)
+    runtime = runtimes(
+        "run", f"e2e-ri-{unique}", args=["--tables", ",".join(tables)], env={"ALLOCGUARD_MODE": "dry_run"}
+    )
+    runtime.wait_ready()
+    with connect() as conn:
+        app = PlatformApp(conn)
+        venue = create_venue(conn, tables=2, capacity=2)
+        booking = app.book(venue, day=tomorrow(), start=dtime(12, 0), end=dtime(13, 30))  # hold, assign, confirm
+        assert confirmed(connect, booking)
+        conn.execute("UPDATE allocations SET updated_at = now() WHERE booking_id = %s", (booking,))
+        conn.execute(
+            "INSERT INTO table_holds (restaurant_id, booking_id, zone_id, start_at, end_at, expires_at)"
+            " SELECT restaurant_id, id, %s, start_at, end_at, end_at + interval '3 minutes'"
+            " FROM bookings WHERE id = %s",
+            (venue.zone_id, booking),
+        )
+        conn.execute(
+            "INSERT INTO table_hold_members (hold_id, table_id) SELECT id, %s FROM table_holds WHERE booking_id = %s",
+            (venue.table_ids[1], booking),
+        )
+        conn.execute("DELETE FROM table_holds WHERE booking_id = %s", (booking,))  # members cascade
+        conn.execute("DELETE FROM observability_events WHERE booking_id = %s", (booking,))
+        conn.execute("DELETE FROM bookings WHERE id = %s", (booking,))  # assignments, allocations, ledger, history
+
+    def deletes_seen() -> set[str]:
+        _, metrics = runtime.get("/metrics")
+        return {
+            t
+            for t in tables
+            if metric_value(
+                metrics, "allocguard_events_consumed_total", op="d", topic=f"{stack_settings.topic_prefix}.{t}"
+            )
+            > 0
+        }
+
+    seen = wait_for("a delete of every captured table consumed", lambda: deletes_seen() == set(tables) or None, 30)
+    assert seen
+    _, metrics = runtime.get("/metrics")
+    updates = metric_value(metrics, "allocguard_events_consumed_total", op="u")
+    assert updates > 0
+    assert metric_value(metrics, "allocguard_dlq_messages_total") == 0
+    assert "dead-lettering" not in runtime.log()
+    assert runtime.stop()[0] == 0
