@@ -159,11 +159,24 @@ def db_group() -> None:
 @click.option("--dsn", envvar="ALLOCGUARD_ADMIN_DSN", help="The platform database as its owner (ALLOCGUARD_ADMIN_DSN).")
 @click.option("--with-reference-schema", is_flag=True, help="Also load the platform's reference model (local use).")
 @click.option("--with-cdc", is_flag=True, help="Also create the CDC role and publication Debezium reads.")
-def db_init(dsn: str | None, with_reference_schema: bool, with_cdc: bool) -> None:
-    """Apply allocguard's versioned migrations (idempotent)."""
+@click.option(
+    "--login-role",
+    help="Also create (or keep) allocguard's login role, a member of allocguard_remediator only; its password "
+    "from ALLOCGUARD_LOGIN_PASSWORD when set.",
+)
+def db_init(dsn: str | None, with_reference_schema: bool, with_cdc: bool, login_role: str | None) -> None:
+    """Apply allocguard's versioned migrations, roles and policies (idempotent; run as the tables' owner)."""
+    import os
+
     target = dsn or _settings().admin_dsn
     try:
-        for line in db.init_database(target, with_reference_schema=with_reference_schema, with_cdc=with_cdc):
+        for line in db.init_database(
+            target,
+            with_reference_schema=with_reference_schema,
+            with_cdc=with_cdc,
+            login_role=login_role,
+            login_password=os.environ.get("ALLOCGUARD_LOGIN_PASSWORD"),
+        ):
             click.echo(line)
     except (psycopg.Error, db.MigrationError) as exc:
         raise click.ClickException(str(exc)) from exc

@@ -11,6 +11,7 @@ import hashlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psycopg
 from psycopg import sql
@@ -84,17 +85,28 @@ def ensure_cdc_publication(conn: psycopg.Connection[tuple[object, ...]]) -> None
         _run_sql_files(conn, sorted((deploy_dir() / "sql" / "cdc").glob("*.sql")))
 
 
-def ensure_local_roles(admin_dsn: str, *, app_user: str) -> None:
-    """The local stack's login roles (what an operator creates at the platform, see README): ``app_user`` is
-    a member of allocguard_remediator and nothing else; the platform's service role may read and reset
-    allocguard's records, so the simulator can replay a scenario and the tests can check the records."""
-    with psycopg.connect(admin_dsn) as conn, conn.transaction():
+def ensure_login_role(conn: psycopg.Connection[Any], name: str, password: str | None = None) -> None:
+    """allocguard's login role: LOGIN, a member of allocguard_remediator and of nothing else, never BYPASSRLS.
+    Created when missing; the password is set when given (parameterised through a quoted literal)."""
+    role = sql.Identifier(name)
+    with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
-        exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (app_user,)).fetchone()
+        exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (name,)).fetchone()
         if exists is None:
-            conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(app_user)))
-        conn.execute(sql.SQL("GRANT allocguard_remediator TO {}").format(sql.Identifier(app_user)))
-        conn.execute((deploy_dir() / "local" / "roles.sql").read_bytes())  # our own static file
+            conn.execute(sql.SQL("CREATE ROLE {} LOGIN NOBYPASSRLS").format(role))
+        if password:
+            conn.execute(sql.SQL("ALTER ROLE {} PASSWORD {}").format(role, sql.Literal(password)))
+        conn.execute(sql.SQL("GRANT allocguard_remediator TO {}").format(role))
+
+
+def ensure_local_roles(admin_dsn: str, *, app_user: str) -> None:
+    """The local stack's roles: ``app_user`` as an operator creates it at the platform (see README), and the
+    platform's service role may read and reset allocguard's records, so the simulator can replay a scenario and
+    the tests can check the records (deploy/local/roles.sql)."""
+    with psycopg.connect(admin_dsn) as conn:
+        ensure_login_role(conn, app_user)
+        with conn.transaction():
+            conn.execute((deploy_dir() / "local" / "roles.sql").read_bytes())  # our own static file
 
 
 def migrate(conn: psycopg.Connection[tuple[object, ...]], migrations: list[Migration] | None = None) -> list[str]:
@@ -143,7 +155,14 @@ def ensure_database(admin_dsn: str, database: str) -> bool:
         return True
 
 
-def init_database(dsn: str, *, with_reference_schema: bool, with_cdc: bool) -> list[str]:
+def init_database(
+    dsn: str,
+    *,
+    with_reference_schema: bool,
+    with_cdc: bool,
+    login_role: str | None = None,
+    login_password: str | None = None,
+) -> list[str]:
     """Everything ``allocguard db init`` does; returns what it did, for printing."""
     done: list[str] = []
     with psycopg.connect(dsn) as conn:
@@ -154,4 +173,7 @@ def init_database(dsn: str, *, with_reference_schema: bool, with_cdc: bool) -> l
             done.append("ensured CDC role allocguard_cdc and publication allocguard_platform")
         applied = migrate(conn)
         done.append(f"applied migrations: {', '.join(applied)}" if applied else "migrations up to date")
+        if login_role:
+            ensure_login_role(conn, login_role, login_password)
+            done.append(f"ensured login role {login_role} (member of allocguard_remediator only)")
     return done

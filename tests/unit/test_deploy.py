@@ -36,7 +36,7 @@ def known_env_names() -> set[str]:
             alias = info.validation_alias
             names.add(alias if isinstance(alias, str) else f"ALLOCGUARD_{name.upper()}")
     # read by click options and by deploy_dir()
-    names |= {"ALLOCGUARD_CONNECT_URL", "ALLOCGUARD_CDC_PASSWORD", "ALLOCGUARD_DEPLOY_DIR"}
+    names |= {"ALLOCGUARD_CONNECT_URL", "ALLOCGUARD_CDC_PASSWORD", "ALLOCGUARD_DEPLOY_DIR", "ALLOCGUARD_LOGIN_PASSWORD"}
     return names
 
 
