@@ -39,13 +39,12 @@ from psycopg_pool import ConnectionPool
 from consumer.config import RuntimeSettings
 from consumer.operations.check import Status, run_checks
 from consumer.redact import redact
+from consumer.routing import DeadLetter, Skip, route
 from consumer.telemetry import Metrics, Telemetry, TracedCursor
 from handlers import store
-from handlers.detect import classify
 from handlers.errors import infrastructure_cause, is_contention
 from handlers.pipeline import Hooks, IncidentResult, RemediationSettings, Remediator
 from handlers.retry import AssignStrategy, HttpAssign, RetryPolicy, SqlAssign
-from schemas import ChangeEvent, Heartbeat, Tombstone, decode_message
 from schemas.errors import CdcDecodeError
 from schemas.records import Mode
 from schemas.rows import ObservabilityEvent
@@ -54,6 +53,10 @@ log = logging.getLogger("allocguard.runtime")
 
 #: the pseudo-topic of wake-up work (no Kafka offset to store when it completes)
 _WAKEUP = "allocguard.wakeup"
+
+
+#: how much of a value a truncated dead-letter copy keeps
+_DLQ_TRUNCATE = 64 * 1024
 
 
 class Abandoned(RuntimeError):
@@ -314,7 +317,11 @@ class Runtime:
                 "error_cb": self._kafka_error,
             }
         )
-        self.producer = Producer({**base, "enable.idempotence": True, "acks": "all", "linger.ms": 5})
+        # the DLQ is rare traffic: one message per batch, so a copy the topic refuses as too large (the limit applies
+        # to the whole batch) never takes its neighbours down with it
+        self.producer = Producer(
+            {**base, "enable.idempotence": True, "acks": "all", "linger.ms": 5, "batch.num.messages": 1}
+        )
         self._fatal: BaseException | None = None
         #: progress, for benchmarks and the exit log: first message seen, last offset completed, count
         self.stats: dict[str, float] = {"first_at": 0.0, "last_done_at": 0.0, "completed": 0}
@@ -392,32 +399,19 @@ class Runtime:
         span = self.telemetry.consumer_span(
             topic, partition, offset, message.key(), _header_list(message), self.settings.group_id
         )
-        try:
-            record = decode_message(topic, partition, offset, message.key(), message.value())
-        except CdcDecodeError as exc:
-            self._dead_letter(message, exc, span)
-            self.telemetry.end(span, exc)
+        routed = route(topic, partition, offset, message.key(), message.value(), self.remediator.rules)
+        if isinstance(routed, DeadLetter):
+            self._dead_letter(message, routed.error, span)
+            self.telemetry.end(span, routed.error)
             return
-        if isinstance(record, (Tombstone, Heartbeat)) or not isinstance(record, ChangeEvent):
-            span.set_attribute("allocguard.record", type(record).__name__)
-            self.metrics.events.add(1, {"topic": topic, "op": type(record).__name__.lower()})
+        self.metrics.events.add(1, {"topic": topic, "op": routed.op})
+        span.set_attribute("allocguard.cdc.op", routed.op)
+        if isinstance(routed, Skip):
             self.telemetry.end(span)
             self._done_now(topic, partition, offset)
             return
-        span.set_attribute("allocguard.cdc.op", record.op.value)
-        self.metrics.events.add(1, {"topic": topic, "op": record.op.value})
-        row = record.after
-        signal = (
-            classify(row, self.remediator.rules)
-            if record.op in ("c", "r") and isinstance(row, ObservabilityEvent)
-            else None
-        )
-        if signal is None or not isinstance(row, ObservabilityEvent):
-            self.telemetry.end(span)
-            self._done_now(topic, partition, offset)
-            return
-        span.set_attribute("allocguard.signal", type(signal).__name__)
-        key = str(row.booking_id) if row.booking_id is not None else f"event:{row.id}"
+        span.set_attribute("allocguard.signal", routed.kind)
+        row, key = routed.row, routed.key
 
         def run_in_span() -> None:
             with trace.use_span(span, end_on_exit=False):
@@ -560,21 +554,65 @@ class Runtime:
         if span is not None and not any(name == "traceparent" for name, _ in original):
             headers += self.telemetry.traceparent(span)
 
+        self._produce_dead_letter(
+            (topic, partition, offset), message.key(), message.value(), headers, type(error).__name__
+        )
+
+    def _produce_dead_letter(
+        self,
+        where: tuple[str, int, int],
+        key: bytes | None,
+        value: bytes | None,
+        headers: list[tuple[str, str | bytes | None]],
+        error_class: str,
+        truncated: bool = False,
+    ) -> None:
+        """The DLQ copy; the offset completes once the broker has it. A copy the broker (or the client) refuses as
+        too large is sent again truncated to 64 KiB with ``allocguard.dlq.truncated``; should even that fail, the
+        message is accounted for by a metric and a log line with its coordinates, and the consumer moves on. Any
+        other delivery failure is fatal: we would otherwise commit past a message we did not keep."""
+        topic, partition, offset = where
+
+        def too_large(reason: object) -> None:
+            if not truncated and value is not None:
+                log.warning(
+                    "dead-letter copy of %s[%s]@%s too large (%s): sent truncated", topic, partition, offset, reason
+                )
+                marker: list[tuple[str, str | bytes | None]] = [("allocguard.dlq.truncated", str(len(value)).encode())]
+                self._produce_dead_letter(where, key, value[:_DLQ_TRUNCATE], [*headers, *marker], error_class, True)
+                return
+            log.error(
+                "dead-letter copy of %s[%s]@%s refused (%s): counted and skipped", topic, partition, offset, reason
+            )
+            self.metrics.dlq.add(1, {"topic": topic, "error_class": "unkept"})
+            self._done_now(topic, partition, offset)
+
         def delivered(err: KafkaError | None, _: Message) -> None:
             if err is not None:
+                if err.code() == KafkaError.MSG_SIZE_TOO_LARGE:
+                    too_large(err)
+                    return
                 self._fatal = FatalRuntimeError(f"could not write to the dead-letter topic: {err}")
                 self._stop.set()
                 return
-            self.metrics.dlq.add(1, {"topic": topic, "error_class": type(error).__name__})
+            self.metrics.dlq.add(1, {"topic": topic, "error_class": error_class})
             self._done_now(topic, partition, offset)
 
-        self.producer.produce(
-            self.settings.resolved_dlq(),
-            key=message.key(),
-            value=message.value(),
-            headers=headers,
-            on_delivery=delivered,
-        )
+        def produce() -> None:
+            self.producer.produce(
+                self.settings.resolved_dlq(), key=key, value=value, headers=headers, on_delivery=delivered
+            )
+
+        try:
+            produce()
+        except KafkaException as exc:
+            if exc.args and exc.args[0].code() == KafkaError.MSG_SIZE_TOO_LARGE:
+                too_large(exc)
+                return
+            raise
+        except BufferError:
+            self.producer.poll(1.0)  # the local queue is full: let deliveries drain, then try once more
+            produce()
 
     # -- the loop --
 

@@ -120,8 +120,15 @@ class Telemetry:
     ) -> Span:
         """A CONSUMER span per message (OpenTelemetry messaging conventions for Kafka), child of the W3C
         ``traceparent`` the message carries, if any. The caller ends it when the message is done."""
-        carrier = {name: value.decode() if isinstance(value, bytes) else str(value) for name, value in headers or []}
-        parent = extract(carrier) if "traceparent" in carrier else otel_context.Context()
+        # headers are whatever the producer sent: undecodable bytes or a malformed traceparent start a new trace
+        carrier = {
+            str(name): value.decode("utf-8", errors="replace") if isinstance(value, bytes) else str(value)
+            for name, value in headers or []
+        }
+        try:
+            parent = extract(carrier) if "traceparent" in carrier else otel_context.Context()
+        except Exception:  # a propagator must never stop the consumer
+            parent = otel_context.Context()
         attributes: dict[str, Any] = {
             "messaging.system": "kafka",
             "messaging.operation.type": "process",

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -146,7 +146,7 @@ def _hold_seen(event: ObservabilityEvent, context: dict[str, Any], rules: Detect
     try:
         expires = parse_timestamptz(context.get(hold.expires_key))
     except ValueError:
-        expires = end + rules.hold_memory
+        expires = _later(end, rules.hold_memory)
     adjacency = _dig(context, hold.require_adjacency_path)
     return HoldSeen(
         hold_id=hold_id,
@@ -155,8 +155,17 @@ def _hold_seen(event: ObservabilityEvent, context: dict[str, Any], rules: Detect
         table_ids=tables,
         window=TstzRange.closed_open(start, end),
         require_adjacency=adjacency if isinstance(adjacency, bool) else None,
-        expires_at=max(expires, end) + rules.hold_memory,
+        expires_at=_later(max(expires, end), rules.hold_memory),
     )
+
+
+def _later(moment: datetime, delta: timedelta) -> datetime:
+    """``moment + delta``, saturating at the end of the calendar (a hold announced for year 9999 is kept until
+    then, not a crash)."""
+    try:
+        return moment + delta
+    except OverflowError:
+        return datetime.max.replace(tzinfo=UTC)
 
 
 def replay(events: list[ObservabilityEvent], rules: DetectionRules) -> list[tuple[FailureSeen, HoldSeen | None]]:

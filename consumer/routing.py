@@ -1,0 +1,70 @@
+"""What one Kafka message means for allocguard — decided without I/O, and never by raising.
+
+``route`` is the whole per-message decision of ``allocguard run`` (and of the fuzz test that drives hostile
+messages through it): a message is **skipped** (a heartbeat, a tombstone, a change that is not a signal), a
+**signal** for the remediator (a hold announcement or an ``allocations_no_overlap`` failure, with the key that
+orders its work), or a **dead letter** with the reason. Whatever a single message holds — any bytes, nesting
+100k levels deep, dates at the ends of the calendar, broken encodings — it ends as one of the three.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from handlers.detect import DetectionRules, classify
+from schemas import ChangeEvent, Heartbeat, Tombstone, decode_message
+from schemas.errors import CdcDecodeError
+from schemas.rows import ObservabilityEvent
+
+
+@dataclass(frozen=True, slots=True)
+class Skip:
+    #: for the events counter: the CDC op, or the record kind (heartbeat, tombstone)
+    op: str
+
+
+@dataclass(frozen=True, slots=True)
+class Signal:
+    op: str
+    row: ObservabilityEvent
+    #: the booking whose work this is (one booking's work runs in order)
+    key: str
+    kind: str
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    error: CdcDecodeError
+
+
+Routed = Skip | Signal | DeadLetter
+
+
+def route(
+    topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None, rules: DetectionRules
+) -> Routed:
+    def failed(field: str, reason: str) -> DeadLetter:
+        return DeadLetter(CdcDecodeError(topic=topic, partition=partition, offset=offset, field=field, reason=reason))
+
+    try:
+        record = decode_message(topic, partition, offset, key, value)
+    except CdcDecodeError as exc:
+        return DeadLetter(exc)
+    except RecursionError:
+        return failed("value", "nested too deeply to decode")
+    except Exception as exc:  # a decoder bug must not stop the consumer: the message is kept, with the reason
+        return failed("value", f"{type(exc).__name__}: {exc}"[:500])
+    if isinstance(record, Heartbeat | Tombstone) or not isinstance(record, ChangeEvent):
+        return Skip(type(record).__name__.lower())
+    op = record.op.value
+    row = record.after
+    if record.op not in ("c", "r") or not isinstance(row, ObservabilityEvent):
+        return Skip(op)
+    try:
+        signal = classify(row, rules)
+    except Exception as exc:  # e.g. a hold announced for year 9999: a bad message, not a reason to stop
+        return failed("after.context", f"cannot be classified: {type(exc).__name__}: {exc}"[:500])
+    if signal is None:
+        return Skip(op)
+    key_text = str(row.booking_id) if row.booking_id is not None else f"event:{row.id}"
+    return Signal(op, row, key_text, type(signal).__name__)

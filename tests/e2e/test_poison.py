@@ -1,0 +1,205 @@
+"""Poison pills against the real stack: each kind that once stopped `allocguard run` (and every restart after it)
+is produced to every partition; the consumer keeps going, moves its committed offsets past them, dead-letters
+what cannot be decoded (a copy the DLQ refuses as too large goes truncated), and remediates what follows."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.cimpl import NewTopic
+
+from consumer.config import StackSettings
+from consumer.offsets import watermarks
+from consumer.simulator import PlatformApp, orphan_by_reseat
+from tests.support.process import RuntimeProcess, wait_for
+
+pytestmark = pytest.mark.e2e
+Conn = psycopg.Connection[Any]
+SOURCE = {
+    "version": "3.6.1.Final",
+    "connector": "postgresql",
+    "name": "platform",
+    "ts_ms": 1,
+    "db": "platform",
+    "schema": "public",
+    "table": "observability_events",
+}
+
+
+def envelope(after: dict[str, Any]) -> bytes:
+    return json.dumps({"before": None, "after": after, "source": SOURCE, "op": "c"}).encode()
+
+
+def event(source: str, kind: str, context: str, booking: str | None = None) -> dict[str, Any]:
+    return {
+        "id": str(uuid.uuid4()),
+        "created_at": "2026-11-24T10:00:00Z",
+        "source": source,
+        "event_type": kind,
+        "severity": "info",
+        "context": context,
+        "booking_id": booking,
+    }
+
+
+Headers = list[tuple[str, str | bytes | None]]
+
+
+def poisons() -> dict[str, tuple[bytes, Headers]]:
+    deep = "[" * 100_000 + "]" * 100_000
+    booking = str(uuid.uuid4())
+    hold_9999 = json.dumps(
+        {
+            "holdId": str(uuid.uuid4()),
+            "tableIds": [str(uuid.uuid4())],
+            "startAt": "9999-12-31T20:00:00Z",
+            "endAt": "9999-12-31T22:00:00Z",
+            "expiresAt": "9999-12-31T23:59:00Z",
+        }
+    )
+    hold_year_1 = json.dumps(
+        {
+            "holdId": str(uuid.uuid4()),
+            "tableIds": [str(uuid.uuid4())],
+            "startAt": "0001-01-01T00:00:00Z",
+            "endAt": "0001-01-01T02:00:00Z",
+        }
+    )
+    return {
+        "deep-envelope": (deep.encode(), []),
+        "deep-context": (envelope(event("capacity.hold", "capacity.hold.created", '{"a":' + deep + "}", booking)), []),
+        "hold-year-9999": (envelope(event("capacity.hold", "capacity.hold.created", hold_9999, booking)), []),
+        "hold-year-1": (envelope(event("capacity.hold", "capacity.hold.created", hold_year_1, booking)), []),
+        "binary-traceparent": (envelope(event("x", "y", "{}")), [("traceparent", b"\xff\xfe\x00" * 20)]),
+        "huge-not-json": (b"{" + b"x" * 500_000, []),
+    }
+
+
+@pytest.fixture
+def runtimes(tmp_path: Path) -> Iterator[Callable[..., RuntimeProcess]]:
+    started: list[RuntimeProcess] = []
+
+    def start(name: str, group: str, **kwargs: Any) -> RuntimeProcess:
+        process = RuntimeProcess(tmp_path / f"{name}.log", group, **kwargs)
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        if process.process.poll() is None:
+            process.kill()
+
+
+def confirmed(connect: Callable[[], Conn], booking: uuid.UUID) -> bool:
+    with connect() as conn:
+        row = conn.execute("SELECT status = 'confirmed' FROM bookings WHERE id = %s", (booking,)).fetchone()
+        return bool(row and row[0])
+
+
+def test_no_poison_stops_the_consumer(
+    stack_settings: StackSettings, connect: Callable[[], Conn], runtimes: Callable[..., RuntimeProcess], unique: str
+) -> None:
+    bootstrap = stack_settings.kafka_bootstrap
+    topic = f"{stack_settings.topic_prefix}.public.observability_events"
+    dlq = f"poison-dlq-{unique}"
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    # a dead-letter topic that refuses large copies, as a real one with a tighter max.message.bytes would
+    admin.create_topics([NewTopic(dlq, 1, 1, config={"max.message.bytes": "200000"})])[dlq].result(30)
+    group = f"e2e-poison-{unique}"
+    runtime = runtimes("run", group, env={"ALLOCGUARD_DLQ_TOPIC": dlq})
+    runtime.wait_ready()
+    with connect() as conn:
+        (warm,) = [orphan_by_reseat(PlatformApp(conn), job_attempts=0)]
+    assert warm.victim_id is not None
+    wait_for("a first incident (positions fixed)", lambda: confirmed(connect, warm.victim_id), timeout=60)
+
+    producer = Producer({"bootstrap.servers": bootstrap, "message.max.bytes": 2_000_000})
+    probe = Consumer({"bootstrap.servers": bootstrap, "group.id": f"probe-{unique}"})
+    partitions = sorted(tp.partition for tp in watermarks(probe, [topic]))
+    sent: dict[int, int] = {}
+    kinds = poisons()
+    for partition in partitions:
+        for name, (value, headers) in kinds.items():
+            producer.produce(
+                topic, key=json.dumps({"booking_id": name}).encode(), value=value, headers=headers, partition=partition
+            )
+    producer.flush(30)
+    sent = {tp.partition: high for tp, (_, high) in watermarks(probe, [topic]).items()}
+    with connect() as conn:
+        after = [orphan_by_reseat(PlatformApp(conn), job_attempts=0) for _ in range(3)]
+    for scenario in after:
+        assert scenario.victim_id is not None
+        wait_for(
+            f"incident {scenario.victim_id} after the poison",
+            lambda v=scenario.victim_id: confirmed(connect, v),
+            timeout=60,
+        )
+
+    def committed_past() -> bool:
+        positions = probe_committed(bootstrap, group, topic, partitions)
+        return all(positions[p] >= sent[p] for p in partitions)
+
+    wait_for("committed offsets past every poison on every partition", committed_past, timeout=30)
+    probe.close()
+    assert runtime.process.poll() is None, "still running"
+    log = runtime.log()
+    assert "Traceback" not in log
+
+    undecodable = {"deep-envelope", "deep-context", "huge-not-json"}
+    dead = read_all(bootstrap, dlq, len(undecodable) * len(partitions))
+    names = [json.loads(key)["booking_id"] for key, _, _ in dead]
+    assert sorted(names) == sorted(n for n in undecodable for _ in partitions), names
+    for key, value, copied in dead:
+        name = json.loads(key)["booking_id"]
+        original = kinds[name][0]
+        if "allocguard.dlq.truncated" in copied:  # the topic refused the whole copy (200 KB and more here)
+            assert copied["allocguard.dlq.truncated"] == str(len(original)).encode()
+            assert value == original[: 64 * 1024]
+        else:
+            assert value == original
+        assert name != "huge-not-json" or "allocguard.dlq.truncated" in copied
+        assert (b"too deeply" if name.startswith("deep") else b"not JSON") in copied["allocguard.error.reason"]
+    assert runtime.stop()[0] == 0
+
+
+def probe_committed(bootstrap: str, group: str, topic: str, partitions: list[int]) -> dict[int, int]:
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
+    try:
+        found = consumer.committed([TopicPartition(topic, p) for p in partitions], timeout=10)
+        return {tp.partition: tp.offset for tp in found}
+    finally:
+        consumer.close()
+
+
+def read_all(bootstrap: str, topic: str, expected: int) -> list[tuple[bytes, bytes, dict[str, bytes]]]:
+    """Every message of ``topic`` from its start, until ``expected`` arrived (or 30 s passed)."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"read-{uuid.uuid4()}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        }
+    )
+    consumer.subscribe([topic])
+    found: list[tuple[bytes, bytes, dict[str, bytes]]] = []
+    deadline = time.monotonic() + 30
+    while len(found) < expected and time.monotonic() < deadline:
+        message = consumer.poll(0.2)
+        if message is None or message.error() is not None:
+            continue
+        raw = message.headers() or []
+        pairs = list(raw.items()) if isinstance(raw, dict) else list(raw)
+        copied = {str(k): v if isinstance(v, bytes) else str(v or "").encode() for k, v in pairs}
+        found.append((message.key() or b"", message.value() or b"", copied))
+    consumer.close()
+    return found

@@ -1,0 +1,184 @@
+"""No single message can stop the consumer: whatever it holds, `route` (the per-message decision of `allocguard
+run`) ends in skip, signal or dead letter — never an exception — and the span and DLQ headers built around it
+never raise either. Hypothesis drives hostile messages through exactly that code."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from consumer.routing import DeadLetter, Signal, Skip, route
+from consumer.telemetry import Telemetry
+from handlers.detect import DetectionRules
+from schemas.rows import CAPTURED
+
+RULES = DetectionRules()
+TOPICS = [f"platform.{t}" for t in CAPTURED] + ["__debezium-heartbeat.platform", "platform.public.unknown", ""]
+OBS = "platform.public.observability_events"
+
+json_leaf = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=30),
+    st.sampled_from(
+        [
+            "",
+            "0001-01-01T00:00:00Z",
+            "9999-12-31T23:59:59.999999Z",
+            "1970-01-01T00:00:00Z",
+            "\ud7ff",
+            "allocations_no_overlap",
+            '["9999-12-31 20:00:00+00","9999-12-31 22:00:00+00")',
+        ]
+    ),
+)
+json_value = st.recursive(
+    json_leaf,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=20,
+)
+
+UUIDS = st.uuids().map(str)
+DATES = st.sampled_from(
+    ["2026-11-24T10:00:00Z", "0001-01-01T00:00:00Z", "9999-12-31T23:59:59Z", "not a date", "", "1970-01-01T00:00:00Z"]
+)
+
+
+@st.composite
+def hold_or_failure(draw: Any) -> dict[str, Any]:
+    """An observability_events row the rules look at, with hostile values where the rules read."""
+    if draw(st.booleans()):
+        source, kind = "capacity.hold", "capacity.hold.created"
+        context: Any = {
+            "holdId": draw(st.one_of(UUIDS, json_leaf)),
+            "tableIds": draw(st.one_of(st.lists(UUIDS, max_size=3), json_value)),
+            "startAt": draw(DATES),
+            "endAt": draw(DATES),
+            "expiresAt": draw(DATES),
+            "metadata": {"requireAdjacency": draw(json_leaf)},
+        }
+    else:
+        source, kind = draw(
+            st.sampled_from(
+                [("capacity.atomic_confirm", "transaction.failed"), ("auto_assign", "auto_assign.attempt_error")]
+            )
+        )
+        context = {"error": draw(st.sampled_from(["allocations_no_overlap", "x"])), "holdId": draw(json_leaf)}
+    if draw(st.booleans()):
+        context = draw(json_value)
+    depth = draw(st.sampled_from([0, 0, 0, 5000, 100_000]))
+    text = json.dumps(context)
+    if depth:
+        text = "[" * depth + text + "]" * depth
+    return {
+        "id": draw(st.one_of(UUIDS, json_leaf)),
+        "created_at": draw(DATES),
+        "source": source,
+        "event_type": kind,
+        "severity": draw(st.sampled_from(["info", "error", "notice", ""])),
+        "context": text,
+        "booking_id": draw(st.one_of(UUIDS, st.none(), json_leaf)),
+        "restaurant_id": draw(st.one_of(UUIDS, st.none())),
+    }
+
+
+@st.composite
+def envelope(draw: Any) -> bytes:
+    after = draw(st.one_of(hold_or_failure(), json_value))
+    doc: Any = {
+        "before": draw(st.one_of(st.none(), json_value)),
+        "after": after,
+        "source": {
+            "version": "3.6.1.Final",
+            "connector": "postgresql",
+            "name": "platform",
+            "ts_ms": 1,
+            "db": "p",
+            "schema": "public",
+            "table": "observability_events",
+        },
+        "op": draw(st.sampled_from(["c", "r", "u", "d", "t", "m", "z", ""])),
+    }
+    if draw(st.booleans()):
+        doc = {"schema": draw(json_value), "payload": doc}
+    raw = json.dumps(doc, allow_nan=True).encode()
+    mangle = draw(st.sampled_from(["none", "none", "truncate", "bytes", "nest"]))
+    if mangle == "truncate":
+        raw = raw[: draw(st.integers(0, len(raw)))]
+    elif mangle == "bytes":
+        raw = raw.replace(b"a", b"\xff\xfe", 1)
+    elif mangle == "nest":
+        raw = b'{"a":' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    return raw
+
+
+values = st.one_of(st.none(), st.binary(max_size=200), envelope())
+keys = st.one_of(st.none(), st.binary(max_size=40), UUIDS.map(lambda u: json.dumps({"booking_id": u}).encode()))
+headers = st.lists(
+    st.tuples(st.text(max_size=12), st.one_of(st.binary(max_size=60), st.none(), st.text(max_size=20))), max_size=4
+)
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(topic=st.sampled_from([OBS, OBS, OBS, *TOPICS]), key=keys, value=values, hdrs=headers)
+def test_no_message_escapes_routing(topic: str, key: bytes | None, value: bytes | None, hdrs: list[Any]) -> None:
+    routed = route(topic, 0, 42, key, value, RULES)
+    assert isinstance(routed, Skip | Signal | DeadLetter)
+    if isinstance(routed, DeadLetter):
+        names = [name for name, _ in routed.error.as_headers()]
+        assert "allocguard.error.reason" in names
+        assert all(isinstance(v, bytes) for _, v in routed.error.as_headers())
+    if isinstance(routed, Signal):
+        assert routed.key
+    span = TELEMETRY.consumer_span(topic, 0, 42, key, [("traceparent", b"\xff\xfe00-bad"), *hdrs], "g")
+    TELEMETRY.end(span)
+
+
+TELEMETRY = Telemetry()
+
+
+def test_named_poison_cases() -> None:
+    """The cases that stopped allocguard before, each ending as a dead letter or a handled signal."""
+    deep = b"[" * 100_000 + b"]" * 100_000
+    assert isinstance(route(OBS, 0, 1, None, deep, RULES), DeadLetter)
+    hold = {
+        "id": "6f1c4a4e-1111-4111-8111-111111111111",
+        "created_at": "2026-11-24T10:00:00Z",
+        "source": "capacity.hold",
+        "event_type": "capacity.hold.created",
+        "severity": "info",
+        "booking_id": "6f1c4a4e-1111-4111-8111-111111111114",
+        "context": json.dumps(
+            {
+                "holdId": "6f1c4a4e-1111-4111-8111-111111111112",
+                "tableIds": ["6f1c4a4e-1111-4111-8111-111111111113"],
+                "startAt": "9999-12-31T20:00:00Z",
+                "endAt": "9999-12-31T22:00:00Z",
+                "expiresAt": "9999-12-31T23:59:00Z",
+            }
+        ),
+    }
+    source = {
+        "version": "3",
+        "connector": "postgresql",
+        "name": "p",
+        "ts_ms": 1,
+        "db": "x",
+        "schema": "public",
+        "table": "observability_events",
+    }
+    year_9999 = json.dumps({"before": None, "after": hold, "source": source, "op": "c"}).encode()
+    routed = route(OBS, 0, 1, None, year_9999, RULES)
+    assert isinstance(routed, Signal), "a hold announced for year 9999 is kept (saturating), not a crash"
+    nested_context = {**hold, "context": '{"a":' + "[" * 100_000 + "]" * 100_000 + "}"}
+    nested = json.dumps({"before": None, "after": nested_context, "source": source, "op": "c"}).encode()
+    assert isinstance(route(OBS, 0, 1, None, nested, RULES), DeadLetter)
+    big = b"x" * 1_000_000
+    assert isinstance(route(OBS, 0, 1, None, big, RULES), DeadLetter)
+    span = TELEMETRY.consumer_span(OBS, 0, 1, b"\xff", [("traceparent", b"\xff" * 55)], "g")
+    TELEMETRY.end(span)
