@@ -125,6 +125,8 @@ class RuntimeSettings(BaseSettings):
     #: tables whose change events are consumed (the detector needs observability_events)
     tables: list[str] = Field(default_factory=lambda: ["public.observability_events"])
     group_id: str = "allocguard"
+    #: static group membership (group.instance.id), e.g. the pod name: a rolling restart causes no rebalance
+    instance_id: str | None = None
     #: where a new group starts: "latest" (live) or "earliest"
     auto_offset_reset: str = "latest"
     dlq_topic: str | None = None

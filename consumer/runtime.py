@@ -22,7 +22,6 @@ import time
 import uuid
 from collections import defaultdict, deque
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -44,7 +43,7 @@ from consumer.telemetry import Metrics, Telemetry, TracedCursor
 from handlers import store
 from handlers.errors import infrastructure_cause, is_contention
 from handlers.pipeline import Hooks, IncidentResult, RemediationSettings, Remediator
-from handlers.retry import AssignStrategy, HttpAssign, RetryPolicy, SqlAssign
+from handlers.retry import AssignStrategy, Attempt, HttpAssign, RetryPolicy, SqlAssign
 from schemas.errors import CdcDecodeError
 from schemas.records import Mode
 from schemas.rows import ObservabilityEvent
@@ -120,43 +119,126 @@ class Work:
 
 
 class KeyedScheduler:
-    """Runs work for one key in submission order, different keys concurrently on ``workers`` threads."""
+    """Runs work for one key in submission order, different keys concurrently on ``workers`` threads.
+
+    The threads are daemons: a worker still inside a slow call when shutdown's budget is spent never holds the
+    process open (its work has no verdict and no offset, so the next owner of the partition redoes it)."""
 
     def __init__(self, workers: int, finished: Callable[[Work], None]) -> None:
-        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="allocguard-worker")
+        self._ready: queue.SimpleQueue[Work | None] = queue.SimpleQueue()
         self._queues: dict[str, deque[Work]] = {}
         self._lock = threading.Lock()
         self._finished = finished
+        #: submitted and not yet finished (running or waiting behind its key)
+        self._busy = 0
+        self._threads = [
+            threading.Thread(target=self._worker, name=f"allocguard-worker-{n}", daemon=True) for n in range(workers)
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def busy(self) -> int:
+        return self._busy
 
     def submit(self, work: Work) -> None:
         with self._lock:
+            self._busy += 1
             waiting = self._queues.get(work.key)
             if waiting is not None:
                 waiting.append(work)
                 return
             self._queues[work.key] = deque()
-        self._pool.submit(self._run, work)
+        self._ready.put(work)
 
-    def _run(self, work: Work) -> None:
-        try:
-            work.run()
-        except BaseException as exc:  # recorded on the work item; the loop decides
-            work.error = exc
-        self._finished(work)
-        with self._lock:
-            waiting = self._queues[work.key]
-            if waiting:
-                following = waiting.popleft()
-            else:
-                del self._queues[work.key]
-                return
-        self._pool.submit(self._run, following)
+    def _worker(self) -> None:
+        while (work := self._ready.get()) is not None:
+            try:
+                work.run()
+            except BaseException as exc:  # recorded on the work item; the loop decides
+                work.error = exc
+            self._finished(work)
+            with self._lock:
+                self._busy -= 1
+                waiting = self._queues[work.key]
+                if waiting:
+                    self._ready.put(waiting.popleft())
+                else:
+                    del self._queues[work.key]
 
-    def shutdown(self, wait: bool) -> None:
-        self._pool.shutdown(wait=wait, cancel_futures=not wait)
+    def shutdown(self) -> None:
+        """No new work starts; running work finishes or is abandoned by the stop flag."""
+        for _ in self._threads:
+            self._ready.put(None)
 
 
 # ---- health and metrics ----------------------------------------------------------------------------
+
+
+class Outage:
+    """One dependency's availability, logged once per state change: down (with the reason), still down every
+    ``remind_s``, back (with how long it took). Counted in ``allocguard_dependency_outages_total``."""
+
+    def __init__(self, name: str, count: Callable[[], None], remind_s: float = 30.0) -> None:
+        self.name = name
+        self._count = count
+        self._remind_s = remind_s
+        self._lock = threading.Lock()
+        self._since: float | None = None
+        self._told = 0.0
+        self.reason: str | None = None
+
+    def down(self, reason: str) -> None:
+        now = time.monotonic()
+        with self._lock:
+            self.reason = reason
+            if self._since is None:
+                self._since = self._told = now
+                self._count()
+                log.warning("%s unavailable: %s", self.name, reason)
+            elif now - self._told >= self._remind_s:
+                self._told = now
+                log.warning("%s still unavailable after %.0fs: %s", self.name, now - self._since, reason)
+
+    def up(self) -> None:
+        with self._lock:
+            if self._since is not None:
+                log.info("%s back after %.1fs", self.name, time.monotonic() - self._since)
+            self._since = None
+            self.reason = None
+
+
+class _Dedupe(logging.Filter):
+    """librdkafka repeats itself while a broker is away (a FAIL line per reconnect attempt): let one line of a
+    kind through per ``window_s``."""
+
+    def __init__(self, window_s: float = 30.0) -> None:
+        super().__init__()
+        self._window = window_s
+        self._seen: dict[str, float] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        kind = "".join(ch for ch in record.getMessage()[:80] if not ch.isdigit())
+        now = time.monotonic()
+        if now - self._seen.get(kind, -self._window) < self._window:
+            return False
+        self._seen[kind] = now
+        if len(self._seen) > 1000:
+            self._seen.clear()
+        return True
+
+
+#: librdkafka's own log lines, through Python logging (level-mapped, JSON with --log-format json), deduplicated
+kafka_log = logging.getLogger("allocguard.kafka")
+kafka_log.addFilter(_Dedupe())
+
+#: librdkafka errors that mean "the brokers cannot be reached right now": transient, never fatal
+_UNREACHABLE = {
+    KafkaError._TRANSPORT,
+    KafkaError._ALL_BROKERS_DOWN,
+    KafkaError._RESOLVE,
+    KafkaError._TIMED_OUT,
+    KafkaError._MSG_TIMED_OUT,
+}
 
 
 @dataclass
@@ -167,8 +249,9 @@ class Health:
     last_loop: float = field(default_factory=time.monotonic)
     #: work held back by an infrastructure failure: key → reason (privilege, missing object, database down)
     degraded: dict[str, str] = field(default_factory=dict)
-    #: the database probe's last failure, None while it answers
-    db_error: str | None = None
+    #: the dependencies, as the probes and the Kafka callbacks see them
+    database: Outage | None = None
+    kafka: Outage | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def degrade(self, key: str, reason: str) -> bool:
@@ -188,7 +271,10 @@ class Health:
     def reasons(self) -> list[str]:
         with self.lock:
             found = sorted(set(self.degraded.values()))
-        return [*found, f"database probe: {self.db_error}"] if self.db_error else found
+        for outage in (self.database, self.kafka):
+            if outage is not None and outage.reason:
+                found.append(f"{outage.name}: {outage.reason}")
+        return found
 
     def readiness(self) -> tuple[bool, dict[str, Any]]:
         reasons = self.reasons()
@@ -246,11 +332,14 @@ def _failpoints() -> Hooks:
     def crash() -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
+    def attempted(attempt: Attempt) -> None:
+        log.info("auto-assign attempt %d (waited %.1fs): %s", attempt.number, attempt.waited_s, attempt.outcome)
+        if point == "after_assign" and attempt.outcome == "assigned":
+            crash()
+
     if point == "after_prune":
-        return Hooks(on_pruned=lambda result: crash() if result.status == "pruned" else None)
-    if point == "after_assign":
-        return Hooks(on_attempt=lambda attempt: crash() if attempt.outcome == "assigned" else None)
-    return Hooks()
+        return Hooks(on_attempt=attempted, on_pruned=lambda result: crash() if result.status == "pruned" else None)
+    return Hooks(on_attempt=attempted)
 
 
 # ---- the consumer ----------------------------------------------------------------------------------
@@ -264,6 +353,7 @@ class Runtime:
         self.tracker = OffsetTracker()
         self._completions: queue.Queue[Work] = queue.Queue()
         self._stop = threading.Event()
+        self._stopping_since: float | None = None
         self._paused = False
         self.pool = ConnectionPool(
             settings.resolved_dsn(),
@@ -286,6 +376,9 @@ class Runtime:
         )
         self.telemetry = Telemetry()
         self.metrics = Metrics()
+        self.db_outage = Outage("database", lambda: self.metrics.outages.add(1, {"dependency": "database"}))
+        self.kafka_outage = Outage("kafka", lambda: self.metrics.outages.add(1, {"dependency": "kafka"}))
+        self.health.database, self.health.kafka = self.db_outage, self.kafka_outage
         self._lag_sampled_at = 0.0
         #: where each partition started at assignment: the position until something is consumed there
         self._starts: dict[tuple[str, int], int] = {}
@@ -301,6 +394,7 @@ class Runtime:
                 retry=RetryPolicy(),
             ),
             hooks=hooks,
+            sleep=self._sleep_unless_stopping,
         )
         self.scheduler = KeyedScheduler(settings.workers, self._completions.put)
         base = {"bootstrap.servers": settings.resolved_bootstrap(), **settings.librdkafka()}
@@ -314,13 +408,27 @@ class Runtime:
                 "auto.offset.reset": settings.auto_offset_reset,
                 "partition.assignment.strategy": "cooperative-sticky",
                 "fetch.wait.max.ms": 10,
+                # a dead member's partitions move within ~6 s (the broker's minimum), not the default 45 s
+                "session.timeout.ms": 6000,
+                "heartbeat.interval.ms": 1000,
+                **({"group.instance.id": settings.instance_id} if settings.instance_id else {}),
+                **settings.librdkafka(),
                 "error_cb": self._kafka_error,
+                "logger": kafka_log,
             }
         )
         # the DLQ is rare traffic: one message per batch, so a copy the topic refuses as too large (the limit applies
         # to the whole batch) never takes its neighbours down with it
         self.producer = Producer(
-            {**base, "enable.idempotence": True, "acks": "all", "linger.ms": 5, "batch.num.messages": 1}
+            {
+                **base,
+                "enable.idempotence": True,
+                "acks": "all",
+                "linger.ms": 5,
+                "batch.num.messages": 1,
+                "error_cb": self._kafka_error,
+                "logger": kafka_log,
+            }
         )
         self._fatal: BaseException | None = None
         #: progress, for benchmarks and the exit log: first message seen, last offset completed, count
@@ -330,20 +438,34 @@ class Runtime:
     # -- kafka callbacks --
 
     def _kafka_error(self, error: KafkaError) -> None:
+        """Only librdkafka's fatal errors end the process; brokers out of reach are an outage, logged once per
+        state change, that the client rides out by itself."""
         if error.fatal():
             self._fatal = FatalRuntimeError(f"fatal Kafka error: {error}")
             self._stop.set()
+        elif error.code() in _UNREACHABLE:
+            self.kafka_outage.down(error.str())
         else:
-            log.warning("kafka: %s", error)
+            kafka_log.warning("kafka: %s", error)
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         """Partitions without a committed offset start at their end *now* (for ``latest``), not whenever
         librdkafka gets round to resolving it: once ready, no event written afterwards is skipped."""
-        positioned = consumer.committed(partitions, timeout=10)
+        try:
+            positioned = consumer.committed(partitions, timeout=10)
+        except KafkaException as exc:
+            # the coordinator is out of reach: let librdkafka resolve the positions itself when it is back
+            self.kafka_outage.down(f"committed offsets unavailable at assignment: {exc}")
+            consumer.incremental_assign(partitions)
+            self.health.assigned |= {(p.topic, p.partition) for p in partitions}
+            return
         fresh: list[TopicPartition] = []
         for partition in positioned:
             if partition.offset < 0 and self.settings.auto_offset_reset == "latest":
-                marks = consumer.get_watermark_offsets(partition, timeout=10)
+                try:
+                    marks = consumer.get_watermark_offsets(partition, timeout=10)
+                except KafkaException:
+                    marks = None
                 partition.offset = int(marks[1]) if marks else OFFSET_END
                 if partition.offset >= 0:
                     fresh.append(TopicPartition(partition.topic, partition.partition, partition.offset))
@@ -363,7 +485,12 @@ class Runtime:
         """Finish (within a bound) the work of the revoked partitions, store and commit their offsets."""
         revoked = {(p.topic, p.partition) for p in partitions}
         deadline = time.monotonic() + self.settings.revoke_timeout_s
-        while any(self.tracker.in_flight(t, p) for t, p in revoked) and time.monotonic() < deadline:
+        # while stopping, the shutdown already waited for what could finish: the rest is abandoned, not awaited
+        while (
+            not self._stop.is_set()
+            and any(self.tracker.in_flight(t, p) for t, p in revoked)
+            and time.monotonic() < deadline
+        ):
             self._drain_completions(timeout=0.05)
         unfinished = [f"{t}[{p}]" for t, p in revoked if self.tracker.in_flight(t, p)]
         if unfinished:
@@ -640,18 +767,23 @@ class Runtime:
                 return
 
     def _sample_lag(self, every_s: float = 5.0) -> None:
-        """Consumer lag per partition (end offset - position), sampled from the loop for the lag gauge."""
+        """Consumer lag per partition (end offset - position) for the lag gauge, from what the client already knows
+        (cached high watermarks from its fetch responses): no broker round trip on the loop, nothing that can
+        fail when a broker is away."""
         now = time.monotonic()
         if now - self._lag_sampled_at < every_s or not self.health.assigned:
             return
         self._lag_sampled_at = now
         assigned = [TopicPartition(t, p) for t, p in self.health.assigned]
-        for position in self.consumer.position(assigned):
-            key = (position.topic, position.partition)
-            at = position.offset if position.offset >= 0 else self._starts.get(key, -1)
-            marks = self.consumer.get_watermark_offsets(position, timeout=2, cached=False)
-            if marks and marks[1] >= 0 and at >= 0:
-                self.metrics.lag[key] = max(0, int(marks[1]) - at)
+        try:
+            for position in self.consumer.position(assigned):
+                key = (position.topic, position.partition)
+                at = position.offset if position.offset >= 0 else self._starts.get(key, -1)
+                marks = self.consumer.get_watermark_offsets(position, cached=True)
+                if marks and marks[1] >= 0 and at >= 0:
+                    self.metrics.lag[key] = max(0, int(marks[1]) - at)
+        except KafkaException as exc:
+            log.debug("lag not sampled: %s", exc)
 
     def _backpressure(self) -> None:
         """Pause every assigned partition while too much is in flight, or while an infrastructure failure holds
@@ -666,22 +798,32 @@ class Runtime:
             self.consumer.resume(assignment)
             self._paused = False
 
-    def _probe_database(self, every_s: float = 1.0) -> None:
-        """A side thread: one cheap query per second on its own connection, so /readyz answers from state at
-        once and turns false within seconds of losing the database (a probe never waits on the pool)."""
+    def _probe(self, every_s: float = 1.0) -> None:
+        """A side thread: once a second, one cheap query on its own database connection and one metadata request
+        on its own Kafka handle, so /readyz answers from state at once and turns false within seconds of losing
+        either (a probe never waits on the pool or on the consumer)."""
+        from confluent_kafka.admin import AdminClient
+
         dsn = self.settings.resolved_dsn()
+        config: dict[str, Any] = {"bootstrap.servers": self.settings.resolved_bootstrap(), **self.settings.librdkafka()}
+        admin = AdminClient({**config, "logger": kafka_log})  # type: ignore[dict-item]
         conn: psycopg.Connection[Any] | None = None
         while not self._stop.wait(every_s):
             try:
                 if conn is None or conn.closed:
                     conn = psycopg.connect(dsn, autocommit=True, connect_timeout=2)
                 conn.execute("SELECT 1")
-                self.health.db_error = None
+                self.db_outage.up()
             except psycopg.Error as exc:
-                self.health.db_error = redact(str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc))
+                self.db_outage.down(redact(str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)))
                 if conn is not None:
                     conn.close()
                 conn = None
+            try:
+                admin.list_topics(timeout=2)
+                self.kafka_outage.up()
+            except KafkaException as exc:
+                self.kafka_outage.down(str(exc.args[0].str() if exc.args else exc))
         if conn is not None:
             conn.close()
 
@@ -694,7 +836,19 @@ class Runtime:
         if report.failed:
             raise FatalRuntimeError("preflight failed:\n" + "\n".join(i.line() for i in report.failed))
 
+    def _sleep_unless_stopping(self, seconds: float) -> None:
+        """The retry policy's waits (a hold conflict waits ≥ 10 s): cut short by SIGTERM, abandoning the attempt
+        without a verdict."""
+        if self._stop.wait(seconds):
+            raise Abandoned("stopping during a retry wait")
+
+    def _close_telemetry(self) -> None:
+        self.telemetry.shutdown()
+        self.metrics.shutdown()
+
     def request_stop(self, *_: object) -> None:
+        if self._stopping_since is None:
+            self._stopping_since = time.monotonic()
         self._stop.set()
 
     def run(self) -> int:
@@ -702,7 +856,7 @@ class Runtime:
         log.info("starting with %s", json.dumps(settings.redacted(), default=str))
         self.preflight()
         self.pool.open(wait=False)
-        threading.Thread(target=self._probe_database, name="allocguard-db-probe", daemon=True).start()
+        threading.Thread(target=self._probe, name="allocguard-probe", daemon=True).start()
         if self.settings.mode == Mode.AUTO.value:
             threading.Thread(target=self._wake_due, name="allocguard-wakeups", daemon=True).start()
         server = serve_health(settings, self.health, self.metrics.exposition)
@@ -744,26 +898,50 @@ class Runtime:
         return 0
 
     def _shutdown(self, server: ThreadingHTTPServer) -> None:
-        deadline = time.monotonic() + self.settings.shutdown_timeout_s
-        while self.tracker.in_flight() and time.monotonic() < deadline:
+        """Shutdown is a state with one budget (``shutdown_timeout_s``, measured from the stop request): no new
+        work; in-flight work finishes or, woken by the stop flag in its backoff, is abandoned without a verdict
+        (status and offset untouched, so the next owner redoes it); what finished is committed; the pool closes
+        last. Every step that can block on a dead broker, database or collector is bounded by what is left."""
+        began = self._stopping_since or time.monotonic()
+        budget = self.settings.shutdown_timeout_s
+        end = began + budget * 0.85  # the rest is the interpreter's own exit
+
+        def left(share: float = 1.0) -> float:
+            return max(0.05, (end - time.monotonic()) * share)
+
+        self.scheduler.shutdown()
+        drain_until = time.monotonic() + left(0.6)
+        while self.scheduler.busy() and time.monotonic() < drain_until:
             self.producer.poll(0)
             self._drain_completions(timeout=0.05)
-        self.scheduler.shutdown(wait=False)
-        self.producer.flush(5)
+        self.producer.flush(min(left(0.3), 5.0))
         self._drain_completions()
         self._store_positions()
-        try:
-            self.consumer.commit(asynchronous=False)
-        except KafkaException as exc:
-            if exc.args[0].code() != KafkaError._NO_OFFSET:
-                log.warning("final commit failed: %s", exc)
-        self.consumer.close()
-        self.pool.close()
-        self.telemetry.shutdown()
-        self.metrics.shutdown()
+        abandoned = self.tracker.in_flight()
+        if abandoned:
+            log.warning("%d event(s) abandoned without a verdict: the next owner redoes them", abandoned)
+
+        def close_kafka() -> None:
+            try:
+                self.consumer.commit(asynchronous=False)
+            except KafkaException as exc:
+                if exc.args[0].code() != KafkaError._NO_OFFSET:
+                    log.warning("final commit failed: %s", exc)
+            self.consumer.close()
+
+        for name, step in (
+            ("kafka", close_kafka),
+            ("pool", lambda: self.pool.close(timeout=1.0)),
+            ("telemetry", self._close_telemetry),
+        ):
+            thread = threading.Thread(target=step, name=f"allocguard-close-{name}", daemon=True)
+            thread.start()
+            thread.join(left(0.5))
+            if thread.is_alive():
+                log.warning("closing %s did not finish within the shutdown budget; leaving it", name)
         server.shutdown()
         server.server_close()
-        log.info("stopped")
+        log.info("stopped in %.2fs", time.monotonic() - began)
 
 
 def run(settings: RuntimeSettings, *, once: bool = False) -> int:

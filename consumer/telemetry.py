@@ -226,6 +226,9 @@ class Metrics:
             "allocguard.allocations", description="allocations assessed, by verdict and by what was done"
         )
         self.attempts = meter.create_counter("allocguard.retry.attempts", description="auto-assign attempts")
+        self.outages = meter.create_counter(
+            "allocguard.dependency.outages", description="times a dependency (kafka, database) became unavailable"
+        )
         self.handling = meter.create_histogram(
             "allocguard.handling.duration", unit="s", description="time to handle one signal event"
         )
