@@ -279,7 +279,8 @@ class Health:
     def readiness(self) -> tuple[bool, dict[str, Any]]:
         reasons = self.reasons()
         ready = bool(self.assigned) and not reasons
-        return ready, {"ready": ready, "kafka_assigned": len(self.assigned), "reasons": reasons}
+        partitions = sorted(f"{topic}[{partition}]" for topic, partition in set(self.assigned))
+        return ready, {"ready": ready, "kafka_assigned": len(partitions), "partitions": partitions, "reasons": reasons}
 
 
 def serve_health(settings: RuntimeSettings, health: Health, exposition: Callable[[], bytes]) -> ThreadingHTTPServer:

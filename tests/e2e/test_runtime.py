@@ -338,3 +338,45 @@ def test_two_consumers_survive_a_rebalance(
         assert victim is not None
         assert remediation_counts(connect, victim) == (1, 1, 1)
     assert second.stop()[0] == 0
+
+
+def test_a_dead_members_partitions_are_taken_over_within_10s(
+    stack_settings: StackSettings, connect: Callable[[], Conn], runtimes: Callable[..., RuntimeProcess], unique: str
+) -> None:
+    """kill -9 of one of two members: an incident on one of its partitions, played right away, is remediated by
+    the survivor once the group notices (session.timeout.ms 6 s) — the takeover, measured."""
+    group = f"e2e-takeover-{unique}"
+    doomed = runtimes("doomed", group)
+    doomed.wait_ready()
+    survivor = runtimes("survivor", group)
+    survivor.wait_ready()
+
+    def split() -> list[str] | None:
+        mine = doomed.get("/readyz")[1].get("partitions", [])
+        theirs = survivor.get("/readyz")[1].get("partitions", [])
+        return mine if mine and theirs and len(mine) + len(theirs) == stack_settings.topic_partitions else None
+
+    owned = wait_for("both members assigned", split, timeout=60)
+    dead_partitions = {int(name.rsplit("[", 1)[1].rstrip("]")) for name in owned}
+    with connect() as setup:
+        app = PlatformApp(setup)
+        venue = create_venue(setup, tables=1, capacity=2)
+        owner = create_booking(setup, venue, day=tomorrow(), start=dtime(19), end=dtime(21))
+        app.reseat_direct(owner, [venue.table_ids[0]])
+        setup.execute("DELETE FROM booking_table_assignments WHERE booking_id = %s", (owner,))
+        app.age_allocations(owner, timedelta(hours=1))
+        victim = uuid.uuid4()
+        while partition_of(victim, stack_settings.topic_partitions) not in dead_partitions:
+            victim = uuid.uuid4()
+        create_booking(setup, venue, day=tomorrow(), start=dtime(19, 30), end=dtime(21), booking_id=victim)
+        killed = time.monotonic()
+        doomed.kill()
+        hold = app.quote(victim, tables=[venue.table_ids[0]])
+        assert hold is not None
+        assert not app.confirm(hold, key=f"api-{victim}", reason="api_inline_auto_assign", source="api-inline").ok
+    wait_for("the survivor takes over and remediates", lambda: confirmed(connect, victim), timeout=60, interval=0.05)
+    takeover = time.monotonic() - killed
+    print(f"kill -9 of a member -> an incident on its partition remediated by the survivor in {takeover:.2f}s")
+    assert takeover <= 10.0
+    assert remediation_counts(connect, victim)[0] == 1
+    assert survivor.stop()[0] == 0
