@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo demo-steps watch test lint unit stack-up stack-down stack-status clean
+.PHONY: help install demo demo-steps watch test lint unit chaos stack-up stack-down stack-status clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-13s %s\n", $$1, $$2}'
@@ -44,6 +44,9 @@ test: lint ## lint, then the whole suite against the real stack (started if not 
 
 unit: install ## only the fast tests that need no services
 	$(BIN)/python -m pytest tests/unit
+
+chaos: install ## the chaos suite's long form (>= 50 kill -9, broker and PostgreSQL outages); prints its ledger
+	ALLOCGUARD_CHAOS=long $(BIN)/python -m pytest tests/chaos -s
 
 stack-up: install ## start the local stack (idempotent)
 	$(BIN)/allocguard stack up

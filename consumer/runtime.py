@@ -398,7 +398,12 @@ class Runtime:
             sleep=self._sleep_unless_stopping,
         )
         self.scheduler = KeyedScheduler(settings.workers, self._completions.put)
-        base = {"bootstrap.servers": settings.resolved_bootstrap(), **settings.librdkafka()}
+        # back from a broker outage within a second of the broker (librdkafka's default backoff grows to 10 s)
+        base = {
+            "bootstrap.servers": settings.resolved_bootstrap(),
+            "reconnect.backoff.max.ms": 1000,
+            **settings.librdkafka(),
+        }
         self.consumer = Consumer(
             {
                 **base,

@@ -814,6 +814,23 @@ class LocalStack:
         timings["total"] = round(time.monotonic() - started, 2)
         return timings
 
+    def stop_component(self, name: str) -> bool:
+        """Stop one part of the stack (``postgres``, ``kafka`` or ``connect``): fault injection for the chaos
+        suite. True when something was stopped."""
+        if name == "postgres":
+            return self._postgres_down()
+        marker = {
+            "kafka": self.dir / "kafka" / "server.properties",
+            "connect": self.dir / "connect" / "connect.properties",
+        }
+        return self._stop_pid(name, str(marker[name]))
+
+    def start_component(self, name: str) -> None:
+        """Start one part again and wait until it is ready (the connector resumes from its stored offsets)."""
+        {"postgres": self._postgres_up, "kafka": self._kafka_up, "connect": self._connect_up}[name]()
+        if name == "connect":
+            self.wait_connector_running(self.settings.connector_name)
+
     def down(self) -> list[str]:
         """Stop what this stack started, Connect first. Returns the names of what was stopped."""
         stopped: list[str] = []

@@ -1,0 +1,238 @@
+"""A chaos suite of our own: a driver plays independent incidents while faults are injected into the real stack
+(kill -9 of `allocguard run` at random moments, a broker stop/start, a Connect restart, a PostgreSQL restart and
+an outage, a group member killed), then a ledger built from the database counts incidents played, remediated,
+lost and doubled, the dead letters of well-formed events, tracebacks, and the recovery time after each fault.
+
+CI runs the short form; `make chaos` (ALLOCGUARD_CHAOS=long) runs the long one (≥ 50 kills, PostgreSQL down
+30 s). The stack is the local one: the suite stops and starts its processes, so it refuses external services.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from confluent_kafka import Consumer
+
+from consumer.config import StackSettings
+from consumer.simulator import PlatformApp, orphan_by_reseat
+from consumer.stack import LocalStack
+from tests.support.process import RuntimeProcess, wait_for
+
+pytestmark = pytest.mark.e2e
+Conn = psycopg.Connection[Any]
+LONG = os.environ.get("ALLOCGUARD_CHAOS") == "long"
+
+
+@dataclass
+class Fault:
+    name: str
+    began: float
+    ended: float = 0.0
+
+
+@dataclass
+class Ledger:
+    played: dict[uuid.UUID, float] = field(default_factory=dict)
+    faults: list[Fault] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class Driver:
+    """Plays one independent incident (an orphan blocking a new booking's only table) every ``every_s``; a
+    failure to play (the platform's database is down) is retried, as the platform's own traffic would be."""
+
+    def __init__(self, dsn: str, ledger: Ledger, every_s: float) -> None:
+        self._dsn = dsn
+        self._ledger = ledger
+        self._every = every_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="chaos-driver", daemon=True)
+
+    def __enter__(self) -> Driver:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=60)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._every):
+            try:
+                with psycopg.connect(self._dsn, autocommit=True, connect_timeout=2) as conn:
+                    scenario = orphan_by_reseat(PlatformApp(conn), job_attempts=0)
+            except psycopg.Error:
+                continue  # the platform is down too: nothing was played
+            if scenario.victim_id is not None:
+                with self._ledger.lock:
+                    self._ledger.played[scenario.victim_id] = time.time()
+
+
+@pytest.fixture
+def members(tmp_path: Path) -> Iterator[Callable[[str, str], RuntimeProcess]]:
+    started: list[RuntimeProcess] = []
+
+    def start(name: str, group: str) -> RuntimeProcess:
+        process = RuntimeProcess(
+            tmp_path / f"{name}.log",
+            group,
+            env={"ALLOCGUARD_DLQ_TOPIC": f"{group}-dlq", "ALLOCGUARD_SHUTDOWN_TIMEOUT_S": "5"},
+        )
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        if process.process.poll() is None:
+            process.kill()
+
+
+def settle(connect: Callable[[], Conn], ledger: Ledger, timeout: float) -> dict[uuid.UUID, float | None]:
+    """When each played victim was confirmed (epoch seconds), waiting until all are or ``timeout`` passes."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with connect() as conn:
+            rows = conn.execute(
+                "SELECT b.id, extract(epoch FROM h.changed_at) FROM bookings b LEFT JOIN booking_state_history h"
+                " ON h.booking_id = b.id AND h.to_status = 'confirmed' WHERE b.id = ANY(%s)",
+                (list(ledger.played),),
+            ).fetchall()
+        done = {row[0]: (float(row[1]) if row[1] is not None else None) for row in rows}
+        if all(done.get(v) is not None for v in ledger.played) or time.monotonic() > deadline:
+            return {v: done.get(v) for v in ledger.played}
+        time.sleep(0.5)  # poll: the consumer is catching up
+
+
+def dead_letters(bootstrap: str, topic: str) -> int:
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"chaos-{uuid.uuid4()}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        }
+    )
+    metadata = consumer.list_topics(timeout=10)
+    count = 0
+    if topic in metadata.topics:
+        from confluent_kafka import TopicPartition
+
+        for partition in metadata.topics[topic].partitions:
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)
+            count += max(0, high - low)
+    consumer.close()
+    return count
+
+
+def report(connect: Callable[[], Conn], ledger: Ledger, confirmed: dict[uuid.UUID, float | None]) -> dict[str, Any]:
+    with connect() as conn:
+        rows = conn.execute(
+            "SELECT i.booking_id, count(r.id) FROM allocguard.incidents i LEFT JOIN allocguard.remediations r"
+            " ON r.incident_id = i.id AND r.mode = 'auto' WHERE i.booking_id = ANY(%s) GROUP BY 1",
+            (list(ledger.played),),
+        ).fetchall()
+    prunes = {row[0]: int(row[1]) for row in rows}
+    recovery = {}
+    for fault in ledger.faults:
+        during = [confirmed.get(v) for v, at in ledger.played.items() if fault.began <= at <= fault.ended]
+        settled = [t for t in during if t is not None]
+        recovery[f"{fault.name}@{fault.began - ledger.faults[0].began:.0f}s"] = (
+            round(max(settled) - fault.ended, 2) if settled else None
+        )
+    return {
+        "played": len(ledger.played),
+        "remediated": sum(1 for v in ledger.played if confirmed.get(v) is not None),
+        "lost": sorted(str(v) for v in ledger.played if confirmed.get(v) is None),
+        "doubled": sorted(str(v) for v, n in prunes.items() if n > 1),
+        "recovery_s_after_fault": recovery,
+    }
+
+
+def test_chaos(
+    stack_settings: StackSettings,
+    platform_connect: Callable[[], Conn],
+    members: Callable[[str, str], RuntimeProcess],
+    unique: str,
+) -> None:
+    if stack_settings.external:
+        pytest.fail("the chaos suite stops and starts the stack's processes: it needs the local stack")
+    stack = LocalStack(stack_settings, log=lambda line: None)
+    group = f"chaos-{unique}"
+    rng = random.Random(int(unique, 16))
+    ledger = Ledger()
+    running = [members("m0", group)]
+    running[0].wait_ready()
+    logs: list[RuntimeProcess] = list(running)
+
+    def fault(name: str, action: Callable[[], None]) -> None:
+        entry = Fault(name, time.time())
+        action()
+        entry.ended = time.time()
+        ledger.faults.append(entry)
+
+    def restart_member(index: int) -> None:
+        running[index].kill()
+        fresh = members(f"m{len(logs)}", group)
+        logs.append(fresh)
+        fresh.wait_ready(timeout=90)
+        running[index] = fresh
+
+    def kill_at_random() -> None:
+        time.sleep(rng.uniform(0.05, 1.5))  # poll: a random moment in the stream, not a synchronisation
+        restart_member(0)
+
+    def component(name: str, down_s: float = 0.0) -> Callable[[], None]:
+        def bounce() -> None:
+            stack.stop_component(name)
+            time.sleep(down_s)  # poll: the outage itself lasts this long
+            stack.start_component(name)
+
+        return bounce
+
+    def member_killed() -> None:
+        second = members(f"m{len(logs)}", group)
+        logs.append(second)
+        second.wait_ready(timeout=90)
+        time.sleep(2)  # poll: let the group settle with two members, then one dies
+        second.kill()
+
+    plan: list[tuple[str, Callable[[], None]]] = [("kill -9", kill_at_random) for _ in range(50 if LONG else 3)]
+    plan += [
+        ("broker stop/start", component("kafka", 20.0 if LONG else 3.0)),
+        ("connect restart", component("connect")),
+        ("postgres restart", component("postgres")),
+        ("member killed", member_killed),
+    ]
+    if LONG:
+        plan += [("postgres down 30s", component("postgres", 30.0)), ("broker stop/start", component("kafka", 20.0))]
+    rng.shuffle(plan)
+    with Driver(stack_settings.platform_dsn, ledger, every_s=0.3):
+        for name, action in plan:
+            fault(name, action)
+            time.sleep(1.0)  # poll: a little ordinary traffic between faults
+    confirmed = settle(platform_connect, ledger, timeout=120)
+    result = report(platform_connect, ledger, confirmed)
+    result["dlq"] = dead_letters(stack_settings.kafka_bootstrap, f"{group}-dlq")
+    result["tracebacks"] = sum(process.log().count("Traceback") for process in logs)
+    result["faults"] = len(ledger.faults)
+    print("chaos:", json.dumps(result, indent=1))
+    assert result["played"] >= 10
+    assert result["lost"] == []
+    assert result["doubled"] == []
+    assert result["dlq"] == 0
+    assert result["tracebacks"] == 0
+    for process in running:
+        if process.process.poll() is None:
+            assert process.stop()[0] == 0
+    wait_for("the stack is whole again", lambda: all(c.running for c in stack.status()), timeout=60)
