@@ -21,6 +21,7 @@ from consumer import db
 from consumer.config import StackSettings
 from consumer.demo import write_demo_lifecycle
 from consumer.offsets import end_positions, start_positions
+from consumer.redact import redact
 from consumer.report import plan_as_json, plan_as_text
 from consumer.simulator import SCENARIOS, PlatformApp
 from consumer.stack import LocalStack, StackError, captured_topics, connector_config
@@ -413,12 +414,27 @@ def _runtime_options(command: Callable[..., None]) -> Callable[..., None]:
 
 
 def _runtime_settings(**flags: Any) -> Any:
+    """Settings from flags over env over ``.env``, validated: a mistake is one clear line per setting, exit 2."""
+    from pydantic import ValidationError
+
     from consumer.config import RuntimeSettings
 
     flags["pg_dsn"] = flags.pop("dsn", None)
     if flags.get("tables") is not None:
         flags["tables"] = [t.strip() for t in str(flags["tables"]).split(",") if t.strip()]
-    return RuntimeSettings(**{k: v for k, v in flags.items() if v is not None})
+    try:
+        return RuntimeSettings(**{k: v for k, v in flags.items() if v is not None})
+    except ValidationError as exc:
+        for error in exc.errors(include_url=False):
+            name = ".".join(str(part) for part in error["loc"])
+            where = f"ALLOCGUARD_{name.upper()}" if name else "settings"
+            shown = (
+                ""
+                if name in ("pg_dsn", "kafka_config", "assign_endpoint") or not name
+                else (f" (got {redact(str(error.get('input')))[:80]!r})")
+            )
+            click.echo(f"configuration error: {where}: {error['msg']}{shown}", err=True)
+        sys.exit(2)
 
 
 @main.command()
@@ -547,5 +563,21 @@ def run(
         sys.exit(2)
 
 
+def entry() -> None:
+    """The console script: no traceback, and no password, for a mistake in a connection string or a dependency
+    that is down — one redacted line and exit 1 (configuration errors exit 2 where they are found)."""
+    try:
+        main(standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(1)
+    except click.ClickException as exc:
+        click.echo(f"Error: {redact(exc.format_message())}", err=True)
+        sys.exit(exc.exit_code)
+    except (psycopg.Error, OSError, RuntimeError, ValueError) as exc:
+        click.echo(f"error: {type(exc).__name__}: {redact(str(exc)).strip()}", err=True)
+        sys.exit(1)
+
+
 if __name__ == "__main__":
-    main()
+    entry()

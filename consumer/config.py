@@ -4,13 +4,21 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated, Literal
 
-from pydantic import Field, SecretStr
+from pydantic import BeforeValidator, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from consumer.redact import redact
 
 if TYPE_CHECKING:
     from consumer.operations.check import Target
+
+
+def _lower(value: object) -> object:
+    """Choices are case-insensitive (ALLOCGUARD_MODE=AUTO means auto); anything else is refused by name."""
+    return value.lower() if isinstance(value, str) else value
+
 
 #: the repository root when running from a checkout (deploy/ lives beside the packages)
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -128,27 +136,38 @@ class RuntimeSettings(BaseSettings):
     #: static group membership (group.instance.id), e.g. the pod name: a rolling restart causes no rebalance
     instance_id: str | None = None
     #: where a new group starts: "latest" (live) or "earliest"
-    auto_offset_reset: str = "latest"
+    auto_offset_reset: Annotated[Literal["latest", "earliest"], BeforeValidator(_lower)] = "latest"
     dlq_topic: str | None = None
     #: extra librdkafka settings passed through (security.protocol, sasl.*, ssl.*), e.g. from a Secret
     kafka_config: dict[str, SecretStr] = Field(default_factory=dict)
-    workers: int = 16
-    max_in_flight: int = 2000
-    mode: str = "dry_run"
-    grace_s: float = 120.0
-    strategy: str = "sql"
-    assign_endpoint: str | None = None
+    workers: int = Field(default=16, ge=1, le=256)
+    max_in_flight: int = Field(default=2000, ge=1)
+    mode: Annotated[Literal["dry_run", "auto"], BeforeValidator(_lower)] = "dry_run"
+    grace_s: float = Field(default=120.0, ge=0)
+    strategy: Annotated[Literal["sql", "http"], BeforeValidator(_lower)] = "sql"
+    #: the app's assign endpoint for strategy http (may carry credentials: never printed)
+    assign_endpoint: SecretStr | None = None
     artifacts_dir: Path | None = Path("artifacts")
     health_host: str = "0.0.0.0"  # noqa: S104 (probes come from the orchestrator)
-    health_port: int = 8088
+    health_port: int = Field(default=8088, ge=0, le=65535)
     #: Kafka Connect's REST URL and the connector's name, for the connector check (optional)
     connect_url: str | None = None
     connector_name: str = "platform-cdc"
     #: the publication Debezium streams (checked to cover the consumed tables)
     publication: str = "allocguard_platform"
-    shutdown_timeout_s: float = 30.0
+    shutdown_timeout_s: float = Field(default=30.0, gt=0)
     #: how long a revoked partition's in-flight work may take before its offsets are left uncommitted
-    revoke_timeout_s: float = 20.0
+    revoke_timeout_s: float = Field(default=20.0, ge=0)
+
+    @model_validator(mode="after")
+    def _strategy_has_what_it_needs(self) -> RuntimeSettings:
+        if self.strategy == "http" and self.assign_endpoint is None:
+            raise ValueError("strategy http needs ALLOCGUARD_ASSIGN_ENDPOINT (the app's assign URL)")
+        if self.assign_endpoint is not None and not self.assign_endpoint.get_secret_value().startswith(
+            ("http://", "https://")
+        ):
+            raise ValueError("ALLOCGUARD_ASSIGN_ENDPOINT must be an http(s) URL")
+        return self
 
     def resolved_bootstrap(self) -> str:
         return self.kafka_bootstrap or StackSettings().kafka_bootstrap
@@ -185,4 +204,6 @@ class RuntimeSettings(BaseSettings):
         doc = self.model_dump(mode="json")
         doc["pg_dsn"] = "**********" if self.pg_dsn is not None else None
         doc["kafka_config"] = {key: "**********" for key in self.kafka_config}
+        if self.assign_endpoint is not None:
+            doc["assign_endpoint"] = redact(self.assign_endpoint.get_secret_value())
         return doc

@@ -371,8 +371,8 @@ class Runtime:
 
         self._connect = connect
         strategy: AssignStrategy = (
-            HttpAssign(settings.assign_endpoint, connect)
-            if settings.strategy == "http" and settings.assign_endpoint
+            HttpAssign(settings.assign_endpoint.get_secret_value(), connect)
+            if settings.strategy == "http" and settings.assign_endpoint is not None
             else SqlAssign(connect)
         )
         self.telemetry = Telemetry()

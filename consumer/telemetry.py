@@ -31,6 +31,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExport
 from opentelemetry.trace import Link, Span, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 from psycopg import sql
 
+from consumer.redact import redact
 from handlers.pipeline import SpanHandle
 
 log = logging.getLogger("allocguard.telemetry")
@@ -181,8 +182,24 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(doc)
 
 
+class RedactingFilter(logging.Filter):
+    """One redaction path for every log line, ours and our libraries' (psycopg.pool's connection warnings quote
+    the DSN): a password in a connection string or a URL never reaches the output."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        cleaned = redact(message)
+        if cleaned != message:
+            record.msg, record.args = cleaned, None
+        if record.exc_info and record.exc_info[1] is not None:
+            text = redact(logging.Formatter().formatException(record.exc_info))
+            record.exc_info, record.exc_text = None, text
+        return True
+
+
 def configure_logging(level: str, fmt: str) -> None:
     handler = logging.StreamHandler()
+    handler.addFilter(RedactingFilter())
     if fmt == "json":
         formatter = JsonFormatter()
         formatter.converter = time.gmtime

@@ -54,6 +54,9 @@ class Snapshot:
     #: every allocation of the restaurant on the incident's tables whose window overlaps the incident's
     allocations: tuple[AllocationRow, ...]
     owners: dict[UUID, OwnerState] = field(default_factory=dict)
+    #: the victim's assignment carries allocguard's idempotency key: allocguard seated it (perhaps right before
+    #: a crash, so the outcome was never recorded)
+    victim_assigned_by_allocguard: bool = False
 
 
 def assess(row: AllocationRow, snapshot: Snapshot, grace: timedelta) -> AllocationEvidence:
@@ -134,6 +137,7 @@ def make_plan(snapshot: Snapshot, grace: timedelta) -> Plan:
         incident=snapshot.incident,
         victim_status=snapshot.victim_status,
         victim_has_assignment=bool(snapshot.victim_assigned_tables),
+        victim_assigned_by_allocguard=snapshot.victim_assigned_by_allocguard,
         evidence=evidence,
         prune_ids=prune if decision == "prune_and_retry" else (),
         target_tables=targets,

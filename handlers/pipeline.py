@@ -172,7 +172,9 @@ class Remediator:
                 if incident is None:
                     detect.set("allocguard.outcome.status", "unresolvable")
                     return IncidentResult("unresolvable", f"booking {failure.booking_id} has no window to work with")
-                incident_id, status, count, first_trace = store.record_incident(conn, incident, failure)
+                incident_id, status, count, first_trace = store.record_incident(
+                    conn, incident, failure, self.settings.mode.value
+                )
                 detect.set("allocguard.incident.id", str(incident_id))
                 detect.set("allocguard.incident.event_count", count)
                 detect.set("allocguard.incident.window_source", incident.window_source)
@@ -244,6 +246,11 @@ class Remediator:
                     span.set(f"allocguard.evidence.{verdict}", n)
                 span.set("allocguard.plan.prune_ids", [str(i) for i in plan.prune_ids])
             result.plans.append(plan)
+            if plan.decision == "not_needed" and plan.victim_assigned_by_allocguard:
+                # redelivered after allocguard's own assignment committed (a crash before the outcome was written)
+                return self._settle(
+                    conn, result, "resolved", "assigned by allocguard (its idempotency key), recorded on redelivery"
+                )
             if plan.decision == "not_needed":
                 return self._settle(conn, result, "not_needed", plan.decision_reason)
             if s.mode is Mode.DRY_RUN:

@@ -48,6 +48,10 @@ Conn = psycopg.Connection[Any]
 Connect = Callable[[], AbstractContextManager[Conn]]
 
 
+#: allocguard's idempotency keys start with this: an assignment carrying one is allocguard's own doing
+ALLOCGUARD_KEY_PREFIX = "allocguard-"
+
+
 class RetryPolicy(BaseModel):
     model_config = ConfigDict(frozen=True)
     max_attempts: int = 5
@@ -73,7 +77,7 @@ class AssignRequest:
         """Deterministic per (booking, sorted tables, window)."""
         tables = ",".join(sorted(str(t) for t in self.table_ids))
         digest = hashlib.sha256(f"{self.booking_id}|{tables}|{self.window.to_postgres()}".encode()).hexdigest()
-        return f"allocguard-{digest[:24]}"
+        return f"{ALLOCGUARD_KEY_PREFIX}{digest[:24]}"
 
 
 @dataclass(frozen=True)

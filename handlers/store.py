@@ -18,6 +18,7 @@ from psycopg.types.range import Range as PgRange
 
 from handlers.detect import FailureSeen, HoldSeen
 from handlers.evidence import AllocationRow, OwnerState, Snapshot
+from handlers.retry import ALLOCGUARD_KEY_PREFIX
 from schemas.records import Incident
 from schemas.values import TstzRange
 
@@ -128,7 +129,7 @@ def incident_from_booking(conn: Conn, failure: FailureSeen) -> Incident | None:
 
 
 def record_incident(
-    conn: Conn, incident: Incident, failure: FailureSeen
+    conn: Conn, incident: Incident, failure: FailureSeen, mode: str = "auto"
 ) -> tuple[UUID, str, int, tuple[str, str] | None]:
     """Insert the incident or fold this failure event into it.
 
@@ -136,9 +137,9 @@ def record_incident(
     source = {"event_id": str(failure.event_id), "source": failure.source, "event_type": failure.event_type}
     row = conn.execute(
         "INSERT INTO allocguard.incidents AS i (booking_id, restaurant_id, attempt_window, table_ids, hold_id,"
-        " require_adjacency, window_source, source_events, first_event_at, last_event_at)"
-        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
-        " ON CONFLICT ON CONSTRAINT incidents_booking_window_key DO UPDATE SET"
+        " require_adjacency, window_source, source_events, first_event_at, last_event_at, mode)"
+        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+        " ON CONFLICT ON CONSTRAINT incidents_booking_window_mode_key DO UPDATE SET"
         "   event_count = i.event_count + CASE WHEN i.source_events @> EXCLUDED.source_events THEN 0 ELSE 1 END,"
         "   source_events = CASE WHEN i.source_events @> EXCLUDED.source_events THEN i.source_events"
         "                        ELSE i.source_events || EXCLUDED.source_events END,"
@@ -155,6 +156,7 @@ def record_incident(
             Jsonb([source]),
             failure.created_at,
             failure.created_at,
+            mode,
         ),
     ).fetchone()
     assert row is not None
@@ -221,7 +223,8 @@ def load_snapshot(conn: Conn, incident: Incident) -> Snapshot:
         assert now_row is not None
         victim = cur.execute("SELECT status FROM public.bookings WHERE id = %s", (incident.booking_id,)).fetchone()
         victim_tables = cur.execute(
-            "SELECT table_id FROM public.booking_table_assignments WHERE booking_id = %s", (incident.booking_id,)
+            "SELECT table_id, idempotency_key FROM public.booking_table_assignments WHERE booking_id = %s",
+            (incident.booking_id,),
         ).fetchall()
         rows = cur.execute(
             'SELECT id, booking_id, restaurant_id, resource_type, resource_id, "window", shadow, is_maintenance,'
@@ -258,6 +261,9 @@ def load_snapshot(conn: Conn, incident: Incident) -> Snapshot:
         now=now_row["now"],
         victim_status=str(victim["status"]) if victim is not None else None,
         victim_assigned_tables=frozenset(v["table_id"] for v in victim_tables),
+        victim_assigned_by_allocguard=any(
+            str(v["idempotency_key"] or "").startswith(ALLOCGUARD_KEY_PREFIX) for v in victim_tables
+        ),
         allocations=tuple(
             AllocationRow(
                 id=r["id"],
@@ -304,7 +310,8 @@ def claim_due(conn: Conn, instance: str, lease: timedelta, limit: int = 50) -> l
     Returns (incident id, booking id) pairs."""
     rows = conn.execute(
         "UPDATE allocguard.incidents i SET next_check_at = now() + %s, claimed_by = %s"
-        " WHERE i.id IN (SELECT id FROM allocguard.incidents WHERE status = 'open' AND next_check_at <= now()"
+        " WHERE i.id IN (SELECT id FROM allocguard.incidents WHERE status = 'open' AND mode = 'auto'"
+        "                AND next_check_at <= now()"
         "                ORDER BY next_check_at LIMIT %s FOR UPDATE SKIP LOCKED)"
         " RETURNING i.id, i.booking_id",
         (lease, instance, limit),

@@ -66,6 +66,8 @@ class Plan(BaseModel):
     incident: Incident
     victim_status: str | None
     victim_has_assignment: bool
+    #: that assignment carries allocguard's idempotency key (allocguard's own doing)
+    victim_assigned_by_allocguard: bool = False
     evidence: tuple[AllocationEvidence, ...]
     prune_ids: tuple[UUID, ...]
     #: the tables the retry asks for: the hold's tables, or (fallback) the one best candidate table

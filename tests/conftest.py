@@ -21,6 +21,7 @@ from psycopg.rows import dict_row
 from consumer.config import StackSettings
 from consumer.stack import LocalStack, StackError, captured_topics
 from tests.support.cdc import CdcReader
+from tests.support.process import RuntimeProcess
 
 
 @pytest.fixture(scope="session")
@@ -98,3 +99,20 @@ def capture_dir() -> Path | None:
 @pytest.fixture
 def unique() -> str:
     return uuid.uuid4().hex[:10]
+
+
+@pytest.fixture
+def runtimes(tmp_path: Path) -> Iterator[Callable[..., RuntimeProcess]]:
+    """Starts ``allocguard run`` subprocesses (``name``, ``group``, then RuntimeProcess's keywords); whatever a test
+    leaves running is killed afterwards."""
+    started: list[RuntimeProcess] = []
+
+    def start(name: str, group: str, **kwargs: Any) -> RuntimeProcess:
+        process = RuntimeProcess(tmp_path / f"{name}.log", group, **kwargs)
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        if process.process.poll() is None:
+            process.kill()

@@ -229,6 +229,7 @@ def _privilege_items(conn: psycopg.Connection[Any]) -> Iterator[Item]:
             continue
         if ok is None or not ok[0]:
             missing.append(f"GRANT EXECUTE ON FUNCTION {function} TO {REMEDIATOR_ROLE}")
+    yield from _excess_items(conn)
     if missing:
         yield Item(
             "grants",
@@ -238,6 +239,47 @@ def _privilege_items(conn: psycopg.Connection[Any]) -> Iterator[Item]:
         )
     else:
         yield Item("grants", Status.OK, f"{len(NEEDED_PRIVILEGES)} table and {len(FUNCTIONS)} function privileges")
+
+
+#: a function body that deletes, updates or inserts assignment or allocation rows
+_WRITES_ASSIGNMENTS = r"(delete\s+from|update|insert\s+into)\s+(public\.)?(allocations|booking_table_assignments)\M"
+#: platform functions allocguard itself calls (EXECUTE on them is needed, not excess)
+_OWN_FUNCTIONS = ("assign_tables_atomic_v2", "apply_booking_state_transition")
+
+
+def _excess_items(conn: psycopg.Connection[Any]) -> Iterator[Item]:
+    """What the role can do beyond what allocguard needs: SECURITY DEFINER functions of the platform that write
+    assignments or allocations and that this role may execute (usually through PUBLIC, PostgreSQL's default),
+    and rights on guest data. A warning each, with the statement that takes it away."""
+    rows = conn.execute(
+        "SELECT p.oid::regprocedure::text, has_function_privilege('public', p.oid, 'EXECUTE')"
+        " FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace"
+        " WHERE n.nspname = 'public' AND p.prosecdef AND NOT (p.proname = ANY(%s))"
+        " AND has_function_privilege(current_user, p.oid, 'EXECUTE')"
+        " AND p.prosrc ~* %s ORDER BY 1",
+        (list(_OWN_FUNCTIONS), _WRITES_ASSIGNMENTS),
+    ).fetchall()
+    for signature, public in rows:
+        grantee = "PUBLIC" if public else "allocguard_remediator"
+        yield Item(
+            "excess",
+            Status.WARN,
+            f"can execute {signature} (SECURITY DEFINER, writes assignments or allocations) through {grantee}",
+            f"REVOKE EXECUTE ON FUNCTION {signature} FROM {grantee}; then GRANT it to the platform roles that call it",
+        )
+    pii = conn.execute(
+        "SELECT string_agg(column_name, ', ' ORDER BY column_name) FROM information_schema.columns"
+        " WHERE table_schema = 'public' AND table_name = 'bookings'"
+        " AND column_name IN ('customer_name', 'customer_email', 'customer_phone', 'notes', 'details')"
+        " AND has_column_privilege('public.bookings', column_name, 'SELECT')"
+    ).fetchone()
+    if pii and pii[0]:
+        yield Item(
+            "excess",
+            Status.WARN,
+            f"can read guest data: bookings.{pii[0]}",
+            "REVOKE SELECT ON public.bookings FROM allocguard_remediator; `allocguard db init` grants the columns",
+        )
 
 
 def _has_column_privilege(conn: psycopg.Connection[Any], table: str, column: str, privilege: str) -> bool:

@@ -82,6 +82,8 @@ def replay_dlq(
             actor="allocguard-dlq-replay",
         ),
     )
+    with connect():
+        pass  # a wrong DSN or an unreachable database is said now, not after reading the topic
     summary = DlqReplaySummary()
     try:
         ends = {tp: high for tp, (_, high) in watermarks(consumer, [topic]).items()}

@@ -15,9 +15,8 @@ import random
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -77,25 +76,6 @@ class Driver:
             if scenario.victim_id is not None:
                 with self._ledger.lock:
                     self._ledger.played[scenario.victim_id] = time.time()
-
-
-@pytest.fixture
-def members(tmp_path: Path) -> Iterator[Callable[[str, str], RuntimeProcess]]:
-    started: list[RuntimeProcess] = []
-
-    def start(name: str, group: str) -> RuntimeProcess:
-        process = RuntimeProcess(
-            tmp_path / f"{name}.log",
-            group,
-            env={"ALLOCGUARD_DLQ_TOPIC": f"{group}-dlq", "ALLOCGUARD_SHUTDOWN_TIMEOUT_S": "5"},
-        )
-        started.append(process)
-        return process
-
-    yield start
-    for process in started:
-        if process.process.poll() is None:
-            process.kill()
 
 
 def settle(connect: Callable[[], Conn], ledger: Ledger, timeout: float) -> dict[uuid.UUID, float | None]:
@@ -159,16 +139,21 @@ def report(connect: Callable[[], Conn], ledger: Ledger, confirmed: dict[uuid.UUI
     }
 
 
+@pytest.mark.timeout(1800 if LONG else 600)
 def test_chaos(
     stack_settings: StackSettings,
     platform_connect: Callable[[], Conn],
-    members: Callable[[str, str], RuntimeProcess],
+    runtimes: Callable[..., RuntimeProcess],
     unique: str,
 ) -> None:
     if stack_settings.external:
         pytest.fail("the chaos suite stops and starts the stack's processes: it needs the local stack")
     stack = LocalStack(stack_settings, log=lambda line: None)
     group = f"chaos-{unique}"
+
+    def members(name: str, group: str) -> RuntimeProcess:
+        return runtimes(name, group, env={"ALLOCGUARD_DLQ_TOPIC": f"{group}-dlq", "ALLOCGUARD_SHUTDOWN_TIMEOUT_S": "5"})
+
     rng = random.Random(int(unique, 16))
     ledger = Ledger()
     running = [members("m0", group)]

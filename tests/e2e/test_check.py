@@ -221,3 +221,45 @@ def drop_slot(settings: StackSettings, slot: str) -> None:
                 conn.execute("SELECT pg_drop_replication_slot(%s)", (slot,))
                 return
             time.sleep(0.2)  # poll: the task releases the slot asynchronously after the DELETE
+
+
+def test_the_runtime_role_is_denied_what_it_does_not_need(platform: Platform) -> None:
+    """As the login role: guest data, the audit trail and the platform's SECURITY DEFINER writers are out of reach
+    — the last one once the operator runs the REVOKE that `check` prints."""
+    booking = "00000000-0000-4000-8000-000000000001"
+    denied = [
+        "SELECT customer_name, customer_email, customer_phone, notes, details FROM public.bookings",
+        "SELECT full_name, email, phone FROM public.customers",
+        "UPDATE allocguard.remediations SET reason = 'rewritten'",
+        "DELETE FROM allocguard.remediations",
+        "DELETE FROM allocguard.processed_events",
+        "DELETE FROM allocguard.incidents",
+        "TRUNCATE allocguard.remediations",
+    ]
+    with psycopg.connect(platform.app_dsn, autocommit=True) as conn:
+        for statement in denied:
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                conn.execute(statement.encode())
+        # the platform leaves its SECURITY DEFINER functions executable by PUBLIC: allowed until revoked
+        with conn.transaction():
+            conn.execute("SELECT public.unassign_tables_atomic(%s::uuid)", (booking,))
+            raise psycopg.Rollback()
+    _, items = platform.check()
+    excess = [i for i in json_items(platform) if i["name"] == "excess"]
+    fixes = " ".join(i["fix"] for i in excess)
+    assert "REVOKE EXECUTE ON FUNCTION unassign_tables_atomic(uuid,uuid[]) FROM PUBLIC" in fixes, excess
+    assert "prune_allocations_history" in fixes
+    assert items["grants"]["status"] == "OK"
+    for item in excess:
+        platform.owner(item["fix"].split(";")[0])
+    with (
+        psycopg.connect(platform.app_dsn, autocommit=True) as conn,
+        pytest.raises(psycopg.errors.InsufficientPrivilege),
+    ):
+        conn.execute("SELECT public.unassign_tables_atomic(%s::uuid)", (booking,))
+    assert [i for i in json_items(platform) if i["name"] == "excess"] == []
+
+
+def json_items(platform: Platform) -> list[dict[str, str]]:
+    result = CliRunner().invoke(main, ["check", "--json", "--dsn", platform.app_dsn])
+    return list(json.loads(result.output[: result.output.rindex("]") + 1]))

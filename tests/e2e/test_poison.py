@@ -7,8 +7,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import psycopg
@@ -20,6 +19,7 @@ from confluent_kafka.cimpl import NewTopic
 from consumer.config import StackSettings
 from consumer.offsets import watermarks
 from consumer.simulator import PlatformApp, orphan_by_reseat
+from tests.support.platform import confirmed
 from tests.support.process import RuntimeProcess, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -82,27 +82,6 @@ def poisons() -> dict[str, tuple[bytes, Headers]]:
         "binary-traceparent": (envelope(event("x", "y", "{}")), [("traceparent", b"\xff\xfe\x00" * 20)]),
         "huge-not-json": (b"{" + b"x" * 500_000, []),
     }
-
-
-@pytest.fixture
-def runtimes(tmp_path: Path) -> Iterator[Callable[..., RuntimeProcess]]:
-    started: list[RuntimeProcess] = []
-
-    def start(name: str, group: str, **kwargs: Any) -> RuntimeProcess:
-        process = RuntimeProcess(tmp_path / f"{name}.log", group, **kwargs)
-        started.append(process)
-        return process
-
-    yield start
-    for process in started:
-        if process.process.poll() is None:
-            process.kill()
-
-
-def confirmed(connect: Callable[[], Conn], booking: uuid.UUID) -> bool:
-    with connect() as conn:
-        row = conn.execute("SELECT status = 'confirmed' FROM bookings WHERE id = %s", (booking,)).fetchone()
-        return bool(row and row[0])
 
 
 def test_no_poison_stops_the_consumer(

@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from datetime import time as dtime
-from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -32,35 +31,11 @@ from consumer.simulator import (
 from consumer.stack import LocalStack
 from schemas.rows import CAPTURED
 from tests.support.cdc import CdcReader, RawMessage
+from tests.support.platform import confirmed
 from tests.support.process import RuntimeProcess, metric_value, wait_for
 
 pytestmark = pytest.mark.e2e
 Conn = psycopg.Connection[Any]
-
-
-@pytest.fixture
-def runtimes(tmp_path: Path) -> Iterator[Callable[..., RuntimeProcess]]:
-    started: list[RuntimeProcess] = []
-
-    def start(name: str, group: str, **kwargs: Any) -> RuntimeProcess:
-        process = RuntimeProcess(tmp_path / f"{name}.log", group, **kwargs)
-        started.append(process)
-        return process
-
-    yield start
-    for process in started:
-        if process.process.poll() is None:
-            process.kill()
-
-
-def confirmed(connect: Callable[[], Conn], booking: uuid.UUID) -> bool:
-    with connect() as conn:
-        row = conn.execute(
-            "SELECT b.status = 'confirmed' AND EXISTS (SELECT 1 FROM booking_table_assignments x"
-            " WHERE x.booking_id = b.id) FROM bookings b WHERE b.id = %s",
-            (booking,),
-        ).fetchone()
-        return bool(row and row[0])
 
 
 def failure_message(booking: uuid.UUID) -> Callable[[RawMessage], bool]:
@@ -370,3 +345,38 @@ def test_deletes_and_updates_of_every_captured_table_flow_under_default_replica_
     assert metric_value(metrics, "allocguard_dlq_messages_total") == 0
     assert "dead-lettering" not in runtime.log()
     assert runtime.stop()[0] == 0
+
+
+def test_a_dry_run_instance_beside_an_auto_one_keeps_its_own_record(
+    connect: Callable[[], Conn], runtimes: Callable[..., RuntimeProcess], unique: str
+) -> None:
+    """Two deployments read the same topics (own groups): a dry-run one and the real one. Each records what it
+    did; the dry run never overwrites the auto record."""
+    auto = runtimes("auto", f"e2e-auto-{unique}")
+    dry = runtimes("dry", f"e2e-dry-{unique}", env={"ALLOCGUARD_MODE": "dry_run"})
+    auto.wait_ready()
+    dry.wait_ready()
+    with connect() as conn:
+        victims = [orphan_by_reseat(PlatformApp(conn), job_attempts=0).victim_id for _ in range(5)]
+    for victim in victims:
+        assert victim is not None
+        wait_for(f"victim {victim} confirmed", lambda v=victim: confirmed(connect, v), timeout=60)
+
+    def records(victim: uuid.UUID) -> list[tuple[str, str]]:
+        with connect() as conn:
+            return [
+                (str(r[0]), str(r[1]))
+                for r in conn.execute(
+                    "SELECT mode, status FROM allocguard.incidents WHERE booking_id = %s ORDER BY mode", (victim,)
+                ).fetchall()
+            ]
+
+    for victim in victims:
+        assert victim is not None
+        wait_for("both records written", lambda v=victim: len(records(v)) == 2, timeout=30)
+        auto_record, dry_record = records(victim)
+        assert auto_record == ("auto", "resolved")
+        # the dry run planned a prune, or saw the victim already seated by the auto instance
+        assert dry_record in (("dry_run", "dry_run"), ("dry_run", "not_needed"))
+    assert auto.stop()[0] == 0
+    assert dry.stop()[0] == 0

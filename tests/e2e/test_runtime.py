@@ -6,10 +6,9 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import time as dtime
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -29,36 +28,11 @@ from consumer.simulator import (
     seed_incident,
     tomorrow,
 )
+from tests.support.platform import confirmed
 from tests.support.process import RuntimeProcess, metric_value, wait_for
 
 pytestmark = pytest.mark.e2e
 Conn = psycopg.Connection[Any]
-
-
-@pytest.fixture
-def runtimes(tmp_path: Path) -> Iterator[Callable[..., RuntimeProcess]]:
-    """Starts ``allocguard run`` subprocesses; whatever a test leaves running is killed afterwards."""
-    started: list[RuntimeProcess] = []
-
-    def start(name: str, group: str, **kwargs: Any) -> RuntimeProcess:
-        process = RuntimeProcess(tmp_path / f"{name}.log", group, **kwargs)
-        started.append(process)
-        return process
-
-    yield start
-    for process in started:
-        if process.process.poll() is None:
-            process.kill()
-
-
-def confirmed(connect: Callable[[], Conn], booking: uuid.UUID) -> bool:
-    with connect() as conn:
-        row = conn.execute(
-            "SELECT b.status = 'confirmed' AND EXISTS (SELECT 1 FROM booking_table_assignments x"
-            " WHERE x.booking_id = b.id) FROM bookings b WHERE b.id = %s",
-            (booking,),
-        ).fetchone()
-        return bool(row and row[0])
 
 
 def remediation_counts(connect: Callable[[], Conn], victim: uuid.UUID) -> tuple[int, int, int]:
@@ -222,6 +196,10 @@ def test_kill_9_during_remediation_then_restart(
             assert conn.execute(
                 "SELECT count(*) FROM booking_table_assignments WHERE booking_id = %s", (victim,)
             ).fetchone() == (1,)
+            # the record tells what happened: allocguard seated the victim, also when it died right after
+            assert conn.execute(
+                "SELECT status FROM allocguard.incidents WHERE booking_id = %s", (victim,)
+            ).fetchall() == [("resolved",)]
     assert restarted.stop()[0] == 0
 
 

@@ -4,8 +4,7 @@ instance (same group) finishes the incident."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import psycopg
@@ -20,20 +19,8 @@ Conn = psycopg.Connection[Any]
 BOUND_S = 5.0
 
 
-@pytest.fixture
-def runtimes(tmp_path: Path) -> Iterator[Callable[..., RuntimeProcess]]:
-    started: list[RuntimeProcess] = []
-
-    def start(name: str, group: str) -> RuntimeProcess:
-        env = {"ALLOCGUARD_SHUTDOWN_TIMEOUT_S": str(BOUND_S)}
-        process = RuntimeProcess(tmp_path / f"{name}.log", group, env=env)
-        started.append(process)
-        return process
-
-    yield start
-    for process in started:
-        if process.process.poll() is None:
-            process.kill()
+def member(runtimes: Callable[..., RuntimeProcess], name: str, group: str) -> RuntimeProcess:
+    return runtimes(name, group, env={"ALLOCGUARD_SHUTDOWN_TIMEOUT_S": str(BOUND_S)})
 
 
 def status_of(connect: Callable[[], Conn], victim: uuid.UUID) -> tuple[str | None, bool]:
@@ -48,7 +35,7 @@ def played_while_stopped(
     connect: Callable[[], Conn], runtimes: Callable[..., RuntimeProcess], group: str
 ) -> tuple[ScenarioResult, uuid.UUID]:
     """A first instance fixes the group's positions and stops; the incident is played while nobody runs."""
-    first = runtimes("positions", group)
+    first = member(runtimes, "positions", group)
     first.wait_ready()
     assert first.stop()[0] == 0
     with connect() as conn:
@@ -61,7 +48,7 @@ def played_while_stopped(
 def finish_with_next_instance(
     connect: Callable[[], Conn], runtimes: Callable[..., RuntimeProcess], group: str, victim: uuid.UUID
 ) -> None:
-    final = runtimes("next", group)
+    final = member(runtimes, "next", group)
     final.wait_ready()
     wait_for("the next instance finishes the incident", lambda: status_of(connect, victim) == ("resolved", True), 60)
     with connect() as conn:
@@ -97,7 +84,7 @@ def test_sigterm_during_a_hold_conflict_wait(
             " WHERE t.restaurant_id = %s",
             (hold[0], scenario.restaurant_id),
         )
-    stopping = runtimes("stopping", group)
+    stopping = member(runtimes, "stopping", group)
     stopping.wait_ready()
     wait_for("the retry waiting on the hold", lambda: "hold_conflict" in stopping.log(), timeout=30)
     code, took = stopping.stop()
@@ -124,7 +111,7 @@ def test_sigterm_while_a_row_lock_holds_the_prune(
     blocker = psycopg.connect(stack_settings.platform_dsn)
     blocker.execute("SELECT 1 FROM bookings WHERE id = %s FOR UPDATE", (owner,))
     try:
-        stopping = runtimes("stopping", group)
+        stopping = member(runtimes, "stopping", group)
         stopping.wait_ready()
         wait_for("the prune backing off", lambda: f"booking {victim}: database busy" in stopping.log(), timeout=30)
         code, took = stopping.stop()

@@ -146,7 +146,7 @@ def test_seed_incident_is_found_fixed_and_reassigned_once(
         ).fetchall()
         assert assigned == [("confirmed", SEED_TABLE)]
         audit = conn.execute(
-            "SELECT mode, allocation_ids, before_rows, after_rows FROM allocguard.remediations r"
+            "SELECT r.mode, allocation_ids, before_rows, after_rows FROM allocguard.remediations r"
             " JOIN allocguard.incidents i ON i.id = r.incident_id WHERE i.booking_id = %s",
             (SEED_VICTIM,),
         ).fetchall()
