@@ -1,8 +1,9 @@
-"""Throughput: raw confluent-kafka consume vs allocguard's runtime, on the same pre-produced topic of realistic
-Debezium messages (observability_events change events as Debezium writes them; ~1% failure signatures and
-~1% hold announcements, which reach the database; the rest are decoded, routed and committed).
+"""Throughput: raw confluent-kafka consume vs allocguard's runtime vs a Quix Streams app, on the same pre-produced
+topics of realistic Debezium messages (observability_events change events as Debezium writes them), at several
+signal ratios (failure signatures and hold announcements, which reach the database; the rest are irrelevant).
+Repetitions are interleaved (raw, allocguard, quix, raw, …) and every figure is a median; ratios are the point.
 
-    python -m bench.throughput --messages 50000
+    python -m bench.throughput --messages 500000 --ratios 0,0.0001,0.01 --repeats 3 [--quix]
 """
 
 from __future__ import annotations
@@ -11,6 +12,9 @@ import argparse
 import json
 import logging
 import random
+import statistics
+import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -71,12 +75,14 @@ def messages(count: int, failure_ratio: float, prefix: str) -> list[tuple[bytes,
 
 
 def raw_consume(bootstrap: str, topic: str, count: int) -> float:
+    """The floor for Python that looks at every value: the client's consume loop, touching each message once."""
     consumer = Consumer(
         {
             "bootstrap.servers": bootstrap,
             "group.id": f"bench-raw-{uuid.uuid4()}",
             "auto.offset.reset": "earliest",
             "enable.auto.commit": False,
+            "fetch.queue.backoff.ms": 10,
         }
     )
     consumer.subscribe([topic])
@@ -84,7 +90,7 @@ def raw_consume(bootstrap: str, topic: str, count: int) -> float:
     deadline = time.monotonic() + 300
     while seen < count and time.monotonic() < deadline:
         for message in consumer.consume(500, 0.5):
-            if message.error() is None:
+            if message.error() is None and message.value() is not None:
                 if not seen:
                     first = time.monotonic()
                 seen += 1
@@ -111,39 +117,75 @@ def allocguard_consume(prefix: str, count: int) -> tuple[float, dict[str, float]
     return count / (stats["last_done_at"] - stats["first_at"]), stats
 
 
+QUIX_VENV = Path(__file__).resolve().parent.parent / ".allocguard" / "bench-quix"
+
+
+def quix_consume(bootstrap: str, topic: str, count: int) -> float:
+    """The same job as a Quix Streams app, in its own virtualenv (created once; quixstreams pins an older
+    confluent-kafka than allocguard's)."""
+    python = QUIX_VENV / "bin" / "python"
+    if not python.exists():
+        subprocess.run([sys.executable, "-m", "venv", str(QUIX_VENV)], check=True)
+        subprocess.run([str(QUIX_VENV / "bin" / "pip"), "install", "-q", "quixstreams==3.28.1"], check=True)
+    app = Path(__file__).resolve().parent / "quix_app.py"
+    done = subprocess.run(
+        [str(python), str(app), bootstrap, topic, str(count)], capture_output=True, text=True, check=True, timeout=1800
+    )
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["events"] >= count, result
+    return float(result["events_per_s"])
+
+
+def produce(bootstrap: str, topic: str, count: int, ratio: float, prefix: str) -> None:
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 50, "batch.size": 1_000_000})
+    for key, value in messages(count, ratio, prefix):
+        while True:
+            try:
+                producer.produce(topic, key=key, value=value)
+                break
+            except BufferError:
+                producer.poll(0.5)
+        producer.poll(0)
+    producer.flush(120)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--messages", type=int, default=50000)
-    parser.add_argument("--failure-ratio", type=float, default=0.01)
+    parser.add_argument("--messages", type=int, default=500_000)
+    parser.add_argument("--ratios", default="0,0.0001,0.01", help="signal ratios, comma-separated")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--quix", action="store_true", help="also run the Quix Streams app (its own venv)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     stack = StackSettings()
-    prefix = f"bench{uuid.uuid4().hex[:8]}"
-    topic = f"{prefix}.public.observability_events"
-    LocalStack(stack, log=lambda line: None).ensure_topics([topic])
-    producer = Producer({"bootstrap.servers": stack.kafka_bootstrap, "linger.ms": 20})
-    for key, value in messages(args.messages, args.failure_ratio, prefix):
-        producer.produce(topic, key=key, value=value)
-        producer.poll(0)
-    producer.flush(60)
-    raw = raw_consume(stack.kafka_bootstrap, topic, args.messages)
-    ours, _ = allocguard_consume(prefix, args.messages)
-    raw_again = raw_consume(stack.kafka_bootstrap, topic, args.messages)
-    print(
-        json.dumps(
-            {
-                "benchmark": "throughput",
-                "messages": args.messages,
-                "failure_ratio": args.failure_ratio,
-                "raw_consume_events_per_s": round(raw),
-                "raw_consume_again_events_per_s": round(raw_again),
-                "allocguard_events_per_s": round(ours),
-                "ratio_vs_raw": round(ours / max(raw, raw_again), 3),
-                "target_ratio": 0.9,
-            },
-            indent=2,
-        )
-    )
+    results = []
+    for ratio in [float(r) for r in args.ratios.split(",")]:
+        prefix = f"bench{uuid.uuid4().hex[:8]}"
+        topic = f"{prefix}.public.observability_events"
+        LocalStack(stack, log=lambda line: None).ensure_topics([topic])
+        produce(stack.kafka_bootstrap, topic, args.messages, ratio / 2, prefix)  # half failures, half holds
+        runs: dict[str, list[float]] = {"raw": [], "allocguard": [], "quix": []}
+        for _ in range(args.repeats):
+            runs["raw"].append(raw_consume(stack.kafka_bootstrap, topic, args.messages))
+            runs["allocguard"].append(allocguard_consume(prefix, args.messages)[0])
+            if args.quix:
+                runs["quix"].append(quix_consume(stack.kafka_bootstrap, topic, args.messages))
+        raw, ours = statistics.median(runs["raw"]), statistics.median(runs["allocguard"])
+        entry: dict[str, object] = {
+            "signal_ratio": ratio,
+            "messages": args.messages,
+            "raw_events_per_s": round(raw),
+            "allocguard_events_per_s": round(ours),
+            "allocguard_vs_raw": round(ours / raw, 3),
+            "runs": {k: [round(v) for v in vs] for k, vs in runs.items() if vs},
+        }
+        if runs["quix"]:
+            quix = statistics.median(runs["quix"])
+            entry["quix_events_per_s"] = round(quix)
+            entry["allocguard_vs_quix"] = round(ours / quix, 2)
+        results.append(entry)
+        print(json.dumps(entry), flush=True)
+    print(json.dumps({"benchmark": "throughput", "results": results}, indent=2))
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from handlers.detect import DetectionRules, classify
 from schemas import ChangeEvent, Heartbeat, Tombstone, decode_message
+from schemas.envelope import table_of_topic
 from schemas.errors import CdcDecodeError
 from schemas.rows import ObservabilityEvent
 
@@ -68,3 +69,33 @@ def route(
         return Skip(op)
     key_text = str(row.booking_id) if row.booking_id is not None else f"event:{row.id}"
     return Signal(op, row, key_text, type(signal).__name__)
+
+
+class Relevance:
+    """The detection rules compiled to a test on the raw value, run before any decode.
+
+    A message can only become a signal if it is a change of ``observability_events`` whose value holds one of
+    the rules' markers: the hold announcement's event type, or the text a failure rule looks for in its context
+    (``allocations_no_overlap``). JSON can spell a letter only literally or as a ``\\u`` escape, so a value
+    holding neither a marker nor a backslash-u cannot decode to a signal: it is skipped unread — counted per
+    batch, its offset committed. The price, stated: a *malformed* value that the test rules out is never decoded,
+    so it is not dead-lettered either (it could not have carried a signal).
+    """
+
+    def __init__(self, rules: DetectionRules) -> None:
+        # per rule, the most selective text it requires (an empty marker matches everything: still sound)
+        markers = {rules.hold.event_type, *(rule.contains or rule.event_type for rule in rules.failures)}
+        self.needles = (*sorted(m.encode() for m in markers), b"\\u")
+        self._topics: dict[str, bool] = {}
+
+    def _signal_topic(self, topic: str) -> bool:
+        known = self._topics.get(topic)
+        if known is None:
+            known = self._topics[topic] = table_of_topic(topic) == ObservabilityEvent.table
+        return known
+
+    def __call__(self, topic: str, value: bytes | None) -> bool:
+        """True when the message may be a signal (decode it); False when it cannot be one."""
+        if value is None or not self._signal_topic(topic):
+            return False
+        return any(needle in value for needle in self.needles)

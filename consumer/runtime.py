@@ -38,7 +38,7 @@ from psycopg_pool import ConnectionPool
 from consumer.config import RuntimeSettings
 from consumer.operations.check import Status, run_checks
 from consumer.redact import redact
-from consumer.routing import DeadLetter, Skip, route
+from consumer.routing import DeadLetter, Relevance, Skip, route
 from consumer.telemetry import Metrics, Telemetry, TracedCursor
 from handlers import store
 from handlers.errors import infrastructure_cause, is_contention
@@ -398,6 +398,7 @@ class Runtime:
             sleep=self._sleep_unless_stopping,
         )
         self.scheduler = KeyedScheduler(settings.workers, self._completions.put)
+        self._relevant = Relevance(self.remediator.rules)
         # back from a broker outage within a second of the broker (librdkafka's default backoff grows to 10 s)
         base = {
             "bootstrap.servers": settings.resolved_bootstrap(),
@@ -414,6 +415,9 @@ class Runtime:
                 "auto.offset.reset": settings.auto_offset_reset,
                 "partition.assignment.strategy": "cooperative-sticky",
                 "fetch.wait.max.ms": 10,
+                # a backlog must not starve the loop: librdkafka's default waits 1 s before refilling the queue
+                "fetch.queue.backoff.ms": 10,
+                "queued.max.messages.kbytes": 262144,
                 # a dead member's partitions move within ~6 s (the broker's minimum), not the default 45 s
                 "session.timeout.ms": 6000,
                 "heartbeat.interval.ms": 1000,
@@ -524,25 +528,74 @@ class Runtime:
 
     # -- routing --
 
+    def _take(self, messages: list[Message]) -> None:
+        """One poll batch. Most CDC events cannot be signals: the byte test rules them out unread, they are
+        counted per batch (not per message), and a partition whose batch holds nothing in flight has its offset
+        moved in one step. Only candidates pay for a decode, a span, and offset bookkeeping per message."""
+        relevant = self._relevant
+        tracker = self.tracker
+        assigned = self.health.assigned
+        skipped: dict[str, int] = {}
+        jump: dict[tuple[str, int], int] = {}
+        for message in messages:
+            error = message.error()
+            if error is not None:
+                if error.code() == KafkaError._PARTITION_EOF:
+                    continue
+                if error.fatal():
+                    raise FatalRuntimeError(f"fatal Kafka error: {error}")
+                kafka_log.warning("kafka: %s", error)
+                continue
+            topic = message.topic() or ""
+            if relevant(topic, message.value()):
+                where = (topic, message.partition() or 0)
+                if where in jump:  # what was skipped before this one on its partition is done
+                    self._positions[where] = jump.pop(where)
+                self._route(message)
+                continue
+            skipped[topic] = skipped.get(topic, 0) + 1
+            where = (topic, message.partition() or 0)
+            if where not in assigned:
+                continue
+            if tracker.in_flight(*where):  # behind work in flight: the contiguous-offset rule decides
+                offset = message.offset() or 0
+                tracker.started(*where, offset)
+                position = tracker.completed(*where, offset)
+                if position is not None:
+                    self._positions[where] = position
+            else:
+                jump[where] = (message.offset() or 0) + 1
+        if jump:
+            self._positions.update(jump)
+        done = sum(skipped.values())
+        if done:
+            if not self.stats["first_at"]:
+                self.stats["first_at"] = time.monotonic()
+            self.stats["completed"] += done
+            self.stats["last_done_at"] = time.monotonic()
+            for topic, count in skipped.items():
+                self.metrics.events.add(count, {"topic": topic, "op": "prefiltered"})
+
     def _route(self, message: Message) -> None:
+        """A candidate: decoded and classified; a span only for what becomes a signal or a dead letter."""
         topic, partition, offset = message.topic() or "", message.partition() or 0, message.offset() or 0
         if not self.stats["first_at"]:
             self.stats["first_at"] = time.monotonic()
         self.tracker.started(topic, partition, offset)
+        routed = route(topic, partition, offset, message.key(), message.value(), self.remediator.rules)
+        if isinstance(routed, Skip):
+            self.metrics.events.add(1, {"topic": topic, "op": routed.op})
+            self._done_now(topic, partition, offset)
+            return
         span = self.telemetry.consumer_span(
             topic, partition, offset, message.key(), _header_list(message), self.settings.group_id
         )
-        routed = route(topic, partition, offset, message.key(), message.value(), self.remediator.rules)
         if isinstance(routed, DeadLetter):
             self._dead_letter(message, routed.error, span)
             self.telemetry.end(span, routed.error)
             return
         self.metrics.events.add(1, {"topic": topic, "op": routed.op})
         span.set_attribute("allocguard.cdc.op", routed.op)
-        if isinstance(routed, Skip):
-            self.telemetry.end(span)
-            self._done_now(topic, partition, offset)
-            return
         span.set_attribute("allocguard.signal", routed.kind)
         row, key = routed.row, routed.key
 
@@ -876,17 +929,9 @@ class Runtime:
                 # poll returns as soon as one message is there; consume(timeout=0) then takes what is buffered
                 # (consume with a timeout would wait it out whenever fewer than num_messages are available)
                 first = self.consumer.poll(0.1)
-                messages = [first, *self.consumer.consume(num_messages=499, timeout=0)] if first is not None else []
-                for message in messages:
-                    error = message.error()
-                    if error is not None:
-                        if error.code() == KafkaError._PARTITION_EOF:
-                            continue
-                        if error.fatal():
-                            raise FatalRuntimeError(f"fatal Kafka error: {error}")
-                        log.warning("kafka: %s", error)
-                        continue
-                    self._route(message)
+                messages = [first, *self.consumer.consume(num_messages=999, timeout=0)] if first is not None else []
+                if messages:
+                    self._take(messages)
                 self._drain_completions()
                 self._store_positions()
                 self._backpressure()

@@ -16,6 +16,7 @@ from functools import cache
 from typing import Annotated, Any, Generic, TypeVar, get_args
 from uuid import UUID
 
+import orjson
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from schemas.errors import CdcDecodeError
@@ -179,8 +180,8 @@ def decode_message(
 
     def load(raw: bytes, field: str) -> object:
         try:
-            return _unwrap(json.loads(raw))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            return _unwrap(orjson.loads(raw))
+        except orjson.JSONDecodeError as exc:  # invalid JSON or UTF-8, nesting past 1024 levels
             raise fail(field, f"not JSON: {exc}") from None
 
     key_doc = load(key, "key") if key is not None else None

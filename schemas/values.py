@@ -9,12 +9,12 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Annotated, Any, Final, Literal
 from uuid import UUID
 
+import orjson
 from pydantic import BeforeValidator, GetCoreSchemaHandler, PlainSerializer
 from pydantic_core import core_schema
 
@@ -255,8 +255,8 @@ def parse_json_text(value: object) -> Any:
     """``io.debezium.data.Json``: a string holding JSON. Already-decoded values pass through."""
     if isinstance(value, str):
         try:
-            return json.loads(value)
-        except json.JSONDecodeError as exc:
+            return orjson.loads(value)
+        except orjson.JSONDecodeError as exc:
             raise ValueError(f"jsonb column does not hold JSON: {exc.msg} at {exc.pos}") from None
     return value
 

@@ -20,7 +20,7 @@ from consumer.config import StackSettings
 from consumer.offsets import watermarks
 from consumer.simulator import PlatformApp, orphan_by_reseat
 from tests.support.platform import confirmed
-from tests.support.process import RuntimeProcess, wait_for
+from tests.support.process import RuntimeProcess, metric_value, wait_for
 
 pytestmark = pytest.mark.e2e
 Conn = psycopg.Connection[Any]
@@ -55,7 +55,7 @@ Headers = list[tuple[str, str | bytes | None]]
 
 
 def poisons() -> dict[str, tuple[bytes, Headers]]:
-    deep = "[" * 100_000 + "]" * 100_000
+    deep = "[" * 100_000 + "]" * 100_000  # inside a hold announcement's context
     booking = str(uuid.uuid4())
     hold_9999 = json.dumps(
         {
@@ -74,13 +74,16 @@ def poisons() -> dict[str, tuple[bytes, Headers]]:
             "endAt": "0001-01-01T02:00:00Z",
         }
     )
+    # each undecodable value carries a marker of the rules, so the byte test lets it through to the decoder (a
+    # value without one cannot be a signal: it is skipped unread, counted, and not dead-lettered — "garbage")
     return {
-        "deep-envelope": (deep.encode(), []),
+        "deep-envelope": (("[" * 100_000 + '"allocations_no_overlap"' + "]" * 100_000).encode(), []),
+        "garbage": (b"\xff\xfe not json at all " * 10, []),
         "deep-context": (envelope(event("capacity.hold", "capacity.hold.created", '{"a":' + deep + "}", booking)), []),
         "hold-year-9999": (envelope(event("capacity.hold", "capacity.hold.created", hold_9999, booking)), []),
         "hold-year-1": (envelope(event("capacity.hold", "capacity.hold.created", hold_year_1, booking)), []),
         "binary-traceparent": (envelope(event("x", "y", "{}")), [("traceparent", b"\xff\xfe\x00" * 20)]),
-        "huge-not-json": (b"{" + b"x" * 500_000, []),
+        "huge-not-json": (b"{" + b"x" * 500_000 + b"allocations_no_overlap", []),
     }
 
 
@@ -133,6 +136,10 @@ def test_no_poison_stops_the_consumer(
     log = runtime.log()
     assert "Traceback" not in log
 
+    _, metrics = runtime.get("/metrics")
+    assert metric_value(metrics, "allocguard_events_consumed_total", op="prefiltered") >= len(partitions), (
+        "the garbage without a marker is counted, not lost from sight"
+    )
     undecodable = {"deep-envelope", "deep-context", "huge-not-json"}
     dead = read_all(bootstrap, dlq, len(undecodable) * len(partitions))
     names = [json.loads(key)["booking_id"] for key, _, _ in dead]
@@ -146,7 +153,7 @@ def test_no_poison_stops_the_consumer(
         else:
             assert value == original
         assert name != "huge-not-json" or "allocguard.dlq.truncated" in copied
-        assert (b"too deeply" if name.startswith("deep") else b"not JSON") in copied["allocguard.error.reason"]
+        assert (b"depth limit" if name.startswith("deep") else b"not JSON") in copied["allocguard.error.reason"]
     assert runtime.stop()[0] == 0
 
 

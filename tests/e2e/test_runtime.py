@@ -105,6 +105,8 @@ def test_poison_messages_go_to_the_dlq_and_the_rest_flows(
                 "source": "x",
                 "event_type": "y",
                 "severity": "info",
+                # a marker of the rules: the byte test lets these through to the decoder, which refuses them
+                "context": '{"error": "allocations_no_overlap"}',
             },
             "source": {
                 "version": "3.6.1.Final",
@@ -119,8 +121,8 @@ def test_poison_messages_go_to_the_dlq_and_the_rest_flows(
         }
     )
     poison = {
-        "not-json": b"{oops",
-        "array": b"[1, 2, 3]",
+        "not-json": b"{oops allocations_no_overlap",
+        "array": b'[1, 2, "allocations_no_overlap"]',
         "bad-severity": valid.replace('"severity": "info"', '"severity": "notice"').encode(),
         "bad-uuid": valid.replace('"id": "', '"id": "x', 1).encode(),
         "bad-op": valid.replace('"op": "c"', '"op": "z"').encode(),

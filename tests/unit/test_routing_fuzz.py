@@ -5,12 +5,13 @@ never raise either. Hypothesis drives hostile messages through exactly that code
 from __future__ import annotations
 
 import json
+import uuid
 from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from consumer.routing import DeadLetter, Signal, Skip, route
+from consumer.routing import DeadLetter, Relevance, Signal, Skip, route
 from consumer.telemetry import Telemetry
 from handlers.detect import DetectionRules
 from schemas.rows import CAPTURED
@@ -182,3 +183,101 @@ def test_named_poison_cases() -> None:
     assert isinstance(route(OBS, 0, 1, None, big, RULES), DeadLetter)
     span = TELEMETRY.consumer_span(OBS, 0, 1, b"\xff", [("traceparent", b"\xff" * 55)], "g")
     TELEMETRY.end(span)
+
+
+# ---- the byte test never misses ------------------------------------------------------------------------
+
+RELEVANCE = Relevance(RULES)
+RULE_KINDS = [(RULES.hold.source, RULES.hold.event_type)] + [(r.source, r.event_type) for r in RULES.failures]
+
+
+def escape_some(text: str, draw: Any) -> str:
+    """JSON text with some of its letters written as \\uXXXX escapes (still the same JSON)."""
+    out = []
+    for char in text:
+        if char.isalpha() and draw(st.integers(0, 9)) == 0:
+            out.append(f"\\u{ord(char):04x}")
+        else:
+            out.append(char)
+    return "".join(out)
+
+
+@st.composite
+def signal_like(draw: Any) -> bytes:
+    source, kind = draw(st.sampled_from([*RULE_KINDS, ("auto_assign", "auto_assign.quote"), ("x", "y")]))
+    marker = draw(st.sampled_from(["allocations_no_overlap", "allocations_no_overlap (detail)", "other", ""]))
+    context = {
+        "holdId": str(uuid.uuid4()),
+        "tableIds": [str(uuid.uuid4())],
+        "startAt": "2026-12-01T19:00:00Z",
+        "endAt": "2026-12-01T21:00:00Z",
+        draw(st.sampled_from(["error", "planner_error", "note"])): marker,
+    }
+    after = {
+        "id": str(uuid.uuid4()),
+        "created_at": "2026-11-24T10:00:00Z",
+        "source": source,
+        "event_type": kind,
+        "severity": "error",
+        "context": json.dumps(context, ensure_ascii=draw(st.booleans())),
+        "booking_id": str(uuid.uuid4()),
+    }
+    doc: Any = {"before": None, "after": after, "source": dict(SOURCE_BLOCK), "op": draw(st.sampled_from("cr"))}
+    if draw(st.booleans()):
+        doc = {"schema": {"type": "struct"}, "payload": doc}
+    text = json.dumps(doc, ensure_ascii=draw(st.booleans()))
+    if draw(st.booleans()):
+        text = escape_some(text, draw)
+    return text.encode()
+
+
+SOURCE_BLOCK = {
+    "version": "3.6.1.Final",
+    "connector": "postgresql",
+    "name": "platform",
+    "ts_ms": 1,
+    "db": "p",
+    "schema": "public",
+    "table": "observability_events",
+}
+
+
+@settings(max_examples=600, deadline=None)
+@given(value=st.one_of(signal_like(), envelope(), st.binary(max_size=100)))
+def test_the_byte_test_never_misses_a_signal(value: bytes) -> None:
+    """prefilter says no ⇒ classify finds nothing: every signal the full path would see passes the byte test."""
+    routed = route(OBS, 0, 1, None, value, RULES)
+    if not RELEVANCE(OBS, value):
+        assert not isinstance(routed, Signal), value[:300]
+
+
+def test_the_byte_test_lets_real_signals_through_and_skips_the_rest() -> None:
+    hold = json.dumps(
+        {
+            "before": None,
+            "source": SOURCE_BLOCK,
+            "op": "c",
+            "after": {
+                "id": str(uuid.uuid4()),
+                "created_at": "2026-11-24T10:00:00Z",
+                "source": "capacity.hold",
+                "event_type": "capacity.hold.created",
+                "severity": "info",
+                "booking_id": str(uuid.uuid4()),
+                "context": json.dumps(
+                    {
+                        "holdId": str(uuid.uuid4()),
+                        "tableIds": [str(uuid.uuid4())],
+                        "startAt": "2026-12-01T19:00:00Z",
+                        "endAt": "2026-12-01T21:00:00Z",
+                    }
+                ),
+            },
+        }
+    ).encode()
+    assert RELEVANCE(OBS, hold)
+    assert isinstance(route(OBS, 0, 1, None, hold, RULES), Signal)
+    quiet = hold.replace(b"capacity.hold.created", b"capacity.hold.expired")
+    assert not RELEVANCE(OBS, quiet)
+    assert not RELEVANCE("platform.public.allocations", hold), "only observability_events carry signals"
+    assert not RELEVANCE(OBS, None), "a tombstone"
