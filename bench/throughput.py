@@ -70,7 +70,9 @@ def messages(count: int, failure_ratio: float, prefix: str) -> list[tuple[bytes,
                 context=json.dumps({"attempt_index": i % 4, "trigger": "creation"}),
             )
         value = dict(template, after=after)
-        out.append((json.dumps({"booking_id": booking}).encode(), json.dumps(value).encode()))
+        # compact, as Debezium's JsonConverter writes it (no spaces after separators)
+        compact = json.dumps(value, separators=(",", ":"))
+        out.append((json.dumps({"booking_id": booking}, separators=(",", ":")).encode(), compact.encode()))
     return out
 
 

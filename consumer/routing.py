@@ -76,8 +76,8 @@ class Relevance:
 
     A message can only become a signal if it is a change of ``observability_events`` whose value holds one of
     the rules' markers: the hold announcement's event type, or the text a failure rule looks for in its context
-    (``allocations_no_overlap``). JSON can spell a letter only literally or as a ``\\u`` escape, so a value
-    holding neither a marker nor a backslash-u cannot decode to a signal: it is skipped unread — counted per
+    (``allocations_no_overlap``). JSON can spell a letter only literally or as a ``\\u00XX`` escape, so a value
+    holding neither a marker nor such an escape cannot decode to a signal: it is skipped unread — counted per
     batch, its offset committed. The price, stated: a *malformed* value that the test rules out is never decoded,
     so it is not dead-lettered either (it could not have carried a signal).
     """
@@ -85,7 +85,9 @@ class Relevance:
     def __init__(self, rules: DetectionRules) -> None:
         # per rule, the most selective text it requires (an empty marker matches everything: still sound)
         markers = {rules.hold.event_type, *(rule.contains or rule.event_type for rule in rules.failures)}
-        self.needles = (*sorted(m.encode() for m in markers), b"\\u")
+        # an ASCII letter can only be escaped as \u00XX; a non-ASCII marker needs any \u escape considered
+        escape = b"\\u00" if all(m.isascii() for m in markers) else b"\\u"
+        self.needles = (*sorted(m.encode() for m in markers), escape)
         self._topics: dict[str, bool] = {}
 
     def _signal_topic(self, topic: str) -> bool:
@@ -98,4 +100,7 @@ class Relevance:
         """True when the message may be a signal (decode it); False when it cannot be one."""
         if value is None or not self._signal_topic(topic):
             return False
-        return any(needle in value for needle in self.needles)
+        for needle in self.needles:  # noqa: SIM110 (a plain loop: no generator on the hot path)
+            if needle in value:
+                return True
+        return False

@@ -73,25 +73,38 @@ class FatalRuntimeError(RuntimeError):
 
 
 class OffsetTracker:
-    """Per partition: the offsets in flight, and the next offset that is safe to commit."""
+    """Per partition: the offsets of work in flight, and how far the partition has been read.
+
+    Offsets arrive in order within a partition, so what is done at once (almost everything) needs no record: the
+    committable position is the lowest offset still in flight, or else the one after the last offset seen. A
+    slow signal therefore holds its partition's commit (never its reading): exactly as strong as tracking every
+    message, at the cost of one integer per partition."""
 
     def __init__(self) -> None:
         self._pending: dict[tuple[str, int], list[int]] = defaultdict(list)
         self._done: dict[tuple[str, int], set[int]] = defaultdict(set)
+        self._next: dict[tuple[str, int], int] = {}
+
+    def seen(self, topic: str, partition: int, offset: int) -> None:
+        key = (topic, partition)
+        if offset >= self._next.get(key, -1):
+            self._next[key] = offset + 1
 
     def started(self, topic: str, partition: int, offset: int) -> None:
         heapq.heappush(self._pending[(topic, partition)], offset)
+        self.seen(topic, partition, offset)
 
-    def completed(self, topic: str, partition: int, offset: int) -> int | None:
-        """Mark done; returns the new commit position when the contiguous prefix grew."""
+    def completed(self, topic: str, partition: int, offset: int) -> None:
         key = (topic, partition)
         pending, done = self._pending[key], self._done[key]
         done.add(offset)
-        position = None
         while pending and pending[0] in done:
-            done.discard(pending[0])
-            position = heapq.heappop(pending) + 1
-        return position
+            done.discard(heapq.heappop(pending))
+
+    def position(self, topic: str, partition: int) -> int | None:
+        """The offset to commit: nothing at or after it is done unless everything before it is."""
+        pending = self._pending.get((topic, partition))
+        return pending[0] if pending else self._next.get((topic, partition))
 
     def in_flight(self, topic: str | None = None, partition: int | None = None) -> int:
         if topic is None:
@@ -101,6 +114,7 @@ class OffsetTracker:
     def forget(self, topic: str, partition: int) -> None:
         self._pending.pop((topic, partition), None)
         self._done.pop((topic, partition), None)
+        self._next.pop((topic, partition), None)
 
 
 # ---- key-ordered work ------------------------------------------------------------------------------
@@ -530,13 +544,11 @@ class Runtime:
 
     def _take(self, messages: list[Message]) -> None:
         """One poll batch. Most CDC events cannot be signals: the byte test rules them out unread, they are
-        counted per batch (not per message), and a partition whose batch holds nothing in flight has its offset
-        moved in one step. Only candidates pay for a decode, a span, and offset bookkeeping per message."""
+        counted per batch (not per message), and each partition's read position moves once per batch. Only
+        candidates pay for a decode, and only signals and dead letters for a span and offset bookkeeping."""
         relevant = self._relevant
-        tracker = self.tracker
-        assigned = self.health.assigned
         skipped: dict[str, int] = {}
-        jump: dict[tuple[str, int], int] = {}
+        last: dict[tuple[str, int], int] = {}
         for message in messages:
             error = message.error()
             if error is not None:
@@ -548,25 +560,17 @@ class Runtime:
                 continue
             topic = message.topic() or ""
             if relevant(topic, message.value()):
-                where = (topic, message.partition() or 0)
-                if where in jump:  # what was skipped before this one on its partition is done
-                    self._positions[where] = jump.pop(where)
                 self._route(message)
                 continue
             skipped[topic] = skipped.get(topic, 0) + 1
-            where = (topic, message.partition() or 0)
-            if where not in assigned:
-                continue
-            if tracker.in_flight(*where):  # behind work in flight: the contiguous-offset rule decides
-                offset = message.offset() or 0
-                tracker.started(*where, offset)
-                position = tracker.completed(*where, offset)
+            last[(topic, message.partition() or 0)] = message.offset() or 0
+        assigned = self.health.assigned
+        for where, offset in last.items():
+            if where in assigned:
+                self.tracker.seen(*where, offset)
+                position = self.tracker.position(*where)
                 if position is not None:
                     self._positions[where] = position
-            else:
-                jump[where] = (message.offset() or 0) + 1
-        if jump:
-            self._positions.update(jump)
         done = sum(skipped.values())
         if done:
             if not self.stats["first_at"]:
@@ -712,7 +716,8 @@ class Runtime:
             return
         self.stats["completed"] += 1
         self.stats["last_done_at"] = time.monotonic()
-        position = self.tracker.completed(topic, partition, offset)
+        self.tracker.completed(topic, partition, offset)
+        position = self.tracker.position(topic, partition)
         if position is not None:
             self._positions[(topic, partition)] = position
 
