@@ -242,7 +242,7 @@ SOURCE_BLOCK = {
 }
 
 
-@settings(max_examples=600, deadline=None)
+@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(value=st.one_of(signal_like(), envelope(), st.binary(max_size=100)))
 def test_the_byte_test_never_misses_a_signal(value: bytes) -> None:
     """prefilter says no ⇒ classify finds nothing: every signal the full path would see passes the byte test."""
