@@ -207,20 +207,20 @@ def signal_like(draw: Any) -> bytes:
     source, kind = draw(st.sampled_from([*RULE_KINDS, ("auto_assign", "auto_assign.quote"), ("x", "y")]))
     marker = draw(st.sampled_from(["allocations_no_overlap", "allocations_no_overlap (detail)", "other", ""]))
     context = {
-        "holdId": str(uuid.uuid4()),
-        "tableIds": [str(uuid.uuid4())],
+        "holdId": str(draw(st.uuids())),
+        "tableIds": [str(draw(st.uuids()))],
         "startAt": "2026-12-01T19:00:00Z",
         "endAt": "2026-12-01T21:00:00Z",
         draw(st.sampled_from(["error", "planner_error", "note"])): marker,
     }
     after = {
-        "id": str(uuid.uuid4()),
+        "id": str(draw(st.uuids())),
         "created_at": "2026-11-24T10:00:00Z",
         "source": source,
         "event_type": kind,
         "severity": "error",
         "context": json.dumps(context, ensure_ascii=draw(st.booleans())),
-        "booking_id": str(uuid.uuid4()),
+        "booking_id": str(draw(st.uuids())),
     }
     doc: Any = {"before": None, "after": after, "source": dict(SOURCE_BLOCK), "op": draw(st.sampled_from("cr"))}
     if draw(st.booleans()):
