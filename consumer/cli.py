@@ -501,6 +501,110 @@ def dlq_replay(
         sys.exit(1)
 
 
+def _window(since: str | None, until: str | None, offsets: str | None) -> Any:
+    from datetime import UTC, datetime
+
+    from consumer.operations.replay import Window
+
+    def moment(text: str | None) -> datetime | None:
+        if text is None:
+            return None
+        value = datetime.fromisoformat(text)
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+    ranges = None
+    if offsets:
+        ranges = {}
+        for part in offsets.split(","):
+            partition, _, span = part.partition(":")
+            first, _, end = span.partition("-")
+            ranges[int(partition)] = (int(first), int(end))
+    try:
+        return Window(moment(since), moment(until), ranges)
+    except ValueError as exc:
+        raise click.UsageError(f"--since/--until take ISO-8601 times: {exc}") from exc
+
+
+_range_options = [
+    click.option("--since", help="ISO-8601 time (UTC if no offset): start at the offsets for this time."),
+    click.option("--until", help="ISO-8601 time: stop at the offsets for this time (default: the end, now)."),
+    click.option("--offsets", help="Explicit ranges instead: PARTITION:FIRST-END[,…] (END exclusive)."),
+]
+
+
+def _with_range(command: Callable[..., None]) -> Callable[..., None]:
+    for option in reversed(_range_options):
+        command = option(command)
+    return command
+
+
+@main.command(name="replay")
+@_runtime_options
+@_with_range
+@click.option("--apply", is_flag=True, help="Fix what it finds (as run --mode auto). Default: --dry-run.")
+@click.option("--dry-run", "dry_run", is_flag=True, help="Evidence only, nothing written to the platform (default).")
+@click.option("--booking", type=click.UUID, help="Only this booking.")
+@click.option("--restaurant", type=click.UUID, help="Only this restaurant.")
+@click.option("--from-file", type=click.Path(path_type=Path, exists=True), help="A file written by `capture`.")
+@click.option("--report", type=click.Path(path_type=Path), help="Write the JSON report here.")
+def replay_command(
+    dsn: str | None,
+    topic_prefix: str | None,
+    tables: str | None,
+    group_id: str | None,
+    connect_url: str | None,
+    since: str | None,
+    until: str | None,
+    offsets: str | None,
+    apply: bool,
+    dry_run: bool,
+    booking: uuid.UUID | None,
+    restaurant: uuid.UUID | None,
+    from_file: Path | None,
+    report: Path | None,
+) -> None:
+    """Reprocess a topic range (or a captured file): find, explain and, with --apply, fix past incidents.
+
+    Its own consumer identity: it never joins or commits to the live group; it stops at the end offsets
+    captured when it started."""
+    from consumer.operations.replay import Progress, read_file, read_range, replay
+
+    if apply and dry_run:
+        raise click.UsageError("--apply or --dry-run, not both")
+    settings = _runtime_settings(dsn=dsn, topic_prefix=topic_prefix, tables=tables, group_id=group_id)
+    progress = Progress(click.echo)
+    source = (
+        read_file(from_file, progress) if from_file else read_range(settings, _window(since, until, offsets), progress)
+    )
+    result = replay(settings, source, apply=apply, booking=booking, restaurant=restaurant)
+    click.echo(result.table())
+    if report is not None:
+        report.write_text(json.dumps(result.as_json(), indent=2) + "\n")
+        click.echo(f"report: {report}")
+
+
+@main.command(name="capture")
+@_runtime_options
+@_with_range
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="JSON Lines file to write.")
+def capture_command(
+    dsn: str | None,
+    topic_prefix: str | None,
+    tables: str | None,
+    group_id: str | None,
+    connect_url: str | None,
+    since: str | None,
+    until: str | None,
+    offsets: str | None,
+    out: Path,
+) -> None:
+    """Export a topic range to JSON Lines, for `replay --from-file` on a laptop or in a test."""
+    from consumer.operations.replay import capture
+
+    settings = _runtime_settings(dsn=dsn, topic_prefix=topic_prefix, tables=tables, group_id=group_id)
+    capture(settings, _window(since, until, offsets), out, click.echo)
+
+
 # ---- the always-on consumer ---------------------------------------------------------------------
 
 

@@ -65,6 +65,8 @@ class IncidentResult:
     trace: tuple[str, str] | None = None
     #: for a wait: when the incident is due to be planned again
     recheck_at: datetime | None = None
+    #: the booking the failure was about (set by callers that need it, e.g. replay)
+    booking_id: UUID | None = None
 
 
 def incident_for(conn: Conn, failure: FailureSeen, hold: HoldSeen | None) -> Incident | None:
@@ -246,7 +248,7 @@ class Remediator:
                     span.set(f"allocguard.evidence.{verdict}", n)
                 span.set("allocguard.plan.prune_ids", [str(i) for i in plan.prune_ids])
             result.plans.append(plan)
-            if plan.decision == "not_needed" and plan.victim_assigned_by_allocguard:
+            if plan.decision == "not_needed" and plan.victim_assigned_by_allocguard and s.mode is Mode.AUTO:
                 # redelivered after allocguard's own assignment committed (a crash before the outcome was written)
                 return self._settle(
                     conn, result, "resolved", "assigned by allocguard (its idempotency key), recorded on redelivery"

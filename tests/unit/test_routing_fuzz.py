@@ -281,3 +281,15 @@ def test_the_byte_test_lets_real_signals_through_and_skips_the_rest() -> None:
     assert not RELEVANCE(OBS, quiet)
     assert not RELEVANCE("platform.public.allocations", hold), "only observability_events carry signals"
     assert not RELEVANCE(OBS, None), "a tombstone"
+
+
+@given(
+    key=st.one_of(st.none(), st.binary(max_size=50)),
+    value=st.one_of(st.none(), st.binary(max_size=200), st.text(max_size=50).map(str.encode)),
+)
+def test_a_captured_message_round_trips(key: bytes | None, value: bytes | None) -> None:
+    """capture → replay --from-file keeps every value byte for byte (UTF-8 text, else base64)."""
+    from consumer.operations.replay import Raw
+
+    raw = Raw("t", 1, 2, 3, key, value)
+    assert Raw.from_json(json.loads(json.dumps(raw.to_json()))) == raw

@@ -1,0 +1,70 @@
+"""Replay speed: ``allocguard replay --dry-run`` over a pre-produced topic of ≥ 500k Debezium-shaped events with a few
+dozen incidents among them, against a raw confluent-kafka read of the same range and a Quix Streams app reading it,
+interleaved, medians, ratios (the replay shares the live path's byte test).
+
+    python -m bench.replay --messages 500000 --signals 50 --repeats 3 [--quix]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import statistics
+import time
+import uuid
+
+from bench.throughput import produce, quix_consume, raw_consume
+from consumer.config import RuntimeSettings, StackSettings
+from consumer.operations.replay import Window, read_range, replay
+from consumer.stack import LocalStack
+
+
+def replay_dry_run(prefix: str, count: int) -> tuple[float, dict[str, object]]:
+    settings = RuntimeSettings(topic_prefix=prefix, artifacts_dir=None)
+    started = time.monotonic()
+    report = replay(settings, read_range(settings, Window(), lambda done, total: None), apply=False)
+    elapsed = time.monotonic() - started
+    assert report.messages == count, report.summary()
+    return count / elapsed, report.summary()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--messages", type=int, default=500_000)
+    parser.add_argument("--signals", type=int, default=50, help="hold announcements and failures among them")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--quix", action="store_true")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    stack = StackSettings()
+    prefix = f"replay{uuid.uuid4().hex[:8]}"
+    topic = f"{prefix}.public.observability_events"
+    LocalStack(stack, log=lambda line: None).ensure_topics([topic])
+    produce(stack.kafka_bootstrap, topic, args.messages, args.signals / args.messages / 2, prefix)
+    runs: dict[str, list[float]] = {"raw": [], "replay": [], "quix": []}
+    summary: dict[str, object] = {}
+    for _ in range(args.repeats):
+        runs["raw"].append(raw_consume(stack.kafka_bootstrap, topic, args.messages))
+        rate, summary = replay_dry_run(prefix, args.messages)
+        runs["replay"].append(rate)
+        if args.quix:
+            runs["quix"].append(quix_consume(stack.kafka_bootstrap, topic, args.messages))
+    raw, ours = statistics.median(runs["raw"]), statistics.median(runs["replay"])
+    result: dict[str, object] = {
+        "benchmark": "replay",
+        "messages": args.messages,
+        "report": summary,
+        "raw_events_per_s": round(raw),
+        "replay_dry_run_events_per_s": round(ours),
+        "replay_vs_raw": round(ours / raw, 3),
+        "runs": {k: [round(v) for v in vs] for k, vs in runs.items() if vs},
+    }
+    if runs["quix"]:
+        result["quix_events_per_s"] = round(statistics.median(runs["quix"]))
+        result["replay_vs_quix"] = round(ours / statistics.median(runs["quix"]), 2)
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,348 @@
+"""``allocguard replay`` and ``allocguard capture``: reprocess a topic range (or a captured file) to find, explain
+and — if asked — fix past ``allocations_no_overlap`` incidents, without disturbing the live consumer.
+
+A replay reads with its own consumer identity: partitions are *assigned* (no group membership, no rebalance of
+the live group) and nothing is ever committed. It reads from the offsets for ``--since`` (or given offsets) up
+to the offsets for ``--until`` or the end offsets taken when it started, then stops. Every message goes through
+the live path's byte test and routing (``consumer/routing.py``) and every signal through the same remediator
+(detect → incident → evidence/plan → executor → retry), so a replay is idempotent: what the live consumer or an
+earlier replay fixed is reported as such, not redone. ``--dry-run`` (the default) writes nothing to the
+platform's tables; ``--apply`` acts like ``run --mode auto``.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+import psycopg
+from confluent_kafka import Consumer, TopicPartition
+
+from consumer.config import RuntimeSettings
+from consumer.offsets import watermarks
+from consumer.routing import Relevance, Signal, route
+from handlers import store
+from handlers.detect import DetectionRules
+from handlers.pipeline import IncidentResult, RemediationSettings, Remediator
+from handlers.retry import SqlAssign
+from schemas.records import Mode, Plan
+
+
+@dataclass(frozen=True)
+class Raw:
+    """One message, from Kafka or from a capture file."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp_ms: int
+    key: bytes | None
+    value: bytes | None
+
+    def to_json(self) -> dict[str, Any]:
+        def text(data: bytes | None) -> dict[str, str] | None:
+            if data is None:
+                return None
+            try:
+                return {"utf8": data.decode()}
+            except UnicodeDecodeError:
+                return {"base64": base64.b64encode(data).decode()}
+
+        return {
+            "topic": self.topic,
+            "partition": self.partition,
+            "offset": self.offset,
+            "timestamp_ms": self.timestamp_ms,
+            "key": text(self.key),
+            "value": text(self.value),
+        }
+
+    @classmethod
+    def from_json(cls, doc: dict[str, Any]) -> Raw:
+        def data(field_doc: dict[str, str] | None) -> bytes | None:
+            if field_doc is None:
+                return None
+            return field_doc["utf8"].encode() if "utf8" in field_doc else base64.b64decode(field_doc["base64"])
+
+        return cls(
+            doc["topic"], doc["partition"], doc["offset"], doc["timestamp_ms"], data(doc["key"]), data(doc["value"])
+        )
+
+
+# ---- reading a range ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Window:
+    since: datetime | None = None
+    until: datetime | None = None
+    #: explicit ranges: partition -> (first offset, end offset exclusive)
+    offsets: dict[int, tuple[int, int]] | None = None
+
+
+def _ms(moment: datetime) -> int:
+    return int(moment.timestamp() * 1000)
+
+
+def read_range(settings: RuntimeSettings, window: Window, progress: Callable[[int, int], None]) -> Iterator[Raw]:
+    """The messages of the consumed topics in ``window``, read by an assigned consumer that never commits."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": settings.resolved_bootstrap(),
+            **settings.librdkafka(),
+            "group.id": f"allocguard-replay-{time.time_ns()}",  # never joins, never commits: only a client id
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            "fetch.queue.backoff.ms": 10,
+        }
+    )
+    try:
+        marks = watermarks(consumer, settings.topics())
+        starts: dict[tuple[str, int], int] = {}
+        ends: dict[tuple[str, int], int] = {}
+        for tp, (low, high) in marks.items():
+            key = (tp.topic, tp.partition)
+            starts[key], ends[key] = low, high
+            if window.offsets is not None:
+                first, end = window.offsets.get(tp.partition, (high, high))
+                starts[key], ends[key] = max(first, low), min(end, high)
+        for bound, target in ((window.since, starts), (window.until, ends)):
+            if bound is None:
+                continue
+            found = consumer.offsets_for_times([TopicPartition(t, p, _ms(bound)) for t, p in target], timeout=10)
+            for tp in found:
+                key = (tp.topic, tp.partition)
+                # -1: no message at or after the time; the range then reaches the end captured at start
+                target[key] = tp.offset if tp.offset >= 0 else marks[TopicPartition(*key)][1]
+        remaining = {key: end for key, end in ends.items() if starts[key] < end}
+        total = sum(end - starts[key] for key, end in remaining.items())
+        consumer.assign([TopicPartition(t, p, starts[(t, p)]) for t, p in remaining])
+        done = 0
+        while remaining:
+            for message in consumer.consume(1000, 1.0):
+                if message.error() is not None:
+                    continue
+                key = (message.topic() or "", message.partition() or 0)
+                offset = message.offset() or 0
+                stop = remaining.get(key)
+                if stop is None or offset >= stop:
+                    continue
+                done += 1
+                yield Raw(key[0], key[1], offset, message.timestamp()[1], message.key(), message.value())
+                if offset + 1 >= stop:
+                    del remaining[key]
+                    consumer.incremental_unassign([TopicPartition(*key)])
+            progress(done, total)
+    finally:
+        consumer.close()
+
+
+def read_file(path: Path, progress: Callable[[int, int], None]) -> Iterator[Raw]:
+    lines = path.read_text().splitlines()
+    for number, line in enumerate(lines, start=1):
+        if line.strip():
+            yield Raw.from_json(json.loads(line))
+        if number % 1000 == 0 or number == len(lines):
+            progress(number, len(lines))
+
+
+def capture(settings: RuntimeSettings, window: Window, out: Path, echo: Callable[[str], None]) -> int:
+    """Export a topic range to JSON Lines (values kept byte for byte: UTF-8 text, else base64)."""
+    count = 0
+    with out.open("w") as handle:
+        for raw in read_range(settings, window, Progress(echo)):
+            handle.write(json.dumps(raw.to_json(), separators=(",", ":")) + "\n")
+            count += 1
+    echo(f"captured {count} message(s) to {out}")
+    return count
+
+
+# ---- the report ---------------------------------------------------------------------------------------
+
+#: report buckets, from what the remediator says happened now
+OUTCOMES = {
+    "resolved": "fixed now",
+    "dry_run": "would be fixed (dry run)",
+    "already_fixed": "already fixed by allocguard",
+    "not_needed": "resolved by someone else",
+    "manual_review": "still blocked",
+    "open": "still blocked (waiting)",
+    "unresolvable": "no window to work with",
+}
+
+
+@dataclass
+class ReplayReport:
+    messages: int = 0
+    signals: int = 0
+    failure_events: int = 0
+    incidents: dict[str, dict[str, Any]] = field(default_factory=dict)
+    elapsed_s: float = 0.0
+
+    def summary(self) -> dict[str, Any]:
+        counts = Counter(i["outcome"] for i in self.incidents.values())
+        return {
+            "messages": self.messages,
+            "signals": self.signals,
+            "failure_events": self.failure_events,
+            "incidents_found": len(self.incidents),
+            "outcomes": {OUTCOMES.get(k, k): v for k, v in sorted(counts.items())},
+            "events_per_s": round(self.messages / self.elapsed_s) if self.elapsed_s else None,
+        }
+
+    def as_json(self) -> dict[str, Any]:
+        return {"summary": self.summary(), "incidents": sorted(self.incidents.values(), key=lambda i: i["booking_id"])}
+
+    def table(self) -> str:
+        summary = self.summary()
+        lines = [
+            f"read {summary['messages']} message(s) ({summary['events_per_s']} events/s); "
+            f"{summary['failure_events']} failure event(s); {summary['incidents_found']} incident(s)",
+            f"{'OUTCOME':<30} {'INCIDENTS':>9}",
+        ]
+        lines += [f"{name:<30} {count:>9}" for name, count in summary["outcomes"].items()]
+        lines.append("")
+        lines.append(f"{'BOOKING':<10} {'OUTCOME':<28} WHY")
+        for item in sorted(self.incidents.values(), key=lambda i: i["booking_id"]):
+            lines.append(
+                f"{item['booking_id'][:8]:<10} {OUTCOMES.get(item['outcome'], item['outcome']):<28} {item['why']}"
+            )
+        return "\n".join(lines)
+
+
+class Progress:
+    """A progress line with rate and ETA on a terminal; nothing when stderr is not one."""
+
+    def __init__(self, echo: Callable[[str], None], stream: Any = None) -> None:
+        self._stream = stream or sys.stderr
+        self._tty = bool(getattr(self._stream, "isatty", lambda: False)())
+        self._started = time.monotonic()
+        self._shown = 0.0
+
+    def __call__(self, done: int, total: int) -> None:
+        now = time.monotonic()
+        if not self._tty or (now - self._shown < 0.2 and done < total):
+            return
+        self._shown = now
+        rate = done / max(now - self._started, 1e-6)
+        eta = (total - done) / rate if rate and total else 0.0
+        share = done / total if total else 1.0
+        bar = "#" * int(share * 30)
+        self._stream.write(f"\r[{bar:<30}] {done}/{total} {rate:,.0f}/s ETA {eta:4.0f}s")
+        if done >= total:
+            self._stream.write("\n")
+        self._stream.flush()
+
+
+#: a plan's decision, as a replay reports it
+_DECISIONS = {
+    "prune_and_retry": "dry_run",
+    "retry": "dry_run",
+    "manual_review": "manual_review",
+    "wait": "open",
+    "not_needed": "not_needed",
+}
+
+
+def _from_plan(plan: Plan) -> tuple[str, str]:
+    if plan.decision == "not_needed" and plan.victim_assigned_by_allocguard:
+        return "already_fixed", "the booking holds an assignment with allocguard's idempotency key"
+    return _DECISIONS.get(plan.decision, plan.decision), plan.decision_reason
+
+
+def _outcome(remediator: Remediator, connect: Callable[[], Any], result: IncidentResult) -> tuple[str, str, str]:
+    """(incident key, outcome, why). What this replay did, or — for an incident already handled (by the live
+    consumer or an earlier replay) — what its evidence says now, re-planned read-only."""
+    if result.status != "duplicate":
+        plan = result.plans[-1] if result.plans else None
+        if plan is not None and plan.decision == "not_needed" and plan.victim_assigned_by_allocguard:
+            return str(result.incident_id), *_from_plan(plan)
+        return str(result.incident_id), result.status, result.reason
+    with connect() as conn:
+        incident = result.incident
+        incident_id = result.incident_id
+        if incident is None:  # an event the auto consumer marked processed: its incident, as recorded
+            rows = (
+                [r for r in store.incident_rows(conn, result.booking_id) if r["mode"] == "auto"]
+                if result.booking_id
+                else []
+            )
+            if not rows:
+                return f"{result.booking_id}", "already_fixed", result.reason
+            incident_id = rows[-1]["id"]
+            loaded = store.load_incident(conn, incident_id)
+            assert loaded is not None
+            incident = loaded[0]
+        outcome, why = _from_plan(remediator.plan(conn, incident))
+    return str(incident_id), outcome, why
+
+
+def replay(
+    settings: RuntimeSettings,
+    source: Iterator[Raw],
+    *,
+    apply: bool,
+    booking: UUID | None = None,
+    restaurant: UUID | None = None,
+) -> ReplayReport:
+    """Every message through the live path's byte test and routing, every signal through the remediator."""
+    dsn = settings.resolved_dsn()
+
+    def connect() -> psycopg.Connection[Any]:
+        return psycopg.connect(dsn, autocommit=True)
+
+    with connect():
+        pass  # a wrong DSN is said before anything is read
+    rules = DetectionRules()
+    remediator = Remediator(
+        connect,
+        SqlAssign(connect),
+        RemediationSettings(
+            mode=Mode.AUTO if apply else Mode.DRY_RUN,
+            grace=timedelta(seconds=settings.grace_s),
+            artifacts_dir=settings.artifacts_dir if apply else None,
+            actor="allocguard-replay",
+        ),
+        rules,
+    )
+    relevant = Relevance(rules)
+    report = ReplayReport()
+    started = time.monotonic()
+    for raw in source:
+        report.messages += 1
+        if not relevant(raw.topic, raw.value):
+            continue
+        routed = route(raw.topic, raw.partition, raw.offset, raw.key, raw.value, rules)
+        if not isinstance(routed, Signal):
+            continue
+        row = routed.row
+        if booking is not None and row.booking_id != booking:
+            continue
+        if restaurant is not None and row.restaurant_id not in (None, restaurant):
+            continue
+        report.signals += 1
+        result = remediator.observe(row)
+        if result is None:
+            continue
+        report.failure_events += 1
+        result.booking_id = row.booking_id
+        key, outcome, why = _outcome(remediator, connect, result)
+        entry = report.incidents.get(key)
+        if entry is None:
+            entry = report.incidents[key] = {"booking_id": str(row.booking_id), "events": 0}
+            entry.update(outcome=outcome, why=why)
+            if result.incident is not None:
+                entry["window"] = result.incident.window.to_postgres()
+                entry["tables"] = [str(t) for t in result.incident.table_ids]
+        entry["events"] += 1
+    report.elapsed_s = time.monotonic() - started
+    return report
