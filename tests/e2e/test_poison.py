@@ -12,13 +12,14 @@ from typing import Any
 
 import psycopg
 import pytest
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
 from consumer.config import StackSettings
 from consumer.offsets import watermarks
 from consumer.simulator import PlatformApp, orphan_by_reseat
+from tests.support.cdc import committed
 from tests.support.platform import confirmed
 from tests.support.process import RuntimeProcess, metric_value, wait_for
 
@@ -127,7 +128,7 @@ def test_no_poison_stops_the_consumer(
         )
 
     def committed_past() -> bool:
-        positions = probe_committed(bootstrap, group, topic, partitions)
+        positions = committed(bootstrap, group, topic, partitions)
         return all(positions[p] >= sent[p] for p in partitions)
 
     wait_for("committed offsets past every poison on every partition", committed_past, timeout=30)
@@ -155,15 +156,6 @@ def test_no_poison_stops_the_consumer(
         assert name != "huge-not-json" or "allocguard.dlq.truncated" in copied
         assert (b"depth limit" if name.startswith("deep") else b"not JSON") in copied["allocguard.error.reason"]
     assert runtime.stop()[0] == 0
-
-
-def probe_committed(bootstrap: str, group: str, topic: str, partitions: list[int]) -> dict[int, int]:
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
-    try:
-        found = consumer.committed([TopicPartition(topic, p) for p in partitions], timeout=10)
-        return {tp.partition: tp.offset for tp in found}
-    finally:
-        consumer.close()
 
 
 def read_all(bootstrap: str, topic: str, expected: int) -> list[tuple[bytes, bytes, dict[str, bytes]]]:

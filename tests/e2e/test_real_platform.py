@@ -31,6 +31,7 @@ from consumer.simulator import (
 from consumer.stack import LocalStack
 from schemas.rows import CAPTURED
 from tests.support.cdc import CdcReader, RawMessage
+from tests.support.cdc import committed as offsets_of
 from tests.support.platform import confirmed
 from tests.support.process import RuntimeProcess, metric_value, wait_for
 
@@ -62,16 +63,6 @@ def dlq_copies(settings: StackSettings, positions: list[TopicPartition], booking
             found += 1
     reader.close()
     return found
-
-
-def committed_offset(settings: StackSettings, group: str, topic: str, partition: int) -> int:
-    """The group's committed offset (read without joining the group)."""
-    probe = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": group, "enable.auto.commit": False})
-    try:
-        (position,) = probe.committed([TopicPartition(topic, partition)], timeout=10)
-        return int(position.offset)
-    finally:
-        probe.close()
 
 
 def test_a_revoked_grant_pauses_the_work_and_the_incident_completes_once_restored(
@@ -114,7 +105,7 @@ def test_a_revoked_grant_pauses_the_work_and_the_incident_completes_once_restore
         time.sleep(held_for)  # poll: the event must stay held (no verdict, no commit) for a while, not just once
         assert runtime.get("/readyz")[0] == 503
         assert not confirmed(connect, victim)
-        committed = committed_offset(stack_settings, group, topic, failure.partition)
+        committed = offsets_of(stack_settings.kafka_bootstrap, group, topic, [failure.partition])[failure.partition]
         assert committed <= failure.offset, f"committed {committed} past the held event at {failure.offset}"
         with connect() as conn:
             incident = conn.execute(

@@ -13,12 +13,11 @@ from typing import Any
 import psycopg
 import pytest
 from click.testing import CliRunner
-from confluent_kafka import Consumer, TopicPartition
 
 from consumer.cli import main
 from consumer.config import StackSettings
 from consumer.simulator import PlatformApp, ScenarioResult, orphan_by_reseat
-from tests.support.cdc import CdcReader
+from tests.support.cdc import CdcReader, committed
 from tests.support.platform import confirmed
 from tests.support.process import RuntimeProcess, wait_for
 
@@ -65,13 +64,8 @@ def play(connect: Callable[[], Conn], reader: CdcReader) -> ScenarioResult:
     return scenario
 
 
-def committed(settings: StackSettings, group: str, topic: str) -> list[int]:
-    probe = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": group, "enable.auto.commit": False})
-    try:
-        parts = [TopicPartition(topic, p) for p in range(settings.topic_partitions)]
-        return [tp.offset for tp in probe.committed(parts, timeout=10)]
-    finally:
-        probe.close()
+def committed_offsets(settings: StackSettings, group: str, topic: str) -> dict[int, int]:
+    return committed(settings.kafka_bootstrap, group, topic, list(range(settings.topic_partitions)))
 
 
 def replay(*args: str) -> tuple[str, dict[str, Any]]:
@@ -102,7 +96,7 @@ def test_replay_a_time_range(
     assert fixed.victim_id is not None
     wait_for("the live consumer fixed the first incident", lambda: confirmed(connect, fixed.victim_id), timeout=60)
     assert live.stop()[0] == 0
-    live_offsets = committed(stack_settings, group, topic)
+    live_offsets = committed_offsets(stack_settings, group, topic)
     open_one = play(connect, reader)  # nobody runs: still blocked
     superseded = play(connect, reader)  # then cancelled by the platform: resolved by someone else
     with connect() as conn:
@@ -146,4 +140,4 @@ def test_replay_a_time_range(
     assert not confirmed(connect, outside.victim_id), "outside the range: untouched"
     _, again = replay(*window, "--apply", "--report", str(tmp_path / "again.json"))
     assert outcomes(again)[str(open_one.victim_id)] == "already_fixed", "a second replay redoes nothing"
-    assert committed(stack_settings, group, topic) == live_offsets, "the live group's offsets are untouched"
+    assert committed_offsets(stack_settings, group, topic) == live_offsets, "the live group's offsets are untouched"

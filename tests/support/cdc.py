@@ -137,3 +137,15 @@ def save_fixtures(directory: Path | None, name: str, messages: list[RawMessage])
         return
     directory.mkdir(parents=True, exist_ok=True)
     (directory / f"{name}.json").write_text(json.dumps([m.to_fixture() for m in messages], indent=1) + "\n")
+
+
+def committed(bootstrap: str, group: str, topic: str, partitions: list[int]) -> dict[int, int]:
+    """A group's committed offsets, read without joining the group."""
+    from confluent_kafka import TopicPartition
+
+    probe = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
+    try:
+        found = probe.committed([TopicPartition(topic, p) for p in partitions], timeout=10)
+        return {tp.partition: int(tp.offset) for tp in found}
+    finally:
+        probe.close()

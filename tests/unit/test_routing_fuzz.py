@@ -44,6 +44,15 @@ json_value = st.recursive(
     max_leaves=20,
 )
 
+SOURCE_BLOCK = {
+    "version": "3.6.1.Final",
+    "connector": "postgresql",
+    "name": "platform",
+    "ts_ms": 1,
+    "db": "p",
+    "schema": "public",
+    "table": "observability_events",
+}
 UUIDS = st.uuids().map(str)
 DATES = st.sampled_from(
     ["2026-11-24T10:00:00Z", "0001-01-01T00:00:00Z", "9999-12-31T23:59:59Z", "not a date", "", "1970-01-01T00:00:00Z"]
@@ -94,15 +103,7 @@ def envelope(draw: Any) -> bytes:
     doc: Any = {
         "before": draw(st.one_of(st.none(), json_value)),
         "after": after,
-        "source": {
-            "version": "3.6.1.Final",
-            "connector": "postgresql",
-            "name": "platform",
-            "ts_ms": 1,
-            "db": "p",
-            "schema": "public",
-            "table": "observability_events",
-        },
+        "source": dict(SOURCE_BLOCK),
         "op": draw(st.sampled_from(["c", "r", "u", "d", "t", "m", "z", ""])),
     }
     if draw(st.booleans()):
@@ -229,17 +230,6 @@ def signal_like(draw: Any) -> bytes:
     if draw(st.booleans()):
         text = escape_some(text, draw)
     return text.encode()
-
-
-SOURCE_BLOCK = {
-    "version": "3.6.1.Final",
-    "connector": "postgresql",
-    "name": "platform",
-    "ts_ms": 1,
-    "db": "p",
-    "schema": "public",
-    "table": "observability_events",
-}
 
 
 @settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
