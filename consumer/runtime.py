@@ -406,7 +406,8 @@ class Runtime:
                 mode=Mode(settings.mode),
                 grace=timedelta(seconds=settings.grace_s),
                 artifacts_dir=settings.artifacts_dir,
-                retry=RetryPolicy(),
+                # hold conflicts wait in the delay queue (a due time, the wake-up thread), not in a worker
+                retry=RetryPolicy(defer_hold_conflicts=True),
             ),
             hooks=hooks,
             sleep=self._sleep_unless_stopping,

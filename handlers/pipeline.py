@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from handlers import store
 from handlers.detect import DetectionRules, FailureSeen, HoldSeen, classify
-from handlers.errors import NewBlockerError
+from handlers.errors import HoldConflictError, NewBlockerError
 from handlers.evidence import make_plan
 from handlers.execute import PruneResult, apply_plan
 from handlers.retry import AssignRequest, AssignStrategy, Attempt, RetryOutcome, RetryPolicy, run_retry
@@ -298,6 +298,18 @@ class Remediator:
                     replans -= 1
                     continue
                 return self._settle(conn, result, "manual_review", f"a new blocker appeared after re-planning: {exc}")
+            except HoldConflictError as exc:
+                # another booking's hold covers the table: try again when it may have gone, from the delay queue
+                # (a due time on the incident), not from a worker sleeping for it
+                age = store.incident_age(conn, incident_id)
+                if age.total_seconds() > s.retry.max_deferral_s:
+                    return self._settle(
+                        conn, result, "manual_review", f"a hold conflict outlasted the deferrals: {exc}"
+                    )
+                due = store.database_now(conn) + timedelta(seconds=s.retry.hold_conflict_wait_s)
+                result.status, result.reason, result.recheck_at = "open", f"deferred: {exc}", due
+                store.schedule_recheck(conn, incident_id, due, result.reason)
+                return result
             result.retry = outcome
             if outcome.status == "assigned":
                 return self._settle(conn, result, "resolved", outcome.reason)

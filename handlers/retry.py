@@ -62,6 +62,11 @@ class RetryPolicy(BaseModel):
     jitter_s: float = 0.5
     #: a hold conflict waits at least this long (holds live for minutes, not milliseconds)
     hold_conflict_wait_s: float = 10.0
+    #: instead of waiting for a hold in a sleeping worker, hand the conflict back: the caller stores when to try
+    #: again (the always-on consumer's delay queue: a due time in the database and its wake-up thread)
+    defer_hold_conflicts: bool = False
+    #: a conflict deferred for longer than this since the incident began is handed to humans
+    max_deferral_s: float = 1800.0
 
 
 @dataclass(frozen=True)
@@ -301,6 +306,15 @@ def _retryable(exc: BaseException) -> bool:
     return isinstance(exc, RemediationError) and exc.retryable
 
 
+def _retries(policy: RetryPolicy) -> Callable[[BaseException], bool]:
+    def retryable(exc: BaseException) -> bool:
+        if policy.defer_hold_conflicts and isinstance(exc, HoldConflictError):
+            return False
+        return _retryable(exc)
+
+    return retryable
+
+
 def run_retry(
     strategy: AssignStrategy,
     request: AssignRequest,
@@ -327,7 +341,7 @@ def run_retry(
     retrying = Retrying(
         stop=stop_after_attempt(policy.max_attempts) | _StopAfterElapsed(clock, policy.max_total_s),
         wait=_Wait(policy),
-        retry=retry_if_exception(_retryable),
+        retry=retry_if_exception(_retries(policy)),
         sleep=sleep,
         before_sleep=before_sleep,
         reraise=True,
@@ -360,6 +374,8 @@ def run_retry(
     except (NewBlockerError, InfrastructureError):
         raise
     except RemediationError as exc:
+        if policy.defer_hold_conflicts and isinstance(exc, HoldConflictError):
+            raise  # the caller defers it: a due time, not a sleeping worker
         why = "attempts exhausted" if exc.retryable else "not retryable"
         return RetryOutcome("gave_up", f"{why} after {len(attempts)} attempt(s): {exc.kind}: {exc}", attempts)
     return RetryOutcome("assigned", f"assigned on attempt {len(attempts)}", attempts)

@@ -319,6 +319,20 @@ def claim_due(conn: Conn, instance: str, lease: timedelta, limit: int = 50) -> l
     return [(r[0], r[1]) for r in rows]
 
 
+def incident_age(conn: Conn, incident_id: UUID) -> timedelta:
+    """How long since the incident's first failure event."""
+    row = conn.execute(
+        "SELECT now() - first_event_at FROM allocguard.incidents WHERE id = %s", (incident_id,)
+    ).fetchone()
+    return row[0] if row is not None and row[0] is not None else timedelta(0)
+
+
+def database_now(conn: Conn) -> datetime:
+    row = conn.execute("SELECT now()").fetchone()
+    assert row is not None
+    return row[0]  # type: ignore[no-any-return]
+
+
 def load_incident(conn: Conn, incident_id: UUID) -> tuple[Incident, str] | None:
     """The incident as recorded, and its status."""
     with conn.cursor(row_factory=dict_row) as cur:

@@ -3,6 +3,7 @@ instance (same group) finishes the incident."""
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -64,26 +65,13 @@ def finish_with_next_instance(
 def test_sigterm_during_a_hold_conflict_wait(
     connect: Callable[[], Conn], runtimes: Callable[..., RuntimeProcess], unique: str
 ) -> None:
-    """After the prune, the assign hits another booking's active hold: the retry waits ≥ 10 s. SIGTERM then."""
+    """After the prune, the assign hits another booking's active hold: the retry is deferred ≥ 10 s (a due time in
+    the delay queue). SIGTERM then."""
     group = f"e2e-term-hold-{unique}"
     scenario, _ = played_while_stopped(connect, runtimes, group)
     victim = scenario.victim_id
     assert victim is not None
-    with connect() as conn:
-        # an ops hold (no booking) on every table of the venue, around the victim's window
-        hold = conn.execute(
-            "INSERT INTO table_holds (restaurant_id, booking_id, zone_id, start_at, end_at, expires_at)"
-            " SELECT b.restaurant_id, NULL, z.id, b.start_at - interval '15 minutes', b.end_at + interval '15 minutes',"
-            " b.end_at + interval '25 minutes' FROM bookings b JOIN zones z ON z.restaurant_id = b.restaurant_id"
-            " WHERE b.id = %s RETURNING id",
-            (victim,),
-        ).fetchone()
-        assert hold is not None
-        conn.execute(
-            "INSERT INTO table_hold_members (hold_id, table_id) SELECT %s, t.id FROM table_inventory t"
-            " WHERE t.restaurant_id = %s",
-            (hold[0], scenario.restaurant_id),
-        )
+    hold = hold_every_table(connect, scenario)
     stopping = member(runtimes, "stopping", group)
     stopping.wait_ready()
     wait_for("the retry waiting on the hold", lambda: "hold_conflict" in stopping.log(), timeout=30)
@@ -96,8 +84,58 @@ def test_sigterm_during_a_hold_conflict_wait(
     assert not seated
     assert "manual_review" not in stopping.log()
     with connect() as conn:
-        conn.execute("DELETE FROM table_holds WHERE id = %s", (hold[0],))
+        conn.execute("DELETE FROM table_holds WHERE id = %s", (hold,))
     finish_with_next_instance(connect, runtimes, group, victim)
+
+
+def hold_every_table(connect: Callable[[], Conn], scenario: ScenarioResult) -> uuid.UUID:
+    """An ops hold (no booking) on every table of the scenario's venue, around the victim's window."""
+    with connect() as conn:
+        hold = conn.execute(
+            "INSERT INTO table_holds (restaurant_id, booking_id, zone_id, start_at, end_at, expires_at)"
+            " SELECT b.restaurant_id, NULL, z.id, b.start_at - interval '15 minutes', b.end_at + interval '15 minutes',"
+            " b.end_at + interval '25 minutes' FROM bookings b JOIN zones z ON z.restaurant_id = b.restaurant_id"
+            " WHERE b.id = %s RETURNING id",
+            (scenario.victim_id,),
+        ).fetchone()
+        assert hold is not None
+        conn.execute(
+            "INSERT INTO table_hold_members (hold_id, table_id) SELECT %s, t.id FROM table_inventory t"
+            " WHERE t.restaurant_id = %s",
+            (hold[0], scenario.restaurant_id),
+        )
+        return uuid.UUID(str(hold[0]))
+
+
+def test_a_hold_conflict_waits_in_the_delay_queue_not_in_a_worker(
+    connect: Callable[[], Conn], runtimes: Callable[..., RuntimeProcess], unique: str
+) -> None:
+    """With one worker thread, a booking deferred by a hold conflict does not hold up another booking; when the
+    hold is gone, the wake-up thread finishes it."""
+    group = f"e2e-delay-{unique}"
+    blocked, _ = played_while_stopped(connect, runtimes, group)
+    assert blocked.victim_id is not None
+    hold = hold_every_table(connect, blocked)
+    single = runtimes("single", group, env={"ALLOCGUARD_WORKERS": "1"})
+    single.wait_ready()
+    wait_for("the hold conflict deferred", lambda: "hold_conflict" in single.log(), timeout=30)
+    with connect() as conn:
+        other = orphan_by_reseat(PlatformApp(conn), job_attempts=0)
+    assert other.victim_id is not None
+    started = time.monotonic()
+    wait_for("another booking confirmed meanwhile", lambda: status_of(connect, other.victim_id)[1], timeout=30)
+    took = time.monotonic() - started
+    print(f"with one worker and a deferred hold conflict, another booking was confirmed in {took:.2f}s")
+    assert took < 5, "no worker sleeps for the hold"
+    assert status_of(connect, blocked.victim_id) == ("open", False)
+    with connect() as conn:
+        conn.execute("DELETE FROM table_holds WHERE id = %s", (hold,))
+    wait_for(
+        "the deferred booking resolved by the wake-up",
+        lambda: status_of(connect, blocked.victim_id) == ("resolved", True),
+        timeout=60,
+    )
+    assert single.stop()[0] == 0
 
 
 def test_sigterm_while_a_row_lock_holds_the_prune(
