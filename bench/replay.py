@@ -17,13 +17,18 @@ import uuid
 from bench.throughput import produce, quix_consume, raw_consume
 from consumer.config import RuntimeSettings, StackSettings
 from consumer.operations.replay import Window, read_range, replay
+from consumer.routing import Relevance
 from consumer.stack import LocalStack
+from handlers.detect import DetectionRules
 
 
 def replay_dry_run(prefix: str, count: int) -> tuple[float, dict[str, object]]:
     settings = RuntimeSettings(topic_prefix=prefix, artifacts_dir=None)
     started = time.monotonic()
-    report = replay(settings, read_range(settings, Window(), lambda done, total: None), apply=False)
+    tally: dict[str, int] = {}
+    keep = Relevance(DetectionRules())
+    source = read_range(settings, Window(), lambda done, total: None, keep=keep, tally=tally)
+    report = replay(settings, source, apply=False, tally=tally)
     elapsed = time.monotonic() - started
     assert report.messages == count, report.summary()
     return count / elapsed, report.summary()

@@ -568,15 +568,21 @@ def replay_command(
     Its own consumer identity: it never joins or commits to the live group; it stops at the end offsets
     captured when it started."""
     from consumer.operations.replay import Progress, read_file, read_range, replay
+    from consumer.routing import Relevance
+    from handlers.detect import DetectionRules
 
     if apply and dry_run:
         raise click.UsageError("--apply or --dry-run, not both")
     settings = _runtime_settings(dsn=dsn, topic_prefix=topic_prefix, tables=tables, group_id=group_id)
     progress = Progress(click.echo)
+    window = _window(since, until, offsets)
+    tally: dict[str, int] = {}
     source = (
-        read_file(from_file, progress) if from_file else read_range(settings, _window(since, until, offsets), progress)
+        read_file(from_file, progress, tally)
+        if from_file
+        else read_range(settings, window, progress, keep=Relevance(DetectionRules()), tally=tally)
     )
-    result = replay(settings, source, apply=apply, booking=booking, restaurant=restaurant)
+    result = replay(settings, source, apply=apply, booking=booking, restaurant=restaurant, tally=tally)
     click.echo(result.table())
     if report is not None:
         report.write_text(json.dumps(result.as_json(), indent=2) + "\n")

@@ -93,8 +93,15 @@ def _ms(moment: datetime) -> int:
     return int(moment.timestamp() * 1000)
 
 
-def read_range(settings: RuntimeSettings, window: Window, progress: Callable[[int, int], None]) -> Iterator[Raw]:
-    """The messages of the consumed topics in ``window``, read by an assigned consumer that never commits."""
+def read_range(
+    settings: RuntimeSettings,
+    window: Window,
+    progress: Callable[[int, int], None],
+    keep: Callable[[str, bytes | None], bool] | None = None,
+    tally: dict[str, int] | None = None,
+) -> Iterator[Raw]:
+    """The messages of the consumed topics in ``window``, read by an assigned consumer that never commits. With
+    ``keep`` (the byte test), only kept messages are yielded; every message read is counted in ``tally``."""
     consumer = Consumer(
         {
             "bootstrap.servers": settings.resolved_bootstrap(),
@@ -127,29 +134,36 @@ def read_range(settings: RuntimeSettings, window: Window, progress: Callable[[in
         total = sum(end - starts[key] for key, end in remaining.items())
         consumer.assign([TopicPartition(t, p, starts[(t, p)]) for t, p in remaining])
         done = 0
+        counts = tally if tally is not None else {}
         while remaining:
             for message in consumer.consume(1000, 1.0):
                 if message.error() is not None:
                     continue
-                key = (message.topic() or "", message.partition() or 0)
+                topic = message.topic() or ""
+                key = (topic, message.partition() or 0)
                 offset = message.offset() or 0
                 stop = remaining.get(key)
                 if stop is None or offset >= stop:
                     continue
                 done += 1
-                yield Raw(key[0], key[1], offset, message.timestamp()[1], message.key(), message.value())
+                value = message.value()
+                if keep is None or keep(topic, value):
+                    yield Raw(topic, key[1], offset, message.timestamp()[1], message.key(), value)
                 if offset + 1 >= stop:
                     del remaining[key]
                     consumer.incremental_unassign([TopicPartition(*key)])
+            counts["read"] = done
             progress(done, total)
     finally:
         consumer.close()
 
 
-def read_file(path: Path, progress: Callable[[int, int], None]) -> Iterator[Raw]:
+def read_file(path: Path, progress: Callable[[int, int], None], tally: dict[str, int] | None = None) -> Iterator[Raw]:
     lines = path.read_text().splitlines()
+    counts = tally if tally is not None else {}
     for number, line in enumerate(lines, start=1):
         if line.strip():
+            counts["read"] = counts.get("read", 0) + 1
             yield Raw.from_json(json.loads(line))
         if number % 1000 == 0 or number == len(lines):
             progress(number, len(lines))
@@ -293,6 +307,7 @@ def replay(
     apply: bool,
     booking: UUID | None = None,
     restaurant: UUID | None = None,
+    tally: dict[str, int] | None = None,
 ) -> ReplayReport:
     """Every message through the live path's byte test and routing, every signal through the remediator."""
     dsn = settings.resolved_dsn()
@@ -318,7 +333,7 @@ def replay(
     report = ReplayReport()
     started = time.monotonic()
     for raw in source:
-        report.messages += 1
+        report.messages += 1  # (a source that pre-filters reports the messages it read in ``tally``)
         if not relevant(raw.topic, raw.value):
             continue
         routed = route(raw.topic, raw.partition, raw.offset, raw.key, raw.value, rules)
@@ -345,4 +360,6 @@ def replay(
                 entry["tables"] = [str(t) for t in result.incident.table_ids]
         entry["events"] += 1
     report.elapsed_s = time.monotonic() - started
+    if tally is not None:
+        report.messages = tally.get("read", report.messages)
     return report
