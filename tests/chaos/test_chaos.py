@@ -123,6 +123,15 @@ def report(connect: Callable[[], Conn], ledger: Ledger, confirmed: dict[uuid.UUI
             (list(ledger.played),),
         ).fetchall()
     prunes = {row[0]: int(row[1]) for row in rows}
+    with connect() as conn:
+        # the record must say what allocguard did: its own assignment (its idempotency key) ⇔ "resolved"
+        mismatches = conn.execute(
+            "SELECT i.booking_id, i.status, EXISTS (SELECT 1 FROM booking_table_assignments x"
+            "  WHERE x.booking_id = i.booking_id AND x.idempotency_key LIKE 'allocguard-%%')"
+            " FROM allocguard.incidents i WHERE i.mode = 'auto' AND i.booking_id = ANY(%s)",
+            (list(ledger.played),),
+        ).fetchall()
+    wrong = sorted(str(b) for b, status, ours in mismatches if (status == "resolved") != bool(ours))
     recovery = {}
     for fault in ledger.faults:
         during = [confirmed.get(v) for v, at in ledger.played.items() if fault.began <= at <= fault.ended]
@@ -135,6 +144,7 @@ def report(connect: Callable[[], Conn], ledger: Ledger, confirmed: dict[uuid.UUI
         "remediated": sum(1 for v in ledger.played if confirmed.get(v) is not None),
         "lost": sorted(str(v) for v in ledger.played if confirmed.get(v) is None),
         "doubled": sorted(str(v) for v, n in prunes.items() if n > 1),
+        "outcome_mismatches": wrong,
         "recovery_s_after_fault": recovery,
     }
 
@@ -215,6 +225,7 @@ def test_chaos(
     assert result["played"] >= 10
     assert result["lost"] == []
     assert result["doubled"] == []
+    assert result["outcome_mismatches"] == []
     assert result["dlq"] == 0
     assert result["tracebacks"] == 0
     for process in running:

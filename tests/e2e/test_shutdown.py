@@ -13,6 +13,7 @@ import pytest
 
 from consumer.config import StackSettings
 from consumer.simulator import PlatformApp, ScenarioResult, orphan_by_reseat
+from consumer.stack import LocalStack
 from tests.support.process import RuntimeProcess, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -163,3 +164,83 @@ def test_sigterm_while_a_row_lock_holds_the_prune(
         blocker.rollback()
         blocker.close()
     finish_with_next_instance(connect, runtimes, group, victim)
+
+
+def test_database_down_readyz_from_state_and_sigterm_in_the_outage(
+    stack_settings: StackSettings, connect: Callable[[], Conn], runtimes: Callable[..., RuntimeProcess], unique: str
+) -> None:
+    """An incident backing off (its owner's row locked) when PostgreSQL goes down: /readyz keeps answering in
+    < 100 ms, turns 503 within seconds; SIGTERM in the outage keeps its bound with no verdict; with the database
+    back, the next instance finishes the incident."""
+    stack = LocalStack(stack_settings, log=lambda line: None)
+    group = f"e2e-term-pgdown-{unique}"
+    scenario, owner = played_while_stopped(connect, runtimes, group)
+    victim = scenario.victim_id
+    assert victim is not None
+    blocker = psycopg.connect(stack_settings.platform_dsn)
+    blocker.execute("SELECT 1 FROM bookings WHERE id = %s FOR UPDATE", (owner,))
+    stopping = member(runtimes, "stopping", group)
+    stopping.wait_ready()
+    wait_for("the prune backing off", lambda: f"booking {victim}: database busy" in stopping.log(), timeout=30)
+    answers: list[float] = []
+
+    def readyz() -> int:
+        started = time.monotonic()
+        status, _ = stopping.get("/readyz")
+        answers.append(time.monotonic() - started)
+        return status
+
+    readyz()  # a busy booking is not an outage: ready either way, but answered at once
+    down = time.monotonic()
+    stack.stop_component("postgres")
+    try:
+        wait_for("/readyz 503 with the database down", lambda: readyz() == 503, timeout=10, interval=0.1)
+        noticed = time.monotonic() - down
+        print(f"database down: /readyz 503 after {noticed:.2f}s; slowest answer {max(answers) * 1000:.0f} ms")
+        assert noticed < 5
+        assert max(answers) < 0.1, "answered from state, never by waiting on a connection"
+        code, took = stopping.stop()
+        print(f"SIGTERM with the database down: exit {code} in {took:.2f}s (bound {BOUND_S}s)")
+        assert code == 0
+        assert took < BOUND_S
+    finally:
+        blocker.close()
+        stack.start_component("postgres")
+    incident, seated = status_of(connect, victim)
+    assert incident not in ("manual_review", "resolved", "not_needed"), "no verdict from a shutting-down worker"
+    assert not seated
+    finish_with_next_instance(connect, runtimes, group, victim)
+
+
+def test_readyz_turns_false_within_seconds_of_losing_the_broker(
+    stack_settings: StackSettings, runtimes: Callable[..., RuntimeProcess], unique: str
+) -> None:
+    stack = LocalStack(stack_settings, log=lambda line: None)
+    runtime = member(runtimes, "run", f"e2e-broker-{unique}")
+    runtime.wait_ready()
+    answers: list[float] = []
+
+    def readyz() -> int:
+        started = time.monotonic()
+        status, _ = runtime.get("/readyz")
+        answers.append(time.monotonic() - started)
+        return status
+
+    down = time.monotonic()
+    stack.stop_component("kafka")
+    try:
+        wait_for("/readyz 503 with the broker down", lambda: readyz() == 503, timeout=15, interval=0.1)
+        noticed = time.monotonic() - down
+        print(
+            f"broker down: /readyz 503 {noticed:.2f}s after the stop began; slowest answer {max(answers) * 1000:.0f} ms"
+        )
+        assert noticed < 10
+        assert max(answers) < 0.1
+        assert runtime.process.poll() is None, "a broker outage is never fatal"
+    finally:
+        stack.start_component("kafka")
+    wait_for("/readyz 200 with the broker back", lambda: readyz() == 200, timeout=60, interval=0.2)
+    log = runtime.log()
+    assert log.count("kafka unavailable") == 1, "logged once per state change"
+    assert "Traceback" not in log
+    assert runtime.stop()[0] == 0
