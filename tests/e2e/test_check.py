@@ -16,6 +16,7 @@ from consumer import db
 from consumer.cli import main
 from consumer.config import StackSettings
 from consumer.stack import LocalStack, connector_config
+from tests.support.platform import drop_slot
 from tests.support.process import wait_for
 
 pytestmark = pytest.mark.e2e
@@ -194,7 +195,7 @@ def test_a_failed_snapshot_is_reported_within_seconds_with_its_cause(platform: P
         assert items_connector_ok(platform, name), "Connect itself says RUNNING"
     finally:
         local.delete_connector(name)
-        drop_slot(settings, config["slot.name"])
+        drop_slot(settings.dsn_for("postgres"), config["slot.name"])
 
 
 def items_connector_ok(platform: Platform, name: str) -> bool:
@@ -208,19 +209,6 @@ def urlopen_put(url: str, body: dict[str, str]) -> int:
     )
     with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
         return int(response.status)
-
-
-def drop_slot(settings: StackSettings, slot: str) -> None:
-    with psycopg.connect(settings.dsn_for("postgres"), autocommit=True) as conn:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            row = conn.execute("SELECT active FROM pg_replication_slots WHERE slot_name = %s", (slot,)).fetchone()
-            if row is None:
-                return
-            if not row[0]:
-                conn.execute("SELECT pg_drop_replication_slot(%s)", (slot,))
-                return
-            time.sleep(0.2)  # poll: the task releases the slot asynchronously after the DELETE
 
 
 def test_the_runtime_role_is_denied_what_it_does_not_need(platform: Platform) -> None:

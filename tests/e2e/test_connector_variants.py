@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import os
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from datetime import time as dtime
@@ -24,6 +23,7 @@ from schemas import UNAVAILABLE, ChangeEvent, Op
 from schemas.rows import Booking, ObservabilityEvent
 from tests.e2e.test_cdc_roundtrip import assert_matches_db, fetch
 from tests.support.cdc import CdcReader, RawMessage, key_has, save_fixtures
+from tests.support.platform import drop_slot
 
 pytestmark = pytest.mark.e2e
 
@@ -52,17 +52,8 @@ def isolated(stack_settings: StackSettings, unique: str) -> Iterator[Isolated]:
     env.stack.ensure_topics(captured_topics(env.prefix))
     yield env
     env.stack.delete_connector(env.connector)
-    slot = env.config["slot.name"]
+    drop_slot(admin, env.config["slot.name"])
     with psycopg.connect(admin, autocommit=True) as conn:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            row = conn.execute("SELECT active FROM pg_replication_slots WHERE slot_name = %s", (slot,)).fetchone()
-            if row is None:
-                break
-            if not row[0]:
-                conn.execute("SELECT pg_drop_replication_slot(%s)", (slot,))
-                break
-            time.sleep(0.2)  # poll: the task releases the slot asynchronously after the DELETE
         conn.execute(f'DROP DATABASE IF EXISTS "{env.database}" WITH (FORCE)')
 
 

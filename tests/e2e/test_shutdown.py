@@ -166,6 +166,14 @@ def test_sigterm_while_a_row_lock_holds_the_prune(
     finish_with_next_instance(connect, runtimes, group, victim)
 
 
+def timed_readyz(runtime: RuntimeProcess, answers: list[float]) -> int:
+    """/readyz's status, its answer time appended to ``answers``."""
+    started = time.monotonic()
+    status, _ = runtime.get("/readyz")
+    answers.append(time.monotonic() - started)
+    return status
+
+
 def test_database_down_readyz_from_state_and_sigterm_in_the_outage(
     stack_settings: StackSettings, connect: Callable[[], Conn], runtimes: Callable[..., RuntimeProcess], unique: str
 ) -> None:
@@ -185,10 +193,7 @@ def test_database_down_readyz_from_state_and_sigterm_in_the_outage(
     answers: list[float] = []
 
     def readyz() -> int:
-        started = time.monotonic()
-        status, _ = stopping.get("/readyz")
-        answers.append(time.monotonic() - started)
-        return status
+        return timed_readyz(stopping, answers)
 
     readyz()  # a busy booking is not an outage: ready either way, but answered at once
     down = time.monotonic()
@@ -221,10 +226,7 @@ def test_readyz_turns_false_within_seconds_of_losing_the_broker(
     answers: list[float] = []
 
     def readyz() -> int:
-        started = time.monotonic()
-        status, _ = runtime.get("/readyz")
-        answers.append(time.monotonic() - started)
-        return status
+        return timed_readyz(runtime, answers)
 
     down = time.monotonic()
     stack.stop_component("kafka")

@@ -20,3 +20,19 @@ def confirmed(connect: Callable[[], Conn], booking: uuid.UUID) -> bool:
             (booking,),
         ).fetchone()
         return bool(row and row[0])
+
+
+def drop_slot(admin_dsn: str, slot: str, timeout: float = 60.0) -> None:
+    """Drop a connector's replication slot once its task has let go of it (after the connector's DELETE)."""
+    import time
+
+    with psycopg.connect(admin_dsn, autocommit=True) as conn:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            row = conn.execute("SELECT active FROM pg_replication_slots WHERE slot_name = %s", (slot,)).fetchone()
+            if row is None:
+                return
+            if not row[0]:
+                conn.execute("SELECT pg_drop_replication_slot(%s)", (slot,))
+                return
+            time.sleep(0.2)  # poll: the task releases the slot asynchronously after the DELETE
