@@ -22,9 +22,9 @@ import psycopg
 from confluent_kafka import Consumer
 
 from consumer.config import StackSettings
+from consumer.local.platform import create_booking, create_venue
+from consumer.local.simulator import PlatformApp, tomorrow
 from consumer.offsets import end_positions
-from consumer.platform import create_booking, create_venue
-from consumer.simulator import PlatformApp, tomorrow
 from tests.support.process import RuntimeProcess
 
 Conn = psycopg.Connection[Any]

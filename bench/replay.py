@@ -16,9 +16,9 @@ import uuid
 
 from bench.throughput import produce, quix_consume, raw_consume
 from consumer.config import RuntimeSettings, StackSettings
+from consumer.local.stack import LocalStack
 from consumer.operations.replay import Window, read_range, replay
 from consumer.routing import Relevance
-from consumer.stack import LocalStack
 from handlers.detect import DetectionRules
 
 

@@ -22,8 +22,8 @@ from pathlib import Path
 from confluent_kafka import Consumer, Producer
 
 from consumer.config import RuntimeSettings, StackSettings
+from consumer.local.stack import LocalStack
 from consumer.runtime import Runtime
-from consumer.stack import LocalStack
 from tests.support.process import free_port
 
 FIXTURE = (

@@ -17,14 +17,14 @@ import psycopg
 from confluent_kafka import Consumer
 from psycopg.rows import dict_row
 
-from consumer import db
 from consumer.config import StackSettings
-from consumer.demo import write_demo_lifecycle
+from consumer.local import db
+from consumer.local.demo import write_demo_lifecycle
+from consumer.local.simulator import SCENARIOS, PlatformApp
+from consumer.local.stack import LocalStack, StackError, captured_topics, connector_config
 from consumer.offsets import end_positions, start_positions
 from consumer.redact import redact
 from consumer.report import plan_as_json, plan_as_text
-from consumer.simulator import SCENARIOS, PlatformApp
-from consumer.stack import LocalStack, StackError, captured_topics, connector_config
 from handlers import store
 from handlers.detect import DetectionRules, replay
 from handlers.evidence import make_plan
@@ -380,7 +380,7 @@ def remediate(
 @main.command()
 def demo() -> None:
     """Live: allocguard run (auto mode) remediates the seed incident as it happens on the local stack."""
-    from consumer.demo import live_seed_demo
+    from consumer.local.demo import live_seed_demo
 
     if not live_seed_demo(_settings().platform_dsn, click.echo):
         raise click.ClickException("the seed incident was not remediated")

@@ -19,7 +19,7 @@ import pytest
 from psycopg.rows import dict_row
 
 from consumer.config import StackSettings
-from consumer.stack import LocalStack, StackError, captured_topics
+from consumer.local.stack import LocalStack, StackError, captured_topics
 from tests.support.cdc import CdcReader
 from tests.support.process import RuntimeProcess
 

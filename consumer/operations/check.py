@@ -19,7 +19,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from consumer.db import discover
+from consumer.local.db import discover
 from consumer.redact import redact
 
 #: role allocguard's login role must belong to

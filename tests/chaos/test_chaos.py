@@ -24,8 +24,8 @@ import pytest
 from confluent_kafka import Consumer
 
 from consumer.config import StackSettings
-from consumer.simulator import PlatformApp, orphan_by_reseat
-from consumer.stack import LocalStack
+from consumer.local.simulator import PlatformApp, orphan_by_reseat
+from consumer.local.stack import LocalStack
 from tests.support.process import RuntimeProcess, wait_for
 
 pytestmark = pytest.mark.e2e

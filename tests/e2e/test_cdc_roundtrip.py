@@ -14,7 +14,7 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 from psycopg.types.range import Range as PgRange
 
-from consumer.platform import Venue, create_booking, create_venue
+from consumer.local.platform import Venue, create_booking, create_venue
 from schemas import ChangeEvent, Op, Tombstone, TstzRange
 from schemas.rows import (
     CAPTURED,

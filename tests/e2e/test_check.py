@@ -12,10 +12,10 @@ import psycopg
 import pytest
 from click.testing import CliRunner, Result
 
-from consumer import db
 from consumer.cli import main
 from consumer.config import StackSettings
-from consumer.stack import LocalStack, connector_config
+from consumer.local import db
+from consumer.local.stack import LocalStack, connector_config
 from tests.support.platform import drop_slot
 from tests.support.process import wait_for
 

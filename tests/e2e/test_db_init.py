@@ -9,9 +9,9 @@ import psycopg
 import pytest
 from click.testing import CliRunner
 
-from consumer import db
 from consumer.cli import main
 from consumer.config import StackSettings
+from consumer.local import db
 
 pytestmark = pytest.mark.e2e
 

@@ -10,7 +10,7 @@ import psycopg
 import pytest
 
 from consumer.config import StackSettings
-from consumer.simulator import SEED_BLOCKER, SEED_TABLE, SEED_VICTIM, PlatformApp, seed_incident
+from consumer.local.simulator import SEED_BLOCKER, SEED_TABLE, SEED_VICTIM, PlatformApp, seed_incident
 from handlers.pipeline import RemediationSettings, Remediator
 from handlers.retry import RetryPolicy, SqlAssign
 from schemas import ChangeEvent, Op

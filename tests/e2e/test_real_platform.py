@@ -17,9 +17,8 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 
 from consumer.cli import main
 from consumer.config import StackSettings
-from consumer.offsets import end_positions
-from consumer.platform import create_venue
-from consumer.simulator import (
+from consumer.local.platform import create_venue
+from consumer.local.simulator import (
     SEED_BLOCKER,
     SEED_TABLE,
     SEED_VICTIM,
@@ -28,7 +27,8 @@ from consumer.simulator import (
     seed_incident,
     tomorrow,
 )
-from consumer.stack import LocalStack
+from consumer.local.stack import LocalStack
+from consumer.offsets import end_positions
 from schemas.rows import CAPTURED
 from tests.support.cdc import CdcReader, RawMessage
 from tests.support.cdc import committed as offsets_of

@@ -16,7 +16,7 @@ from click.testing import CliRunner
 
 from consumer.cli import main
 from consumer.config import StackSettings
-from consumer.simulator import PlatformApp, ScenarioResult, orphan_by_reseat
+from consumer.local.simulator import PlatformApp, ScenarioResult, orphan_by_reseat
 from tests.support.cdc import CdcReader, committed
 from tests.support.platform import confirmed
 from tests.support.process import RuntimeProcess, wait_for

@@ -16,9 +16,8 @@ import pytest
 from confluent_kafka import Consumer, Producer
 
 from consumer.config import StackSettings
-from consumer.offsets import end_positions
-from consumer.platform import create_booking, create_venue
-from consumer.simulator import (
+from consumer.local.platform import create_booking, create_venue
+from consumer.local.simulator import (
     SEED_BLOCKER,
     SEED_TABLE,
     SEED_VICTIM,
@@ -28,6 +27,7 @@ from consumer.simulator import (
     seed_incident,
     tomorrow,
 )
+from consumer.offsets import end_positions
 from tests.support.platform import confirmed
 from tests.support.process import RuntimeProcess, metric_value, wait_for
 

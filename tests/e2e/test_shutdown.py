@@ -12,8 +12,8 @@ import psycopg
 import pytest
 
 from consumer.config import StackSettings
-from consumer.simulator import PlatformApp, ScenarioResult, orphan_by_reseat
-from consumer.stack import LocalStack
+from consumer.local.simulator import PlatformApp, ScenarioResult, orphan_by_reseat
+from consumer.local.stack import LocalStack
 from tests.support.process import RuntimeProcess, wait_for
 
 pytestmark = pytest.mark.e2e

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from consumer.config import StackSettings
-from consumer.stack import LocalStack, _pid_alive, _port_open
+from consumer.local.stack import LocalStack, _pid_alive, _port_open
 
 pytestmark = pytest.mark.e2e
 

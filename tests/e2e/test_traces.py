@@ -19,7 +19,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
-from consumer.simulator import SEED_VICTIM, PlatformApp, seed_incident
+from consumer.local.simulator import SEED_VICTIM, PlatformApp, seed_incident
 from tests.support.process import RuntimeProcess, metric_value, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -256,7 +256,7 @@ def test_otlp_over_grpc(connect: Callable[[], Conn], tmp_path: Any, unique: str)
     import grpc
     from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc
 
-    from consumer.simulator import orphan_by_reseat
+    from consumer.local.simulator import orphan_by_reseat
 
     received: list[Span] = []
 

@@ -8,7 +8,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from consumer.simulator import PlatformApp
+from consumer.local.simulator import PlatformApp
 
 Conn = psycopg.Connection[Any]
 

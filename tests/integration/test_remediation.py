@@ -18,8 +18,8 @@ from click.testing import CliRunner
 
 from consumer.cli import main
 from consumer.config import StackSettings
-from consumer.platform import Venue, create_booking, create_venue
-from consumer.simulator import SEED_BLOCKER, SEED_TABLE, SEED_VICTIM, PlatformApp, block_window, tomorrow
+from consumer.local.platform import Venue, create_booking, create_venue
+from consumer.local.simulator import SEED_BLOCKER, SEED_TABLE, SEED_VICTIM, PlatformApp, block_window, tomorrow
 from handlers import store
 from handlers.evidence import make_plan
 from handlers.execute import apply_plan
@@ -177,7 +177,7 @@ def test_seed_incident_is_found_fixed_and_reassigned_once(
 def test_dry_run_writes_nothing_to_the_platform(
     platform_connect: Callable[[], Conn], connect: Callable[[], Conn], app: PlatformApp, tmp_path: Path
 ) -> None:
-    from consumer.simulator import orphan_by_reseat
+    from consumer.local.simulator import orphan_by_reseat
 
     scenario = orphan_by_reseat(app)
     assert scenario.victim_id is not None
@@ -203,7 +203,7 @@ def test_dry_run_writes_nothing_to_the_platform(
 def test_stale_by_status_is_reported_not_touched(
     platform_connect: Callable[[], Conn], connect: Callable[[], Conn], app: PlatformApp
 ) -> None:
-    from consumer.simulator import stale_by_status
+    from consumer.local.simulator import stale_by_status
 
     scenario = stale_by_status(app)
     assert scenario.victim_id is not None
@@ -422,7 +422,7 @@ def test_prune_committed_first_then_reassignment_gets_its_own_row(
 
 
 def test_remediator_role_can_remediate_and_nothing_more(stack_settings: StackSettings, app: PlatformApp) -> None:
-    from consumer.simulator import orphan_by_reseat
+    from consumer.local.simulator import orphan_by_reseat
 
     scenario = orphan_by_reseat(app)
     assert scenario.victim_id is not None

@@ -20,8 +20,8 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from consumer.config import StackSettings
-from consumer.platform import create_booking, create_venue
-from consumer.simulator import PlatformApp, block_window, tomorrow
+from consumer.local.platform import create_booking, create_venue
+from consumer.local.simulator import PlatformApp, block_window, tomorrow
 from handlers import store
 from handlers.pipeline import RemediationSettings, Remediator
 from handlers.retry import RetryPolicy, SqlAssign

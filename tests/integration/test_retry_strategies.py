@@ -13,8 +13,8 @@ import psycopg
 import pytest
 
 from consumer.config import StackSettings
-from consumer.platform import Venue, create_booking, create_venue
-from consumer.simulator import PlatformApp, block_window, tomorrow
+from consumer.local.platform import Venue, create_booking, create_venue
+from consumer.local.simulator import PlatformApp, block_window, tomorrow
 from handlers.errors import (
     HoldConflictError,
     NewBlockerError,

@@ -14,7 +14,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from consumer.demo import free_port
+from consumer.local.demo import free_port
 
 __all__ = ["RuntimeProcess", "free_port", "metric_value", "wait_for"]
 

@@ -24,7 +24,7 @@ from pathlib import Path
 import psycopg
 from psycopg.types.json import Jsonb
 
-from consumer.platform import create_booking, create_venue
+from consumer.local.platform import create_booking, create_venue
 
 
 def write_demo_lifecycle(dsn: str) -> uuid.UUID:
@@ -89,7 +89,7 @@ def write_demo_lifecycle(dsn: str) -> uuid.UUID:
 def live_seed_demo(dsn: str, echo: Callable[[str], None], timeout_s: float = 60.0) -> bool:
     """``allocguard run --mode auto`` as a child process; the seed incident played into PostgreSQL; wait until
     the victim is confirmed; print what happened; stop the consumer with SIGTERM. True when remediated."""
-    from consumer.simulator import SEED_VICTIM, PlatformApp, seed_incident
+    from consumer.local.simulator import SEED_VICTIM, PlatformApp, seed_incident
 
     port = free_port()
     env = {

@@ -36,8 +36,8 @@ from confluent_kafka import Consumer, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
-from consumer import db
 from consumer.config import StackSettings, deploy_dir
+from consumer.local import db
 from consumer.offsets import end_positions
 from schemas.envelope import HEARTBEAT_TOPIC_PREFIX
 from schemas.rows import CAPTURED

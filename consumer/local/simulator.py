@@ -21,7 +21,7 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from consumer.platform import Venue, create_booking, create_venue
+from consumer.local.platform import Venue, create_booking, create_venue
 
 Conn = psycopg.Connection[Any]
 
