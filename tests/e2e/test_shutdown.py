@@ -196,13 +196,17 @@ def test_database_down_readyz_from_state_and_sigterm_in_the_outage(
         return timed_readyz(stopping, answers)
 
     readyz()  # a busy booking is not an outage: ready either way, but answered at once
-    down = time.monotonic()
-    stack.stop_component("postgres")
+    began = time.monotonic()
+    stack.stop_component("postgres")  # pg_ctl stop -m fast -w: 1-8 s here (it waits for the walsenders)
+    gone = time.monotonic()
     try:
         wait_for("/readyz 503 with the database down", lambda: readyz() == 503, timeout=10, interval=0.1)
-        noticed = time.monotonic() - down
-        print(f"database down: /readyz 503 after {noticed:.2f}s; slowest answer {max(answers) * 1000:.0f} ms")
-        assert noticed < 10, "within seconds of the shutdown starting (pg_ctl stop itself takes a few)"
+        noticed = time.monotonic()
+        print(
+            f"database down: /readyz 503 {noticed - began:.2f}s after pg_ctl stop began, {noticed - gone:.2f}s after "
+            f"it returned; slowest answer {max(answers) * 1000:.0f} ms"
+        )
+        assert noticed - gone < 3, "false within seconds of the database being gone"
         assert max(answers) < 0.1, "answered from state, never by waiting on a connection"
         code, took = stopping.stop()
         print(f"SIGTERM with the database down: exit {code} in {took:.2f}s (bound {BOUND_S}s)")

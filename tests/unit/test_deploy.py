@@ -139,7 +139,9 @@ def test_compose_uses_commands_that_exist() -> None:
 
 
 def test_the_image_carries_every_package_and_the_sql() -> None:
-    packages = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    patterns = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]
+    packages = [pattern.rstrip("*") for pattern in patterns["include"]]
+    assert packages == ["consumer", "handlers", "schemas"]
     for package in packages:
         assert f"COPY {package} {package}" in DOCKERFILE
     assert "COPY deploy/sql" in DOCKERFILE
