@@ -65,8 +65,6 @@ class IncidentResult:
     trace: tuple[str, str] | None = None
     #: for a wait: when the incident is due to be planned again
     recheck_at: datetime | None = None
-    #: the booking the failure was about (set by callers that need it, e.g. replay)
-    booking_id: UUID | None = None
 
 
 def incident_for(conn: Conn, failure: FailureSeen, hold: HoldSeen | None) -> Incident | None:

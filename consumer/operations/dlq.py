@@ -13,16 +13,14 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
 from typing import Any
 
-import psycopg
 from confluent_kafka import Consumer, TopicPartition
 
 from consumer.config import RuntimeSettings
 from consumer.offsets import watermarks
-from handlers.pipeline import RemediationSettings, Remediator
-from handlers.retry import SqlAssign
+from consumer.operations import standalone_remediator
+from handlers.pipeline import Remediator
 from schemas import ChangeEvent, decode_message
 from schemas.errors import CdcDecodeError
 from schemas.records import Mode
@@ -67,23 +65,9 @@ def replay_dlq(
             "auto.offset.reset": "earliest",
         }
     )
-    dsn = settings.resolved_dsn()
-
-    def connect() -> psycopg.Connection[Any]:
-        return psycopg.connect(dsn, autocommit=True)
-
-    remediator = Remediator(
-        connect,
-        SqlAssign(connect),
-        RemediationSettings(
-            mode=Mode(settings.mode),
-            grace=timedelta(seconds=settings.grace_s),
-            artifacts_dir=settings.artifacts_dir,
-            actor="allocguard-dlq-replay",
-        ),
+    remediator, _ = standalone_remediator(
+        settings, Mode(settings.mode), "allocguard-dlq-replay", settings.artifacts_dir
     )
-    with connect():
-        pass  # a wrong DSN or an unreachable database is said now, not after reading the topic
     summary = DlqReplaySummary()
     try:
         ends = {tp: high for tp, (_, high) in watermarks(consumer, [topic]).items()}

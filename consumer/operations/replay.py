@@ -19,21 +19,20 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 from uuid import UUID
 
-import psycopg
 from confluent_kafka import Consumer, TopicPartition
 
 from consumer.config import RuntimeSettings
 from consumer.offsets import watermarks
+from consumer.operations import standalone_remediator
 from consumer.routing import Relevance, Signal, route
 from handlers import store
 from handlers.detect import DetectionRules
-from handlers.pipeline import IncidentResult, RemediationSettings, Remediator
-from handlers.retry import SqlAssign
+from handlers.pipeline import Connect, IncidentResult, Remediator
 from schemas.records import Mode, Plan
 
 
@@ -273,7 +272,9 @@ def _from_plan(plan: Plan) -> tuple[str, str]:
     return _DECISIONS.get(plan.decision, plan.decision), plan.decision_reason
 
 
-def _outcome(remediator: Remediator, connect: Callable[[], Any], result: IncidentResult) -> tuple[str, str, str]:
+def _outcome(
+    remediator: Remediator, connect: Connect, result: IncidentResult, booking: UUID | None
+) -> tuple[str, str, str]:
     """(incident key, outcome, why). What this replay did, or — for an incident already handled (by the live
     consumer or an earlier replay) — what its evidence says now, re-planned read-only."""
     if result.status != "duplicate":
@@ -285,13 +286,9 @@ def _outcome(remediator: Remediator, connect: Callable[[], Any], result: Inciden
         incident = result.incident
         incident_id = result.incident_id
         if incident is None:  # an event the auto consumer marked processed: its incident, as recorded
-            rows = (
-                [r for r in store.incident_rows(conn, result.booking_id) if r["mode"] == "auto"]
-                if result.booking_id
-                else []
-            )
+            rows = [r for r in store.incident_rows(conn, booking) if r["mode"] == "auto"] if booking else []
             if not rows:
-                return f"{result.booking_id}", "already_fixed", result.reason
+                return f"{booking}", "already_fixed", result.reason
             incident_id = rows[-1]["id"]
             loaded = store.load_incident(conn, incident_id)
             assert loaded is not None
@@ -310,23 +307,12 @@ def replay(
     tally: dict[str, int] | None = None,
 ) -> ReplayReport:
     """Every message through the live path's byte test and routing, every signal through the remediator."""
-    dsn = settings.resolved_dsn()
-
-    def connect() -> psycopg.Connection[Any]:
-        return psycopg.connect(dsn, autocommit=True)
-
-    with connect():
-        pass  # a wrong DSN is said before anything is read
     rules = DetectionRules()
-    remediator = Remediator(
-        connect,
-        SqlAssign(connect),
-        RemediationSettings(
-            mode=Mode.AUTO if apply else Mode.DRY_RUN,
-            grace=timedelta(seconds=settings.grace_s),
-            artifacts_dir=settings.artifacts_dir if apply else None,
-            actor="allocguard-replay",
-        ),
+    remediator, connect = standalone_remediator(
+        settings,
+        Mode.AUTO if apply else Mode.DRY_RUN,
+        "allocguard-replay",
+        settings.artifacts_dir if apply else None,
         rules,
     )
     relevant = Relevance(rules)
@@ -349,8 +335,7 @@ def replay(
         if result is None:
             continue
         report.failure_events += 1
-        result.booking_id = row.booking_id
-        key, outcome, why = _outcome(remediator, connect, result)
+        key, outcome, why = _outcome(remediator, connect, result, row.booking_id)
         entry = report.incidents.get(key)
         if entry is None:
             entry = report.incidents[key] = {"booking_id": str(row.booking_id), "events": 0}
