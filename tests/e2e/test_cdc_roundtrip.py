@@ -72,14 +72,24 @@ def fetch(pg: Conn, table: str, **where: object) -> dict[str, Any]:
 
 
 def lifecycle(messages: list[RawMessage]) -> tuple[ChangeEvent[Any], ChangeEvent[Any], ChangeEvent[Any]]:
-    """Decode c, u, d and the tombstone that follows the delete; check their order and ops."""
+    """Decode c, u, d and the tombstone that follows the delete; check their order and ops.
+
+    Order is the WAL's (source LSN), not arrival order: a table keyed by a non-key column (observability_events by
+    booking_id) sends its delete — whose key-only before-image has a null booking_id — to another partition, and
+    partitions arrive in any order. The tombstone must sit right after its delete, in the same partition.
+    """
     records = [m.decode() for m in messages]
-    assert isinstance(records[3], Tombstone), f"a delete is followed by a tombstone, got {records[3]!r}"
-    created, updated, deleted = records[:3]
-    assert isinstance(created, ChangeEvent)
-    assert isinstance(updated, ChangeEvent)
-    assert isinstance(deleted, ChangeEvent)
+    tombstones = [r for r in records if isinstance(r, Tombstone)]
+    changes = [r for r in records if isinstance(r, ChangeEvent)]
+    assert len(tombstones) == 1 and len(changes) == 3, f"expected c, u, d and one tombstone, got {records!r}"
+    changes.sort(key=lambda event: (event.source.lsn or 0, event.ts_us or 0))
+    created, updated, deleted = changes
     assert [created.op, updated.op, deleted.op] == [Op.CREATE, Op.UPDATE, Op.DELETE]
+    tombstone = tombstones[0]
+    assert (tombstone.partition, tombstone.offset) == (deleted.partition, (deleted.offset or 0) + 1), (
+        f"a delete is followed by its tombstone: delete at {deleted.partition}@{deleted.offset}, "
+        f"tombstone at {tombstone.partition}@{tombstone.offset}"
+    )
     assert created.before is None
     assert deleted.after is None
     assert not created.source.is_snapshot
