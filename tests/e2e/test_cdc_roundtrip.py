@@ -81,7 +81,8 @@ def lifecycle(messages: list[RawMessage]) -> tuple[ChangeEvent[Any], ChangeEvent
     records = [m.decode() for m in messages]
     tombstones = [r for r in records if isinstance(r, Tombstone)]
     changes = [r for r in records if isinstance(r, ChangeEvent)]
-    assert len(tombstones) == 1 and len(changes) == 3, f"expected c, u, d and one tombstone, got {records!r}"
+    assert len(tombstones) == 1, f"expected one tombstone, got {records!r}"
+    assert len(changes) == 3, f"expected c, u and d, got {records!r}"
     changes.sort(key=lambda event: (event.source.lsn or 0, event.ts_us or 0))
     created, updated, deleted = changes
     assert [created.op, updated.op, deleted.op] == [Op.CREATE, Op.UPDATE, Op.DELETE]
