@@ -145,6 +145,7 @@ class KeyedScheduler:
         self._finished = finished
         #: submitted and not yet finished (running or waiting behind its key)
         self._busy = 0
+        self._closing = False
         self._threads = [
             threading.Thread(target=self._worker, name=f"allocguard-worker-{n}", daemon=True) for n in range(workers)
         ]
@@ -166,6 +167,9 @@ class KeyedScheduler:
 
     def _worker(self) -> None:
         while (work := self._ready.get()) is not None:
+            if self._closing:
+                self._abandon(work)
+                continue
             try:
                 work.run()
             except BaseException as exc:  # recorded on the work item; the loop decides
@@ -174,13 +178,20 @@ class KeyedScheduler:
             with self._lock:
                 self._busy -= 1
                 waiting = self._queues[work.key]
-                if waiting:
+                if waiting and not self._closing:
                     self._ready.put(waiting.popleft())
-                else:
+                else:  # closing: what waits behind this key never starts (no verdict, no offset)
+                    self._busy -= len(waiting)
                     del self._queues[work.key]
 
+    def _abandon(self, work: Work) -> None:
+        with self._lock:
+            self._busy -= 1 + len(self._queues.pop(work.key, ()))
+
     def shutdown(self) -> None:
-        """No new work starts; running work finishes or is abandoned by the stop flag."""
+        """No new work starts — neither what is queued nor what waits behind a running key — and running work
+        finishes or is abandoned by the stop flag. Work that never started keeps its offset uncommitted."""
+        self._closing = True
         for _ in self._threads:
             self._ready.put(None)
 
@@ -266,6 +277,8 @@ class Health:
     #: the dependencies, as the probes and the Kafka callbacks see them
     database: Outage | None = None
     kafka: Outage | None = None
+    #: events taken and not yet finished (the loop refreshes it every turn)
+    in_flight: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def degrade(self, key: str, reason: str) -> bool:
@@ -294,7 +307,13 @@ class Health:
         reasons = self.reasons()
         ready = bool(self.assigned) and not reasons
         partitions = sorted(f"{topic}[{partition}]" for topic, partition in set(self.assigned))
-        return ready, {"ready": ready, "kafka_assigned": len(partitions), "partitions": partitions, "reasons": reasons}
+        return ready, {
+            "ready": ready,
+            "kafka_assigned": len(partitions),
+            "partitions": partitions,
+            "in_flight": self.in_flight,
+            "reasons": reasons,
+        }
 
 
 def serve_health(settings: RuntimeSettings, health: Health, exposition: Callable[[], bytes]) -> ThreadingHTTPServer:
@@ -853,7 +872,7 @@ class Runtime:
     def _backpressure(self) -> None:
         """Pause every assigned partition while too much is in flight, or while an infrastructure failure holds
         work back (the loop keeps polling, so the member stays in the group); resume when both clear."""
-        in_flight = self.tracker.in_flight()
+        in_flight = self.health.in_flight = self.tracker.in_flight()
         assignment = [TopicPartition(t, p) for t, p in self.health.assigned]
         held = bool(self.health.degraded)
         if not self._paused and assignment and (held or in_flight >= self.settings.max_in_flight):
