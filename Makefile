@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo demo-steps watch test lint unit chaos stack-up stack-down stack-status clean
+.PHONY: help install demo demo-traces demo-steps watch test lint unit chaos stack-up stack-down stack-status clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-13s %s\n", $$1, $$2}'
@@ -21,6 +21,10 @@ SEED_VICTIM := d99ceb12-193a-4e80-840e-35cb236d9452
 
 demo: install ## local stack up; allocguard run remediates the seed incident live
 	$(BIN)/allocguard stack up
+	$(BIN)/allocguard demo
+
+demo-traces: install ## the demo with Jaeger beside the stack (built once): prints the incident's trace link
+	$(BIN)/allocguard stack up --tracing
 	$(BIN)/allocguard demo
 
 demo-steps: install ## the same, step by step: simulate, diagnose, remediate (no consumer), diagnose

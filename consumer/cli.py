@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sys
 import time
@@ -54,11 +55,16 @@ def stack() -> None:
 
 
 @stack.command("up")
-def stack_up() -> None:
+@click.option(
+    "--tracing/--no-tracing",
+    default=None,
+    help="Also run Jaeger (trace UI, OTLP in): built once from the Go module proxy. Default: ALLOCGUARD_TRACING.",
+)
+def stack_up(tracing: bool | None) -> None:
     """Start (or confirm) every part of the stack and wait until the connector streams."""
     local = LocalStack(_settings(), log=lambda line: click.echo(f"  {line}", err=True))
     try:
-        timings = local.up()
+        timings = local.up(tracing=tracing)
     except StackError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo("stack is up (" + ", ".join(f"{k} {v}s" for k, v in timings.items()) + ")")
@@ -320,6 +326,11 @@ def diagnose(booking_id: uuid.UUID, as_json: bool, grace_s: float, dsn: str | No
                 (booking_id,),
             ).fetchall()
         incidents = store.incident_rows(conn, booking_id)
+    from consumer.config import RuntimeSettings
+
+    links = RuntimeSettings()
+    for record in incidents:
+        record["trace_url"] = links.trace_link(record.get("trace_id"))
     if as_json:
         doc = plan_as_json(plan, remediations=remediations, incidents=incidents)
         doc["failure_events"] = len(failures)
@@ -382,14 +393,51 @@ def demo() -> None:
     """Live: allocguard run (auto mode) remediates the seed incident as it happens on the local stack."""
     from consumer.local.demo import live_seed_demo
 
-    if not live_seed_demo(_settings().platform_dsn, click.echo):
+    local = LocalStack(_settings())
+    traced = local.tracing_running() and not os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+    if not live_seed_demo(_settings().platform_dsn, click.echo, extra_env=local.trace_env() if traced else None):
         raise click.ClickException("the seed incident was not remediated")
     click.echo("")
     click.echo("the evidence, as diagnose prints it now:")
     ctx = click.get_current_context()
-    ctx.invoke(
-        diagnose, booking_id=uuid.UUID("d99ceb12-193a-4e80-840e-35cb236d9452"), as_json=False, grace_s=120.0, dsn=None
+    victim = uuid.UUID("d99ceb12-193a-4e80-840e-35cb236d9452")
+    if traced:
+        os.environ.update(local.trace_env())  # diagnose prints the link from ALLOCGUARD_TRACE_UI_URL
+    ctx.invoke(diagnose, booking_id=victim, as_json=False, grace_s=120.0, dsn=None)
+    _show_trace(victim)
+
+
+def _show_trace(booking_id: uuid.UUID) -> None:
+    """With the stack's tracing running: wait until Jaeger and the UI hold the incident's trace, print the link."""
+    from consumer.config import RuntimeSettings
+    from consumer.local.traces import wait_for_trace, wait_for_zipkin
+
+    settings = _settings()
+    local = LocalStack(settings)
+    if not local.tracing_running():
+        click.echo("(no trace UI: `allocguard stack up --tracing` adds Jaeger and a trace UI; see make demo-traces)")
+        return
+    with psycopg.connect(settings.platform_dsn, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT trace_id FROM allocguard.incidents WHERE booking_id = %s AND trace_id IS NOT NULL"
+            " ORDER BY first_event_at LIMIT 1",
+            (booking_id,),
+        ).fetchone()
+    if row is None:
+        raise click.ClickException("the incident has no trace id: was allocguard run traced (OTEL_* from stack env)?")
+    trace_id = str(row[0])
+    needs = ("allocguard.incident", "allocguard.outcome")
+    trace = wait_for_trace(settings.jaeger_ui_url, trace_id, needs=needs)
+    if trace is None:
+        raise click.ClickException(f"Jaeger at {settings.jaeger_ui_url} has no trace {trace_id}")
+    if wait_for_zipkin(settings.zipkin_url, trace_id, needs=needs) is None:
+        raise click.ClickException(f"the trace UI at {settings.zipkin_url} has no trace {trace_id}")
+    link = RuntimeSettings().trace_link(trace_id) or local.trace_env()["ALLOCGUARD_TRACE_UI_URL"].format(
+        trace_id=trace_id
     )
+    api = f"{settings.jaeger_ui_url}/api/traces/{trace_id}"
+    click.echo(f"\nJaeger holds the incident's trace ({len(trace.spans)} spans): {api}")
+    click.echo(f"open it in the trace UI: {link}")
 
 
 # ---- operations: check, dead letters --------------------------------------------------------------

@@ -65,6 +65,17 @@ class StackSettings(BaseSettings):
     kafka_heap: str = "512m"
     connect_heap: str = "768m"
     ready_timeout_s: float = 120.0
+    #: ``stack up --tracing``: a Jaeger (v2 all-in-one, in memory: OTLP in, query API) beside the stack, built once
+    #: from the Go module proxy into ``tool_cache_dir`` (keyed by deploy/local/jaeger's go.mod and go.sum), and
+    #: Zipkin (from Maven Central) for the trace UI
+    tracing: bool = False
+    tool_cache_dir: Path = Field(default=Path.home() / ".cache" / "allocguard")
+    jaeger_ui_port: int = 16686
+    jaeger_otlp_grpc_port: int = 4317
+    jaeger_otlp_http_port: int = 4318
+    #: Zipkin (Lens UI) beside Jaeger: it reads the spans Jaeger forwards to Kafka
+    zipkin_port: int = 9411
+    zipkin_topic: str = "allocguard.traces.zipkin"
 
     #: set these to use services that allocguard's stack manager did not start
     pg_dsn_override: SecretStr | None = Field(default=None, validation_alias="ALLOCGUARD_PG_DSN")
@@ -110,6 +121,19 @@ class StackSettings(BaseSettings):
     @property
     def connect_url(self) -> str:
         return self.connect_url_override or f"http://127.0.0.1:{self.connect_port}"
+
+    @property
+    def jaeger_ui_url(self) -> str:
+        return f"http://127.0.0.1:{self.jaeger_ui_port}"
+
+    @property
+    def zipkin_url(self) -> str:
+        return f"http://127.0.0.1:{self.zipkin_port}"
+
+    @property
+    def jaeger_otlp_endpoint(self) -> str:
+        """OTLP over HTTP (allocguard's default protocol)."""
+        return f"http://127.0.0.1:{self.jaeger_otlp_http_port}"
 
     def dsn_for(self, database: str, dsn: str | None = None) -> str:
         """The same server, another database (as the owner unless ``dsn`` names another role)."""
@@ -158,6 +182,9 @@ class RuntimeSettings(BaseSettings):
     shutdown_timeout_s: float = Field(default=30.0, gt=0)
     #: how long a revoked partition's in-flight work may take before its offsets are left uncommitted
     revoke_timeout_s: float = Field(default=20.0, ge=0)
+    #: a trace UI's page for one trace, with ``{trace_id}`` (Jaeger: http://host:16686/trace/{trace_id}; Grafana
+    #: Tempo: its explore URL with the id in the query); ``diagnose`` and the demo print it
+    trace_ui_url: str | None = None
 
     @model_validator(mode="after")
     def _strategy_has_what_it_needs(self) -> RuntimeSettings:
@@ -167,7 +194,17 @@ class RuntimeSettings(BaseSettings):
             ("http://", "https://")
         ):
             raise ValueError("ALLOCGUARD_ASSIGN_ENDPOINT must be an http(s) URL")
+        if self.trace_ui_url is not None and (
+            "{trace_id}" not in self.trace_ui_url or not self.trace_ui_url.startswith(("http://", "https://"))
+        ):
+            raise ValueError("ALLOCGUARD_TRACE_UI_URL must be an http(s) URL with {trace_id} in it")
         return self
+
+    def trace_link(self, trace_id: str | None) -> str | None:
+        """The trace UI's page for ``trace_id``, when a UI is configured and the id is known."""
+        if self.trace_ui_url is None or not trace_id:
+            return None
+        return self.trace_ui_url.replace("{trace_id}", trace_id)
 
     def resolved_bootstrap(self) -> str:
         return self.kafka_bootstrap or StackSettings().kafka_bootstrap

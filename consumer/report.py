@@ -64,6 +64,8 @@ def plan_as_text(
     for record in incidents or []:
         traced = f"  trace {record['trace_id']} span {record['span_id']}" if record.get("trace_id") else ""
         lines.append(f"incident {record['id']} {record['status']} ({record['event_count']} failure event(s)){traced}")
+        if record.get("trace_url"):
+            lines.append(f"  open the trace: {record['trace_url']}")
     return "\n".join(lines)
 
 
@@ -84,8 +86,6 @@ def plan_as_json(
         }
         for rem in remediations or []
     ]
-    doc["incidents"] = [
-        {k: str(row[k]) if row.get(k) is not None else None for k in ("id", "status", "trace_id", "span_id")}
-        for row in incidents or []
-    ]
+    keys = ("id", "status", "trace_id", "span_id", "trace_url")
+    doc["incidents"] = [{k: str(row[k]) if row.get(k) is not None else None for k in keys} for row in incidents or []]
     return doc

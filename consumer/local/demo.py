@@ -7,6 +7,7 @@ assigned through ``assign_tables_atomic_v2`` (allocation, assignment, idempotenc
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -86,14 +87,18 @@ def write_demo_lifecycle(dsn: str) -> uuid.UUID:
     return booking
 
 
-def live_seed_demo(dsn: str, echo: Callable[[str], None], timeout_s: float = 60.0) -> bool:
+def live_seed_demo(
+    dsn: str, echo: Callable[[str], None], timeout_s: float = 60.0, extra_env: dict[str, str] | None = None
+) -> bool:
     """``allocguard run --mode auto`` as a child process; the seed incident played into PostgreSQL; wait until
-    the victim is confirmed; print what happened; stop the consumer with SIGTERM. True when remediated."""
+    the victim is confirmed; print what happened; stop the consumer with SIGTERM. True when remediated.
+    ``extra_env`` goes to the child (e.g. the OTEL_* variables of the stack's Jaeger)."""
     from consumer.local.simulator import SEED_VICTIM, PlatformApp, seed_incident
 
     port = free_port()
     env = {
         **os.environ,
+        **(extra_env or {}),
         "ALLOCGUARD_MODE": "auto",
         "ALLOCGUARD_HEALTH_PORT": str(port),
         "ALLOCGUARD_HEALTH_HOST": "127.0.0.1",
@@ -122,6 +127,7 @@ def live_seed_demo(dsn: str, echo: Callable[[str], None], timeout_s: float = 60.
                 clock.sleep(0.02)
             took = clock.monotonic() - started
         echo(f"victim {'confirmed' if fixed else 'NOT confirmed'} {took:.2f}s after the simulation started")
+        _wait_caught_up(port, deadline=clock.monotonic() + 10.0)  # the other failure events: a clean stop
         return fixed
     finally:
         process.send_signal(signal.SIGTERM)
@@ -131,6 +137,18 @@ def live_seed_demo(dsn: str, echo: Callable[[str], None], timeout_s: float = 60.
             if "starting with" not in line:
                 echo("  " + line[:220])
         log_path.unlink(missing_ok=True)
+
+
+def _wait_caught_up(port: int, deadline: float) -> None:
+    """Until nothing is in flight (the platform's further failure events of the attempt are handled too)."""
+    while clock.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as response:
+                if json.loads(response.read()).get("in_flight") == 0:
+                    return
+        except (urllib.error.URLError, OSError, ValueError):
+            pass
+        clock.sleep(0.05)
 
 
 def free_port() -> int:

@@ -337,6 +337,38 @@ class LocalStack:
         marker.write_text(pom.read_text())
         return target
 
+    def jaeger_binary(self) -> Path:
+        """Build (once) Jaeger from ``deploy/local/jaeger``'s pinned go.mod; cached by the hash of go.mod + go.sum."""
+        source = deploy_dir() / "local" / "jaeger"
+        digest = hashlib.sha256((source / "go.mod").read_bytes() + (source / "go.sum").read_bytes()).hexdigest()[:16]
+        target = self.settings.tool_cache_dir / f"jaeger-{digest}"
+        binary = target / "jaeger"
+        if (target / ".complete").exists() and binary.exists():
+            return binary
+        go = shutil.which("go") or ("/usr/local/go/bin/go" if Path("/usr/local/go/bin/go").exists() else None)
+        if go is None:
+            raise StackError("go not found: the trace UI (Jaeger) is built from the Go module proxy with Go ≥ 1.26")
+        self.log(f"building Jaeger from the Go module proxy into {target} (a few minutes, once)")
+        staging = target.with_name(target.name + ".partial")
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+        for name in ("go.mod", "go.sum"):
+            shutil.copyfile(source / name, staging / name)
+        result = subprocess.run(
+            [go, "build", "-trimpath", "-o", "jaeger", "github.com/jaegertracing/jaeger/cmd/jaeger"],
+            cwd=staging,
+            capture_output=True,
+            text=True,
+            check=False,
+            env={**os.environ, "GOFLAGS": "-mod=readonly"},
+        )
+        if result.returncode != 0:
+            raise StackError(f"go build of Jaeger failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+        shutil.rmtree(target, ignore_errors=True)
+        staging.rename(target)
+        (target / ".complete").write_text(digest)
+        return binary
+
     # ---- processes -----------------------------------------------------------------------------
 
     def _running_pid(self, name: str, marker: str) -> int | None:
@@ -350,11 +382,13 @@ class LocalStack:
             return pid
         return None
 
-    def _spawn(self, name: str, command: list[str], cwd: Path) -> int:
+    def _spawn(self, name: str, command: list[str], cwd: Path, env: dict[str, str] | None = None) -> int:
         self.logs_dir.mkdir(parents=True, exist_ok=True)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         out = (self.logs_dir / f"{name}.out").open("ab")
-        process = subprocess.Popen(command, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        process = subprocess.Popen(
+            command, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env=env
+        )
         out.close()
         self._pid_file(name).write_text(str(process.pid))
         return process.pid
@@ -787,6 +821,125 @@ class LocalStack:
         finally:
             consumer.close()
 
+    # ---- tracing (opt-in): Jaeger receives and answers queries, Zipkin shows ---------------------
+
+    @property
+    def _jaeger_config(self) -> Path:
+        return self.dir / "jaeger" / "config.yaml"
+
+    @property
+    def _zipkin_marker(self) -> str:
+        return f"-Dallocguard.stack={self.dir}"
+
+    @property
+    def _jaeger_health_port(self) -> int:
+        return self.settings.jaeger_ui_port + 1
+
+    def _jaeger_ready(self) -> bool:
+        try:
+            code, _ = _http("GET", f"http://127.0.0.1:{self._jaeger_health_port}/status", timeout=1.0)
+            ui, _ = _http("GET", f"{self.settings.jaeger_ui_url}/api/services", timeout=1.0)
+        except (OSError, StackError):
+            return False
+        return code == 200 and ui == 200 and _port_open(self.settings.jaeger_otlp_http_port)
+
+    def _zipkin_ready(self) -> bool:
+        try:
+            code, body = _http("GET", f"{self.settings.zipkin_url}/health", timeout=1.0)
+        except (OSError, StackError):
+            return False
+        return code == 200 and isinstance(body, dict) and body.get("status") == "UP"
+
+    def tracing_running(self) -> bool:
+        return (
+            self._running_pid("jaeger", str(self._jaeger_config)) is not None
+            and self._running_pid("zipkin", self._zipkin_marker) is not None
+        )
+
+    def _zipkin_up(self) -> None:
+        s = self.settings
+        running = self._running_pid("zipkin", self._zipkin_marker)
+        if running is not None:
+            self.log("zipkin: already running")
+        else:
+            self._claim_port(s.zipkin_port, "Zipkin")
+            self.ensure_topics([s.zipkin_topic], partitions=1)
+            jar = next(self.jars("zipkin").glob("zipkin-server-*-exec.jar"))
+            env = {
+                **os.environ,
+                "STORAGE_TYPE": "mem",
+                "QUERY_PORT": str(s.zipkin_port),
+                "KAFKA_BOOTSTRAP_SERVERS": s.kafka_bootstrap,
+                "KAFKA_TOPIC": s.zipkin_topic,
+                "KAFKA_GROUP_ID": "allocguard-local-zipkin",
+            }
+            command = [self._java(), "-Xmx256m", self._zipkin_marker, "-jar", str(jar)]
+            running = self._spawn("zipkin", command, self.dir, env)
+            self.log(f"zipkin: started (pid {running})")
+        _wait(
+            "zipkin",
+            self._zipkin_ready,
+            s.ready_timeout_s,
+            alive=self._death_reporter("zipkin", running, self.logs_dir / "zipkin.out"),
+        )
+
+    def _jaeger_up(self) -> None:
+        s = self.settings
+        config = self._jaeger_config
+        running = self._running_pid("jaeger", str(config))
+        if running is not None:
+            self.log("jaeger: already running")
+        else:
+            ports = {
+                "JAEGER_UI_PORT": s.jaeger_ui_port,
+                "JAEGER_QUERY_GRPC_PORT": s.jaeger_ui_port - 1,
+                "JAEGER_HEALTH_PORT": self._jaeger_health_port,
+                "JAEGER_OTLP_GRPC_PORT": s.jaeger_otlp_grpc_port,
+                "JAEGER_OTLP_HTTP_PORT": s.jaeger_otlp_http_port,
+            }
+            for variable, port in ports.items():
+                self._claim_port(port, f"Jaeger ({variable.lower()})")
+            binary = self.jaeger_binary()
+            config.parent.mkdir(parents=True, exist_ok=True)
+            source = deploy_dir() / "local" / "jaeger"
+            shutil.copyfile(source / "config.yaml", config)
+            forward = config.with_name("zipkin-forward.yaml")
+            shutil.copyfile(source / "zipkin-forward.yaml", forward)
+            env = {
+                **os.environ,
+                "JAEGER_LISTEN_HOST": "127.0.0.1",
+                "JAEGER_KAFKA_BROKERS": s.kafka_bootstrap,
+                "JAEGER_ZIPKIN_TOPIC": s.zipkin_topic,
+                **{k: str(v) for k, v in ports.items()},
+            }
+            command = [str(binary), "--config", f"file:{config}", "--config", f"file:{forward}"]
+            running = self._spawn("jaeger", command, config.parent, env)
+            self.log(f"jaeger: started (pid {running})")
+        _wait(
+            "jaeger",
+            self._jaeger_ready,
+            s.ready_timeout_s,
+            alive=self._death_reporter("jaeger", running, self.logs_dir / "jaeger.out"),
+        )
+
+    def _tracing_up(self) -> None:
+        self._zipkin_up()
+        self._jaeger_up()
+
+    def _tracing_down(self) -> bool:
+        jaeger = self._stop_pid("jaeger", str(self._jaeger_config))
+        zipkin = self._stop_pid("zipkin", self._zipkin_marker)
+        return jaeger or zipkin
+
+    def trace_env(self) -> dict[str, str]:
+        """The OTEL_* variables that point allocguard at this stack's Jaeger, and the trace UI's link template."""
+        return {
+            "OTEL_TRACES_EXPORTER": "otlp",
+            "OTEL_EXPORTER_OTLP_ENDPOINT": self.settings.jaeger_otlp_endpoint,
+            "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+            "ALLOCGUARD_TRACE_UI_URL": f"{self.settings.zipkin_url}/zipkin/traces/{{trace_id}}",
+        }
+
     # ---- the whole stack -----------------------------------------------------------------------
 
     @contextlib.contextmanager
@@ -795,8 +948,9 @@ class LocalStack:
         yield
         timings[name] = round(time.monotonic() - started, 2)
 
-    def up(self) -> dict[str, float]:
-        """Bring everything up (idempotent); returns seconds spent per step."""
+    def up(self, *, tracing: bool | None = None) -> dict[str, float]:
+        """Bring everything up (idempotent); returns seconds spent per step. ``tracing`` (default: the setting)
+        adds Jaeger."""
         self.dir.mkdir(parents=True, exist_ok=True)
         timings: dict[str, float] = {}
         started = time.monotonic()
@@ -811,23 +965,37 @@ class LocalStack:
             self._connect_up()
         with self._step(timings, "connector"):
             self.register_connector(self.settings.connector_name, connector_config(self.settings))
+        if self.settings.tracing if tracing is None else tracing:
+            with self._step(timings, "tracing build"):
+                self.jaeger_binary()
+                self.jars("zipkin")
+            with self._step(timings, "tracing"):
+                self._tracing_up()
         timings["total"] = round(time.monotonic() - started, 2)
         return timings
 
     def stop_component(self, name: str) -> bool:
-        """Stop one part of the stack (``postgres``, ``kafka`` or ``connect``): fault injection for the chaos
-        suite. True when something was stopped."""
+        """Stop one part of the stack (``postgres``, ``kafka``, ``connect`` or ``tracing``): fault injection for
+        the chaos suite. True when something was stopped."""
         if name == "postgres":
             return self._postgres_down()
         marker = {
             "kafka": self.dir / "kafka" / "server.properties",
             "connect": self.dir / "connect" / "connect.properties",
         }
+        if name == "tracing":
+            return self._tracing_down()
         return self._stop_pid(name, str(marker[name]))
 
     def start_component(self, name: str) -> None:
         """Start one part again and wait until it is ready (the connector resumes from its stored offsets)."""
-        {"postgres": self._postgres_up, "kafka": self._kafka_up, "connect": self._connect_up}[name]()
+        starters = {
+            "postgres": self._postgres_up,
+            "kafka": self._kafka_up,
+            "connect": self._connect_up,
+            "tracing": self._tracing_up,
+        }
+        starters[name]()
         if name == "connect":
             self.wait_connector_running(self.settings.connector_name)
 
@@ -840,6 +1008,8 @@ class LocalStack:
             stopped.append("kafka")
         if self._postgres_down():
             stopped.append("postgres")
+        if self._tracing_down():
+            stopped.append("tracing")
         return stopped
 
     def status(self) -> list[ComponentStatus]:
@@ -860,11 +1030,21 @@ class LocalStack:
                     connector_detail = f"connector {body['connector']['state']}, tasks {tasks or '-'}"
                 else:
                     connector_detail = "connector not registered"
-        return [
+        statuses = [
             ComponentStatus("postgres", pg_up, pg_pid, s.admin_dsn, str(pg_data)),
             ComponentStatus("kafka", kafka_pid is not None, kafka_pid, s.kafka_bootstrap),
             ComponentStatus("connect", connect_pid is not None, connect_pid, s.connect_url, connector_detail),
         ]
+        jaeger_pid = self._running_pid("jaeger", str(self._jaeger_config))
+        zipkin_pid = self._running_pid("zipkin", self._zipkin_marker)
+        if jaeger_pid is not None or zipkin_pid is not None:
+            statuses += [
+                ComponentStatus(
+                    "jaeger", jaeger_pid is not None, jaeger_pid, s.jaeger_otlp_endpoint, f"query {s.jaeger_ui_url}"
+                ),
+                ComponentStatus("zipkin", zipkin_pid is not None, zipkin_pid, f"{s.zipkin_url}/zipkin/", "trace UI"),
+            ]
+        return statuses
 
     def env_lines(self) -> list[str]:
         s = self.settings
@@ -876,4 +1056,5 @@ class LocalStack:
             f"export ALLOCGUARD_CONNECT_URL='{s.connect_url}'",
             f"export ALLOCGUARD_TOPIC_PREFIX='{s.topic_prefix}'",
             f"export ALLOCGUARD_STACK_DIR='{self.dir}'",
+            *(f"export {k}='{v}'" for k, v in (self.trace_env().items() if self.tracing_running() else ())),
         ]
