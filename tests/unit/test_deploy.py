@@ -146,3 +146,35 @@ def test_the_image_carries_every_package_and_the_sql() -> None:
         assert f"COPY {package} {package}" in DOCKERFILE
     assert "COPY deploy/sql" in DOCKERFILE
     assert "ALLOCGUARD_DEPLOY_DIR=/opt/allocguard/deploy" in DOCKERFILE
+
+
+def test_trace_ui_link_is_the_same_everywhere(monkeypatch: pytest.MonkeyPatch) -> None:
+    """compose and the ConfigMap give a trace UI link template; it validates, and only an http(s) URL with the
+    {trace_id} placeholder is accepted."""
+    for where, template in (
+        ("compose", env_of_compose("allocguard")["ALLOCGUARD_TRACE_UI_URL"]),
+        ("configmap", CONFIGMAP["ALLOCGUARD_TRACE_UI_URL"]),
+    ):
+        monkeypatch.setenv("ALLOCGUARD_TRACE_UI_URL", template)
+        link = RuntimeSettings().trace_link("ab" * 16)
+        assert link is not None, where
+        assert link.endswith("/trace/" + "ab" * 16), f"{where}: {link}"
+    assert RuntimeSettings(trace_ui_url=None).trace_link("ab" * 16) is None
+    assert RuntimeSettings(trace_ui_url="http://ui/t/{trace_id}").trace_link(None) is None
+    for bad in ("http://ui/trace/", "javascript:alert(1)//{trace_id}"):
+        with pytest.raises(ValueError, match="TRACE_UI_URL"):
+            RuntimeSettings(trace_ui_url=bad)
+
+
+def test_compose_jaeger_fills_every_variable_of_the_shared_config() -> None:
+    """compose runs the same Jaeger config as the local stack: every ${env:...} in it is set (or has a default)."""
+    config = (ROOT / "deploy/local/jaeger/config.yaml").read_text()
+    needed = set(re.findall(r"\$\{env:([A-Z_]+)\}", config))
+    assert needed, "the config takes its ports from the environment"
+    jaeger = COMPOSE["services"]["jaeger"]
+    assert needed <= set(jaeger["environment"]), needed - set(jaeger["environment"])
+    assert "../local/jaeger/config.yaml:/etc/jaeger/config.yaml:ro" in jaeger["volumes"]
+    published = {p.split(":")[0] for p in jaeger["ports"]}
+    assert {jaeger["environment"]["JAEGER_UI_PORT"], jaeger["environment"]["JAEGER_OTLP_HTTP_PORT"]} <= published
+    endpoint = env_of_compose("allocguard")["OTEL_EXPORTER_OTLP_ENDPOINT"]
+    assert endpoint == f"http://jaeger:{jaeger['environment']['JAEGER_OTLP_HTTP_PORT']}"
