@@ -365,7 +365,12 @@ def remediate(
         assigner: AssignStrategy = HttpAssign(endpoint, connect)
     else:
         assigner = SqlAssign(connect)
-    settings = RemediationSettings(mode=Mode(mode), grace=timedelta(seconds=grace_s), artifacts_dir=artifacts_dir)
+    settings = RemediationSettings(
+        mode=Mode(mode),
+        grace=timedelta(seconds=grace_s),
+        artifacts_dir=artifacts_dir,
+        policy=_runtime_settings().policy(),
+    )
     remediator = Remediator(
         connect,
         assigner,
@@ -549,6 +554,137 @@ def dlq_replay(
         sys.exit(1)
 
 
+# ---- pending plans: a person decides -------------------------------------------------------------
+
+
+@main.group()
+def plans() -> None:
+    """Plans waiting for a person (mode approve, or a plan beyond the guardrails): list, show, approve, reject."""
+
+
+def _operator() -> str | None:
+    return os.environ.get("ALLOCGUARD_OPERATOR") or os.environ.get("USER")
+
+
+@plans.command("list")
+@click.option("--status", type=click.Choice(["pending", "executed", "refused", "rejected", "expired"]))
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("--dsn", help="allocguard's database login (ALLOCGUARD_PG_DSN).")
+def plans_list(status: str | None, as_json: bool, dsn: str | None) -> None:
+    """Pending and decided plans, newest first (expires what is due first)."""
+    from consumer.operations.plans import list_plans
+
+    list_plans(_runtime_settings(dsn=dsn), status, as_json, click.echo)
+
+
+@plans.command("show")
+@click.argument("plan")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("--dsn", help="allocguard's database login (ALLOCGUARD_PG_DSN).")
+def plans_show(plan: str, as_json: bool, dsn: str | None) -> None:
+    """One plan with its evidence (PLAN is an id or a unique prefix of one)."""
+    from consumer.operations.plans import resolve_plan_id, show_plan
+
+    settings = _runtime_settings(dsn=dsn)
+    try:
+        show_plan(settings, resolve_plan_id(settings, plan), as_json, click.echo)
+    except LookupError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+def _decide(plan: str, approve: bool, by: str | None, note: str | None, dsn: str | None, artifacts: Path) -> None:
+    from consumer.operations.plans import decide, resolve_plan_id
+    from handlers.pipeline import PlanDecisionError
+
+    if not by:
+        raise click.UsageError("say who decides: --by NAME (or ALLOCGUARD_OPERATOR / USER)")
+    settings = _runtime_settings(dsn=dsn)
+    try:
+        result = decide(settings, resolve_plan_id(settings, plan), approve, by, note, artifacts)
+    except (LookupError, PlanDecisionError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    if result is None:
+        click.echo(f"plan {plan} rejected by {by}; nothing was touched")
+        return
+    for prune in result.prunes:
+        click.echo(f"prune: {prune.status} {[str(i) for i in prune.pruned_ids]} {prune.skipped or ''}")
+        if prune.released:
+            click.echo("released: " + ", ".join(f"{b} on {t}" for b, t in prune.released))
+    click.echo(f"booking {result.incident.booking_id if result.incident else '?'}: {result.status} — {result.reason}")
+    if result.status == "manual_review":
+        sys.exit(1)
+
+
+@plans.command("approve")
+@click.argument("plan")
+@click.option("--by", default=_operator, help="Who approves (recorded). Default: ALLOCGUARD_OPERATOR or USER.")
+@click.option("--note", help="Why (recorded).")
+@click.option("--artifacts-dir", type=click.Path(path_type=Path), default=Path("artifacts"), show_default=True)
+@click.option("--dsn", help="allocguard's database login (ALLOCGUARD_PG_DSN).")
+def plans_approve(plan: str, by: str | None, note: str | None, artifacts_dir: Path, dsn: str | None) -> None:
+    """Execute a pending plan: the executor re-checks every id on committed state (the world may have changed),
+    then auto-assign is retried for the booking. Exit 1 when the re-check refused it or the retry did not seat it."""
+    _decide(plan, True, by, note, dsn, artifacts_dir)
+
+
+@plans.command("reject")
+@click.argument("plan")
+@click.option("--by", default=_operator, help="Who rejects (recorded). Default: ALLOCGUARD_OPERATOR or USER.")
+@click.option("--note", help="Why (recorded).")
+@click.option("--dsn", help="allocguard's database login (ALLOCGUARD_PG_DSN).")
+def plans_reject(plan: str, by: str | None, note: str | None, dsn: str | None) -> None:
+    """Decline a pending plan: nothing is touched; the incident is settled as rejected."""
+    _decide(plan, False, by, note, dsn, Path("artifacts"))
+
+
+@main.command()
+@click.option("--restaurant", type=click.UUID, help="Only this restaurant (default: every one).")
+@click.option("--from", "since", type=click.DateTime(), help="Windows overlapping from here (default: now).")
+@click.option("--to", "until", type=click.DateTime(), help="… up to here (default: no end).")
+@click.option("--apply", is_flag=True, help="Prune the proven orphans (each re-proven in the executor).")
+@click.option("--release-stale", is_flag=True, help="With --apply: also release stale-by-status owners.")
+@click.option("--by", default=_operator, help="Who runs it (recorded). Default: ALLOCGUARD_OPERATOR or USER.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("--artifacts-dir", type=click.Path(path_type=Path), default=Path("artifacts"), show_default=True)
+@click.option("--dsn", help="allocguard's database login (ALLOCGUARD_PG_DSN).")
+def reconcile(
+    restaurant: uuid.UUID | None,
+    since: Any,
+    until: Any,
+    apply: bool,
+    release_stale: bool,
+    by: str | None,
+    as_json: bool,
+    artifacts_dir: Path,
+    dsn: str | None,
+) -> None:
+    """Sweep the database for orphan and stale-by-status allocations (dry run unless --apply), with the same
+    evidence and executor as a live incident. Exit 1 when orphans or stale rows remain."""
+    from datetime import UTC
+
+    from consumer.operations.reconcile import print_sweep
+    from consumer.operations.reconcile import reconcile as sweep_database
+
+    if release_stale and not apply:
+        raise click.UsageError("--release-stale goes with --apply")
+    if apply and not by:
+        raise click.UsageError("say who applies it: --by NAME (or ALLOCGUARD_OPERATOR / USER)")
+    sweep = sweep_database(
+        _runtime_settings(dsn=dsn),
+        restaurant=restaurant,
+        since=since.replace(tzinfo=since.tzinfo or UTC) if since else None,
+        until=until.replace(tzinfo=until.tzinfo or UTC) if until else None,
+        apply=apply,
+        release_stale=release_stale,
+        actor=f"allocguard reconcile, by {by}",
+        artifacts_dir=artifacts_dir if apply else None,
+    )
+    print_sweep(sweep, as_json, apply, click.echo)
+    left = [f for f in sweep.findings if f.evidence.verdict.value in ("orphan", "stale_by_status") and not f.action]
+    if left or sweep.refused:
+        sys.exit(1)
+
+
 def _window(since: str | None, until: str | None, offsets: str | None) -> Any:
     from datetime import UTC, datetime
 
@@ -665,7 +801,11 @@ def capture_command(
 @main.command()
 @_runtime_options
 @click.option("--once", is_flag=True, help="Drain what is there, then exit.")
-@click.option("--mode", type=click.Choice([m.value for m in Mode]), help="dry_run (default) or auto.")
+@click.option(
+    "--mode",
+    type=click.Choice([m.value for m in Mode]),
+    help="dry_run (default), auto, or approve (every plan waits for `allocguard plans approve`).",
+)
 @click.option(
     "--grace", "grace_s", type=float, help="Seconds an allocation must be untouched to be pruned (ALLOCGUARD_GRACE_S)."
 )

@@ -2,17 +2,31 @@
 
 from __future__ import annotations
 
+import json
 import os
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Literal
+from uuid import UUID
 
 from pydantic import BeforeValidator, Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from consumer.redact import redact
 
 if TYPE_CHECKING:
     from consumer.operations.check import Target
+    from handlers.policy import Policy
+
+
+def _comma_list(value: object) -> object:
+    """``a,b`` from the environment or a flag; a JSON list or a Python list pass through."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            return json.loads(text)
+        return [part.strip() for part in text.split(",") if part.strip()]
+    return value
 
 
 def _lower(value: object) -> object:
@@ -166,7 +180,17 @@ class RuntimeSettings(BaseSettings):
     kafka_config: dict[str, SecretStr] = Field(default_factory=dict)
     workers: int = Field(default=16, ge=1, le=256)
     max_in_flight: int = Field(default=2000, ge=1)
-    mode: Annotated[Literal["dry_run", "auto"], BeforeValidator(_lower)] = "dry_run"
+    mode: Annotated[Literal["dry_run", "auto", "approve"], BeforeValidator(_lower)] = "dry_run"
+    #: guardrails: a plan beyond them waits for a person (``allocguard plans approve``), as every plan does in
+    #: mode approve
+    max_allocations_per_plan: int = Field(default=5, ge=0)
+    max_remediations_per_restaurant_hour: int = Field(default=20, ge=0)
+    #: comma-separated restaurant ids; when set, only these are remediated without a person
+    allow_restaurants: Annotated[list[UUID] | None, NoDecode, BeforeValidator(_comma_list)] = None
+    deny_restaurants: Annotated[list[UUID], NoDecode, BeforeValidator(_comma_list)] = Field(default_factory=list)
+    #: owners cancelled/completed/no_show still holding their assignment: off (report), approve, auto
+    stale_by_status: Annotated[Literal["off", "approve", "auto"], BeforeValidator(_lower)] = "approve"
+    plan_ttl_s: float = Field(default=7200.0, gt=0)
     grace_s: float = Field(default=120.0, ge=0)
     strategy: Annotated[Literal["sql", "http"], BeforeValidator(_lower)] = "sql"
     #: the app's assign endpoint for strategy http (may carry credentials: never printed)
@@ -205,6 +229,18 @@ class RuntimeSettings(BaseSettings):
         if self.trace_ui_url is None or not trace_id:
             return None
         return self.trace_ui_url.replace("{trace_id}", trace_id)
+
+    def policy(self) -> Policy:
+        from handlers.policy import Policy, StalePolicy
+
+        return Policy(
+            max_allocations_per_plan=self.max_allocations_per_plan,
+            max_per_restaurant_hour=self.max_remediations_per_restaurant_hour,
+            allow_restaurants=frozenset(self.allow_restaurants) if self.allow_restaurants is not None else None,
+            deny_restaurants=frozenset(self.deny_restaurants),
+            stale_by_status=StalePolicy(self.stale_by_status),
+            plan_ttl=timedelta(seconds=self.plan_ttl_s),
+        )
 
     def resolved_bootstrap(self) -> str:
         return self.kafka_bootstrap or StackSettings().kafka_bootstrap

@@ -427,6 +427,7 @@ class Runtime:
                 artifacts_dir=settings.artifacts_dir,
                 # hold conflicts wait in the delay queue (a due time, the wake-up thread), not in a worker
                 retry=RetryPolicy(defer_hold_conflicts=True),
+                policy=settings.policy(),
             ),
             hooks=hooks,
             sleep=self._sleep_unless_stopping,
@@ -704,12 +705,17 @@ class Runtime:
         restarts because they live in ``allocguard.incidents``."""
         instance = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         failing = False
+        expired_at = 0.0
         while not self._stop.wait(every_s):
             if self.health.degraded:
                 continue  # held back already: the held work comes first
             try:
                 with self._connect() as conn:
                     due = store.claim_due(conn, instance, lease)
+                    if time.monotonic() - expired_at >= 30.0:
+                        expired_at = time.monotonic()
+                        for plan_id in store.expire_plans(conn):
+                            log.warning("pending plan %s expired undecided", plan_id)
             except psycopg.Error as exc:
                 if not failing:
                     log.warning("cannot claim due wake-ups: %s", redact(str(exc).strip()))

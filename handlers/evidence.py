@@ -133,13 +133,15 @@ def make_plan(snapshot: Snapshot, grace: timedelta) -> Plan:
     remaining = tuple(e for e in on_target if e.blocks and e.verdict is not Verdict.ORPHAN)
     decision, why = _decide(snapshot, prune, remaining)
     recheck = _recheck_at(snapshot, remaining, grace) if decision == "wait" else None
+    release = tuple(e.allocation_id for e in remaining) if decision == "release_and_retry" else ()
     return Plan(
         incident=snapshot.incident,
         victim_status=snapshot.victim_status,
         victim_has_assignment=bool(snapshot.victim_assigned_tables),
         victim_assigned_by_allocguard=snapshot.victim_assigned_by_allocguard,
         evidence=evidence,
-        prune_ids=prune if decision == "prune_and_retry" else (),
+        prune_ids=prune if decision in ("prune_and_retry", "release_and_retry") else (),
+        release_ids=release,
         target_tables=targets,
         remaining_blockers=tuple(e.allocation_id for e in remaining),
         decision=decision,
@@ -197,6 +199,13 @@ def _decide(snapshot: Snapshot, prune: tuple[UUID, ...], remaining: tuple[Alloca
         )
         if transient:
             return "wait", f"blockers that may clear by themselves remain ({summary}); nothing pruned"
+        if all(e.verdict is Verdict.STALE_BY_STATUS for e in remaining):
+            pruned = f", and prune {len(prune)} orphan(s)" if prune else ""
+            return (
+                "release_and_retry",
+                f"only stale-by-status blockers remain ({summary}): release their owners through "
+                f"unassign_tables_atomic{pruned}, then retry (policy-gated)",
+            )
         return "manual_review", f"blockers that pruning must not touch remain ({summary}); nothing pruned"
     if prune:
         return "prune_and_retry", f"{len(prune)} orphan allocation(s) block the attempted tables; prune, then retry"

@@ -27,7 +27,8 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from handlers.store import to_json, to_pg_range
-from schemas.records import Mode, Plan
+from schemas.records import NO_VICTIM, Mode, Plan
+from schemas.rows import TERMINAL_STATUSES
 
 Conn = psycopg.Connection[Any]
 
@@ -51,6 +52,18 @@ SELECT a.id FROM public.allocations a
    AND a.updated_at < now() - %(grace)s
 """
 
+#: a stale-by-status blocker, re-proven on committed state: its owner is terminal and still assigned to the table
+_STILL_STALE = """
+SELECT a.id, a.booking_id, a.resource_id FROM public.allocations a JOIN public.bookings b ON b.id = a.booking_id
+ WHERE a.id = ANY(%(ids)s)
+   AND a.restaurant_id = %(restaurant)s AND a.resource_type = 'table' AND a.resource_id = ANY(%(tables)s)
+   AND a."window" && %(window)s
+   AND NOT a.shadow AND NOT a.is_maintenance AND a.booking_id <> %(victim)s
+   AND b.status::text = ANY(%(terminal)s)
+   AND EXISTS (SELECT 1 FROM public.booking_table_assignments bta
+                WHERE bta.booking_id = a.booking_id AND bta.table_id = a.resource_id)
+"""
+
 
 @dataclass
 class PruneResult:
@@ -59,6 +72,9 @@ class PruneResult:
     pruned_ids: list[UUID] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)
     artifacts: list[Path] = field(default_factory=list)
+    #: (owner booking, table) pairs released through unassign_tables_atomic, and the allocations that went with them
+    released: list[tuple[UUID, UUID]] = field(default_factory=list)
+    released_ids: list[UUID] = field(default_factory=list)
 
 
 def apply_plan(
@@ -75,10 +91,12 @@ def apply_plan(
 ) -> PruneResult:
     """Prune the plan's proven ids (or, in dry-run, only record the plan). ``on_locked`` is a test seam called
     once the rows are locked, before the re-check."""
-    if mode is Mode.AUTO and not plan.prune_ids:
+    if mode is Mode.AUTO and not plan.prune_ids and not plan.release_ids:
         return PruneResult("nothing_to_do")
     incident = plan.incident
     ids = sorted(plan.prune_ids, key=str)
+    release_ids = sorted(plan.release_ids, key=str)
+    everything = sorted({*ids, *release_ids}, key=str)
     with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
         cur.execute("SET LOCAL lock_timeout = '5s'")
         done = cur.execute(
@@ -87,35 +105,55 @@ def apply_plan(
         if done is not None:
             return PruneResult("already_done", remediation_id=done["id"])
 
-        owners = sorted({e.booking_id for e in plan.evidence if e.allocation_id in ids and e.booking_id}, key=str)
+        owners = sorted(
+            {e.booking_id for e in plan.evidence if e.allocation_id in everything and e.booking_id}, key=str
+        )
         cur.execute("SELECT id FROM public.bookings WHERE id = ANY(%s) ORDER BY id FOR UPDATE", (owners,))
         before = cur.execute(
             f"SELECT {_COLUMNS} FROM public.allocations WHERE id = ANY(%s) ORDER BY id FOR UPDATE",  # noqa: S608
-            (ids,),
+            (everything,),
         ).fetchall()
         if on_locked is not None:
             on_locked()
-        proven = {
-            row["id"]
-            for row in cur.execute(
-                _STILL_ORPHAN,
-                {
-                    "ids": ids,
-                    "restaurant": incident.restaurant_id,
-                    "tables": list(plan.target_tables),
-                    "window": to_pg_range(incident.window),
-                    "victim": incident.booking_id,
-                    "grace": grace,
-                },
-            ).fetchall()
+        where = {
+            "restaurant": incident.restaurant_id,
+            "tables": list(plan.target_tables),
+            "window": to_pg_range(incident.window),
+            "victim": incident.booking_id,
+            "grace": grace,
+            "terminal": sorted(str(status.value) for status in TERMINAL_STATUSES),
         }
+        proven = {row["id"] for row in cur.execute(_STILL_ORPHAN, {**where, "ids": ids}).fetchall()}
+        stale = cur.execute(_STILL_STALE, {**where, "ids": release_ids}).fetchall() if release_ids else []
+        still_stale = {row["id"] for row in stale}
         present = {row["id"] for row in before}
         skipped = {
             str(i): ("already gone" if i not in present else "no longer provably an orphan (re-check failed)")
             for i in ids
             if i not in proven
         }
+        skipped |= {
+            str(i): (
+                "already gone"
+                if i not in present
+                else "no longer stale by status: the owner is not terminal or no longer assigned (re-check failed)"
+            )
+            for i in release_ids
+            if i not in still_stale
+        }
         to_prune = sorted(proven, key=str) if mode is Mode.AUTO else []
+        releases = sorted({(r["booking_id"], r["resource_id"]) for r in stale}, key=str) if mode is Mode.AUTO else []
+        released_ids = sorted(still_stale, key=str) if mode is Mode.AUTO else []
+        if released_ids:
+            # the evidence keeps the rows; the platform's own function removes assignment and allocation together
+            cur.execute(
+                f"INSERT INTO public.allocations_archive ({_COLUMNS}) SELECT {_COLUMNS} FROM public.allocations"  # noqa: S608
+                " WHERE id = ANY(%s) ON CONFLICT (id) DO NOTHING",
+                (released_ids,),
+            )
+            for owner in sorted({o for o, _ in releases}, key=str):
+                tables = [t for o, t in releases if o == owner]
+                cur.execute("SELECT * FROM public.unassign_tables_atomic(%s, %s)", (owner, tables))
         if to_prune:
             cur.execute(
                 f"INSERT INTO public.allocations_archive ({_COLUMNS}) SELECT {_COLUMNS} FROM public.allocations"  # noqa: S608
@@ -129,7 +167,7 @@ def apply_plan(
             ' AND resource_id = ANY(%s) AND "window" && %s ORDER BY resource_id, id',
             (incident.restaurant_id, list(plan.target_tables), to_pg_range(incident.window)),
         ).fetchall()
-        if mode is Mode.AUTO and not to_prune:
+        if mode is Mode.AUTO and not to_prune and not releases:
             return PruneResult("nothing_proven", skipped=skipped)
         reason = plan.decision_reason if mode is Mode.AUTO else f"dry run: {plan.decision_reason}"
         evidence = [e.model_dump(mode="json") for e in plan.evidence]
@@ -143,12 +181,13 @@ def apply_plan(
                 mode.value,
                 actor,
                 reason,
-                to_prune if mode is Mode.AUTO else ids,
+                [*to_prune, *released_ids] if mode is Mode.AUTO else everything,
                 Jsonb(
                     {
                         "plan": plan.model_dump(mode="json", exclude={"evidence"}),
                         "allocations": evidence,
                         "skipped": skipped,
+                        "released": [{"booking_id": str(o), "table_id": str(t)} for o, t in releases],
                     }
                 ),
                 Jsonb(to_json(before)),
@@ -158,7 +197,26 @@ def apply_plan(
             ),
         ).fetchone()
         assert remediation is not None
-        if mode is Mode.AUTO:
+        if releases:
+            cur.execute(
+                "INSERT INTO public.observability_events (source, event_type, severity, context, restaurant_id,"
+                " booking_id) VALUES ('allocguard.remediation', 'allocguard.stale_released', 'warning', %s, %s, %s)",
+                (
+                    Jsonb(
+                        {
+                            "remediationId": str(remediation["id"]),
+                            "incidentId": str(incident_id) if incident_id else None,
+                            "released": [{"bookingId": str(o), "tableId": str(t)} for o, t in releases],
+                            "allocationIds": [str(i) for i in released_ids],
+                            "actor": actor,
+                            "traceId": trace[0] if trace else None,
+                        }
+                    ),
+                    incident.restaurant_id,
+                    None if incident.booking_id == NO_VICTIM else incident.booking_id,
+                ),
+            )
+        if mode is Mode.AUTO and to_prune:
             cur.execute(
                 "INSERT INTO public.observability_events (source, event_type, severity, context, restaurant_id,"
                 " booking_id) VALUES ('allocguard.remediation', 'allocguard.orphans_pruned', 'warning', %s, %s, %s)",
@@ -177,7 +235,7 @@ def apply_plan(
                         }
                     ),
                     incident.restaurant_id,
-                    incident.booking_id,
+                    None if incident.booking_id == NO_VICTIM else incident.booking_id,
                 ),
             )
     result = PruneResult(
@@ -185,6 +243,8 @@ def apply_plan(
         remediation_id=remediation["id"],
         pruned_ids=to_prune,
         skipped=skipped,
+        released=releases,
+        released_ids=released_ids,
     )
     if artifacts_dir is not None:
         result.artifacts = _write_artifacts(artifacts_dir, remediation["id"], plan, before, after)

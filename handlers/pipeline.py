@@ -25,6 +25,7 @@ from handlers.detect import DetectionRules, FailureSeen, HoldSeen, classify
 from handlers.errors import HoldConflictError, NewBlockerError
 from handlers.evidence import make_plan
 from handlers.execute import PruneResult, apply_plan
+from handlers.policy import Policy, StalePolicy, approval_needed
 from handlers.retry import AssignRequest, AssignStrategy, Attempt, RetryOutcome, RetryPolicy, run_retry
 from schemas.records import Incident, Mode, Plan
 from schemas.rows import ObservabilityEvent
@@ -33,8 +34,15 @@ Conn = psycopg.Connection[Any]
 #: a connection factory usable in ``with``: psycopg.connect(..., autocommit=True) or a pool's .connection
 Connect = Callable[[], AbstractContextManager[Conn]]
 
-#: incident statuses after which further failure events of the same (booking, window) change nothing
-SETTLED = frozenset({"resolved", "not_needed", "manual_review"})
+#: incident statuses after which further failure events of the same (booking, window) change nothing (an
+#: ``expired`` plan's incident is planned afresh by the next failure event)
+SETTLED = frozenset({"resolved", "not_needed", "manual_review", "awaiting_approval", "rejected"})
+
+
+class PlanDecisionError(RuntimeError):
+    """A pending plan cannot be decided: unknown, already decided, or expired. Not retryable."""
+
+    retryable = False
 
 
 class RemediationSettings(BaseModel):
@@ -47,6 +55,8 @@ class RemediationSettings(BaseModel):
     retry: RetryPolicy = Field(default_factory=RetryPolicy)
     #: how many times a newly appeared blocker triggers a fresh detection and plan
     replans: int = 1
+    #: which plans run at once and which wait for a person (caps, allow/deny lists, stale-by-status)
+    policy: Policy = Field(default_factory=Policy)
 
 
 @dataclass
@@ -65,6 +75,8 @@ class IncidentResult:
     trace: tuple[str, str] | None = None
     #: for a wait: when the incident is due to be planned again
     recheck_at: datetime | None = None
+    #: the pending plan that waits for a person
+    plan_id: UUID | None = None
 
 
 def incident_for(conn: Conn, failure: FailureSeen, hold: HoldSeen | None) -> Incident | None:
@@ -173,7 +185,7 @@ class Remediator:
                     detect.set("allocguard.outcome.status", "unresolvable")
                     return IncidentResult("unresolvable", f"booking {failure.booking_id} has no window to work with")
                 incident_id, status, count, first_trace = store.record_incident(
-                    conn, incident, failure, self.settings.mode.value
+                    conn, incident, failure, self.settings.mode.recorded
                 )
                 detect.set("allocguard.incident.id", str(incident_id))
                 detect.set("allocguard.incident.event_count", count)
@@ -191,7 +203,7 @@ class Remediator:
             }
             with span("allocguard.incident", incident_attributes, links) as incident_span:  # type: ignore[arg-type]
                 if status in SETTLED or (status == "dry_run" and self.settings.mode is Mode.DRY_RUN):
-                    if self.settings.mode is Mode.AUTO:
+                    if self.settings.mode.acts:
                         store.mark_processed(conn, failure.event_id, incident_id, "duplicate")
                     incident_span.set("allocguard.outcome.status", "duplicate")
                     return IncidentResult(
@@ -246,7 +258,7 @@ class Remediator:
                     span.set(f"allocguard.evidence.{verdict}", n)
                 span.set("allocguard.plan.prune_ids", [str(i) for i in plan.prune_ids])
             result.plans.append(plan)
-            if plan.decision == "not_needed" and plan.victim_assigned_by_allocguard and s.mode is Mode.AUTO:
+            if plan.decision == "not_needed" and plan.victim_assigned_by_allocguard and s.mode.acts:
                 # redelivered after allocguard's own assignment committed (a crash before the outcome was written)
                 return self._settle(
                     conn, result, "resolved", "assigned by allocguard (its idempotency key), recorded on redelivery"
@@ -258,70 +270,164 @@ class Remediator:
                 return self._settle(conn, result, "dry_run", plan.decision_reason)
             if plan.decision == "manual_review":
                 return self._settle(conn, result, "manual_review", plan.decision_reason)
+            if plan.decision == "release_and_retry" and s.policy.stale_by_status is StalePolicy.OFF:
+                return self._settle(
+                    conn, result, "manual_review", f"{plan.decision_reason} — policy stale_by_status=off"
+                )
             if plan.decision == "wait":
                 result.status, result.reason = "open", plan.decision_reason
                 result.recheck_at = plan.recheck_at
                 assert plan.recheck_at is not None
                 store.schedule_recheck(conn, incident_id, plan.recheck_at, plan.decision_reason)
                 return result
-            if plan.decision == "prune_and_retry":
-                with self.hooks.span("allocguard.prune", {"allocguard.prune.planned": len(plan.prune_ids)}, None) as sp:
-                    prune = self._apply(conn, plan, incident_id, result.trace)
-                    sp.set("allocguard.prune.status", prune.status)
-                    sp.set("allocguard.prune.pruned_ids", [str(i) for i in prune.pruned_ids])
-                    sp.set("allocguard.prune.skipped", len(prune.skipped))
-                result.prunes.append(prune)
-                if self.hooks.on_pruned is not None:
-                    self.hooks.on_pruned(prune)
-                if prune.status in ("pruned", "already_done"):
-                    store.set_incident_status(conn, incident_id, "pruned", f"pruned {len(prune.pruned_ids)} orphan(s)")
-            request = AssignRequest(
-                booking_id=incident.booking_id,
-                table_ids=plan.target_tables,
-                window=incident.window,
-                require_adjacency=bool(incident.require_adjacency),
-            )
-            try:
-                outcome = run_retry(
-                    self.strategy,
-                    request,
-                    s.retry,
-                    sleep=self._sleep,
-                    clock=self._clock,
-                    on_attempt=self.hooks.on_attempt,
-                    span=self.hooks.span,
-                )
-            except NewBlockerError as exc:
-                if replans > 0:
-                    replans -= 1
-                    continue
-                return self._settle(conn, result, "manual_review", f"a new blocker appeared after re-planning: {exc}")
-            except HoldConflictError as exc:
-                # another booking's hold covers the table: try again when it may have gone, from the delay queue
-                # (a due time on the incident), not from a worker sleeping for it
-                age = store.incident_age(conn, incident_id)
-                if age.total_seconds() > s.retry.max_deferral_s:
-                    return self._settle(
-                        conn, result, "manual_review", f"a hold conflict outlasted the deferrals: {exc}"
+            if plan.decision in ("prune_and_retry", "release_and_retry"):
+                why = approval_needed(plan, s.mode, s.policy, lambda r: store.remediations_last_hour(conn, r))
+                if why is not None:
+                    plan_id, _ = store.create_pending_plan(
+                        conn, incident_id, plan, why, s.policy.plan_ttl, result.trace
                     )
-                due = store.database_now(conn) + timedelta(seconds=s.retry.hold_conflict_wait_s)
-                result.status, result.reason, result.recheck_at = "open", f"deferred: {exc}", due
-                store.schedule_recheck(conn, incident_id, due, result.reason)
-                return result
-            result.retry = outcome
-            if outcome.status == "assigned":
-                return self._settle(conn, result, "resolved", outcome.reason)
-            if outcome.status == "not_needed":
-                return self._settle(conn, result, "not_needed", outcome.reason)
-            return self._settle(conn, result, "manual_review", outcome.reason)
+                    result.plan_id = plan_id
+                    return self._settle(conn, result, "awaiting_approval", f"plan {plan_id} waits for a person: {why}")
+                self._prune(conn, result, plan, incident_id)
+            settled = self._retry(conn, result, incident, incident_id, plan)
+            if settled is not None:
+                return settled
+            if replans > 0:
+                replans -= 1
+                continue
+            return self._settle(conn, result, "manual_review", "a new blocker appeared after re-planning")
 
-    def _apply(self, conn: Conn, plan: Plan, incident_id: UUID, trace: tuple[str, str] | None) -> PruneResult:
+    def _prune(
+        self, conn: Conn, result: IncidentResult, plan: Plan, incident_id: UUID, actor: str | None = None
+    ) -> PruneResult:
+        with self.hooks.span(
+            "allocguard.prune",
+            {"allocguard.prune.planned": len(plan.prune_ids), "allocguard.release.planned": len(plan.release_ids)},
+            None,
+        ) as sp:
+            prune = self._apply(conn, plan, incident_id, result.trace, actor)
+            sp.set("allocguard.prune.status", prune.status)
+            sp.set("allocguard.prune.pruned_ids", [str(i) for i in prune.pruned_ids])
+            sp.set("allocguard.prune.skipped", len(prune.skipped))
+            if prune.released_ids:
+                sp.set("allocguard.release.allocation_ids", [str(i) for i in prune.released_ids])
+        result.prunes.append(prune)
+        if self.hooks.on_pruned is not None:
+            self.hooks.on_pruned(prune)
+        if prune.status in ("pruned", "already_done"):
+            done = f"pruned {len(prune.pruned_ids)} orphan(s)"
+            if prune.released:
+                done += f", released {len(prune.released)} stale-by-status assignment(s)"
+            store.set_incident_status(conn, incident_id, "pruned", done)
+        return prune
+
+    def _retry(
+        self, conn: Conn, result: IncidentResult, incident: Incident, incident_id: UUID, plan: Plan
+    ) -> IncidentResult | None:
+        """Retry auto-assign for the victim and settle the incident; None when a new blocker appeared (re-plan)."""
+        s = self.settings
+        request = AssignRequest(
+            booking_id=incident.booking_id,
+            table_ids=plan.target_tables,
+            window=incident.window,
+            require_adjacency=bool(incident.require_adjacency),
+        )
+        try:
+            outcome = run_retry(
+                self.strategy,
+                request,
+                s.retry,
+                sleep=self._sleep,
+                clock=self._clock,
+                on_attempt=self.hooks.on_attempt,
+                span=self.hooks.span,
+            )
+        except NewBlockerError:
+            return None
+        except HoldConflictError as exc:
+            # another booking's hold covers the table: try again when it may have gone, from the delay queue
+            # (a due time on the incident), not from a worker sleeping for it
+            age = store.incident_age(conn, incident_id)
+            if age.total_seconds() > s.retry.max_deferral_s:
+                return self._settle(conn, result, "manual_review", f"a hold conflict outlasted the deferrals: {exc}")
+            due = store.database_now(conn) + timedelta(seconds=s.retry.hold_conflict_wait_s)
+            result.status, result.reason, result.recheck_at = "open", f"deferred: {exc}", due
+            store.schedule_recheck(conn, incident_id, due, result.reason)
+            return result
+        result.retry = outcome
+        if outcome.status == "assigned":
+            return self._settle(conn, result, "resolved", outcome.reason)
+        if outcome.status == "not_needed":
+            return self._settle(conn, result, "not_needed", outcome.reason)
+        return self._settle(conn, result, "manual_review", outcome.reason)
+
+    # ---- pending plans: a person decides --------------------------------------------------------
+
+    def approve(self, plan_id: UUID, by: str, note: str | None = None) -> IncidentResult:
+        """Execute a pending plan through the same executor, whose re-check on committed state decides: the
+        proven part is pruned/released, or — the world changed — the plan is ``refused`` and nothing is touched.
+        The decision (who, when, what came of it) is recorded with the plan. Then auto-assign is retried."""
+        with self._connect() as conn:
+            with conn.transaction():
+                row = store.lock_plan(conn, plan_id)
+                refusal = _undecidable(row, plan_id)
+                if refusal is None and row is not None and row["expired"]:
+                    store.decide_plan(conn, plan_id, "expired", by, "approval came after the plan expired")
+                    store.set_incident_status(conn, row["incident_id"], "expired", "the pending plan expired")
+                    refusal = f"plan {plan_id} expired at {row['expires_at']:%Y-%m-%d %H:%M:%S%z}"
+                if refusal is None:
+                    assert row is not None
+                    plan = Plan.model_validate(row["plan"])
+                    incident_id = row["incident_id"]
+                    result = IncidentResult("open", "", incident_id, plan.incident, plans=[plan])
+                    trace = (row["trace_id"], row["span_id"]) if row["trace_id"] and row["span_id"] else None
+                    result.trace = trace
+                    prune = self._prune(
+                        conn, result, plan, incident_id, actor=f"{self.settings.actor}, approved by {by}"
+                    )
+                    executed = prune.status in ("pruned", "already_done")
+                    summary = {
+                        "prune": prune.status,
+                        "pruned": [str(i) for i in prune.pruned_ids],
+                        "released": [[str(b), str(t)] for b, t in prune.released],
+                        "skipped": prune.skipped,
+                        "remediation_id": str(prune.remediation_id) if prune.remediation_id else None,
+                    }
+                    store.decide_plan(conn, plan_id, "executed" if executed else "refused", by, note, summary)
+            if refusal is not None:
+                raise PlanDecisionError(refusal)
+            if not executed:
+                reasons = "; ".join(sorted(set(prune.skipped.values()))) or prune.status
+                return self._settle(conn, result, "manual_review", f"approved plan refused by the re-check: {reasons}")
+            settled = self._retry(conn, result, plan.incident, incident_id, plan)
+            if settled is None:
+                return self._settle(conn, result, "manual_review", "a new blocker appeared after the approved prune")
+            return settled
+
+    def reject(self, plan_id: UUID, by: str, note: str | None = None) -> None:
+        """Decline a pending plan: nothing is touched; the incident is settled as ``rejected``."""
+        with self._connect() as conn:
+            with conn.transaction():
+                row = store.lock_plan(conn, plan_id)
+                refusal = _undecidable(row, plan_id)
+                if refusal is None:
+                    assert row is not None
+                    store.decide_plan(conn, plan_id, "rejected", by, note)
+                    store.set_incident_status(
+                        conn, row["incident_id"], "rejected", f"plan rejected by {by}: {note or '-'}"
+                    )
+            if refusal is not None:
+                raise PlanDecisionError(refusal)
+
+    def _apply(
+        self, conn: Conn, plan: Plan, incident_id: UUID, trace: tuple[str, str] | None, actor: str | None = None
+    ) -> PruneResult:
         s = self.settings
         return apply_plan(
             conn,
             plan,
-            mode=s.mode,
-            actor=s.actor,
+            mode=Mode.DRY_RUN if s.mode is Mode.DRY_RUN else Mode.AUTO,
+            actor=actor or s.actor,
             grace=s.grace,
             incident_id=incident_id,
             artifacts_dir=s.artifacts_dir,
@@ -338,35 +444,38 @@ class Remediator:
         result.status, result.reason = status, reason
         assert result.incident_id is not None
         assert result.incident is not None
+        attempts = [a.__dict__ for a in result.retry.attempts] if result.retry else []
         outcome = {
             "status": status,
             "reason": reason,
             "decisions": [p.decision for p in result.plans],
             "pruned": [str(i) for p in result.prunes for i in p.pruned_ids],
-            "attempts": [a.__dict__ for a in result.retry.attempts] if result.retry else [],
+            "attempts": attempts,
             "strategy": self.strategy.name,
             "mode": self.settings.mode.value,
+            "plan_id": str(result.plan_id) if result.plan_id else None,
         }
         with conn.transaction():
             store.set_incident_status(conn, result.incident_id, status, reason, outcome)
-            if result.event_id is not None and self.settings.mode is Mode.AUTO:
+            if result.event_id is not None and self.settings.mode.acts:
                 store.mark_processed(conn, result.event_id, result.incident_id, status)
-            if self.settings.mode is Mode.AUTO and status in ("resolved", "manual_review"):
+            if self.settings.mode.acts and status in ("resolved", "manual_review", "awaiting_approval"):
                 incident = result.incident
                 conn.execute(
                     "INSERT INTO public.observability_events (source, event_type, severity, context, restaurant_id,"
                     " booking_id) VALUES ('allocguard.remediation', %s, %s, %s, %s, %s)",
                     (
-                        "allocguard.auto_assign.succeeded" if status == "resolved" else "allocguard.manual_review",
-                        "info" if status == "resolved" else "error",
+                        _EVENT_TYPES[status],
+                        {"resolved": "info", "awaiting_approval": "warning"}.get(status, "error"),
                         Jsonb(
                             {
                                 "incidentId": str(result.incident_id),
                                 "reason": reason,
                                 "tableIds": [str(t) for t in (result.plans[-1].target_tables if result.plans else ())],
                                 "window": incident.window.to_postgres(),
-                                "attempts": len(outcome["attempts"]),
+                                "attempts": len(attempts),
                                 "traceId": result.trace[0] if result.trace else None,
+                                "planId": str(result.plan_id) if result.plan_id else None,
                             }
                         ),
                         incident.restaurant_id,
@@ -374,3 +483,18 @@ class Remediator:
                     ),
                 )
         return result
+
+
+_EVENT_TYPES = {
+    "resolved": "allocguard.auto_assign.succeeded",
+    "manual_review": "allocguard.manual_review",
+    "awaiting_approval": "allocguard.plan_pending",
+}
+
+
+def _undecidable(row: dict[str, Any] | None, plan_id: UUID) -> str | None:
+    if row is None:
+        return f"no plan {plan_id}"
+    if row["status"] != "pending":
+        return f"plan {plan_id} is already {row['status']} (by {row['decided_by']} at {row['decided_at']})"
+    return None

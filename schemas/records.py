@@ -14,6 +14,22 @@ from schemas.values import Range
 class Mode(StrEnum):
     DRY_RUN = "dry_run"
     AUTO = "auto"
+    #: acts like auto, but every plan waits for a person (``allocguard plans approve``)
+    APPROVE = "approve"
+
+    @property
+    def acts(self) -> bool:
+        """Writes to the platform (now, or once approved): auto and approve."""
+        return self is not Mode.DRY_RUN
+
+    @property
+    def recorded(self) -> str:
+        """The incident record's mode: approve acts on the same incidents auto does."""
+        return "dry_run" if self is Mode.DRY_RUN else "auto"
+
+
+#: the "victim" of a reconcile sweep: no booking is waiting, the database is swept for what would block one
+NO_VICTIM = UUID(int=0)
 
 
 class Verdict(StrEnum):
@@ -78,12 +94,25 @@ class Plan(BaseModel):
     decision_reason: str
     #: for a ``wait``: when the blockers can next have changed (grace expiry, hold expiry)
     recheck_at: datetime | None = None
+    #: for ``release_and_retry``: stale-by-status allocations whose owners are released the platform's way
+    #: (``unassign_tables_atomic``: assignment and allocation together)
+    release_ids: tuple[UUID, ...] = ()
+
+    def releases(self) -> list[tuple[UUID, UUID]]:
+        """(owner booking, table) pairs the release plan frees, in a stable order."""
+        pairs = {
+            (e.booking_id, e.table_id) for e in self.evidence if e.allocation_id in self.release_ids and e.booking_id
+        }
+        return sorted(pairs, key=lambda p: (str(p[0]), str(p[1])))
 
     @property
     def key(self) -> str:
         """Same incident and same proven ids → same key: the executor's idempotency key."""
         ids = ",".join(sorted(str(i) for i in self.prune_ids))
-        return f"{self.incident.booking_id}|{self.incident.window.to_postgres()}|{ids}"
+        key = f"{self.incident.booking_id}|{self.incident.window.to_postgres()}|{ids}"
+        if self.release_ids:
+            key += "|release:" + ",".join(sorted(str(i) for i in self.release_ids))
+        return key
 
     def counts(self) -> dict[str, int]:
         result = {verdict.value: 0 for verdict in Verdict}

@@ -427,6 +427,7 @@ def reset_restaurant(conn: Conn, restaurant_id: uuid.UUID) -> None:
             "DELETE FROM observability_events WHERE restaurant_id = %s OR booking_id = ANY(%s)",
             (restaurant_id, bookings),
         )
+        conn.execute("DELETE FROM allocguard.plans WHERE booking_id = ANY(%s)", (bookings,))
         conn.execute("DELETE FROM allocguard.incidents WHERE booking_id = ANY(%s)", (bookings,))
         conn.execute("DELETE FROM allocguard.hold_observations WHERE booking_id = ANY(%s)", (bookings,))
         conn.execute("DELETE FROM allocations_archive WHERE restaurant_id = %s", (restaurant_id,))
@@ -471,19 +472,26 @@ def seed_incident(app: PlatformApp, *, age: timedelta = timedelta(minutes=30)) -
     )
 
 
-def orphan_by_reseat(app: PlatformApp, *, job_attempts: int = 4) -> ScenarioResult:
+def orphan_by_reseat(
+    app: PlatformApp, *, job_attempts: int = 4, venue: Venue | None = None, days_ahead: int = 1
+) -> ScenarioResult:
     """An ops re-seat (assignment rows deleted directly, new tables assigned) leaves the old table's allocation.
 
     ``job_attempts=0`` leaves out the platform's background job (whose next attempt could seat the victim
-    itself once allocguard has pruned the orphan)."""
-    venue = create_venue(app.conn, tables=2, capacity=[2, 2])
-    day = tomorrow()
+    itself once allocguard has pruned the orphan). ``venue`` and ``days_ahead`` play it again in one restaurant."""
+    venue = venue or create_venue(app.conn, tables=2, capacity=[2, 2])
+    day = tomorrow() + timedelta(days=days_ahead - 1)
     owner = app.book(venue, day=day, start=time(12, 0), end=time(13, 30))
     app.reseat_direct(owner, [venue.table_ids[1]])
     app.age_allocations(owner, timedelta(minutes=30))
     # the only table the planner can offer (T1 is free by assignments) is the orphan's
     victim = app.book(venue, day=day, start=time(12, 30), end=time(14, 0), job_attempts=job_attempts)
-    return ScenarioResult("orphan-by-reseat", venue.restaurant_id, victim, ids={"owner": str(owner)})
+    return ScenarioResult(
+        "orphan-by-reseat",
+        venue.restaurant_id,
+        victim,
+        ids={"owner": str(owner), "table": str(venue.table_ids[0]), "other_table": str(venue.table_ids[1])},
+    )
 
 
 def stale_by_status(app: PlatformApp) -> ScenarioResult:

@@ -32,6 +32,10 @@ def standalone_remediator(
     with connect():
         pass
     remediation = RemediationSettings(
-        mode=mode, grace=timedelta(seconds=settings.grace_s), artifacts_dir=artifacts_dir, actor=actor
+        mode=mode,
+        grace=timedelta(seconds=settings.grace_s),
+        artifacts_dir=artifacts_dir,
+        actor=actor,
+        policy=settings.policy(),
     )
     return Remediator(connect, SqlAssign(connect), remediation, rules), connect

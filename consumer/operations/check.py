@@ -56,6 +56,8 @@ FUNCTIONS = (
     "public.assign_tables_atomic_v2(uuid, uuid[], text, boolean, uuid, timestamptz, timestamptz)",
     "public.apply_booking_state_transition(uuid, public.booking_status, timestamptz, timestamptz, timestamptz,"
     " public.booking_status, public.booking_status, uuid, timestamptz, text, jsonb)",
+    # stale-by-status owners are released the platform's way (policy-gated)
+    "public.unassign_tables_atomic(uuid, uuid[])",
 )
 
 
@@ -244,7 +246,7 @@ def _privilege_items(conn: psycopg.Connection[Any]) -> Iterator[Item]:
 #: a function body that deletes, updates or inserts assignment or allocation rows
 _WRITES_ASSIGNMENTS = r"(delete\s+from|update|insert\s+into)\s+(public\.)?(allocations|booking_table_assignments)\M"
 #: platform functions allocguard itself calls (EXECUTE on them is needed, not excess)
-_OWN_FUNCTIONS = ("assign_tables_atomic_v2", "apply_booking_state_transition")
+_OWN_FUNCTIONS = ("assign_tables_atomic_v2", "apply_booking_state_transition", "unassign_tables_atomic")
 
 
 def _excess_items(conn: psycopg.Connection[Any]) -> Iterator[Item]:

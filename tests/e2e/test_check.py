@@ -230,21 +230,25 @@ def test_the_runtime_role_is_denied_what_it_does_not_need(platform: Platform) ->
                 conn.execute(statement.encode())
         # the platform leaves its SECURITY DEFINER functions executable by PUBLIC: allowed until revoked
         with conn.transaction():
-            conn.execute("SELECT public.unassign_tables_atomic(%s::uuid)", (booking,))
+            conn.execute("SELECT public.prune_allocations_history(now() - interval '100 years', 1)")
             raise psycopg.Rollback()
     _, items = platform.check()
     excess = [i for i in json_items(platform) if i["name"] == "excess"]
     fixes = " ".join(i["fix"] for i in excess)
-    assert "REVOKE EXECUTE ON FUNCTION unassign_tables_atomic(uuid,uuid[]) FROM PUBLIC" in fixes, excess
-    assert "prune_allocations_history" in fixes
+    assert (
+        "REVOKE EXECUTE ON FUNCTION prune_allocations_history(timestamp with time zone,integer) FROM PUBLIC" in fixes
+    ), excess
+    # unassign_tables_atomic is allocguard's own (stale-by-status release): granted, needed, not excess
+    assert "unassign_tables_atomic" not in fixes
     assert items["grants"]["status"] == "OK"
     for item in excess:
         platform.owner(item["fix"].split(";")[0])
-    with (
-        psycopg.connect(platform.app_dsn, autocommit=True) as conn,
-        pytest.raises(psycopg.errors.InsufficientPrivilege),
-    ):
-        conn.execute("SELECT public.unassign_tables_atomic(%s::uuid)", (booking,))
+    with psycopg.connect(platform.app_dsn, autocommit=True) as conn:
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("SELECT public.prune_allocations_history(now() - interval '100 years', 1)")
+        with conn.transaction():
+            conn.execute("SELECT public.unassign_tables_atomic(%s::uuid)", (booking,))
+            raise psycopg.Rollback()
     assert [i for i in json_items(platform) if i["name"] == "excess"] == []
 
 

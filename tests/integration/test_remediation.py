@@ -200,7 +200,7 @@ def test_dry_run_writes_nothing_to_the_platform(
     assert results[0].status == "resolved"
 
 
-def test_stale_by_status_is_reported_not_touched(
+def test_stale_by_status_waits_for_a_person_untouched(
     platform_connect: Callable[[], Conn], connect: Callable[[], Conn], app: PlatformApp
 ) -> None:
     from consumer.local.simulator import stale_by_status
@@ -211,7 +211,8 @@ def test_stale_by_status_is_reported_not_touched(
         before = dump(conn)
     first, *later = feed(connect, remediator(connect), scenario.victim_id)
     assert all(r.status == "duplicate" for r in later)
-    assert first.status == "manual_review"
+    # the default policy (stale_by_status=approve): a release plan waits for a person (tests/integration/test_policy)
+    assert first.status == "awaiting_approval"
     assert "stale_by_status" in first.reason
     assert [e.verdict for e in first.plans[0].evidence] == [Verdict.STALE_BY_STATUS]
     with platform_connect() as conn:
@@ -219,10 +220,10 @@ def test_stale_by_status_is_reported_not_touched(
         assert set(changes) <= {"bookings"} or changes == {}, changes
         review = conn.execute(
             "SELECT severity FROM observability_events WHERE booking_id = %s"
-            " AND event_type = 'allocguard.manual_review'",
+            " AND event_type = 'allocguard.plan_pending'",
             (scenario.victim_id,),
         ).fetchall()
-        assert review == [("error",)]
+        assert review == [("warning",)]
 
 
 # ---- the executor never prunes what is not provably an orphan ------------------------------------
@@ -241,7 +242,7 @@ def forged_plan(
     incident = Incident(booking_id=victim, restaurant_id=restaurant, window=window, table_ids=(table,))
     plan = make_plan(store.load_snapshot(conn, incident), grace)
     assert allocation not in plan.prune_ids, "the planner itself does not plan it"
-    return plan.model_copy(update={"prune_ids": (allocation,), "decision": "prune_and_retry"})
+    return plan.model_copy(update={"prune_ids": (allocation,), "release_ids": (), "decision": "prune_and_retry"})
 
 
 @pytest.mark.parametrize(
