@@ -64,7 +64,7 @@ def test_credentials_in_the_assign_endpoint_stay_hidden(stack_settings: StackSet
 @pytest.mark.parametrize(
     ("env", "expected"),
     [
-        ({"ALLOCGUARD_MODE": "AUTOMATIC"}, "ALLOCGUARD_MODE: Input should be 'dry_run' or 'auto'"),
+        ({"ALLOCGUARD_MODE": "AUTOMATIC"}, "ALLOCGUARD_MODE: Input should be 'dry_run', 'auto' or 'approve'"),
         ({"ALLOCGUARD_STRATEGY": "grpc"}, "ALLOCGUARD_STRATEGY: Input should be 'sql' or 'http'"),
         ({"ALLOCGUARD_GRACE_S": "-1"}, "ALLOCGUARD_GRACE_S: Input should be greater than or equal to 0"),
         ({"ALLOCGUARD_WORKERS": "0"}, "ALLOCGUARD_WORKERS: Input should be greater than or equal to 1"),
