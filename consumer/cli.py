@@ -812,6 +812,12 @@ def capture_command(
 @click.option("--workers", type=int, help="Bookings handled concurrently.")
 @click.option("--health-port", type=int, help="Port of /healthz, /readyz and /metrics.")
 @click.option("--from-beginning", is_flag=True, help="A new group starts at the earliest offsets.")
+@click.option(
+    "--prevention/--no-prevention",
+    default=None,
+    help="Also watch assignments, allocations and bookings: catch what the platform leaves behind before anyone "
+    "is blocked (ALLOCGUARD_PREVENTION).",
+)
 @click.option("--log-level", default="INFO", show_default=True)
 @click.option(
     "--log-format",
@@ -833,6 +839,7 @@ def run(
     workers: int | None,
     health_port: int | None,
     from_beginning: bool,
+    prevention: bool | None,
     log_level: str,
     log_format: str,
 ) -> None:
@@ -853,6 +860,7 @@ def run(
         workers=workers,
         health_port=health_port,
         auto_offset_reset="earliest" if from_beginning else None,
+        prevention=prevention,
     )
     try:
         sys.exit(run_runtime(settings, once=once))

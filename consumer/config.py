@@ -191,6 +191,9 @@ class RuntimeSettings(BaseSettings):
     #: owners cancelled/completed/no_show still holding their assignment: off (report), approve, auto
     stale_by_status: Annotated[Literal["off", "approve", "auto"], BeforeValidator(_lower)] = "approve"
     plan_ttl_s: float = Field(default=7200.0, gt=0)
+    #: also consume bookings, booking_table_assignments and allocations: an allocation the platform leaves behind
+    #: is flagged (and, per policy, pruned after its grace) before any booking is blocked by it
+    prevention: bool = False
     grace_s: float = Field(default=120.0, ge=0)
     strategy: Annotated[Literal["sql", "http"], BeforeValidator(_lower)] = "sql"
     #: the app's assign endpoint for strategy http (may carry credentials: never printed)
@@ -249,7 +252,10 @@ class RuntimeSettings(BaseSettings):
         return self.pg_dsn.get_secret_value() if self.pg_dsn is not None else StackSettings().pg_dsn
 
     def topics(self) -> list[str]:
-        return [f"{self.topic_prefix}.{table}" for table in self.tables]
+        from handlers.prevent import WATCHED_TABLES
+
+        tables = [*self.tables, *(t for t in WATCHED_TABLES if self.prevention and t not in self.tables)]
+        return [f"{self.topic_prefix}.{table}" for table in tables]
 
     def resolved_dlq(self) -> str:
         return self.dlq_topic or f"{self.topic_prefix}.allocguard.dlq"

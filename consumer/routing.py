@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from handlers.detect import DetectionRules, classify
+from handlers.prevent import WATCHED_TABLES, Watch, watched
 from schemas import ChangeEvent, Heartbeat, Tombstone, decode_message
 from schemas.envelope import table_of_topic
 from schemas.errors import CdcDecodeError
@@ -34,11 +35,19 @@ class Signal:
 
 
 @dataclass(frozen=True, slots=True)
+class Watched:
+    """A change of an assignment, allocation or booking that prevention looks at (``handlers/prevent.py``)."""
+
+    op: str
+    watch: Watch
+
+
+@dataclass(frozen=True, slots=True)
 class DeadLetter:
     error: CdcDecodeError
 
 
-Routed = Skip | Signal | DeadLetter
+Routed = Skip | Signal | Watched | DeadLetter
 
 
 def route(
@@ -58,6 +67,9 @@ def route(
     if isinstance(record, Heartbeat | Tombstone) or not isinstance(record, ChangeEvent):
         return Skip(type(record).__name__.lower())
     op = record.op.value
+    if record.source.qualified_table in WATCHED_TABLES:
+        found = watched(record)
+        return Watched(op, found) if found is not None else Skip(op)
     row = record.after
     if record.op not in ("c", "r") or not isinstance(row, ObservabilityEvent):
         return Skip(op)
@@ -82,13 +94,16 @@ class Relevance:
     so it is not dead-lettered either (it could not have carried a signal).
     """
 
-    def __init__(self, rules: DetectionRules) -> None:
+    def __init__(self, rules: DetectionRules, watch: bool = False) -> None:
+        #: prevention on: every change of a watched table is decoded (they are few next to the event stream)
+        self._watch = watch
         # per rule, the most selective text it requires (an empty marker matches everything: still sound)
         markers = {rules.hold.event_type, *(rule.contains or rule.event_type for rule in rules.failures)}
         # an ASCII letter can only be escaped as \u00XX; a non-ASCII marker needs any \u escape considered
         escape = b"\\u00" if all(m.isascii() for m in markers) else b"\\u"
         self.needles = (*sorted(m.encode() for m in markers), escape)
         self._topics: dict[str, bool] = {}
+        self._watched: dict[str, bool] = {}
 
     def _signal_topic(self, topic: str) -> bool:
         known = self._topics.get(topic)
@@ -96,10 +111,19 @@ class Relevance:
             known = self._topics[topic] = table_of_topic(topic) == ObservabilityEvent.table
         return known
 
+    def _watched_topic(self, topic: str) -> bool:
+        known = self._watched.get(topic)
+        if known is None:
+            known = self._watched[topic] = self._watch and table_of_topic(topic) in WATCHED_TABLES
+        return known
+
     def __call__(self, topic: str, value: bytes | None) -> bool:
-        """True when the message may be a signal (decode it); False when it cannot be one."""
-        if value is None or not self._signal_topic(topic):
+        """True when the message may be a signal or, with prevention on, is a watched change (decode it); False
+        when it cannot be either."""
+        if value is None:
             return False
+        if not self._signal_topic(topic):
+            return self._watched_topic(topic)
         for needle in self.needles:  # noqa: SIM110 (a plain loop: no generator on the hot path)
             if needle in value:
                 return True

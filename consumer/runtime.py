@@ -38,11 +38,12 @@ from psycopg_pool import ConnectionPool
 from consumer.config import RuntimeSettings
 from consumer.operations.check import Status, run_checks
 from consumer.redact import redact
-from consumer.routing import DeadLetter, Relevance, Skip, route
+from consumer.routing import DeadLetter, Relevance, Skip, Watched, route
 from consumer.telemetry import Metrics, Telemetry, TracedCursor
 from handlers import store
 from handlers.errors import infrastructure_cause, is_contention
 from handlers.pipeline import Hooks, IncidentResult, RemediationSettings, Remediator
+from handlers.prevent import AssignmentIndex, Flagged, Guard, claim_due_flags
 from handlers.retry import AssignStrategy, Attempt, HttpAssign, RetryPolicy, SqlAssign
 from schemas.errors import CdcDecodeError
 from schemas.records import Mode
@@ -433,7 +434,19 @@ class Runtime:
             sleep=self._sleep_unless_stopping,
         )
         self.scheduler = KeyedScheduler(settings.workers, self._completions.put)
-        self._relevant = Relevance(self.remediator.rules)
+        self._relevant = Relevance(self.remediator.rules, watch=settings.prevention)
+        self.assignments = AssignmentIndex()
+        self.guard = (
+            Guard(
+                connect,
+                mode=Mode(settings.mode),
+                grace=timedelta(seconds=settings.grace_s),
+                policy=settings.policy(),
+                trace=_current_trace_ids,
+            )
+            if settings.prevention
+            else None
+        )
         # back from a broker outage within a second of the broker (librdkafka's default backoff grows to 10 s)
         base = {
             "bootstrap.servers": settings.resolved_bootstrap(),
@@ -621,6 +634,22 @@ class Runtime:
             return
         self.metrics.events.add(1, {"topic": topic, "op": routed.op})
         span.set_attribute("allocguard.cdc.op", routed.op)
+        if isinstance(routed, Watched):
+            # resolved here, in the loop's order: a key-only assignment delete is named by the rows seen before it
+            booking = self.assignments.resolve(routed.watch)
+            cause = routed.watch.cause
+            span.set_attribute("allocguard.signal", "Watch")
+            span.set_attribute("allocguard.prevention.cause", cause)
+            if booking is not None:
+                span.set_attribute("allocguard.booking.id", str(booking))
+            watch_key = str(booking) if booking is not None else _SWEEP
+
+            def prevent_in_span() -> None:
+                with trace.use_span(span, end_on_exit=False):
+                    self._prevent(booking, cause, watch_key)
+
+            self.scheduler.submit(Work(topic, partition, offset, watch_key, prevent_in_span, message, span=span))
+            return
         span.set_attribute("allocguard.signal", routed.kind)
         row, key = routed.row, routed.key
 
@@ -686,6 +715,31 @@ class Runtime:
             self._record_outcome(event, result)
             self._log_result(key, result)
 
+    def _prevent(self, booking: UUID | None, cause: str, key: str) -> None:
+        """Prevention for one change: check the booking's allocations (or sweep, when the change named none)."""
+        guard = self.guard
+        assert guard is not None
+        found: list[Flagged] = []
+
+        def check() -> None:
+            found[:] = guard.check_booking(booking, cause) if booking is not None else guard.sweep(f"{cause}, swept")
+
+        self._ride_out(key, lambda: check())
+        for flag in found:
+            if flag.new or flag.status in ("pruned", "released"):
+                self.metrics.prevention.add(1, {"verdict": flag.evidence.verdict.value, "status": flag.status})
+            if flag.status != "cleared" and (flag.new or flag.status in ("pruned", "released")):
+                log.info(
+                    "prevention (%s): allocation %s of booking %s on table %s is %s: %s%s",
+                    cause,
+                    flag.evidence.allocation_id,
+                    flag.evidence.booking_id,
+                    flag.evidence.table_id,
+                    flag.evidence.verdict.value,
+                    flag.status,
+                    f" (due {flag.due_at.isoformat()})" if flag.due_at else "",
+                )
+
     def _log_result(self, key: str, result: IncidentResult) -> None:
         pruned = [str(i) for prune in result.prunes for i in prune.pruned_ids]
         due = f"; planned again at {result.recheck_at.isoformat()}" if result.recheck_at else ""
@@ -711,7 +765,8 @@ class Runtime:
                 continue  # held back already: the held work comes first
             try:
                 with self._connect() as conn:
-                    due = store.claim_due(conn, instance, lease)
+                    due = store.claim_due(conn, instance, lease) if Mode(self.settings.mode).acts else []
+                    flagged = claim_due_flags(conn, instance, lease) if self.guard is not None else []
                     if time.monotonic() - expired_at >= 30.0:
                         expired_at = time.monotonic()
                         for plan_id in store.expire_plans(conn):
@@ -732,6 +787,13 @@ class Runtime:
                         self._log_result(key, result)
 
                 self.scheduler.submit(Work(_WAKEUP, -1, -1, key, recheck))
+            for booking in flagged:
+                key = str(booking)
+
+                def grace_ended(booking: UUID = booking, key: str = key) -> None:
+                    self._prevent(booking, "grace ended", key)
+
+                self.scheduler.submit(Work(_WAKEUP, -1, -1, key, grace_ended))
 
     def _done_now(self, topic: str, partition: int, offset: int) -> None:
         """Nothing to do for this event (or its DLQ copy is acknowledged): complete it in the loop."""
@@ -952,7 +1014,11 @@ class Runtime:
         self.preflight()
         self.pool.open(wait=False)
         threading.Thread(target=self._probe, name="allocguard-probe", daemon=True).start()
-        if self.settings.mode == Mode.AUTO.value:
+        if self.guard is not None:
+            with self._connect() as conn:
+                primed = self.assignments.prime(conn)
+            log.info("prevention on: %d assignment rows indexed (key-only deletes are named from it)", primed)
+        if Mode(self.settings.mode).acts or self.guard is not None:
             threading.Thread(target=self._wake_due, name="allocguard-wakeups", daemon=True).start()
         server = serve_health(settings, self.health, self.metrics.exposition)
         self.consumer.subscribe(
@@ -1036,3 +1102,14 @@ def run(settings: RuntimeSettings, *, once: bool = False) -> int:
     signal.signal(signal.SIGTERM, runtime.request_stop)
     signal.signal(signal.SIGINT, runtime.request_stop)
     return runtime.run()
+
+
+#: the scheduler key of a change that named no booking (answered by a sweep, one at a time)
+_SWEEP = "prevention-sweep"
+
+
+def _current_trace_ids() -> tuple[str, str] | None:
+    context = trace.get_current_span().get_span_context()
+    if not context.is_valid:
+        return None
+    return format(context.trace_id, "032x"), format(context.span_id, "016x")

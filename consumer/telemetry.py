@@ -243,6 +243,10 @@ class Metrics:
             "allocguard.allocations", description="allocations assessed, by verdict and by what was done"
         )
         self.attempts = meter.create_counter("allocguard.retry.attempts", description="auto-assign attempts")
+        self.prevention = meter.create_counter(
+            "allocguard.prevention.flags",
+            description="allocations left behind by the platform, caught from CDC, by verdict and what was done",
+        )
         self.outages = meter.create_counter(
             "allocguard.dependency.outages", description="times a dependency (kafka, database) became unavailable"
         )

@@ -19,31 +19,13 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from uuid import UUID
 
-from psycopg.rows import dict_row
-
 from consumer.config import RuntimeSettings
 from consumer.operations import standalone_remediator
-from handlers import store
-from handlers.evidence import make_plan
 from handlers.execute import apply_plan
-from handlers.store import from_pg_range
-from schemas.records import NO_VICTIM, AllocationEvidence, Incident, Mode, Verdict
-from schemas.rows import TERMINAL_STATUSES
+from handlers.sweep import candidates, judge, scoped
+from schemas.records import AllocationEvidence, Mode, Verdict
 
 Echo = Callable[[str], None]
-
-_CANDIDATES = """
-SELECT a.id, a.restaurant_id, a.resource_id, a."window"
-  FROM public.allocations a JOIN public.bookings b ON b.id = a.booking_id
- WHERE a.resource_type = 'table' AND NOT a.shadow AND NOT a.is_maintenance
-   AND (%(restaurant)s::uuid IS NULL OR a.restaurant_id = %(restaurant)s)
-   AND a."window" && tstzrange(%(since)s, %(until)s, '[)')
-   AND (NOT EXISTS (SELECT 1 FROM public.booking_table_assignments bta
-                     WHERE bta.booking_id = a.booking_id AND bta.table_id = a.resource_id)
-        OR b.status::text = ANY(%(terminal)s))
- ORDER BY a.restaurant_id, a.resource_id, lower(a."window"), a.id
- LIMIT %(limit)s
-"""
 
 
 @dataclass
@@ -84,41 +66,19 @@ def reconcile(
     grace = timedelta(seconds=settings.grace_s)
     sweep = Sweep()
     with connect() as conn:
-        with conn.cursor(row_factory=dict_row) as cur:
-            candidates = cur.execute(
-                _CANDIDATES,
-                {
-                    "restaurant": restaurant,
-                    "since": since or store.database_now(conn),
-                    "until": until,
-                    "terminal": sorted(str(s.value) for s in TERMINAL_STATUSES),
-                    "limit": limit,
-                },
-            ).fetchall()
-        for row in candidates:
-            incident = Incident(
-                booking_id=NO_VICTIM,
-                restaurant_id=row["restaurant_id"],
-                window=from_pg_range(row["window"]),
-                table_ids=(row["resource_id"],),
-                window_source="hold",
-            )
-            plan = make_plan(store.load_snapshot(conn, incident), grace)
-            evidence = next(e for e in plan.evidence if e.allocation_id == row["id"])
+        found = candidates(conn, restaurant=restaurant, since=since, until=until, limit=limit)
+        for row in found:
+            judged = judge(conn, row, grace)
+            if judged is None:
+                continue  # gone meanwhile
+            plan, evidence = judged
             finding = Finding(evidence, row["restaurant_id"])
             sweep.findings.append(finding)
             act_on_stale = release_stale and evidence.verdict is Verdict.STALE_BY_STATUS
             if not apply or not (evidence.verdict is Verdict.ORPHAN or act_on_stale):
                 continue
-            scoped = plan.model_copy(
-                update={
-                    "prune_ids": (row["id"],) if evidence.verdict is Verdict.ORPHAN else (),
-                    "release_ids": (row["id"],) if act_on_stale else (),
-                    "decision": "reconcile",
-                    "decision_reason": f"reconcile: {evidence.reason}",
-                }
-            )
-            result = apply_plan(conn, scoped, mode=Mode.AUTO, actor=actor, grace=grace, artifacts_dir=artifacts_dir)
+            one = scoped(plan, evidence, release_stale, "reconcile")
+            result = apply_plan(conn, one, mode=Mode.AUTO, actor=actor, grace=grace, artifacts_dir=artifacts_dir)
             if result.pruned_ids:
                 sweep.pruned += 1
                 finding.action = "pruned"
