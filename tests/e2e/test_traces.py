@@ -180,9 +180,9 @@ def test_seed_incident_trace(receiver: Receiver, connect: Callable[[], Conn], tm
     children = [s for _, s in receiver.spans if s.parent_span_id == incident_span.span_id]
     ordered = sorted(children, key=lambda s: s.start_time_unix_nano)
     names = [s.name for s in ordered if s.name.startswith("allocguard.")]
-    statements = {s.name for s in ordered} - set(names)
+    own = {s.name for s in ordered} - set(names)
     # its own statements are DB spans: the incident's status, and the guardrail's hourly count
-    assert statements == {"UPDATE platform", "SELECT platform"}, statements
+    assert own == {"UPDATE platform", "SELECT platform"}, own
     assert names[0] == "allocguard.plan"
     assert "allocguard.prune" in names
     assert names[-1] == "allocguard.outcome"
