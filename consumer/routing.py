@@ -9,7 +9,9 @@ orders its work), or a **dead letter** with the reason. Whatever a single messag
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from confluent_kafka import Message
 
 from handlers.detect import DetectionRules, classify
 from handlers.prevent import WATCHED_TABLES, Watch, watched
@@ -73,6 +75,11 @@ def route(
     row = record.after
     if record.op not in ("c", "r") or not isinstance(row, ObservabilityEvent):
         return Skip(op)
+    if value is not None:
+        raw_kind = first_event_type(value)
+        if raw_kind is not None and raw_kind != row.event_type.encode():
+            # what the byte test reads first is not what the decoder kept: a duplicate key, ambiguous JSON
+            return failed("after.event_type", "the key appears more than once with different values")
     try:
         signal = classify(row, rules)
     except Exception as exc:  # e.g. a hold announced for year 9999: a bad message, not a reason to stop
@@ -81,6 +88,37 @@ def route(
         return Skip(op)
     key_text = str(row.booking_id) if row.booking_id is not None else f"event:{row.id}"
     return Signal(op, row, key_text, type(signal).__name__)
+
+
+@dataclass(slots=True)
+class Batch:
+    """One poll batch after the byte test: the candidates to decode (in order), how many were skipped unread per
+    topic, and Kafka's error messages."""
+
+    candidates: list[Message] = field(default_factory=list)
+    skipped: dict[str, int] = field(default_factory=dict)
+    errors: list[Message] = field(default_factory=list)
+
+
+#: how Debezium's JsonConverter (schemas off) begins a create or snapshot read, and the event-type key
+_CREATED = b'{"before":null,"after":{'
+_EVENT_TYPE = b'"event_type":"'
+
+
+def first_event_type(value: bytes) -> bytes | None:
+    """The raw text of the first ``"event_type":"…"`` of a create/read in Debezium's compact shape, when it holds
+    no escape; None otherwise (another shape: the caller must not rely on it)."""
+    if not value.startswith(_CREATED):
+        return None
+    at = value.find(_EVENT_TYPE, 24)
+    if at < 0:
+        return None
+    begin = at + 14
+    end = value.find(b'"', begin)
+    if end < 0:
+        return None
+    kind = value[begin:end]
+    return None if b"\\" in kind else kind
 
 
 class Relevance:
@@ -92,6 +130,13 @@ class Relevance:
     holding neither a marker nor such an escape cannot decode to a signal: it is skipped unread — counted per
     batch, its offset committed. The price, stated: a *malformed* value that the test rules out is never decoded,
     so it is not dead-lettered either (it could not have carried a signal).
+
+    The fast path reads only the event type, for values in the shape Debezium's JsonConverter writes a create or
+    snapshot read (``{"before":null,"after":{…`` compact, schemas off): a signal's ``event_type`` must equal one of
+    the rules' (``classify`` compares exactly), so a value whose first ``"event_type":"…"`` holds another plain
+    text is no signal — and ``route`` dead-letters a value whose decoded event type differs from that first text
+    (a duplicate key, escaped or not: ambiguous JSON), so the two can never disagree about a signal. An escape in
+    it, or another layout, takes the full marker scan above.
     """
 
     def __init__(self, rules: DetectionRules, watch: bool = False) -> None:
@@ -102,6 +147,10 @@ class Relevance:
         # an ASCII letter can only be escaped as \u00XX; a non-ASCII marker needs any \u escape considered
         escape = b"\\u00" if all(m.isascii() for m in markers) else b"\\u"
         self.needles = (*sorted(m.encode() for m in markers), escape)
+        kinds = {rules.hold.event_type, *(rule.event_type for rule in rules.failures)}
+        self._kinds = frozenset(k.encode() for k in kinds)
+        #: the event-type shortcut is sound only for plain, non-empty event types
+        self._fast = all(k and k.isascii() and '"' not in k and "\\" not in k for k in kinds)
         self._topics: dict[str, bool] = {}
         self._watched: dict[str, bool] = {}
 
@@ -117,6 +166,58 @@ class Relevance:
             known = self._watched[topic] = self._watch and table_of_topic(topic) in WATCHED_TABLES
         return known
 
+    def select(self, messages: list[Message]) -> Batch:
+        """The byte test over a poll batch, the hot loop of ``allocguard run``: the same decision as ``__call__``
+        per message (tested equal), with everything bound to locals. A miss costs a prefix check, one short
+        ``find``, a set lookup and a counter; read positions come from the consumer once per batch, not per
+        message."""
+        batch = Batch()
+        candidates, skipped, errors = batch.candidates, batch.skipped, batch.errors
+        watched = self._watched_topic
+        kinds, fast, needles = self._kinds, self._fast, self.needles
+        current: str | None = None
+        signal_topic = False
+        count = 0
+        for message in messages:
+            if message.error() is not None:
+                errors.append(message)
+                continue
+            topic = message.topic() or ""
+            if topic != current:
+                if count:
+                    skipped[current or ""] = skipped.get(current or "", 0) + count
+                    count = 0
+                current = topic
+                signal_topic = self._signal_topic(topic)
+            value = message.value()
+            if value is None:
+                count += 1
+                continue
+            if signal_topic:
+                if fast and value.startswith(_CREATED):
+                    at = value.find(_EVENT_TYPE, 24)
+                    if at >= 0:
+                        end = value.find(b'"', at + 14)
+                        if end >= 0:
+                            kind = value[at + 14 : end]
+                            if kind not in kinds and b"\\" not in kind:
+                                count += 1
+                                continue
+                for needle in needles:
+                    if needle in value:
+                        candidates.append(message)
+                        break
+                else:
+                    count += 1
+                continue
+            if watched(topic):
+                candidates.append(message)
+                continue
+            count += 1
+        if count:
+            skipped[current or ""] = skipped.get(current or "", 0) + count
+        return batch
+
     def __call__(self, topic: str, value: bytes | None) -> bool:
         """True when the message may be a signal or, with prevention on, is a watched change (decode it); False
         when it cannot be either."""
@@ -124,6 +225,10 @@ class Relevance:
             return False
         if not self._signal_topic(topic):
             return self._watched_topic(topic)
+        if self._fast:
+            kind = first_event_type(value)
+            if kind is not None and kind not in self._kinds:
+                return False
         for needle in self.needles:  # noqa: SIM110 (a plain loop: no generator on the hot path)
             if needle in value:
                 return True

@@ -580,31 +580,29 @@ class Runtime:
         """One poll batch. Most CDC events cannot be signals: the byte test rules them out unread, they are
         counted per batch (not per message), and each partition's read position moves once per batch. Only
         candidates pay for a decode, and only signals and dead letters for a span and offset bookkeeping."""
-        relevant = self._relevant
-        skipped: dict[str, int] = {}
-        last: dict[tuple[str, int], int] = {}
-        for message in messages:
+        batch = self._relevant.select(messages)
+        for message in batch.errors:
             error = message.error()
-            if error is not None:
-                if error.code() == KafkaError._PARTITION_EOF:
-                    continue
-                if error.fatal():
-                    raise FatalRuntimeError(f"fatal Kafka error: {error}")
-                kafka_log.warning("kafka: %s", error)
+            assert error is not None
+            if error.code() == KafkaError._PARTITION_EOF:
                 continue
-            topic = message.topic() or ""
-            if relevant(topic, message.value()):
-                self._route(message)
-                continue
-            skipped[topic] = skipped.get(topic, 0) + 1
-            last[(topic, message.partition() or 0)] = message.offset() or 0
-        assigned = self.health.assigned
-        for where, offset in last.items():
-            if where in assigned:
-                self.tracker.seen(*where, offset)
-                position = self.tracker.position(*where)
-                if position is not None:
-                    self._positions[where] = position
+            if error.fatal():
+                raise FatalRuntimeError(f"fatal Kafka error: {error}")
+            kafka_log.warning("kafka: %s", error)
+        for message in batch.candidates:
+            self._route(message)
+        skipped = batch.skipped
+        if skipped and self.health.assigned:
+            # how far each partition has been read: the consumer knows (one call per batch, not per message);
+            # anything in flight still holds the commit at its own offset
+            tracker = self.tracker
+            for read in self.consumer.position([TopicPartition(t, p) for t, p in self.health.assigned]):
+                if read.offset > 0:
+                    where = (read.topic, read.partition)
+                    tracker.seen(read.topic, read.partition, read.offset - 1)
+                    position = tracker.position(*where)
+                    if position is not None:
+                        self._positions[where] = position
         done = sum(skipped.values())
         if done:
             if not self.stats["first_at"]:

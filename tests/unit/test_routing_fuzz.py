@@ -11,7 +11,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from consumer.routing import DeadLetter, Relevance, Signal, Skip, route
+from consumer.routing import DeadLetter, Relevance, Signal, Skip, first_event_type, route
 from consumer.telemetry import Telemetry
 from handlers.detect import DetectionRules
 from schemas.rows import CAPTURED
@@ -226,10 +226,27 @@ def signal_like(draw: Any) -> bytes:
     doc: Any = {"before": None, "after": after, "source": dict(SOURCE_BLOCK), "op": draw(st.sampled_from("cr"))}
     if draw(st.booleans()):
         doc = {"schema": {"type": "struct"}, "payload": doc}
-    text = json.dumps(doc, ensure_ascii=draw(st.booleans()))
+    compact = draw(st.booleans())  # Debezium's JsonConverter writes compact JSON: the byte test's fast path
+    text = json.dumps(doc, ensure_ascii=draw(st.booleans()), separators=(",", ":") if compact else None)
+    decoy = draw(st.sampled_from(["", *(f"{k}," for k in DECOYS)]))
+    if decoy:  # a duplicate event_type key (plain, escaped, nested) before or after the real one
+        if draw(st.booleans()):
+            text = text.replace('"after":{', '"after":{' + decoy, 1)
+        else:
+            text = text.replace('"booking_id"', decoy + '"booking_id"', 1)
     if draw(st.booleans()):
         text = escape_some(text, draw)
     return text.encode()
+
+
+DECOYS = [
+    '"event_type":"decoy"',
+    '"event_type":"transaction.failed"',
+    '"event\\u005ftype":"transaction.failed"',
+    '"event\\u005ftype":"decoy"',
+    '"x":{"event_type":"decoy"}',
+    '"x":{"event_type":"capacity.hold.created"}',
+]
 
 
 @settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
@@ -283,3 +300,71 @@ def test_a_captured_message_round_trips(key: bytes | None, value: bytes | None) 
 
     raw = Raw("t", 1, 2, 3, key, value)
     assert Raw.from_json(json.loads(json.dumps(raw.to_json()))) == raw
+
+
+def test_the_fast_path_reads_the_event_type_and_a_duplicate_key_cannot_slip_past_it() -> None:
+    after = {
+        "id": "6f1c4a4e-1111-4111-8111-111111111111",
+        "created_at": "2026-11-24T10:00:00Z",
+        "source": "capacity.atomic_confirm",
+        "event_type": "transaction.failed",
+        "severity": "error",
+        "context": json.dumps({"error": "allocations_no_overlap", "holdId": "6f1c4a4e-1111-4111-8111-111111111112"}),
+        "booking_id": "6f1c4a4e-1111-4111-8111-111111111114",
+    }
+    doc = {"before": None, "after": after, "source": dict(SOURCE_BLOCK), "op": "c"}
+    signal = json.dumps(doc, separators=(",", ":"))
+    assert first_event_type(signal.encode()) == b"transaction.failed"
+    assert RELEVANCE(OBS, signal.encode())
+    assert isinstance(route(OBS, 0, 1, None, signal.encode(), RULES), Signal)
+    other = signal.replace('"event_type":"transaction.failed"', '"event_type":"auto_assign.attempt.3"')
+    assert not RELEVANCE(OBS, other.encode()), "another event type is ruled out by reading it alone"
+    for decoy in ('"event_type":"decoy",', '"event\\u005ftype":"decoy",', '"event\\u005ftype":"transaction.failed",'):
+        for value in (
+            signal.replace('"after":{', '"after":{' + decoy, 1).encode(),
+            signal.replace('"booking_id"', decoy + '"booking_id"', 1).encode(),
+            other.replace('"booking_id"', decoy + '"booking_id"', 1).encode(),
+        ):
+            # whatever the duplicate keys say, the byte test and the decoder never disagree about a signal
+            assert RELEVANCE(OBS, value) or not isinstance(route(OBS, 0, 1, None, value, RULES), Signal), value
+    plain_first = signal.replace('"after":{', '"after":{"event_type":"decoy",', 1).encode()
+    assert not RELEVANCE(OBS, plain_first)
+    assert isinstance(route(OBS, 0, 1, None, plain_first, RULES), DeadLetter)
+
+
+class FakeMessage:
+    """What the byte test reads of a confluent_kafka Message."""
+
+    def __init__(self, topic: str, partition: int, offset: int, value: bytes | None) -> None:
+        self._t, self._p, self._o, self._v = topic, partition, offset, value
+
+    def error(self) -> None:
+        return None
+
+    def topic(self) -> str:
+        return self._t
+
+    def partition(self) -> int:
+        return self._p
+
+    def offset(self) -> int:
+        return self._o
+
+    def value(self) -> bytes | None:
+        return self._v
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(
+    values=st.lists(st.one_of(signal_like(), envelope(), st.binary(max_size=60), st.none()), max_size=12),
+    topics=st.lists(st.sampled_from([OBS, "platform.public.allocations"]), min_size=12, max_size=12),
+)
+def test_the_batch_selection_is_the_per_message_byte_test(values: list[bytes | None], topics: list[str]) -> None:
+    messages = [FakeMessage(topics[i], i % 3, i, v) for i, v in enumerate(values)]
+    batch = RELEVANCE.select(messages)  # type: ignore[arg-type]
+    expected = [m for m in messages if RELEVANCE(m.topic(), m.value())]
+    assert [id(m) for m in batch.candidates] == [id(m) for m in expected]
+    skipped = [m for m in messages if m not in expected]
+    assert sum(batch.skipped.values()) == len(skipped)
+    for topic in set(topics):
+        assert batch.skipped.get(topic, 0) == len([m for m in skipped if m.topic() == topic])
