@@ -96,11 +96,12 @@ def read_range(
     settings: RuntimeSettings,
     window: Window,
     progress: Callable[[int, int], None],
-    keep: Callable[[str, bytes | None], bool] | None = None,
+    keep: Relevance | None = None,
     tally: dict[str, int] | None = None,
 ) -> Iterator[Raw]:
     """The messages of the consumed topics in ``window``, read by an assigned consumer that never commits. With
-    ``keep`` (the byte test), only kept messages are yielded; every message read is counted in ``tally``."""
+    ``keep`` (the live path's byte test, a batch at a time), only candidates are yielded; every message read in
+    the range is counted in ``tally`` (from the consumer's positions, once per batch)."""
     consumer = Consumer(
         {
             "bootstrap.servers": settings.resolved_bootstrap(),
@@ -132,25 +133,29 @@ def read_range(
         remaining = {key: end for key, end in ends.items() if starts[key] < end}
         total = sum(end - starts[key] for key, end in remaining.items())
         consumer.assign([TopicPartition(t, p, starts[(t, p)]) for t, p in remaining])
-        done = 0
+        read: dict[tuple[str, int], int] = {}
         counts = tally if tally is not None else {}
         while remaining:
-            for message in consumer.consume(1000, 1.0):
+            messages = consumer.consume(1000, 1.0)
+            chosen = keep.select(messages).candidates if keep is not None else messages
+            for message in chosen:
                 if message.error() is not None:
                     continue
-                topic = message.topic() or ""
-                key = (topic, message.partition() or 0)
+                key = (message.topic() or "", message.partition() or 0)
                 offset = message.offset() or 0
                 stop = remaining.get(key)
                 if stop is None or offset >= stop:
                     continue
-                done += 1
-                value = message.value()
-                if keep is None or keep(topic, value):
-                    yield Raw(topic, key[1], offset, message.timestamp()[1], message.key(), value)
-                if offset + 1 >= stop:
+                yield Raw(key[0], key[1], offset, message.timestamp()[1], message.key(), message.value())
+            # how far each partition has been read, from the consumer (not per message): past the end, it is done
+            for position in consumer.position([TopicPartition(t, p) for t, p in remaining]):
+                key = (position.topic, position.partition)
+                if position.offset >= 0:
+                    read[key] = min(position.offset, ends[key]) - starts[key]
+                if position.offset >= remaining[key]:
                     del remaining[key]
                     consumer.incremental_unassign([TopicPartition(*key)])
+            done = sum(read.values())
             counts["read"] = done
             progress(done, total)
     finally:
