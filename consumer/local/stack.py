@@ -782,6 +782,26 @@ class LocalStack:
     def wait_connector_running(self, name: str) -> None:
         _wait(f"connector {name}", lambda: self.connector_running(name), self.settings.ready_timeout_s)
 
+    def restart_failed_tasks(self, name: str) -> int:
+        """Restart the connector's FAILED tasks, as Strimzi's ``autoRestart`` or an operator would (Debezium fails
+        a task for good when PostgreSQL goes away while the task is starting). Returns how many were failed."""
+        try:
+            code, body = _http("GET", f"{self.settings.connect_url}/connectors/{name}/status", timeout=5)
+        except OSError:
+            return 0
+        if code != 200 or not isinstance(body, dict):
+            return 0
+        failed = [t for t in body.get("tasks") or [] if t.get("state") == "FAILED"]
+        if failed:
+            self.log(f"connector {name}: restarting {len(failed)} failed task(s)")
+            with contextlib.suppress(OSError):
+                _http(
+                    "POST",
+                    f"{self.settings.connect_url}/connectors/{name}/restart?includeTasks=true&onlyFailed=true",
+                    timeout=30,
+                )
+        return len(failed)
+
     def delete_connector(self, name: str) -> None:
         _http("DELETE", f"{self.settings.connect_url}/connectors/{name}", timeout=30)
 
@@ -996,8 +1016,17 @@ class LocalStack:
             "tracing": self._tracing_up,
         }
         starters[name]()
-        if name == "connect":
-            self.wait_connector_running(self.settings.connector_name)
+        if name in ("connect", "postgres", "kafka"):
+            connector = self.settings.connector_name
+
+            def streaming() -> bool:
+                self.restart_failed_tasks(connector)
+                try:
+                    return self.connector_running(connector)
+                except StackError:
+                    return False  # failed again: restarted on the next look
+
+            _wait(f"connector {connector} after {name} came back", streaming, self.settings.ready_timeout_s)
 
     def down(self) -> list[str]:
         """Stop what this stack started, Connect first. Returns the names of what was stopped."""
