@@ -30,7 +30,7 @@ from psycopg.types.json import Jsonb
 
 from handlers import store
 from handlers.execute import apply_plan
-from handlers.policy import StalePolicy, approval_needed
+from handlers.policy import Policy, StalePolicy, approval_needed
 from handlers.sweep import candidates, judge, scoped
 from schemas import ChangeEvent
 from schemas.records import AllocationEvidence, Mode, Verdict
@@ -139,7 +139,7 @@ class Guard:
         *,
         mode: Mode,
         grace: timedelta,
-        policy: Any,
+        policy: Policy,
         actor: str = "allocguard prevention",
         trace: Callable[[], tuple[str, str] | None] = lambda: None,
     ) -> None:
@@ -183,7 +183,7 @@ class Guard:
             one = scoped(plan, evidence, release=True, why="prevention")
             why = approval_needed(one, self.mode, self.policy, lambda r: store.remediations_last_hour(conn, r))
             if not self.mode.acts:
-                status = "flagged"
+                pass  # dry run: flagged only
             elif why is not None:
                 status = "held"
             else:
