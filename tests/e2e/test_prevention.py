@@ -137,7 +137,7 @@ def test_the_three_paths_are_caught_from_cdc_and_cleared_before_anyone_is_blocke
     print(f"commit → flag delay: {', '.join(f'{d * 1000:.0f} ms' for d in DELAYS)}")
 
 
-def test_cold_start_and_a_restart_between_the_assignment_and_its_delete(
+def test_cold_start_and_restarts_in_the_middle(
     runtimes: Callable[..., RuntimeProcess], connect: Callable[[], Conn], app: PlatformApp, unique: str
 ) -> None:
     group = f"e2e-prevention-restart-{unique}"
@@ -156,16 +156,22 @@ def test_cold_start_and_a_restart_between_the_assignment_and_its_delete(
     moved = create_venue(app.conn, tables=1, capacity=2)
     topic = "platform.public.booking_table_assignments"
 
-    def assignments_read() -> float:
-        return metric_value(str(first.get("/metrics")[1]), "allocguard_events_consumed_total", topic=topic, op="c")
+    def assignments_read(runtime: RuntimeProcess) -> float:
+        exposition = str(runtime.get("/metrics")[1])
+        return metric_value(exposition, "allocguard_events_consumed_total", topic=topic, op="c")
 
-    read_before = assignments_read()
-    owner2, allocation2 = seated(app, moved, start=15)
+    def seated_and_handled(runtime: RuntimeProcess, venue: Venue, start: int) -> tuple[uuid.UUID, uuid.UUID]:
+        """Seat a booking while ``runtime`` runs, and wait until it has read the seating and has nothing in flight."""
+        read_before = assignments_read(runtime)
+        seat = seated(app, venue, start=start)
 
-    def handled() -> bool:  # the seating's assignment event was read and everything in flight is done
-        return assignments_read() > read_before and first.get("/readyz")[1].get("in_flight") == 0
+        def handled() -> bool:
+            return assignments_read(runtime) > read_before and runtime.get("/readyz")[1].get("in_flight") == 0
 
-    wait_for("the first instance handled the seating", handled, timeout=30)
+        wait_for("the instance handled the seating", handled, timeout=30)
+        return seat
+
+    owner2, allocation2 = seated_and_handled(first, moved, 15)
     code, _ = first.stop()
     assert code == 0
     app.conn.execute("DELETE FROM booking_table_assignments WHERE booking_id = %s", (owner2,))
@@ -174,6 +180,24 @@ def test_cold_start_and_a_restart_between_the_assignment_and_its_delete(
     row = caught(connect, allocation2, committed_at(app.conn), ("watching", "pruned"))
     assert row["cause"] == "assignment deleted, swept"
     gone(connect, allocation2)
+
+    # a restart in the middle of a re-seat: the old table's assignment deleted and the new one written while
+    # allocguard is down; whichever of the re-seat's events it reads first, the old allocation is caught
+    reseat = create_venue(app.conn, tables=2, capacity=[2, 2])
+    owner3, allocation3 = seated_and_handled(second, reseat, 17)
+    code, _ = second.stop()
+    assert code == 0
+    app.reseat_direct(owner3, [reseat.table_ids[1]])
+    third = runtimes("third", group, env=prevention_env())
+    third.wait_ready()
+    caught(connect, allocation3, committed_at(app.conn), ("watching", "pruned"))
+    gone(connect, allocation3)
+    with connect() as conn:
+        kept = conn.execute(
+            "SELECT count(*) FROM allocations WHERE booking_id = %s AND resource_id = %s",
+            (owner3, reseat.table_ids[1]),
+        ).fetchone()
+        assert kept == (1,), "the re-seated booking keeps its new table"
 
 
 @pytest.fixture
