@@ -293,6 +293,16 @@ class LocalStack:
             raise StackError("java not found after installing openjdk-17-jre-headless")
         return java
 
+    def chromium(self) -> str:
+        """Headless Chromium for the trace-UI check: Debian's package, installed when missing (as root)."""
+        found = shutil.which("chromium") or shutil.which("chromium-browser")
+        if found is None:
+            self._apt_install("chromium")
+            found = shutil.which("chromium")
+        if found is None:
+            raise StackError("chromium not found after installing the chromium package")
+        return found
+
     def _pg_bin(self) -> Path:
         def find() -> Path | None:
             candidates = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"), key=lambda p: int(p.parts[-3]))

@@ -11,7 +11,6 @@ go.mod's hash), Zipkin comes from Maven Central.
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -64,11 +63,11 @@ def jaeger(stack_settings: StackSettings) -> LocalStack:
 
 
 @pytest.fixture(scope="module")
-def chromium() -> str:
-    found = shutil.which("chromium") or shutil.which("chromium-browser")
-    if found is None:
-        pytest.fail("chromium is missing: apt-get install -y chromium (.ci/run installs it)", pytrace=False)
-    return found
+def chromium(jaeger: LocalStack) -> str:
+    try:
+        return jaeger.chromium()  # installed with apt when missing, like the stack's other parts
+    except StackError as exc:
+        pytest.fail(str(exc), pytrace=False)
 
 
 def render(chromium: str, url: str, profile: Path, *extra: str) -> subprocess.CompletedProcess[str]:
