@@ -120,8 +120,13 @@ def _tail(path: Path, lines: int = 25) -> str:
 
 
 def _kafka_cluster_id() -> str:
-    """The same form as Kafka's ``Uuid.randomUuid()``: URL-safe base64 of 16 random bytes, no padding."""
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    """The same form as Kafka's ``Uuid.randomUuid()``: URL-safe base64 of 16 random bytes, no padding — and, as
+    Kafka's own generator does, never starting with ``-`` (the storage tool would read it as an option; one id in
+    64 did, seen in CI)."""
+    while True:
+        cluster = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster.startswith("-"):
+            return cluster
 
 
 def _write_properties(path: Path, values: dict[str, str]) -> None:
