@@ -74,11 +74,17 @@ def test_seed_incident_is_remediated_live(
             "SELECT count(*) FROM allocations WHERE booking_id = %s AND resource_id = %s", (SEED_BLOCKER, SEED_TABLE)
         ).fetchone() == (0,)
     assert remediation_counts(connect, SEED_VICTIM)[:2] == (1, 1)
-    status, metrics = runtime.get("/metrics")
-    assert status == 200
-    # after the prune, either allocguard's retry or the platform's own next job attempt seats the victim first
-    handled = [metric_value(metrics, "allocguard_incidents_total", status=s) for s in ("resolved", "not_needed")]
-    assert sorted(handled) == [0.0, 1.0], metrics
+    # after the prune, either allocguard's retry or the platform's own next job attempt seats the victim first; the
+    # counter moves once the handler returns, a moment after the victim's assignment committed
+
+    def outcome_counted() -> list[float] | None:
+        status, metrics = runtime.get("/metrics")
+        assert status == 200
+        counted = [metric_value(metrics, "allocguard_incidents_total", status=s) for s in ("resolved", "not_needed")]
+        return counted if sum(counted) >= 1 else None
+
+    handled = wait_for("the incident's outcome counted", outcome_counted, timeout=10)
+    assert sorted(handled) == [0.0, 1.0], handled
     code, took = runtime.stop()
     assert code == 0, runtime.log()
     assert took < 30
