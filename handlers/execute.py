@@ -27,7 +27,7 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from handlers.store import to_json, to_pg_range
-from schemas.records import NO_VICTIM, Mode, Plan
+from schemas.records import NO_VICTIM, Incident, Mode, Plan
 from schemas.rows import TERMINAL_STATUSES
 
 Conn = psycopg.Connection[Any]
@@ -197,47 +197,26 @@ def apply_plan(
             ),
         ).fetchone()
         assert remediation is not None
+        common = {
+            "remediationId": str(remediation["id"]),
+            "incidentId": str(incident_id) if incident_id else None,
+            "actor": actor,
+            "traceId": trace[0] if trace else None,
+        }
         if releases:
-            cur.execute(
-                "INSERT INTO public.observability_events (source, event_type, severity, context, restaurant_id,"
-                " booking_id) VALUES ('allocguard.remediation', 'allocguard.stale_released', 'warning', %s, %s, %s)",
-                (
-                    Jsonb(
-                        {
-                            "remediationId": str(remediation["id"]),
-                            "incidentId": str(incident_id) if incident_id else None,
-                            "released": [{"bookingId": str(o), "tableId": str(t)} for o, t in releases],
-                            "allocationIds": [str(i) for i in released_ids],
-                            "actor": actor,
-                            "traceId": trace[0] if trace else None,
-                        }
-                    ),
-                    incident.restaurant_id,
-                    None if incident.booking_id == NO_VICTIM else incident.booking_id,
-                ),
-            )
+            released = [{"bookingId": str(o), "tableId": str(t)} for o, t in releases]
+            context = {**common, "released": released, "allocationIds": [str(i) for i in released_ids]}
+            _announce(cur, "allocguard.stale_released", context, incident)
         if mode is Mode.AUTO and to_prune:
-            cur.execute(
-                "INSERT INTO public.observability_events (source, event_type, severity, context, restaurant_id,"
-                " booking_id) VALUES ('allocguard.remediation', 'allocguard.orphans_pruned', 'warning', %s, %s, %s)",
-                (
-                    Jsonb(
-                        {
-                            "remediationId": str(remediation["id"]),
-                            "incidentId": str(incident_id) if incident_id else None,
-                            "allocationIds": [str(i) for i in to_prune],
-                            "ownerBookingIds": [str(o) for o in owners],
-                            "tableIds": [str(t) for t in plan.target_tables],
-                            "window": incident.window.to_postgres(),
-                            "actor": actor,
-                            "traceId": trace[0] if trace else None,
-                            "spanId": trace[1] if trace else None,
-                        }
-                    ),
-                    incident.restaurant_id,
-                    None if incident.booking_id == NO_VICTIM else incident.booking_id,
-                ),
-            )
+            context = {
+                **common,
+                "allocationIds": [str(i) for i in to_prune],
+                "ownerBookingIds": [str(o) for o in owners],
+                "tableIds": [str(t) for t in plan.target_tables],
+                "window": incident.window.to_postgres(),
+                "spanId": trace[1] if trace else None,
+            }
+            _announce(cur, "allocguard.orphans_pruned", context, incident)
     result = PruneResult(
         "pruned" if mode is Mode.AUTO else "dry_run",
         remediation_id=remediation["id"],
@@ -249,6 +228,20 @@ def apply_plan(
     if artifacts_dir is not None:
         result.artifacts = _write_artifacts(artifacts_dir, remediation["id"], plan, before, after)
     return result
+
+
+def _announce(cur: psycopg.Cursor[Any], event_type: str, context: dict[str, Any], incident: Incident) -> None:
+    """An ``observability_events`` row for the platform's own monitoring (no booking column for a sweep)."""
+    cur.execute(
+        "INSERT INTO public.observability_events (source, event_type, severity, context, restaurant_id, booking_id)"
+        " VALUES ('allocguard.remediation', %s, 'warning', %s, %s, %s)",
+        (
+            event_type,
+            Jsonb(context),
+            incident.restaurant_id,
+            None if incident.booking_id == NO_VICTIM else incident.booking_id,
+        ),
+    )
 
 
 def _mode_key(plan: Plan, mode: Mode) -> str:
