@@ -13,6 +13,11 @@ from dataclasses import dataclass, field
 
 from confluent_kafka import Message
 
+try:  # the same byte test in C (setup.py builds it; optional — tested to decide exactly as select_python)
+    from consumer import _bytetest as native
+except ImportError:  # pragma: no cover - a build without a C compiler
+    native = None  # type: ignore[assignment]
+
 from handlers.detect import DetectionRules, classify
 from handlers.prevent import WATCHED_TABLES, Watch, watched
 from schemas import ChangeEvent, Heartbeat, Tombstone, decode_message
@@ -153,6 +158,9 @@ class Relevance:
         self._fast = all(k and k.isascii() and '"' not in k and "\\" not in k for k in kinds)
         self._topics: dict[str, bool] = {}
         self._watched: dict[str, bool] = {}
+        self._kind_tuple = tuple(sorted(self._kinds))
+        #: False runs the Python twin (the specification) even where the C byte test is built
+        self.native = native is not None
 
     def _signal_topic(self, topic: str) -> bool:
         known = self._topics.get(topic)
@@ -166,11 +174,27 @@ class Relevance:
             known = self._watched[topic] = self._watch and table_of_topic(topic) in WATCHED_TABLES
         return known
 
+    def topic_class(self, topic: str) -> int:
+        """0: nothing from this topic is wanted; 1: its values take the byte test; 2: every change is wanted."""
+        if self._signal_topic(topic):
+            return 1
+        return 2 if self._watched_topic(topic) else 0
+
     def select(self, messages: list[Message]) -> Batch:
-        """The byte test over a poll batch, the hot loop of ``allocguard run``: the same decision as ``__call__``
-        per message (tested equal), with everything bound to locals. A miss costs a prefix check, one short
-        ``find``, a set lookup and a counter; read positions come from the consumer once per batch, not per
-        message."""
+        """The byte test over a poll batch, the hot loop of ``allocguard run`` and of ``replay``: in C where it is
+        built (``consumer/_bytetest.c``: no bytecode per message, only memcmp/memmem on the value), else
+        :meth:`select_python`. Both decide exactly as ``__call__`` per message (tested equal); read positions come
+        from the consumer once per batch, not per message."""
+        if self.native:
+            candidates, skipped, errors = native.select(
+                messages, self.topic_class, self._fast, _CREATED, _EVENT_TYPE, self._kind_tuple, self.needles
+            )
+            return Batch(candidates, skipped, errors)
+        return self.select_python(messages)
+
+    def select_python(self, messages: list[Message]) -> Batch:
+        """The specification of :meth:`select`, with everything bound to locals. A miss costs a prefix check, one
+        short ``find``, a set lookup and a counter."""
         batch = Batch()
         candidates, skipped, errors = batch.candidates, batch.skipped, batch.errors
         watched = self._watched_topic

@@ -8,6 +8,7 @@ import json
 import uuid
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -335,11 +336,11 @@ def test_the_fast_path_reads_the_event_type_and_a_duplicate_key_cannot_slip_past
 class FakeMessage:
     """What the byte test reads of a confluent_kafka Message."""
 
-    def __init__(self, topic: str, partition: int, offset: int, value: bytes | None) -> None:
-        self._t, self._p, self._o, self._v = topic, partition, offset, value
+    def __init__(self, topic: str, partition: int, offset: int, value: bytes | None, error: object = None) -> None:
+        self._t, self._p, self._o, self._v, self._e = topic, partition, offset, value, error
 
-    def error(self) -> None:
-        return None
+    def error(self) -> object:
+        return self._e
 
     def topic(self) -> str:
         return self._t
@@ -368,3 +369,75 @@ def test_the_batch_selection_is_the_per_message_byte_test(values: list[bytes | N
     assert sum(batch.skipped.values()) == len(skipped)
     for topic in set(topics):
         assert batch.skipped.get(topic, 0) == len([m for m in skipped if m.topic() == topic])
+
+
+WATCHING = Relevance(RULES, watch=True)
+
+
+def test_the_c_byte_test_is_built() -> None:
+    """CI runs the native byte test, not only its Python twin (setup.py marks it optional for machines without
+    a compiler: there, ``allocguard run`` is correct but slower)."""
+    import importlib
+
+    assert importlib.import_module("consumer._bytetest").select is not None
+    assert RELEVANCE.native
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(
+    values=st.lists(
+        st.one_of(signal_like(), envelope(), st.binary(max_size=60), st.none(), st.just(b"<error>")), max_size=14
+    ),
+    topics=st.lists(
+        st.sampled_from([OBS, OBS, OBS, "platform.public.allocations", "platform.public.bookings", "other"]),
+        min_size=14,
+        max_size=14,
+    ),
+    watch=st.booleans(),
+)
+def test_the_c_byte_test_decides_as_its_python_twin(values: list[bytes | None], topics: list[str], watch: bool) -> None:
+    """Same candidates (same objects, same order), same per-topic skip counts, same error messages."""
+    relevance = WATCHING if watch else RELEVANCE
+    messages = [
+        FakeMessage(topics[i], 0, i, v, error="broker down" if v == b"<error>" else None) for i, v in enumerate(values)
+    ]
+    native = relevance.select(messages)  # type: ignore[arg-type]
+    relevance.native = False
+    try:
+        python = relevance.select(messages)  # type: ignore[arg-type]
+    finally:
+        relevance.native = True
+    assert [id(m) for m in native.candidates] == [id(m) for m in python.candidates]
+    assert native.skipped == python.skipped
+    assert [id(m) for m in native.errors] == [id(m) for m in python.errors]
+
+
+def test_the_c_byte_test_on_the_edges() -> None:
+    signal = b'{"before":null,"after":{"event_type":"transaction.failed","x":"allocations_no_overlap"}}'
+    cases = [
+        b"",
+        b'{"before":null,"after":{',  # the prefix alone
+        b'{"before":null,"after":{"event_type":"',  # an unterminated event type
+        b'{"before":null,"after":{"event_type":""}',  # an empty one
+        b'{"before":null,"after":{"event_type":"capacity.hold.created"}',  # a kind, without the marker needle
+        b'{"before":null,"after":{"event_type":"a\\u0062"}',  # an escape in the event type
+        signal,
+        signal.replace(b"transaction.failed", b"auto_assign.attempt.1"),
+        b"\x00" * 100 + b"allocations_no_overlap",
+    ]
+    messages = [FakeMessage(OBS, 0, i, v) for i, v in enumerate(cases)]
+    native = RELEVANCE.select(messages)  # type: ignore[arg-type]
+    expected = [m for m in messages if RELEVANCE(OBS, m.value())]
+    assert [id(m) for m in native.candidates] == [id(m) for m in expected]
+    assert len(expected) == 4, [m.value() for m in expected]
+
+
+def test_the_c_byte_test_passes_on_a_failing_message() -> None:
+    """A message whose accessor raises: the error surfaces (as in Python), nothing leaks or crashes."""
+
+    class Broken(FakeMessage):
+        def value(self) -> bytes | None:
+            raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        RELEVANCE.select([FakeMessage(OBS, 0, 0, b"{}"), Broken(OBS, 0, 1, b"{}")])  # type: ignore[list-item]
