@@ -65,7 +65,7 @@ def replay_dlq(
             "auto.offset.reset": "earliest",
         }
     )
-    remediator, _ = standalone_remediator(
+    remediator, connections = standalone_remediator(
         settings, Mode(settings.mode), "allocguard-dlq-replay", settings.artifacts_dir
     )
     summary = DlqReplaySummary()
@@ -95,6 +95,7 @@ def replay_dlq(
                 del remaining[where]
     finally:
         consumer.close()
+        connections.close()
     for line in summary.lines():
         echo(line)
     return summary

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import base64
 import json
+import queue
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -137,6 +139,8 @@ def read_range(
         counts = tally if tally is not None else {}
         while remaining:
             messages = consumer.consume(1000, 1.0)
+            if messages and "first_read_ns" not in counts:
+                counts["first_read_ns"] = time.monotonic_ns()  # the reading rate starts here (as a raw read's)
             chosen = keep.select(messages).candidates if keep is not None else messages
             for message in chosen:
                 if message.error() is not None:
@@ -171,6 +175,54 @@ def read_file(path: Path, progress: Callable[[int, int], None], tally: dict[str,
             yield Raw.from_json(json.loads(line))
         if number % 1000 == 0 or number == len(lines):
             progress(number, len(lines))
+
+
+_END = object()
+
+
+def read_ahead(source: Iterator[Raw], depth: int = 10_000) -> Iterator[Raw]:
+    """``source``, read by a thread of its own while the caller works on what it has already yielded: a replay's
+    database round trips (evidence, plans) then overlap the reading instead of stalling it. Order is kept; an
+    error in the reader is raised here; a caller that stops early stops the reader too."""
+    items: queue.Queue[object] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    failure: list[BaseException] = []
+
+    def put(item: object) -> bool:
+        while not stop.is_set():
+            try:
+                items.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def read() -> None:
+        try:
+            for raw in source:
+                if not put(raw):
+                    break
+        except BaseException as exc:  # handed to the caller's thread
+            failure.append(exc)
+        finally:
+            close = getattr(source, "close", None)
+            if close is not None:
+                close()  # a generator's finally (the consumer's close) runs in this thread
+            put(_END)
+
+    reader = threading.Thread(target=read, name="allocguard-replay-reader", daemon=True)
+    reader.start()
+    try:
+        while True:
+            item = items.get()
+            if item is _END:
+                break
+            yield item  # type: ignore[misc]
+    finally:
+        stop.set()
+        reader.join(timeout=10)
+    if failure:
+        raise failure[0]
 
 
 def capture(settings: RuntimeSettings, window: Window, out: Path, echo: Callable[[str], None]) -> int:
@@ -323,32 +375,35 @@ def replay(
     relevant = Relevance(rules)
     report = ReplayReport()
     started = time.monotonic()
-    for raw in source:
-        report.messages += 1  # (a source that pre-filters reports the messages it read in ``tally``)
-        if not relevant(raw.topic, raw.value):
-            continue
-        routed = route(raw.topic, raw.partition, raw.offset, raw.key, raw.value, rules)
-        if not isinstance(routed, Signal):
-            continue
-        row = routed.row
-        if booking is not None and row.booking_id != booking:
-            continue
-        if restaurant is not None and row.restaurant_id not in (None, restaurant):
-            continue
-        report.signals += 1
-        result = remediator.observe(row)
-        if result is None:
-            continue
-        report.failure_events += 1
-        key, outcome, why = _outcome(remediator, connect, result, row.booking_id)
-        entry = report.incidents.get(key)
-        if entry is None:
-            entry = report.incidents[key] = {"booking_id": str(row.booking_id), "events": 0}
-            entry.update(outcome=outcome, why=why)
-            if result.incident is not None:
-                entry["window"] = result.incident.window.to_postgres()
-                entry["tables"] = [str(t) for t in result.incident.table_ids]
-        entry["events"] += 1
+    try:
+        for raw in read_ahead(source):
+            report.messages += 1  # (a source that pre-filters reports the messages it read in ``tally``)
+            if not relevant(raw.topic, raw.value):
+                continue
+            routed = route(raw.topic, raw.partition, raw.offset, raw.key, raw.value, rules)
+            if not isinstance(routed, Signal):
+                continue
+            row = routed.row
+            if booking is not None and row.booking_id != booking:
+                continue
+            if restaurant is not None and row.restaurant_id not in (None, restaurant):
+                continue
+            report.signals += 1
+            result = remediator.observe(row)
+            if result is None:
+                continue
+            report.failure_events += 1
+            key, outcome, why = _outcome(remediator, connect, result, row.booking_id)
+            entry = report.incidents.get(key)
+            if entry is None:
+                entry = report.incidents[key] = {"booking_id": str(row.booking_id), "events": 0}
+                entry.update(outcome=outcome, why=why)
+                if result.incident is not None:
+                    entry["window"] = result.incident.window.to_postgres()
+                    entry["tables"] = [str(t) for t in result.incident.table_ids]
+            entry["events"] += 1
+    finally:
+        connect.close()
     report.elapsed_s = time.monotonic() - started
     if tally is not None:
         report.messages = tally.get("read", report.messages)

@@ -1,0 +1,40 @@
+"""One-off commands (replay, dlq replay, plans) reuse their connections — as allocguard's login role."""
+
+from __future__ import annotations
+
+import psycopg
+import pytest
+
+from consumer.config import StackSettings
+from consumer.operations import Connections
+
+
+def test_reused_when_idle_distinct_when_nested_dropped_when_not_clean(stack_settings: StackSettings) -> None:
+    connections = Connections(stack_settings.pg_dsn)
+    opened: list[psycopg.Connection[object]] = []
+    try:
+        with connections() as first:
+            opened.append(first)
+            with connections() as nested:
+                opened.append(nested)
+                assert nested is not first, "a nested caller needs its own session"
+        with connections() as again:
+            assert again in opened, "an idle connection is reused"
+            assert again.execute("SELECT current_user").fetchone() != ("postgres",)
+            handed_out = again
+
+        def fail_inside_a_transaction() -> None:
+            with connections() as conn:
+                assert conn is handed_out
+                conn.execute("BEGIN")
+                conn.execute("SELECT 1/0")
+
+        with pytest.raises(psycopg.errors.DivisionByZero):
+            fail_inside_a_transaction()
+        assert handed_out.closed, "a connection left inside a transaction is closed, not handed out again"
+        with connections() as later:
+            assert later is not handed_out
+            assert later.execute("SELECT 1").fetchone() == (1,)
+    finally:
+        connections.close()
+    assert all(conn.closed for conn in opened)
