@@ -21,6 +21,7 @@ from pathlib import Path
 
 from confluent_kafka import Consumer, Producer
 
+from bench import pgbase
 from consumer.config import RuntimeSettings, StackSettings
 from consumer.local.stack import LocalStack
 from consumer.runtime import Runtime
@@ -138,9 +139,12 @@ def quix_consume(bootstrap: str, topic: str, count: int) -> float:
     return float(result["events_per_s"])
 
 
-def produce(bootstrap: str, topic: str, count: int, ratio: float, prefix: str) -> None:
+def produce(bootstrap: str, topic: str, count: int, ratio: float, prefix: str) -> int:
+    """Writes the topic; returns how many of its messages are signals (failures and hold announcements)."""
     producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 50, "batch.size": 1_000_000})
+    signals = 0
     for key, value in messages(count, ratio, prefix):
+        signals += b'"auto_assign.attempt.' not in value
         while True:
             try:
                 producer.produce(topic, key=key, value=value)
@@ -149,6 +153,7 @@ def produce(bootstrap: str, topic: str, count: int, ratio: float, prefix: str) -
                 producer.poll(0.5)
         producer.poll(0)
     producer.flush(120)
+    return signals
 
 
 def main() -> None:
@@ -160,12 +165,19 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     stack = StackSettings()
-    results = []
+    results: list[dict[str, object]] = []
+    pgbench = pgbase.pgbench_tps(stack.admin_dsn)
+    print(json.dumps({"pgbench_tpcb_tps": round(pgbench)}), flush=True)
     for ratio in [float(r) for r in args.ratios.split(",")]:
         prefix = f"bench{uuid.uuid4().hex[:8]}"
         topic = f"{prefix}.public.observability_events"
         LocalStack(stack, log=lambda line: None).ensure_topics([topic])
-        produce(stack.kafka_bootstrap, topic, args.messages, ratio / 2, prefix)  # half failures, half holds
+        signals = produce(stack.kafka_bootstrap, topic, args.messages, ratio / 2, prefix)  # half failures, half holds
+        capture = None
+        if signals:
+            # once, untimed: which statements the signals cost (the same topic, a new group, the same work)
+            with pgbase.capturing() as capture:
+                allocguard_consume(prefix, args.messages)
         runs: dict[str, list[float]] = {"raw": [], "allocguard": [], "quix": []}
         for _ in range(args.repeats):
             runs["raw"].append(raw_consume(stack.kafka_bootstrap, topic, args.messages))
@@ -176,6 +188,7 @@ def main() -> None:
         entry: dict[str, object] = {
             "signal_ratio": ratio,
             "messages": args.messages,
+            "signals": signals,
             "raw_events_per_s": round(raw),
             "allocguard_events_per_s": round(ours),
             "allocguard_vs_raw": round(ours / raw, 3),
@@ -185,9 +198,20 @@ def main() -> None:
             quix = statistics.median(runs["quix"])
             entry["quix_events_per_s"] = round(quix)
             entry["allocguard_vs_quix"] = round(ours / quix, 2)
+        if capture is not None:
+            walls = pgbase.back_to_back(pgbase.render(capture, stack.pg_dsn), stack.pg_dsn)
+            handled = signals * ours / args.messages  # signals/s at the median event rate
+            entry.update(
+                allocguard_signals_per_s=round(handled),
+                postgres_back_to_back_signals_per_s=round(signals / walls["best"]),
+                postgres_back_to_back_wall_s={k: round(v, 3) for k, v in walls.items()},
+                signals_vs_postgres=round(handled / (signals / walls["best"]), 3),
+                statements_per_signal=round(capture.statements / signals, 2),
+                transactions_per_signal=round(capture.transactions / signals, 2),
+            )
         results.append(entry)
         print(json.dumps(entry), flush=True)
-    print(json.dumps({"benchmark": "throughput", "results": results}, indent=2))
+    print(json.dumps({"benchmark": "throughput", "pgbench_tpcb_tps": round(pgbench), "results": results}, indent=2))
 
 
 if __name__ == "__main__":

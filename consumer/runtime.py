@@ -20,7 +20,7 @@ import socket
 import threading
 import time
 import uuid
-from collections import defaultdict, deque
+from collections import Counter, defaultdict, deque
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -39,7 +39,7 @@ from consumer.config import RuntimeSettings
 from consumer.operations.check import Status, run_checks
 from consumer.redact import redact
 from consumer.routing import DeadLetter, Relevance, Skip, Watched, route
-from consumer.telemetry import Metrics, Telemetry, TracedCursor
+from consumer.telemetry import Metrics, Telemetry, TracedConnection, TracedCursor
 from handlers import store
 from handlers.errors import infrastructure_cause, is_contention
 from handlers.pipeline import Hooks, IncidentResult, RemediationSettings, Remediator
@@ -390,11 +390,14 @@ class Runtime:
         self._stop = threading.Event()
         self._stopping_since: float | None = None
         self._paused = False
+        #: candidates decoded in the current poll batch, by (topic, op): the events counter moves once per batch
+        self._routed: Counter[tuple[str, str]] = Counter()
         self.pool = ConnectionPool(
             settings.resolved_dsn(),
             min_size=1,
             max_size=settings.workers + 2,
             kwargs={"autocommit": True, "connect_timeout": 5, "cursor_factory": TracedCursor},
+            connection_class=TracedConnection,
             open=False,
             name="allocguard",
         )
@@ -589,8 +592,13 @@ class Runtime:
             if error.fatal():
                 raise FatalRuntimeError(f"fatal Kafka error: {error}")
             kafka_log.warning("kafka: %s", error)
+        routed = self._routed
         for message in batch.candidates:
             self._route(message)
+        if routed:  # candidates are counted per batch too, by topic and op
+            for (topic, op), count in routed.items():
+                self.metrics.events.add(count, {"topic": topic, "op": op})
+            routed.clear()
         skipped = batch.skipped
         if skipped and self.health.assigned:
             # how far each partition has been read: the consumer knows (one call per batch, not per message);
@@ -620,7 +628,7 @@ class Runtime:
         self.tracker.started(topic, partition, offset)
         routed = route(topic, partition, offset, message.key(), message.value(), self.remediator.rules)
         if isinstance(routed, Skip):
-            self.metrics.events.add(1, {"topic": topic, "op": routed.op})
+            self._routed[(topic, routed.op)] += 1
             self._done_now(topic, partition, offset)
             return
         span = self.telemetry.consumer_span(
@@ -630,7 +638,7 @@ class Runtime:
             self._dead_letter(message, routed.error, span)
             self.telemetry.end(span, routed.error)
             return
-        self.metrics.events.add(1, {"topic": topic, "op": routed.op})
+        self._routed[(topic, routed.op)] += 1
         span.set_attribute("allocguard.cdc.op", routed.op)
         if isinstance(routed, Watched):
             # resolved here, in the loop's order: a key-only assignment delete is named by the rows seen before it

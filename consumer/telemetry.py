@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -29,7 +30,8 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
 from opentelemetry.trace import Link, Span, SpanContext, SpanKind, Status, StatusCode, TraceFlags
-from psycopg import sql
+from psycopg import Transaction, sql
+from psycopg.pq import TransactionStatus
 
 from consumer.redact import redact
 from handlers.pipeline import SpanHandle
@@ -85,6 +87,17 @@ class _Handle:
         return format(ctx.trace_id, "032x"), format(ctx.span_id, "016x")
 
 
+class _Off:
+    def set(self, key: str, value: str | int | float | bool | list[str]) -> None:
+        return None
+
+    def trace_ids(self) -> tuple[str, str] | None:
+        return None
+
+
+_OFF = _Off()
+
+
 class Telemetry:
     """The tracer, the span seam for the handlers, and the consumer-span wrapper for the runtime."""
 
@@ -99,10 +112,21 @@ class Telemetry:
             log.info("tracing to %s", ", ".join(type(e).__name__ for e in exporters))
         self.tracer = (self.provider or trace.get_tracer_provider()).get_tracer("allocguard")
 
+    @property
+    def tracing(self) -> bool:
+        """Whether spans go anywhere: a real tracer (this process's exporters, or one given to it), or an SDK
+        provider installed globally by someone else."""
+        if not isinstance(self.tracer, trace.ProxyTracer | trace.NoOpTracer):
+            return True
+        return not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
+
     @contextmanager
     def span(
         self, name: str, attributes: dict[str, Any], links: list[tuple[str, str]] | None = None
     ) -> Iterator[SpanHandle]:
+        if not self.tracing:  # the handlers' seam costs nothing when no one listens
+            yield _OFF
+            return
         span_links = [
             Link(SpanContext(int(trace_id, 16), int(span_id, 16), is_remote=True, trace_flags=TraceFlags(1)))
             for trace_id, span_id in links or []
@@ -120,7 +144,10 @@ class Telemetry:
         group: str,
     ) -> Span:
         """A CONSUMER span per message (OpenTelemetry messaging conventions for Kafka), child of the W3C
-        ``traceparent`` the message carries, if any. The caller ends it when the message is done."""
+        ``traceparent`` the message carries, if any. The caller ends it when the message is done. With tracing
+        off, the invalid span (every call on it a no-op)."""
+        if not self.tracing:
+            return trace.INVALID_SPAN
         # headers are whatever the producer sent: undecodable bytes or a malformed traceparent start a new trace
         carrier = {
             str(name): value.decode("utf-8", errors="replace") if isinstance(value, bytes) else str(value)
@@ -259,6 +286,16 @@ class Metrics:
             description="failure event created in the platform -> incident settled by allocguard",
         )
         self.lag: dict[tuple[str, int], int] = {}
+        meter.create_observable_counter(
+            "allocguard.db.statements",
+            callbacks=[lambda options: DB_TALLY.observe("statements")],
+            description="SQL statements allocguard sent (BEGIN/COMMIT not counted)",
+        )
+        meter.create_observable_counter(
+            "allocguard.db.transactions",
+            callbacks=[lambda options: DB_TALLY.observe("transactions")],
+            description="database transactions allocguard ran (an autocommit statement is one)",
+        )
         meter.create_observable_gauge(
             "allocguard.consumer.lag", callbacks=[self._observe_lag], description="messages behind the partition end"
         )
@@ -278,14 +315,55 @@ class Metrics:
         self.provider.shutdown()
 
 
+class DbTally:
+    """Statements and transactions the runtime's connections ran, process-wide: the cost per signal an SRE (and
+    bench/storm.py) reads from ``/metrics``."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.statements = 0
+        self.transactions = 0
+
+    def add(self, statements: int = 0, transactions: int = 0) -> None:
+        with self._lock:
+            self.statements += statements
+            self.transactions += transactions
+
+    def observe(self, what: str) -> Iterator[Any]:
+        from opentelemetry.metrics import Observation
+
+        yield Observation(getattr(self, what))
+
+
+DB_TALLY = DbTally()
+
+
+class TracedConnection(psycopg.Connection[Any]):
+    """Counts the transaction blocks it opens (a nested block is a savepoint, not a transaction)."""
+
+    @contextmanager
+    def transaction(self, savepoint_name: str | None = None, force_rollback: bool = False) -> Iterator[Transaction]:
+        if self.info.transaction_status == TransactionStatus.IDLE:
+            DB_TALLY.add(transactions=1)
+        with super().transaction(savepoint_name, force_rollback) as block:
+            yield block
+
+
 class TracedCursor(psycopg.Cursor[Any]):
-    """A CLIENT span per statement (OpenTelemetry database conventions). Installed as the runtime pool's
-    ``cursor_factory``, so the handlers' SQL is traced without the handlers knowing. Only the parameterised
-    statement text is recorded, never the parameter values."""
+    """A CLIENT span per statement (OpenTelemetry database conventions), child of the span it runs in. Installed
+    as the runtime pool's ``cursor_factory``, so the handlers' SQL is traced without the handlers knowing. Only
+    the parameterised statement text is recorded, never the parameter values."""
 
     def execute(
         self, query: Any, params: Any = None, *, prepare: bool | None = None, binary: bool | None = None
     ) -> TracedCursor:
+        # outside a block, an autocommit statement is a transaction of its own
+        DB_TALLY.add(1, 1 if self.connection.info.transaction_status == TransactionStatus.IDLE else 0)
+        if not trace.get_current_span().is_recording():
+            # no trace to join (tracing off, or the probe's and wake-up thread's housekeeping): no span, and
+            # none of the text work for its attributes
+            super().execute(query, params, prepare=prepare, binary=binary)
+            return self
         text = (
             query.as_string(self)
             if isinstance(query, sql.Composable)

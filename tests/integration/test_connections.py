@@ -38,3 +38,21 @@ def test_reused_when_idle_distinct_when_nested_dropped_when_not_clean(stack_sett
     finally:
         connections.close()
     assert all(conn.closed for conn in opened)
+
+
+def test_the_runtime_connections_count_statements_and_transactions(stack_settings: StackSettings) -> None:
+    """What ``allocguard_db_statements_total`` / ``_transactions_total`` count (bench/storm.py divides them by
+    remediations): an autocommit statement is a transaction; a block is one, its savepoints are not."""
+    from consumer.telemetry import DB_TALLY, TracedConnection, TracedCursor
+
+    with TracedConnection.connect(stack_settings.pg_dsn, autocommit=True, cursor_factory=TracedCursor) as conn:
+        before = (DB_TALLY.statements, DB_TALLY.transactions)
+        conn.execute("SELECT 1")
+        conn.execute("SELECT 2")
+        with conn.transaction():
+            conn.execute("SELECT 3")
+            with conn.transaction():  # a savepoint
+                conn.execute("SELECT 4")
+            conn.execute("SELECT 5")
+        after = (DB_TALLY.statements, DB_TALLY.transactions)
+    assert (after[0] - before[0], after[1] - before[1]) == (5, 3)
