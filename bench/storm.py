@@ -1,0 +1,277 @@
+"""A storm of victims through the real path (platform commit → Debezium → Kafka → ``allocguard run`` as a
+subprocess → PostgreSQL), with pgbench on the same server in the same run.
+
+1. pgbench's standard TPC-B-like run alone: the server's yardstick (tps).
+2. Unrelated incidents one at a time, nothing else going on: failure committed → victim confirmed (p50/p99).
+3. **Fixable storm**: ``--victims`` failures (an orphan allocation on the only table, a victim whose confirm
+   fails on it) committed while allocguard is stopped; then it starts with pgbench running beside:
+   remediations/s through the backlog, pgbench's tps before and meanwhile, and allocguard's statements and
+   transactions per remediation (its ``/metrics`` counters).
+4. **Backing-off storm**: ``--victims`` more failures committed while allocguard is stopped, their tables then
+   held by an ops hold; allocguard starts, prunes each orphan, the auto-assign meets the hold and the booking waits
+   in the delay queue (a due time, re-planned every ``hold_conflict_wait_s``). While all of them back off,
+   unrelated incidents again, one at a time: their p50/p99 beside step 2's. Then the holds go and the wake-ups
+   confirm the backlog.
+
+    python -m bench.storm --victims 1000 --unrelated 30
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import subprocess
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from datetime import time as dtime
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg.conninfo import make_conninfo
+
+from bench import pgbase
+from bench.latency import incidents, rss_mb, summary
+from consumer.config import StackSettings
+from consumer.local.platform import create_booking, create_venue
+from consumer.local.simulator import Hold, PlatformApp, tomorrow
+from tests.support.process import RuntimeProcess
+
+Conn = psycopg.Connection[Any]
+
+
+def prepare(app: PlatformApp, count: int, held: bool) -> list[tuple[uuid.UUID, Hold, uuid.UUID | None]]:
+    """``count`` victims, each quoted on the one table of its own venue that an orphan still blocks; with
+    ``held``, an ops hold on that table around the victim's window too (taken after the quote)."""
+    conn = app.conn
+    out = []
+    for _ in range(count):
+        venue = create_venue(conn, tables=1, capacity=2)
+        owner = create_booking(conn, venue, day=tomorrow(), start=dtime(19), end=dtime(21))
+        app.reseat_direct(owner, [venue.table_ids[0]])
+        conn.execute("DELETE FROM booking_table_assignments WHERE booking_id = %s", (owner,))
+        app.age_allocations(owner, timedelta(hours=1))
+        victim = create_booking(conn, venue, day=tomorrow(), start=dtime(19, 30), end=dtime(21))
+        hold = app.quote(victim, tables=[venue.table_ids[0]])
+        assert hold is not None
+        out.append((victim, hold, venue.restaurant_id if held else None))
+    return out
+
+
+def ops_hold(conn: Conn, victim: uuid.UUID, restaurant: uuid.UUID) -> uuid.UUID:
+    row = conn.execute(
+        "INSERT INTO table_holds (restaurant_id, booking_id, zone_id, start_at, end_at, expires_at)"
+        " SELECT b.restaurant_id, NULL, z.id, b.start_at - interval '15 minutes', b.end_at + interval '15 minutes',"
+        " b.end_at + interval '25 minutes' FROM bookings b JOIN zones z ON z.restaurant_id = b.restaurant_id"
+        " WHERE b.id = %s RETURNING id",
+        (victim,),
+    ).fetchone()
+    assert row is not None
+    conn.execute(
+        "INSERT INTO table_hold_members (hold_id, table_id) SELECT %s, t.id FROM table_inventory t"
+        " WHERE t.restaurant_id = %s",
+        (row[0], restaurant),
+    )
+    return uuid.UUID(str(row[0]))
+
+
+def confirmed(conn: Conn, victims: list[uuid.UUID]) -> int:
+    row = conn.execute(
+        "SELECT count(*) FROM bookings WHERE id = ANY(%s) AND status = 'confirmed'", (victims,)
+    ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def wait_confirmed(conn: Conn, victims: list[uuid.UUID], timeout: float) -> float:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if confirmed(conn, victims) == len(victims):
+            return time.monotonic()
+        time.sleep(0.02)
+    raise AssertionError(f"{confirmed(conn, victims)} of {len(victims)} victims confirmed within {timeout}s")
+
+
+def counters(runtime: RuntimeProcess) -> dict[str, float]:
+    _, body = runtime.get("/metrics")
+    found: dict[str, float] = {}
+    for name in ("allocguard_db_statements_total", "allocguard_db_transactions_total"):
+        match = re.search(rf"^{name}(?:{{[^}}]*}})? ([0-9.e+]+)$", str(body), re.MULTILINE)
+        found[name] = float(match.group(1)) if match else 0.0
+    return found
+
+
+class Beside:
+    """pgbench running beside the storm (``-P 1``): its per-second tps while the storm lasts."""
+
+    def __init__(self, dsn: str, clients: int = 4) -> None:
+        self._process = subprocess.Popen(
+            [pgbase.pgbench_binary(), "-n", "-c", str(clients), "-j", "2", "-T", "3600", "-P", "1", dsn],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self.samples: list[float] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self._process.stderr is not None
+        for line in self._process.stderr:
+            found = re.search(r"progress: [0-9.]+ s, ([0-9.]+) tps", line)
+            if found:
+                self.samples.append(float(found.group(1)))
+
+    def stop(self) -> list[float]:
+        self._process.terminate()
+        self._process.wait(timeout=30)
+        return self.samples
+
+
+def storm(
+    app: PlatformApp, start: Callable[[], RuntimeProcess], pgbench_dsn: str, victims: list[tuple[uuid.UUID, Hold, Any]]
+) -> tuple[RuntimeProcess, dict[str, Any]]:
+    """The failures are committed while allocguard is stopped (a storm is faster than any platform call rate
+    here), then allocguard starts with pgbench running beside it and works through the backlog."""
+    conn = app.conn
+    for victim, hold, _ in victims:
+        result = app.confirm(hold, key=f"api-{victim}", reason="api_inline_auto_assign", source="api-inline")
+        assert not result.ok
+    beside = Beside(pgbench_dsn)
+    time.sleep(2)  # pgbench's first samples: its rate before the storm
+    alone = list(beside.samples)
+    launched = time.monotonic()
+    runtime = start()
+    runtime.wait_ready()
+    ready = time.monotonic()
+    before = counters(runtime)
+    done = wait_confirmed(conn, [v for v, _, _ in victims], timeout=900)
+    during = beside.samples[len(alone) :]
+    beside.stop()
+    after = counters(runtime)
+    count = len(victims)
+    statements = after["allocguard_db_statements_total"] - before["allocguard_db_statements_total"]
+    transactions = after["allocguard_db_transactions_total"] - before["allocguard_db_transactions_total"]
+    return runtime, {
+        "victims": count,
+        "started_to_last_confirmed_s": round(done - launched, 2),
+        "ready_to_last_confirmed_s": round(done - ready, 2),
+        "remediations_per_s": round(count / (done - ready), 1),
+        "pgbench_tps_beside_before_storm": round(sum(alone) / len(alone)) if alone else None,
+        "pgbench_tps_during": round(sum(during) / len(during)) if during else None,
+        "statements_per_remediation": round(statements / count, 1),
+        "transactions_per_remediation": round(transactions / count, 1),
+    }
+
+
+def backing_off(
+    app: PlatformApp,
+    start: Callable[[], RuntimeProcess],
+    dsn: str,
+    victims: list[tuple[uuid.UUID, Hold, Any]],
+    unrelated: int,
+) -> tuple[RuntimeProcess, dict[str, Any]]:
+    """The failures are committed while allocguard is stopped (as after an outage), the ops holds taken, then
+    allocguard starts and finds the backlog."""
+    conn = app.conn
+    for victim, hold, _ in victims:
+        result = app.confirm(hold, key=f"api-{victim}", reason="api_inline_auto_assign", source="api-inline")
+        assert not result.ok
+    holds = [ops_hold(conn, victim, restaurant) for victim, _, restaurant in victims]
+    ids = [v for v, _, _ in victims]
+    runtime = start()
+    runtime.wait_ready()
+    started = time.monotonic()
+    with psycopg.connect(dsn, autocommit=True) as mine:
+        deadline = time.monotonic() + 600
+        waiting = 0
+        while time.monotonic() < deadline:
+            row = mine.execute(
+                "SELECT count(*) FROM allocguard.incidents WHERE booking_id = ANY(%s) AND status = 'open'"
+                " AND next_check_at IS NOT NULL AND mode = 'auto'",
+                (ids,),
+            ).fetchone()
+            waiting = int(row[0]) if row else 0
+            if waiting == len(ids):
+                break
+            time.sleep(0.1)
+        else:
+            raise AssertionError(f"only {waiting} of {len(ids)} incidents waiting in the delay queue")
+    all_waiting = time.monotonic()
+    # the storm now backs off (re-planned every hold_conflict_wait_s): others must not notice
+    latencies = incidents(app, unrelated)
+    assert confirmed(conn, ids) == 0, "the holds are still there: no backing-off victim can be seated"
+    conn.execute("DELETE FROM table_holds WHERE id = ANY(%s)", (holds,))
+    released = time.monotonic()
+    done = wait_confirmed(conn, ids, timeout=900)
+    return runtime, {
+        "victims": len(ids),
+        "backlog_read_to_all_in_delay_queue_s": round(all_waiting - started, 2),
+        "unrelated_while_backing_off": summary(latencies),
+        "holds_released_to_all_confirmed_s": round(done - released, 2),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--victims", type=int, default=1000)
+    parser.add_argument("--unrelated", type=int, default=30)
+    parser.add_argument("--pgbench-seconds", type=int, default=10)
+    args = parser.parse_args()
+    settings = StackSettings()
+    tps_alone = pgbase.pgbench_tps(settings.admin_dsn, seconds=args.pgbench_seconds)
+    pgbench_dsn = make_conninfo(settings.admin_dsn, dbname="allocguard_pgbench")
+    with tempfile.TemporaryDirectory() as folder, psycopg.connect(settings.platform_dsn, autocommit=True) as conn:
+        app = PlatformApp(conn)
+        prepared_at = time.monotonic()
+        fixable = prepare(app, args.victims, held=False)
+        blocked = prepare(app, args.victims, held=True)
+        prepared_s = time.monotonic() - prepared_at
+        group = f"bench-storm-{uuid.uuid4().hex[:8]}"
+        started: list[RuntimeProcess] = []
+
+        def start(name: str) -> RuntimeProcess:
+            started.append(RuntimeProcess(Path(folder) / f"{name}.log", group))
+            return started[-1]
+
+        try:
+            runtime = start("run")
+            runtime.wait_ready()
+            baseline = incidents(app, args.unrelated)
+            runtime.stop()
+            runtime, fixed = storm(app, lambda: start("run-storm"), pgbench_dsn, fixable)
+            resident = rss_mb(runtime.process.pid)
+            runtime.stop()
+            runtime, waited = backing_off(app, lambda: start("run2"), settings.pg_dsn, blocked, args.unrelated)
+            resident = max(resident, rss_mb(runtime.process.pid))
+        finally:
+            for each in started:
+                if each.process.poll() is None:
+                    each.stop()
+    base, during = summary(baseline), waited["unrelated_while_backing_off"]
+    print(
+        json.dumps(
+            {
+                "benchmark": "storm",
+                "prepared_s": round(prepared_s, 1),
+                "pgbench_tpcb_tps_alone": round(tps_alone),
+                "fixable_storm": {
+                    **fixed,
+                    "remediations_per_pgbench_tps": round(fixed["remediations_per_s"] / tps_alone, 3),
+                },
+                "backing_off_storm": waited,
+                "unrelated_alone": base,
+                "unrelated_p99_change_ms": round(during["p99_ms"] - base["p99_ms"], 1),
+                "allocguard_run_rss_mb_after": round(resident, 1),
+            },
+            indent=2,
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
