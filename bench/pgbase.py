@@ -39,8 +39,8 @@ class Capture:
         self._lock = threading.Lock()
 
     def record(self, query: Any, params: Any) -> None:
-        if not threading.current_thread().name.startswith("allocguard-worker-"):
-            return  # the probe and the wake-up thread: not per-signal work
+        if threading.current_thread().name in ("allocguard-probe", "allocguard-wakeups"):
+            return  # housekeeping, not per-signal work (the loop writes a batch's hold announcements itself)
         with self._lock:
             self.by_thread.setdefault(threading.get_ident(), []).append((query, params))
 
@@ -67,11 +67,17 @@ class Capture:
 @contextmanager
 def capturing() -> Iterator[Capture]:
     capture = Capture()
-    execute, transaction = TracedCursor.execute, TracedConnection.transaction
+    execute, executemany, transaction = TracedCursor.execute, TracedCursor.executemany, TracedConnection.transaction
 
     def traced_execute(self: TracedCursor, query: Any, params: Any = None, **kwargs: Any) -> TracedCursor:
         capture.record(query, params)
         return execute(self, query, params, **kwargs)
+
+    def traced_executemany(self: TracedCursor, query: Any, params_seq: Any, **kwargs: Any) -> None:
+        rows = list(params_seq)
+        for params in rows:
+            capture.record(query, params)
+        executemany(self, query, rows, **kwargs)
 
     @contextmanager
     def traced_transaction(self: TracedConnection, *args: Any, **kwargs: Any) -> Iterator[Any]:
@@ -83,11 +89,13 @@ def capturing() -> Iterator[Capture]:
             capture.record(_COMMIT, None)
 
     TracedCursor.execute = traced_execute  # type: ignore[method-assign]
+    TracedCursor.executemany = traced_executemany  # type: ignore[method-assign]
     TracedConnection.transaction = traced_transaction  # type: ignore[method-assign]
     try:
         yield capture
     finally:
         TracedCursor.execute = execute  # type: ignore[method-assign]
+        TracedCursor.executemany = executemany  # type: ignore[method-assign]
         TracedConnection.transaction = transaction  # type: ignore[method-assign]
 
 

@@ -39,6 +39,8 @@ class Signal:
     #: the booking whose work this is (one booking's work runs in order)
     key: str
     kind: str
+    #: what ``classify`` found: a ``HoldSeen`` or a ``FailureSeen``
+    found: object = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,7 +94,7 @@ def route(
     if signal is None:
         return Skip(op)
     key_text = str(row.booking_id) if row.booking_id is not None else f"event:{row.id}"
-    return Signal(op, row, key_text, type(signal).__name__)
+    return Signal(op, row, key_text, type(signal).__name__, signal)
 
 
 @dataclass(slots=True)

@@ -26,7 +26,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, cast
 from uuid import UUID
 
 import psycopg
@@ -38,9 +38,10 @@ from psycopg_pool import ConnectionPool
 from consumer.config import RuntimeSettings
 from consumer.operations.check import Status, run_checks
 from consumer.redact import redact
-from consumer.routing import DeadLetter, Relevance, Skip, Watched, route
+from consumer.routing import DeadLetter, Relevance, Signal, Skip, Watched, route
 from consumer.telemetry import Metrics, Telemetry, TracedConnection, TracedCursor
 from handlers import store
+from handlers.detect import HoldSeen
 from handlers.errors import infrastructure_cause, is_contention
 from handlers.pipeline import Hooks, IncidentResult, RemediationSettings, Remediator
 from handlers.prevent import AssignmentIndex, Flagged, Guard, claim_due_flags
@@ -155,6 +156,11 @@ class KeyedScheduler:
 
     def busy(self) -> int:
         return self._busy
+
+    def has(self, key: str) -> bool:
+        """Whether work for ``key`` is running or waiting."""
+        with self._lock:
+            return key in self._queues
 
     def submit(self, work: Work) -> None:
         with self._lock:
@@ -392,10 +398,13 @@ class Runtime:
         self._paused = False
         #: candidates decoded in the current poll batch, by (topic, op): the events counter moves once per batch
         self._routed: Counter[tuple[str, str]] = Counter()
+        #: hold announcements of the current poll batch, remembered together when the batch is routed
+        self._holds: list[tuple[Signal, Message, Span]] = []
+        self._hold_keys: set[str] = set()
         self.pool = ConnectionPool(
             settings.resolved_dsn(),
             min_size=1,
-            max_size=settings.workers + 2,
+            max_size=settings.workers + 3,  # + the probe, the wake-ups and the loop's batched hold writes
             kwargs={"autocommit": True, "connect_timeout": 5, "cursor_factory": TracedCursor},
             connection_class=TracedConnection,
             open=False,
@@ -595,6 +604,8 @@ class Runtime:
         routed = self._routed
         for message in batch.candidates:
             self._route(message)
+        if self._holds:
+            self._remember_holds()
         if routed:  # candidates are counted per batch too, by topic and op
             for (topic, op), count in routed.items():
                 self.metrics.events.add(count, {"topic": topic, "op": op})
@@ -649,6 +660,8 @@ class Runtime:
             if booking is not None:
                 span.set_attribute("allocguard.booking.id", str(booking))
             watch_key = str(booking) if booking is not None else _SWEEP
+            if watch_key in self._hold_keys:
+                self._remember_holds()
 
             def prevent_in_span() -> None:
                 with trace.use_span(span, end_on_exit=False):
@@ -657,13 +670,67 @@ class Runtime:
             self.scheduler.submit(Work(topic, partition, offset, watch_key, prevent_in_span, message, span=span))
             return
         span.set_attribute("allocguard.signal", routed.kind)
+        key = routed.key
+        if isinstance(routed.found, HoldSeen) and not self.scheduler.has(key):
+            # nothing of this booking is in flight: its announcement joins the batch's one write (below)
+            self._holds.append((routed, message, span))
+            self._hold_keys.add(key)
+            return
+        if key in self._hold_keys:
+            self._remember_holds()  # this booking's earlier announcement first: one booking's work stays in order
+        self._submit_signal(routed, message, span)
+
+    def _remember_holds(self) -> None:
+        """The poll batch's hold announcements whose bookings had nothing in flight: one transaction, one round
+        trip, written by the loop (no worker hand-off, no transaction per announcement); then their offsets may be
+        committed. If the write fails for any reason, each goes the usual way — its own work item, which rides
+        out an infrastructure failure without a verdict — so nothing is lost and nothing is dead-lettered."""
+        pending, self._holds = self._holds, []
+        self._hold_keys.clear()
+        started = time.monotonic()
+        children: list[Span | None] = []
+        try:
+            holds: list[tuple[HoldSeen, tuple[str, str] | None]] = []
+            for routed, _, span in pending:
+                found = cast(HoldSeen, routed.found)
+                child = self.telemetry.child(span, "allocguard.hold.remembered", _hold_attributes(found))
+                children.append(child)
+                holds.append((found, _trace_ids(child)))
+            self.remediator.remember(holds)
+        except Exception as exc:
+            log.info("%d hold announcement(s) not written together (%s): one at a time", len(pending), exc)
+            for child in children:
+                if child is not None:
+                    child.end()
+            for routed, message, span in pending:
+                self._submit_signal(routed, message, span)
+            return
+        took = time.monotonic() - started
+        for (_, message, span), child in zip(pending, children, strict=True):
+            if child is not None:
+                child.end()
+            self.telemetry.end(span)
+            self.metrics.handling.record(took, {"signal": "hold"})
+            self._done_now(message.topic() or "", message.partition() or 0, message.offset() or 0)
+
+    def _submit_signal(self, routed: Signal, message: Message, span: Span) -> None:
         row, key = routed.row, routed.key
 
         def run_in_span() -> None:
             with trace.use_span(span, end_on_exit=False):
                 self._handle(row, key)
 
-        self.scheduler.submit(Work(topic, partition, offset, key, run_in_span, message, span=span))
+        self.scheduler.submit(
+            Work(
+                message.topic() or "",
+                message.partition() or 0,
+                message.offset() or 0,
+                key,
+                run_in_span,
+                message,
+                span=span,
+            )
+        )
 
     def _record_outcome(self, event: ObservabilityEvent, result: IncidentResult) -> None:
         metrics = self.metrics
@@ -1112,6 +1179,22 @@ def run(settings: RuntimeSettings, *, once: bool = False) -> int:
 
 #: the scheduler key of a change that named no booking (answered by a sweep, one at a time)
 _SWEEP = "prevention-sweep"
+
+
+def _trace_ids(span: Span | None) -> tuple[str, str] | None:
+    if span is None or not span.is_recording():
+        return None
+    ctx = span.get_span_context()
+    return format(ctx.trace_id, "032x"), format(ctx.span_id, "016x")
+
+
+def _hold_attributes(hold: HoldSeen) -> dict[str, Any]:
+    return {
+        "allocguard.hold.id": str(hold.hold_id),
+        "allocguard.booking.id": str(hold.booking_id),
+        "allocguard.hold.table_ids": [str(t) for t in hold.table_ids],
+        "allocguard.hold.window": hold.window.to_postgres(),
+    }
 
 
 def _current_trace_ids() -> tuple[str, str] | None:

@@ -134,6 +134,12 @@ class Telemetry:
         with self.tracer.start_as_current_span(name, attributes=attributes, links=span_links) as span:
             yield _Handle(span)
 
+    def child(self, parent: Span, name: str, attributes: dict[str, Any]) -> Span | None:
+        """A span under ``parent`` that the caller ends (None when tracing is off)."""
+        if not self.tracing:
+            return None
+        return self.tracer.start_span(name, context=trace.set_span_in_context(parent), attributes=attributes)
+
     def consumer_span(
         self,
         topic: str,
@@ -385,3 +391,30 @@ class TracedCursor(psycopg.Cursor[Any]):
         ):
             super().execute(query, params, prepare=prepare, binary=binary)
         return self
+
+    def executemany(self, query: Any, params_seq: Any, *, returning: bool = False) -> None:
+        rows = list(params_seq)
+        idle = self.connection.info.transaction_status == TransactionStatus.IDLE
+        DB_TALLY.add(len(rows), len(rows) if idle else 0)
+        if not trace.get_current_span().is_recording():
+            super().executemany(query, rows, returning=returning)
+            return
+        text = query.as_string(self) if isinstance(query, sql.Composable) else str(query)
+        words = text.split(None, 1)
+        operation = words[0].upper() if words else "SQL"
+        attributes: dict[str, Any] = {
+            "db.system.name": "postgresql",
+            "db.system": "postgresql",
+            "db.operation.name": operation,
+            "db.operation.batch.size": len(rows),
+            "db.query.text": " ".join(text.split())[:2000],
+        }
+        if self.connection.info.dbname:
+            attributes["db.namespace"] = self.connection.info.dbname
+        tracer = trace.get_tracer("allocguard.db")
+        with tracer.start_as_current_span(
+            f"BATCH {operation} {attributes.get('db.namespace', '')}".strip(),
+            kind=SpanKind.CLIENT,
+            attributes=attributes,
+        ):
+            super().executemany(query, rows, returning=returning)

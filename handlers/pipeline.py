@@ -167,6 +167,11 @@ class Remediator:
             return self.on_failure(signal)
         return None
 
+    def remember(self, holds: list[tuple[HoldSeen, tuple[str, str] | None]]) -> None:
+        """Hold announcements of one poll batch (with the trace ids of their spans), in one transaction."""
+        with self._connect() as conn:
+            store.remember_holds(conn, holds)
+
     def on_failure(self, failure: FailureSeen) -> IncidentResult:
         span = self.hooks.span
         attributes: dict[str, Any] = {

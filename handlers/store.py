@@ -42,27 +42,42 @@ def from_pg_range(value: PgRange[datetime]) -> TstzRange:
 # ---- hold memory -------------------------------------------------------------------------------
 
 
-def remember_hold(conn: Conn, hold: HoldSeen, trace: tuple[str, str] | None = None) -> None:
-    conn.execute(
-        "INSERT INTO allocguard.hold_observations"
-        " (hold_id, booking_id, restaurant_id, table_ids, attempt_window, require_adjacency, expires_at,"
-        "  trace_id, span_id)"
-        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
-        " ON CONFLICT (hold_id) DO UPDATE SET table_ids = EXCLUDED.table_ids,"
-        " attempt_window = EXCLUDED.attempt_window, require_adjacency = EXCLUDED.require_adjacency,"
-        " expires_at = EXCLUDED.expires_at, trace_id = EXCLUDED.trace_id, span_id = EXCLUDED.span_id",
-        (
-            hold.hold_id,
-            hold.booking_id,
-            hold.restaurant_id,
-            list(hold.table_ids),
-            to_pg_range(hold.window),
-            hold.require_adjacency,
-            hold.expires_at,
-            trace[0] if trace else None,
-            trace[1] if trace else None,
-        ),
+_REMEMBER = (
+    "INSERT INTO allocguard.hold_observations"
+    " (hold_id, booking_id, restaurant_id, table_ids, attempt_window, require_adjacency, expires_at,"
+    "  trace_id, span_id)"
+    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
+    " ON CONFLICT (hold_id) DO UPDATE SET table_ids = EXCLUDED.table_ids,"
+    " attempt_window = EXCLUDED.attempt_window, require_adjacency = EXCLUDED.require_adjacency,"
+    " expires_at = EXCLUDED.expires_at, trace_id = EXCLUDED.trace_id, span_id = EXCLUDED.span_id"
+)
+
+
+def _remembered(hold: HoldSeen, trace: tuple[str, str] | None) -> tuple[Any, ...]:
+    return (
+        hold.hold_id,
+        hold.booking_id,
+        hold.restaurant_id,
+        list(hold.table_ids),
+        to_pg_range(hold.window),
+        hold.require_adjacency,
+        hold.expires_at,
+        trace[0] if trace else None,
+        trace[1] if trace else None,
     )
+
+
+def remember_hold(conn: Conn, hold: HoldSeen, trace: tuple[str, str] | None = None) -> None:
+    conn.execute(_REMEMBER, _remembered(hold, trace))
+
+
+def remember_holds(conn: Conn, holds: list[tuple[HoldSeen, tuple[str, str] | None]]) -> None:
+    """Many announcements in one statement (one round trip, atomic), as one at a time would leave them: a hold
+    announced twice keeps its last announcement."""
+    last = {hold.hold_id: (hold, trace) for hold, trace in holds}
+    rows = ", ".join(["(%s, %s, %s, %s, %s, %s, %s, %s, %s)"] * len(last))
+    params = [value for hold, trace in last.values() for value in _remembered(hold, trace)]
+    conn.execute(_REMEMBER.replace("VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)", f"VALUES {rows}"), params)
 
 
 def recall_hold(conn: Conn, failure: FailureSeen) -> HoldSeen | None:
