@@ -132,18 +132,28 @@ class Work:
     message: Message | None = None
     error: BaseException | None = None
     span: Span | None = None
+    #: a wake-up's re-plan, not a platform event: it runs after live work, on a share of the workers
+    background: bool = False
 
 
 class KeyedScheduler:
     """Runs work for one key in submission order, different keys concurrently on ``workers`` threads.
 
+    Two lanes: live work (platform events) always starts first; background work (the delay queue's re-plans of
+    waiting incidents) starts only when no live work is ready, and never on more than ``background_share`` of the
+    workers — a thousand bookings backing off cannot queue, or crowd out, a new incident.
+
     The threads are daemons: a worker still inside a slow call when shutdown's budget is spent never holds the
     process open (its work has no verdict and no offset, so the next owner of the partition redoes it)."""
 
-    def __init__(self, workers: int, finished: Callable[[Work], None]) -> None:
-        self._ready: queue.SimpleQueue[Work | None] = queue.SimpleQueue()
+    def __init__(self, workers: int, finished: Callable[[Work], None], background_share: float = 0.25) -> None:
+        self._live: deque[Work] = deque()
+        self._background: deque[Work] = deque()
+        self._background_running = 0
+        self._background_limit = max(1, int(workers * background_share))
         self._queues: dict[str, deque[Work]] = {}
         self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
         self._finished = finished
         #: submitted and not yet finished (running or waiting behind its key)
         self._busy = 0
@@ -170,13 +180,27 @@ class KeyedScheduler:
                 waiting.append(work)
                 return
             self._queues[work.key] = deque()
-        self._ready.put(work)
+            self._ready(work)
+
+    def _ready(self, work: Work) -> None:
+        (self._background if work.background else self._live).append(work)
+        self._wake.notify()
+
+    def _take(self) -> Work | None:
+        """The next work to start (live first), or None once closing; waits while there is none."""
+        with self._lock:
+            while True:
+                if self._closing:
+                    return None
+                if self._live:
+                    return self._live.popleft()
+                if self._background and self._background_running < self._background_limit:
+                    self._background_running += 1
+                    return self._background.popleft()
+                self._wake.wait()
 
     def _worker(self) -> None:
-        while (work := self._ready.get()) is not None:
-            if self._closing:
-                self._abandon(work)
-                continue
+        while (work := self._take()) is not None:
             try:
                 work.run()
             except BaseException as exc:  # recorded on the work item; the loop decides
@@ -184,23 +208,26 @@ class KeyedScheduler:
             self._finished(work)
             with self._lock:
                 self._busy -= 1
+                if work.background:
+                    self._background_running -= 1
+                    self._wake.notify()  # a background slot is free
                 waiting = self._queues[work.key]
                 if waiting and not self._closing:
-                    self._ready.put(waiting.popleft())
+                    self._ready(waiting.popleft())
                 else:  # closing: what waits behind this key never starts (no verdict, no offset)
                     self._busy -= len(waiting)
                     del self._queues[work.key]
 
-    def _abandon(self, work: Work) -> None:
-        with self._lock:
-            self._busy -= 1 + len(self._queues.pop(work.key, ()))
-
     def shutdown(self) -> None:
         """No new work starts — neither what is queued nor what waits behind a running key — and running work
         finishes or is abandoned by the stop flag. Work that never started keeps its offset uncommitted."""
-        self._closing = True
-        for _ in self._threads:
-            self._ready.put(None)
+        with self._lock:
+            self._closing = True
+            for work in (*self._live, *self._background):
+                self._busy -= 1 + len(self._queues.pop(work.key, ()))
+            self._live.clear()
+            self._background.clear()
+            self._wake.notify_all()
 
 
 # ---- health and metrics ----------------------------------------------------------------------------
@@ -859,14 +886,14 @@ class Runtime:
                         self.metrics.incidents.add(1, {"status": result.status})
                         self._log_result(key, result)
 
-                self.scheduler.submit(Work(_WAKEUP, -1, -1, key, recheck))
+                self.scheduler.submit(Work(_WAKEUP, -1, -1, key, recheck, background=True))
             for booking in flagged:
                 key = str(booking)
 
                 def grace_ended(booking: UUID = booking, key: str = key) -> None:
                     self._prevent(booking, "grace ended", key)
 
-                self.scheduler.submit(Work(_WAKEUP, -1, -1, key, grace_ended))
+                self.scheduler.submit(Work(_WAKEUP, -1, -1, key, grace_ended, background=True))
 
     def _done_now(self, topic: str, partition: int, offset: int) -> None:
         """Nothing to do for this event (or its DLQ copy is acknowledged): complete it in the loop."""

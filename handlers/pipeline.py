@@ -355,7 +355,11 @@ class Remediator:
             age = store.incident_age(conn, incident_id)
             if age.total_seconds() > s.retry.max_deferral_s:
                 return self._settle(conn, result, "manual_review", f"a hold conflict outlasted the deferrals: {exc}")
-            due = store.database_now(conn) + timedelta(seconds=s.retry.hold_conflict_wait_s)
+            # backing off: half the incident's age, between hold_conflict_wait_s and hold_conflict_max_wait_s, so
+            # a booking held for long is re-planned ever less often (a thousand of them are not a thousand
+            # re-plans every ten seconds) and one freed is seated within the cap
+            wait = min(max(s.retry.hold_conflict_wait_s, age.total_seconds() / 2), s.retry.hold_conflict_max_wait_s)
+            due = store.database_now(conn) + timedelta(seconds=wait)
             result.status, result.reason, result.recheck_at = "open", f"deferred: {exc}", due
             store.schedule_recheck(conn, incident_id, due, result.reason)
             return result

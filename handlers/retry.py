@@ -62,6 +62,8 @@ class RetryPolicy(BaseModel):
     jitter_s: float = 0.5
     #: a hold conflict waits at least this long (holds live for minutes, not milliseconds)
     hold_conflict_wait_s: float = 10.0
+    #: … and, deferred, at most this long between re-plans (the wait grows with the incident's age)
+    hold_conflict_max_wait_s: float = 60.0
     #: instead of waiting for a hold in a sleeping worker, hand the conflict back: the caller stores when to try
     #: again (the always-on consumer's delay queue: a due time in the database and its wake-up thread)
     defer_hold_conflicts: bool = False
