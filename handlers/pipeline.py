@@ -235,9 +235,35 @@ class Remediator:
                 "allocguard.mode": self.settings.mode.value,
             }
             with self.hooks.span("allocguard.incident", attributes, None) as incident_span:
+                deferred = self._still_deferred(conn, incident_id, incident)
+                if deferred is not None:  # the hold is still there: wait again, without planning everything again
+                    incident_span.set("allocguard.recheck", "still held")
+                    incident_span.set("allocguard.outcome.status", deferred.status)
+                    return deferred
                 result = self.remediate(conn, incident_id, incident, None, incident_span)
                 incident_span.set("allocguard.outcome.status", result.status)
                 return result
+
+    def _still_deferred(self, conn: Conn, incident_id: UUID, incident: Incident) -> IncidentResult | None:
+        """A hold-conflict wait whose hold is still active is deferred again at once (a thousand bookings backing
+        off cost a statement or three each, not a full plan); anything else — the hold gone, or the deferrals
+        outlasted — is planned again in full, and the executor re-proves every fact under its locks anyway."""
+        if not store.still_held(conn, incident_id):
+            return None
+        age = store.incident_age(conn, incident_id)
+        retry = self.settings.retry
+        if age.total_seconds() > retry.max_deferral_s:
+            return None  # the full path hands it to a person
+        due = store.database_now(conn) + timedelta(seconds=self._hold_wait(age))
+        reason = "deferred: a hold still covers the table"
+        store.schedule_recheck(conn, incident_id, due, reason)
+        return IncidentResult("open", reason, incident_id, incident, recheck_at=due)
+
+    def _hold_wait(self, age: timedelta) -> float:
+        """Backing off: half the incident's age, between hold_conflict_wait_s and hold_conflict_max_wait_s, so a
+        booking held for long is re-planned ever less often and one freed is seated within the cap."""
+        retry = self.settings.retry
+        return min(max(retry.hold_conflict_wait_s, age.total_seconds() / 2), retry.hold_conflict_max_wait_s)
 
     def plan(self, conn: Conn, incident: Incident) -> Plan:
         return make_plan(store.load_snapshot(conn, incident), self.settings.grace)
@@ -355,11 +381,7 @@ class Remediator:
             age = store.incident_age(conn, incident_id)
             if age.total_seconds() > s.retry.max_deferral_s:
                 return self._settle(conn, result, "manual_review", f"a hold conflict outlasted the deferrals: {exc}")
-            # backing off: half the incident's age, between hold_conflict_wait_s and hold_conflict_max_wait_s, so
-            # a booking held for long is re-planned ever less often (a thousand of them are not a thousand
-            # re-plans every ten seconds) and one freed is seated within the cap
-            wait = min(max(s.retry.hold_conflict_wait_s, age.total_seconds() / 2), s.retry.hold_conflict_max_wait_s)
-            due = store.database_now(conn) + timedelta(seconds=wait)
+            due = store.database_now(conn) + timedelta(seconds=self._hold_wait(age))
             result.status, result.reason, result.recheck_at = "open", f"deferred: {exc}", due
             store.schedule_recheck(conn, incident_id, due, result.reason)
             return result

@@ -319,6 +319,21 @@ def schedule_recheck(conn: Conn, incident_id: UUID, at: datetime, reason: str) -
     )
 
 
+def still_held(conn: Conn, incident_id: UUID) -> bool:
+    """Whether an incident deferred by a hold conflict still meets one: another booking's (or an ops) hold, not
+    expired, on one of its tables, over its window — the platform function's own test, read-only, one statement."""
+    row = conn.execute(
+        "SELECT EXISTS (SELECT 1 FROM allocguard.incidents i"
+        " JOIN public.table_hold_members m ON m.table_id = ANY (i.table_ids)"
+        " JOIN public.table_holds h ON h.id = m.hold_id"
+        " WHERE i.id = %s AND i.status_reason LIKE 'deferred:%%' AND h.expires_at > now()"
+        " AND tstzrange(h.start_at, h.end_at, '[)') && i.attempt_window"
+        " AND (h.booking_id IS NULL OR h.booking_id <> i.booking_id))",
+        (incident_id,),
+    ).fetchone()
+    return bool(row and row[0])
+
+
 def claim_due(conn: Conn, instance: str, lease: timedelta, limit: int = 50) -> list[tuple[UUID, UUID]]:
     """Take the open incidents that are due, atomically: each goes to one instance, whose claim pushes it
     ``lease`` into the future (a claim that is never settled — the instance died — falls due again).

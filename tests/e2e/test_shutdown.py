@@ -129,6 +129,18 @@ def test_a_hold_conflict_waits_in_the_delay_queue_not_in_a_worker(
     print(f"with one worker and a deferred hold conflict, another booking was confirmed in {took:.2f}s")
     assert took < 5, "no worker sleeps for the hold"
     assert status_of(connect, blocked.victim_id) == ("open", False)
+
+    def reason() -> str | None:
+        with connect() as conn:
+            row = conn.execute(
+                "SELECT status_reason FROM allocguard.incidents WHERE booking_id = %s AND mode = 'auto'",
+                (blocked.victim_id,),
+            ).fetchone()
+        return row[0] if row else None
+
+    # the wake-up re-checks it while the hold stands: deferred again by the one-statement test, no full plan
+    wait_for("re-deferred while still held", lambda: reason() == "deferred: a hold still covers the table", 40)
+    assert status_of(connect, blocked.victim_id) == ("open", False)
     with connect() as conn:
         conn.execute("DELETE FROM table_holds WHERE id = %s", (hold,))
     wait_for(
