@@ -206,6 +206,7 @@ def main() -> None:
                 postgres_back_to_back_signals_per_s=round(signals / walls["best"]),
                 postgres_back_to_back_wall_s={k: round(v, 3) for k, v in walls.items()},
                 signals_vs_postgres=round(handled / (signals / walls["best"]), 3),
+                signals_vs_postgres_one_client=round(handled / (signals / walls["1"]), 3),
                 statements_per_signal=round(capture.statements / signals, 2),
                 transactions_per_signal=round(capture.transactions / signals, 2),
             )
