@@ -67,17 +67,11 @@ class Capture:
 @contextmanager
 def capturing() -> Iterator[Capture]:
     capture = Capture()
-    execute, executemany, transaction = TracedCursor.execute, TracedCursor.executemany, TracedConnection.transaction
+    execute, transaction = TracedCursor.execute, TracedConnection.transaction
 
     def traced_execute(self: TracedCursor, query: Any, params: Any = None, **kwargs: Any) -> TracedCursor:
         capture.record(query, params)
         return execute(self, query, params, **kwargs)
-
-    def traced_executemany(self: TracedCursor, query: Any, params_seq: Any, **kwargs: Any) -> None:
-        rows = list(params_seq)
-        for params in rows:
-            capture.record(query, params)
-        executemany(self, query, rows, **kwargs)
 
     @contextmanager
     def traced_transaction(self: TracedConnection, *args: Any, **kwargs: Any) -> Iterator[Any]:
@@ -89,13 +83,11 @@ def capturing() -> Iterator[Capture]:
             capture.record(_COMMIT, None)
 
     TracedCursor.execute = traced_execute  # type: ignore[method-assign]
-    TracedCursor.executemany = traced_executemany  # type: ignore[method-assign]
     TracedConnection.transaction = traced_transaction  # type: ignore[method-assign]
     try:
         yield capture
     finally:
         TracedCursor.execute = execute  # type: ignore[method-assign]
-        TracedCursor.executemany = executemany  # type: ignore[method-assign]
         TracedConnection.transaction = transaction  # type: ignore[method-assign]
 
 

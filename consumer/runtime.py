@@ -39,11 +39,11 @@ from consumer.config import RuntimeSettings
 from consumer.operations.check import Status, run_checks
 from consumer.redact import redact
 from consumer.routing import DeadLetter, Relevance, Signal, Skip, Watched, route
-from consumer.telemetry import Metrics, Telemetry, TracedConnection, TracedCursor
+from consumer.telemetry import Metrics, Telemetry, TracedConnection, TracedCursor, span_ids
 from handlers import store
 from handlers.detect import HoldSeen
 from handlers.errors import infrastructure_cause, is_contention
-from handlers.pipeline import Hooks, IncidentResult, RemediationSettings, Remediator
+from handlers.pipeline import Hooks, IncidentResult, RemediationSettings, Remediator, hold_attributes
 from handlers.prevent import AssignmentIndex, Flagged, Guard, claim_due_flags
 from handlers.retry import AssignStrategy, Attempt, HttpAssign, RetryPolicy, SqlAssign
 from schemas.errors import CdcDecodeError
@@ -720,9 +720,9 @@ class Runtime:
             holds: list[tuple[HoldSeen, tuple[str, str] | None]] = []
             for routed, _, span in pending:
                 found = cast(HoldSeen, routed.found)
-                child = self.telemetry.child(span, "allocguard.hold.remembered", _hold_attributes(found))
+                child = self.telemetry.child(span, "allocguard.hold.remembered", hold_attributes(found))
                 children.append(child)
-                holds.append((found, _trace_ids(child)))
+                holds.append((found, span_ids(child)))
             self.remediator.remember(holds)
         except Exception as exc:
             log.info("%d hold announcement(s) not written together (%s): one at a time", len(pending), exc)
@@ -1206,22 +1206,6 @@ def run(settings: RuntimeSettings, *, once: bool = False) -> int:
 
 #: the scheduler key of a change that named no booking (answered by a sweep, one at a time)
 _SWEEP = "prevention-sweep"
-
-
-def _trace_ids(span: Span | None) -> tuple[str, str] | None:
-    if span is None or not span.is_recording():
-        return None
-    ctx = span.get_span_context()
-    return format(ctx.trace_id, "032x"), format(ctx.span_id, "016x")
-
-
-def _hold_attributes(hold: HoldSeen) -> dict[str, Any]:
-    return {
-        "allocguard.hold.id": str(hold.hold_id),
-        "allocguard.booking.id": str(hold.booking_id),
-        "allocguard.hold.table_ids": [str(t) for t in hold.table_ids],
-        "allocguard.hold.window": hold.window.to_postgres(),
-    }
 
 
 def _current_trace_ids() -> tuple[str, str] | None:

@@ -73,6 +73,16 @@ def service_resource() -> Resource:
     return resource
 
 
+def span_ids(span: Span | None) -> tuple[str, str] | None:
+    """(trace id, span id) as hex, when ``span`` is a real, recording span."""
+    if span is None:
+        return None
+    ctx = span.get_span_context()
+    if not ctx.is_valid or not span.is_recording():
+        return None
+    return format(ctx.trace_id, "032x"), format(ctx.span_id, "016x")
+
+
 class _Handle:
     def __init__(self, span: Span) -> None:
         self._span = span
@@ -81,10 +91,7 @@ class _Handle:
         self._span.set_attribute(key, value)
 
     def trace_ids(self) -> tuple[str, str] | None:
-        ctx = self._span.get_span_context()
-        if not ctx.is_valid or not self._span.is_recording():
-            return None
-        return format(ctx.trace_id, "032x"), format(ctx.span_id, "016x")
+        return span_ids(self._span)
 
 
 class _Off:
@@ -391,30 +398,3 @@ class TracedCursor(psycopg.Cursor[Any]):
         ):
             super().execute(query, params, prepare=prepare, binary=binary)
         return self
-
-    def executemany(self, query: Any, params_seq: Any, *, returning: bool = False) -> None:
-        rows = list(params_seq)
-        idle = self.connection.info.transaction_status == TransactionStatus.IDLE
-        DB_TALLY.add(len(rows), len(rows) if idle else 0)
-        if not trace.get_current_span().is_recording():
-            super().executemany(query, rows, returning=returning)
-            return
-        text = query.as_string(self) if isinstance(query, sql.Composable) else str(query)
-        words = text.split(None, 1)
-        operation = words[0].upper() if words else "SQL"
-        attributes: dict[str, Any] = {
-            "db.system.name": "postgresql",
-            "db.system": "postgresql",
-            "db.operation.name": operation,
-            "db.operation.batch.size": len(rows),
-            "db.query.text": " ".join(text.split())[:2000],
-        }
-        if self.connection.info.dbname:
-            attributes["db.namespace"] = self.connection.info.dbname
-        tracer = trace.get_tracer("allocguard.db")
-        with tracer.start_as_current_span(
-            f"BATCH {operation} {attributes.get('db.namespace', '')}".strip(),
-            kind=SpanKind.CLIENT,
-            attributes=attributes,
-        ):
-            super().executemany(query, rows, returning=returning)

@@ -129,6 +129,16 @@ class Hooks:
     span: SpanFactory = _no_span
 
 
+def hold_attributes(hold: HoldSeen) -> dict[str, Any]:
+    """The span attributes of a remembered hold announcement."""
+    return {
+        "allocguard.hold.id": str(hold.hold_id),
+        "allocguard.booking.id": str(hold.booking_id),
+        "allocguard.hold.table_ids": [str(t) for t in hold.table_ids],
+        "allocguard.hold.window": hold.window.to_postgres(),
+    }
+
+
 class Remediator:
     def __init__(
         self,
@@ -154,12 +164,7 @@ class Remediator:
         """Handle one ``observability_events`` row; None when it is not a signal."""
         signal = classify(event, self.rules)
         if isinstance(signal, HoldSeen):
-            attributes = {
-                "allocguard.hold.id": str(signal.hold_id),
-                "allocguard.booking.id": str(signal.booking_id),
-                "allocguard.hold.table_ids": [str(t) for t in signal.table_ids],
-                "allocguard.hold.window": signal.window.to_postgres(),
-            }
+            attributes = hold_attributes(signal)
             with self.hooks.span("allocguard.hold.remembered", attributes, None) as span, self._connect() as conn:
                 store.remember_hold(conn, signal, span.trace_ids())
             return None
