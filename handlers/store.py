@@ -71,13 +71,39 @@ def remember_hold(conn: Conn, hold: HoldSeen, trace: tuple[str, str] | None = No
     conn.execute(_REMEMBER, _remembered(hold, trace))
 
 
+_REMEMBER_MANY = (
+    "INSERT INTO allocguard.hold_observations"
+    " (hold_id, booking_id, restaurant_id, table_ids, attempt_window, require_adjacency, expires_at,"
+    "  trace_id, span_id)"
+    " SELECT * FROM jsonb_to_recordset(%s::jsonb) AS r(hold_id uuid, booking_id uuid, restaurant_id uuid,"
+    "  table_ids uuid[], attempt_window tstzrange, require_adjacency boolean, expires_at timestamptz,"
+    "  trace_id text, span_id text)"
+    " ON CONFLICT (hold_id) DO UPDATE SET table_ids = EXCLUDED.table_ids,"
+    " attempt_window = EXCLUDED.attempt_window, require_adjacency = EXCLUDED.require_adjacency,"
+    " expires_at = EXCLUDED.expires_at, trace_id = EXCLUDED.trace_id, span_id = EXCLUDED.span_id"
+)
+
+
 def remember_holds(conn: Conn, holds: list[tuple[HoldSeen, tuple[str, str] | None]]) -> None:
-    """Many announcements in one statement (one round trip, atomic), as one at a time would leave them: a hold
-    announced twice keeps its last announcement."""
+    """Many announcements in one statement (one round trip, atomic, and one statement text whatever their number,
+    so psycopg and PostgreSQL parse and plan it once), as one at a time would leave them: a hold announced twice
+    keeps its last announcement."""
     last = {hold.hold_id: (hold, trace) for hold, trace in holds}
-    rows = ", ".join(["(%s, %s, %s, %s, %s, %s, %s, %s, %s)"] * len(last))
-    params = [value for hold, trace in last.values() for value in _remembered(hold, trace)]
-    conn.execute(_REMEMBER.replace("VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)", f"VALUES {rows}"), params)
+    rows = [
+        {
+            "hold_id": str(hold.hold_id),
+            "booking_id": str(hold.booking_id) if hold.booking_id else None,
+            "restaurant_id": str(hold.restaurant_id) if hold.restaurant_id else None,
+            "table_ids": [str(t) for t in hold.table_ids],
+            "attempt_window": hold.window.to_postgres(),
+            "require_adjacency": hold.require_adjacency,
+            "expires_at": hold.expires_at.isoformat(),
+            "trace_id": trace[0] if trace else None,
+            "span_id": trace[1] if trace else None,
+        }
+        for hold, trace in last.values()
+    ]
+    conn.execute(_REMEMBER_MANY, (json.dumps(rows),))
 
 
 def recall_hold(conn: Conn, failure: FailureSeen) -> HoldSeen | None:

@@ -130,3 +130,25 @@ def event(hold_id: uuid.UUID, table: uuid.UUID) -> ObservabilityEvent:
 def cast_hold(routed: Signal) -> HoldSeen:
     assert isinstance(routed.found, HoldSeen)
     return routed.found
+
+
+def test_the_batch_stores_what_one_at_a_time_stores(connect: Callable[[], psycopg.Connection[Any]]) -> None:
+    """Window, tables, expiry, booking, trace ids: the same columns whether written alone or in a batch."""
+    table = uuid.uuid4()
+    alone, batched = (classify(event(uuid.uuid4(), table), DetectionRules()) for _ in range(2))
+    assert isinstance(alone, HoldSeen)
+    assert isinstance(batched, HoldSeen)
+    ids = ("0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331")
+    with connect() as conn:
+        store.remember_hold(conn, alone, ids)
+        store.remember_holds(conn, [(batched, ids)])
+        rows = [
+            conn.execute(
+                "SELECT table_ids, attempt_window, require_adjacency, expires_at, restaurant_id IS NULL, trace_id,"
+                " span_id FROM allocguard.hold_observations WHERE hold_id = %s",
+                (h,),
+            ).fetchone()
+            for h in (alone.hold_id, batched.hold_id)
+        ]
+    assert rows[0] is not None
+    assert rows[0] == rows[1]
