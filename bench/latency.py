@@ -23,7 +23,7 @@ from confluent_kafka import Consumer
 
 from consumer.config import StackSettings
 from consumer.local.platform import create_booking, create_venue
-from consumer.local.simulator import PlatformApp, tomorrow
+from consumer.local.simulator import Hold, PlatformApp, tomorrow
 from consumer.offsets import end_positions
 from tests.support.process import RuntimeProcess
 
@@ -77,19 +77,27 @@ def cdc_floor(settings: StackSettings, conn: Conn, samples: int) -> list[float]:
     return latencies
 
 
+def blocked_victim(app: PlatformApp) -> tuple[uuid.UUID, Hold, uuid.UUID]:
+    """A venue of one table that an hour-old orphan allocation still blocks, and a victim quoted on it: (victim,
+    its hold, the restaurant)."""
+    conn = app.conn
+    venue = create_venue(conn, tables=1, capacity=2)
+    owner = create_booking(conn, venue, day=tomorrow(), start=dtime(19), end=dtime(21))
+    app.reseat_direct(owner, [venue.table_ids[0]])
+    conn.execute("DELETE FROM booking_table_assignments WHERE booking_id = %s", (owner,))
+    app.age_allocations(owner, timedelta(hours=1))
+    victim = create_booking(conn, venue, day=tomorrow(), start=dtime(19, 30), end=dtime(21))
+    hold = app.quote(victim, tables=[venue.table_ids[0]])
+    assert hold is not None
+    return victim, hold, venue.restaurant_id
+
+
 def incidents(app: PlatformApp, count: int) -> list[float]:
     """Each: an orphan on the only free table, a victim whose confirm fails on it; time until confirmed."""
     conn = app.conn
     latencies = []
     for _ in range(count):
-        venue = create_venue(conn, tables=1, capacity=2)
-        owner = create_booking(conn, venue, day=tomorrow(), start=dtime(19), end=dtime(21))
-        app.reseat_direct(owner, [venue.table_ids[0]])
-        conn.execute("DELETE FROM booking_table_assignments WHERE booking_id = %s", (owner,))
-        app.age_allocations(owner, timedelta(hours=1))
-        victim = create_booking(conn, venue, day=tomorrow(), start=dtime(19, 30), end=dtime(21))
-        hold = app.quote(victim, tables=[venue.table_ids[0]])
-        assert hold is not None
+        victim, hold, _ = blocked_victim(app)
         # the failure event commits inside confirm(), before it releases the hold: start the clock just after
         result = app.confirm(hold, key=f"api-{victim}", reason="api_inline_auto_assign", source="api-inline")
         failed = time.monotonic()

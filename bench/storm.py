@@ -27,8 +27,6 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from datetime import time as dtime
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -36,10 +34,9 @@ import psycopg
 from psycopg.conninfo import make_conninfo
 
 from bench import pgbase
-from bench.latency import incidents, rss_mb, summary
+from bench.latency import blocked_victim, incidents, rss_mb, summary
 from consumer.config import StackSettings
-from consumer.local.platform import create_booking, create_venue
-from consumer.local.simulator import Hold, PlatformApp, tomorrow
+from consumer.local.simulator import Hold, PlatformApp
 from tests.support.process import RuntimeProcess
 
 Conn = psycopg.Connection[Any]
@@ -47,19 +44,11 @@ Conn = psycopg.Connection[Any]
 
 def prepare(app: PlatformApp, count: int, held: bool) -> list[tuple[uuid.UUID, Hold, uuid.UUID | None]]:
     """``count`` victims, each quoted on the one table of its own venue that an orphan still blocks; with
-    ``held``, an ops hold on that table around the victim's window too (taken after the quote)."""
-    conn = app.conn
-    out = []
+    ``held``, the restaurant to take an ops hold in (after the failure)."""
+    out: list[tuple[uuid.UUID, Hold, uuid.UUID | None]] = []
     for _ in range(count):
-        venue = create_venue(conn, tables=1, capacity=2)
-        owner = create_booking(conn, venue, day=tomorrow(), start=dtime(19), end=dtime(21))
-        app.reseat_direct(owner, [venue.table_ids[0]])
-        conn.execute("DELETE FROM booking_table_assignments WHERE booking_id = %s", (owner,))
-        app.age_allocations(owner, timedelta(hours=1))
-        victim = create_booking(conn, venue, day=tomorrow(), start=dtime(19, 30), end=dtime(21))
-        hold = app.quote(victim, tables=[venue.table_ids[0]])
-        assert hold is not None
-        out.append((victim, hold, venue.restaurant_id if held else None))
+        victim, hold, restaurant = blocked_victim(app)
+        out.append((victim, hold, restaurant if held else None))
     return out
 
 

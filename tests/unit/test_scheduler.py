@@ -106,10 +106,16 @@ def test_live_work_starts_before_a_backlog_of_background_re_plans() -> None:
 def test_a_key_stays_in_order_across_lanes() -> None:
     ran: list[int] = []
     gate = threading.Event()
+    live_ran = threading.Event()
     scheduler = KeyedScheduler(2, lambda w: None)
     scheduler.submit(Work("t", 0, 1, "k", lambda: (gate.wait(5), ran.append(1)), background=True))  # type: ignore[arg-type,func-returns-value]
-    scheduler.submit(work("k", 2, lambda: ran.append(2)))  # live, but behind the key's running re-plan
-    time.sleep(0.05)  # nothing to poll for: the live work must not start while its key is busy
+
+    def live() -> None:
+        ran.append(2)
+        live_ran.set()
+
+    scheduler.submit(work("k", 2, live))  # live, but behind the key's running re-plan
+    assert not live_ran.wait(0.05), "the live work started while its key was busy"
     assert ran == []
     gate.set()
     wait_until("both ran", lambda: len(ran) == 2)
