@@ -289,24 +289,22 @@ class LocalStack:
         subprocess.run(["apt-get", "update", "-q"], check=True, env=env, stdout=subprocess.DEVNULL)
         subprocess.run(["apt-get", "install", "-y", "-q", *packages], check=True, env=env, stdout=subprocess.DEVNULL)
 
+    def _tool(self, package: str, *names: str) -> str:
+        """The first of ``names`` on PATH; Debian's ``package`` installed when none is (as root)."""
+        found = next((path for name in names if (path := shutil.which(name))), None)
+        if found is None:
+            self._apt_install(package)
+            found = shutil.which(names[0])
+        if found is None:
+            raise StackError(f"{names[0]} not found after installing {package}")
+        return found
+
     def _java(self) -> str:
-        java = shutil.which("java")
-        if java is None:
-            self._apt_install("openjdk-17-jre-headless")
-            java = shutil.which("java")
-        if java is None:
-            raise StackError("java not found after installing openjdk-17-jre-headless")
-        return java
+        return self._tool("openjdk-17-jre-headless", "java")
 
     def chromium(self) -> str:
         """Headless Chromium for the trace-UI check: Debian's package, installed when missing (as root)."""
-        found = shutil.which("chromium") or shutil.which("chromium-browser")
-        if found is None:
-            self._apt_install("chromium")
-            found = shutil.which("chromium")
-        if found is None:
-            raise StackError("chromium not found after installing the chromium package")
-        return found
+        return self._tool("chromium", "chromium", "chromium-browser")
 
     def _pg_bin(self) -> Path:
         def find() -> Path | None:
