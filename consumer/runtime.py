@@ -26,7 +26,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, cast
+from typing import Any, Generic, TypeVar, cast
 from uuid import UUID
 
 import psycopg
@@ -41,9 +41,16 @@ from consumer.redact import redact
 from consumer.routing import DeadLetter, Relevance, Signal, Skip, Watched, route
 from consumer.telemetry import Metrics, Telemetry, TracedConnection, TracedCursor, span_ids
 from handlers import store
-from handlers.detect import HoldSeen
+from handlers.detect import FailureSeen, HoldSeen
 from handlers.errors import infrastructure_cause, is_contention
-from handlers.pipeline import Hooks, IncidentResult, RemediationSettings, Remediator, hold_attributes
+from handlers.pipeline import (
+    Hooks,
+    IncidentResult,
+    RemediationSettings,
+    Remediator,
+    failure_attributes,
+    hold_attributes,
+)
 from handlers.prevent import AssignmentIndex, Flagged, Guard, claim_due_flags
 from handlers.retry import AssignStrategy, Attempt, HttpAssign, RetryPolicy, SqlAssign
 from schemas.errors import CdcDecodeError
@@ -54,6 +61,15 @@ log = logging.getLogger("allocguard.runtime")
 
 #: the pseudo-topic of wake-up work (no Kafka offset to store when it completes)
 _WAKEUP = "allocguard.wakeup"
+#: the key (and pseudo-topic) of a poll batch's signals handled together: batches run one after another
+_BATCH = "allocguard.batch"
+
+
+def _nothing() -> None:
+    pass
+
+
+T = TypeVar("T")
 
 
 #: how much of a value a truncated dead-letter copy keeps
@@ -134,6 +150,8 @@ class Work:
     span: Span | None = None
     #: a wake-up's re-plan, not a platform event: it runs after live work, on a share of the workers
     background: bool = False
+    #: events completed together (a batch's): the loop completes each
+    done: list[tuple[str, int, int]] | None = None
 
 
 class KeyedScheduler:
@@ -174,6 +192,8 @@ class KeyedScheduler:
 
     def submit(self, work: Work) -> None:
         with self._lock:
+            if self._closing:  # never starts (no verdict, its offset uncommitted): the next owner redoes it
+                return
             self._busy += 1
             waiting = self._queues.get(work.key)
             if waiting is not None:
@@ -228,6 +248,94 @@ class KeyedScheduler:
             self._live.clear()
             self._background.clear()
             self._wake.notify_all()
+
+
+class SignalBatches(Generic[T]):
+    """Signals handled many at a time by one thread, in arrival order, with no wait for the loop.
+
+    The loop offers a signal; the thread takes what has queued meanwhile — the longest prefix in which no key
+    repeats, at most ``limit`` — and hands it to ``handle``; whatever arrives while it runs forms the next batch
+    (so a quiet stream is handled at once, one signal at a time, and a busy one in batches as large as the wait
+    for the database). A key stays marked from offer until its batch has been handled, so a booking's later
+    signal can queue behind it (:meth:`offer`) or wait for it (:meth:`wait_clear`): one booking's work stays in
+    order. A batch that never ran (closing) leaves its events in flight, uncommitted."""
+
+    def __init__(self, handle: Callable[[list[T]], None], key_of: Callable[[T], str], limit: int = 500) -> None:
+        self._handle = handle
+        self._key_of = key_of
+        self._limit = limit
+        self._queue: deque[T] = deque()
+        #: keys queued or in the running batch
+        self._keys: Counter[str] = Counter()
+        self._changed = threading.Condition()
+        self._running = False
+        self._closing = False
+        self._thread = threading.Thread(target=self._run, name="allocguard-batches", daemon=True)
+        self._thread.start()
+
+    def offer(self, key: str, item: T, free: Callable[[], bool]) -> bool:
+        """Queue ``item`` when its key is queued already (it goes behind) or ``free()`` says nothing else holds
+        the key; False otherwise (the caller places it the usual way)."""
+        with self._changed:
+            if self._closing or (not self._keys[key] and not free()):
+                return False
+            self._queue.append(item)
+            self._keys[key] += 1
+            self._changed.notify_all()
+            return True
+
+    def wait_clear(self, key: str, stop: threading.Event) -> bool:
+        """Until nothing of ``key`` is queued or running; False if ``stop`` is set meanwhile."""
+        with self._changed:
+            while self._keys[key]:
+                if stop.is_set():
+                    return False
+                self._changed.wait(0.1)
+            return True
+
+    def busy(self) -> bool:
+        """A batch is running, or one will start."""
+        with self._changed:
+            return self._running or (bool(self._queue) and not self._closing)
+
+    def close(self) -> None:
+        """No new batch starts; the running one finishes."""
+        with self._changed:
+            self._closing = True
+            self._changed.notify_all()
+
+    def _take(self) -> list[T] | None:
+        with self._changed:
+            while not self._queue and not self._closing:
+                self._changed.wait()
+            if self._closing:
+                return None
+            batch: list[T] = []
+            seen: set[str] = set()
+            while self._queue and len(batch) < self._limit:
+                key = self._key_of(self._queue[0])
+                if key in seen:
+                    break
+                seen.add(key)
+                batch.append(self._queue.popleft())
+            self._running = True
+            return batch
+
+    def _run(self) -> None:
+        while (batch := self._take()) is not None:
+            try:
+                self._handle(batch)
+            except Exception:  # the handler's own guard failed too: nothing more to do here than say so
+                log.exception("a batch of %d signal(s) failed", len(batch))
+            finally:
+                with self._changed:
+                    for item in batch:
+                        key = self._key_of(item)
+                        self._keys[key] -= 1
+                        if not self._keys[key]:
+                            del self._keys[key]
+                    self._running = False
+                    self._changed.notify_all()
 
 
 # ---- health and metrics ----------------------------------------------------------------------------
@@ -425,9 +533,12 @@ class Runtime:
         self._paused = False
         #: candidates decoded in the current poll batch, by (topic, op): the events counter moves once per batch
         self._routed: Counter[tuple[str, str]] = Counter()
-        #: hold announcements of the current poll batch, remembered together when the batch is routed
-        self._holds: list[tuple[Signal, Message, Span]] = []
-        self._hold_keys: set[str] = set()
+        #: the batch thread's record of the batch's messages already placed (completed or submitted)
+        self._placed: set[int] = set()
+        #: hold announcements and failures whose bookings had nothing in flight: handled many at a time
+        self.batches: SignalBatches[tuple[Signal, Message, Span]] = SignalBatches(
+            self._handle_batch, lambda item: item[0].key
+        )
         self.pool = ConnectionPool(
             settings.resolved_dsn(),
             min_size=1,
@@ -631,8 +742,6 @@ class Runtime:
         routed = self._routed
         for message in batch.candidates:
             self._route(message)
-        if self._holds:
-            self._remember_holds()
         if routed:  # candidates are counted per batch too, by topic and op
             for (topic, op), count in routed.items():
                 self.metrics.events.add(count, {"topic": topic, "op": op})
@@ -669,8 +778,12 @@ class Runtime:
             self._routed[(topic, routed.op)] += 1
             self._done_now(topic, partition, offset)
             return
-        span = self.telemetry.consumer_span(
-            topic, partition, offset, message.key(), _header_list(message), self.settings.group_id
+        span = (
+            self.telemetry.consumer_span(
+                topic, partition, offset, message.key(), _header_list(message), self.settings.group_id
+            )
+            if self.telemetry.tracing
+            else trace.INVALID_SPAN
         )
         if isinstance(routed, DeadLetter):
             self._dead_letter(message, routed.error, span)
@@ -687,8 +800,9 @@ class Runtime:
             if booking is not None:
                 span.set_attribute("allocguard.booking.id", str(booking))
             watch_key = str(booking) if booking is not None else _SWEEP
-            if watch_key in self._hold_keys:
-                self._remember_holds()
+            if not self.batches.wait_clear(watch_key, self._stop):
+                self.telemetry.end(span)  # stopping: left in flight, uncommitted, for the next owner
+                return
 
             def prevent_in_span() -> None:
                 with trace.use_span(span, end_on_exit=False):
@@ -698,47 +812,104 @@ class Runtime:
             return
         span.set_attribute("allocguard.signal", routed.kind)
         key = routed.key
-        if isinstance(routed.found, HoldSeen) and not self.scheduler.has(key):
-            # nothing of this booking is in flight: its announcement joins the batch's one write (below)
-            self._holds.append((routed, message, span))
-            self._hold_keys.add(key)
+        if self.batches.offer(key, (routed, message, span), lambda: not self.scheduler.has(key)):
             return
-        if key in self._hold_keys:
-            self._remember_holds()  # this booking's earlier announcement first: one booking's work stays in order
-        self._submit_signal(routed, message, span)
+        self._submit_signal(routed, message, span)  # this booking has work in flight: it waits behind it
 
-    def _remember_holds(self) -> None:
-        """The poll batch's hold announcements whose bookings had nothing in flight: one transaction, one round
-        trip, written by the loop (no worker hand-off, no transaction per announcement); then their offsets may be
-        committed. If the write fails for any reason, each goes the usual way — its own work item, which rides
-        out an infrastructure failure without a verdict — so nothing is lost and nothing is dead-lettered."""
-        pending, self._holds = self._holds, []
-        self._hold_keys.clear()
-        started = time.monotonic()
-        children: list[Span | None] = []
+    def _handle_batch(self, batch: list[tuple[Signal, Message, Span]]) -> None:
+        """A batch of signals (distinct bookings, in the batch thread): a booking whose earlier failure went to a
+        worker meanwhile goes behind it; the rest are handled together."""
+        holds: list[tuple[Signal, Message, Span]] = []
+        failures: list[tuple[Signal, Message, Span]] = []
+        self._placed.clear()
         try:
-            holds: list[tuple[HoldSeen, tuple[str, str] | None]] = []
-            for routed, _, span in pending:
-                found = cast(HoldSeen, routed.found)
+            for item in batch:
+                routed = item[0]
+                if self.scheduler.has(routed.key):
+                    self._send_on(*item)
+                elif isinstance(routed.found, HoldSeen):
+                    holds.append(item)
+                else:
+                    failures.append(item)
+            self._flush_signals(holds, failures)
+        except Exception:  # a bug, not the database (that is handled inside): what is not placed goes the usual way
+            log.exception("handling %d signal(s) together failed: each goes the usual way", len(batch))
+            for item in batch:
+                if id(item[1]) not in self._placed:
+                    self._send_on(*item)
+
+    def _flush_signals(
+        self, holds: list[tuple[Signal, Message, Span]], failures: list[tuple[Signal, Message, Span]]
+    ) -> None:
+        """A batch's hold announcements are written, then its failures' first steps read (processed already? the
+        hold they name — perhaps one just written — and the booking's window): two statements, one round trip.
+        What that settles — a duplicate, a failure with no window to work with — is settled here, as the whole
+        path would settle it, without a work item or a statement of its own; every other failure goes the usual
+        way (its own work item, which reads those steps again inside its own work). If the round trip fails for
+        any reason, every signal of the batch goes the usual way — its own work item, which rides out an
+        infrastructure failure without a verdict — so nothing is lost and nothing is dead-lettered."""
+        started = time.monotonic()
+        tracing = self.telemetry.tracing
+        children: list[Span | None] = []
+        remembered: list[tuple[HoldSeen, tuple[str, str] | None]] = []
+        for routed, _, span in holds:
+            found = cast(HoldSeen, routed.found)
+            child = None
+            if tracing:
                 child = self.telemetry.child(span, "allocguard.hold.remembered", hold_attributes(found))
-                children.append(child)
-                holds.append((found, span_ids(child)))
-            self.remediator.remember(holds)
+            children.append(child)
+            remembered.append((found, span_ids(child)))
+        try:
+            verdicts = self.remediator.triage([cast(FailureSeen, r.found) for r, _, _ in failures], remembered)
         except Exception as exc:
-            log.info("%d hold announcement(s) not written together (%s): one at a time", len(pending), exc)
+            log.info("%d signal(s) not handled together (%s): one at a time", len(holds) + len(failures), exc)
             for child in children:
                 if child is not None:
                     child.end()
-            for routed, message, span in pending:
-                self._submit_signal(routed, message, span)
+            for item in (*holds, *failures):
+                self._send_on(*item)
             return
         took = time.monotonic() - started
-        for (_, message, span), child in zip(pending, children, strict=True):
+        handling = self.metrics.handling
+        for (_, _, span), child in zip(holds, children, strict=True):
             if child is not None:
                 child.end()
             self.telemetry.end(span)
-            self.metrics.handling.record(took, {"signal": "hold"})
-            self._done_now(message.topic() or "", message.partition() or 0, message.offset() or 0)
+            handling.record(took, {"signal": "hold"})
+        done = [message for _, message, _ in holds]
+        outcomes: Counter[str] = Counter()
+        for (routed, message, span), result in zip(failures, verdicts, strict=True):
+            if result is None:
+                self._send_on(routed, message, span)
+                continue
+            if tracing and result.status != "duplicate":
+                attributes = failure_attributes(cast(FailureSeen, routed.found))
+                detect = self.telemetry.child(span, "allocguard.detect", attributes)
+                if detect is not None:
+                    detect.set_attribute("allocguard.outcome.status", result.status)
+                    detect.end()
+            self.telemetry.end(span)
+            handling.record(took, {"signal": "failure"})
+            outcomes[result.status] += 1
+            self._log_result(routed.key, result)
+            done.append(message)
+        self._done_later(done)
+        for status, count in outcomes.items():  # neither settles an incident: no resolution time to record
+            self.metrics.incidents.add(count, {"status": status})
+
+    def _send_on(self, routed: Signal, message: Message, span: Span) -> None:
+        """From the batch thread: this signal goes the usual way (its own work item)."""
+        self._placed.add(id(message))
+        self._submit_signal(routed, message, span)
+
+    def _done_later(self, messages: list[Message]) -> None:
+        """From the batch thread: these events are done; the loop completes their offsets (the tracker is the
+        loop's alone) — one hand-over for all of them."""
+        if not messages:
+            return
+        self._placed.update(id(m) for m in messages)
+        done = [(m.topic() or "", m.partition() or 0, m.offset() or 0) for m in messages]
+        self._completions.put(Work(_BATCH, -1, -1, "", _nothing, done=done))
 
     def _submit_signal(self, routed: Signal, message: Message, span: Span) -> None:
         row, key = routed.row, routed.key
@@ -1007,6 +1178,9 @@ class Runtime:
                 isinstance(work.error, Abandoned) or infrastructure_cause(work.error) is not None
             ):
                 pass  # only while stopping: the event stays uncommitted and is redelivered after restart
+            elif work.done is not None:
+                for where in work.done:
+                    self._complete(*where)
             elif work.error is not None and work.message is not None:
                 # a bug or a permanent refusal: the event goes to the DLQ with the reason, then counts as done
                 self._dead_letter(work.message, work.error)
@@ -1162,9 +1336,10 @@ class Runtime:
         def left(share: float = 1.0) -> float:
             return max(0.05, (end - time.monotonic()) * share)
 
+        self.batches.close()  # the running batch finishes (it may still place work: the scheduler drops it)
         self.scheduler.shutdown()
         drain_until = time.monotonic() + left(0.6)
-        while self.scheduler.busy() and time.monotonic() < drain_until:
+        while (self.scheduler.busy() or self.batches.busy()) and time.monotonic() < drain_until:
             self.producer.poll(0)
             self._drain_completions(timeout=0.05)
         self.producer.flush(min(left(0.3), 5.0))

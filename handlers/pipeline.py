@@ -81,6 +81,13 @@ class IncidentResult:
 
 def incident_for(conn: Conn, failure: FailureSeen, hold: HoldSeen | None) -> Incident | None:
     """The incident a failure belongs to: the hold's tables and window, or the booking fallback."""
+    return incident_from(failure, hold, lambda: store.booking_window(conn, failure.booking_id))
+
+
+def incident_from(
+    failure: FailureSeen, hold: HoldSeen | None, booking: Callable[[], store.BookingWindow | None]
+) -> Incident | None:
+    """:func:`incident_for` with the booking's window read by ``booking`` (only when the hold does not do)."""
     if hold is not None and (hold.booking_id is None or hold.booking_id == failure.booking_id):
         restaurant = failure.restaurant_id or hold.restaurant_id
         if restaurant is not None:
@@ -93,7 +100,20 @@ def incident_for(conn: Conn, failure: FailureSeen, hold: HoldSeen | None) -> Inc
                 require_adjacency=hold.require_adjacency,
                 window_source="hold",
             )
-    return store.incident_from_booking(conn, failure)
+    return store.incident_of_booking(failure, booking())
+
+
+def settled_early(failure: FailureSeen, found: store.Triage) -> IncidentResult | None:
+    """The outcome :meth:`Remediator.on_failure` would reach before writing anything — a duplicate, or a failure
+    with no window to work with — from a :func:`store.triage` row; None when the failure needs the whole path."""
+    if found.processed:
+        return IncidentResult("duplicate", "event already processed")
+    if incident_from(failure, found.hold, lambda: found.booking) is None:
+        return IncidentResult("unresolvable", _NO_WINDOW.format(failure.booking_id))
+    return None
+
+
+_NO_WINDOW = "booking {} has no window to work with"
 
 
 class SpanHandle(Protocol):
@@ -127,6 +147,15 @@ class Hooks:
     on_pruned: Callable[[PruneResult], None] | None = None
     #: opens a span (name, attributes, links as (trace id, span id) hex pairs); a no-op by default
     span: SpanFactory = _no_span
+
+
+def failure_attributes(failure: FailureSeen) -> dict[str, Any]:
+    return {
+        "allocguard.booking.id": str(failure.booking_id),
+        "allocguard.event.id": str(failure.event_id),
+        "allocguard.event.source": failure.source,
+        "allocguard.event.type": failure.event_type,
+    }
 
 
 def hold_attributes(hold: HoldSeen) -> dict[str, Any]:
@@ -177,14 +206,19 @@ class Remediator:
         with self._connect() as conn:
             store.remember_holds(conn, holds)
 
+    def triage(
+        self, failures: list[FailureSeen], holds: list[tuple[HoldSeen, tuple[str, str] | None]] | None = None
+    ) -> list[IncidentResult | None]:
+        """Many failures' first steps in one statement (after ``holds`` are remembered, in the same round trip):
+        for each failure, the outcome when it is settled before anything is written (a duplicate, no window),
+        else None (it needs :meth:`on_failure`, which reads them again)."""
+        with self._connect() as conn:
+            found = store.remember_and_triage(conn, holds or [], failures)
+        return [settled_early(failure, row) for failure, row in zip(failures, found, strict=True)]
+
     def on_failure(self, failure: FailureSeen) -> IncidentResult:
         span = self.hooks.span
-        attributes: dict[str, Any] = {
-            "allocguard.booking.id": str(failure.booking_id),
-            "allocguard.event.id": str(failure.event_id),
-            "allocguard.event.source": failure.source,
-            "allocguard.event.type": failure.event_type,
-        }
+        attributes = failure_attributes(failure)
         with self._connect() as conn:
             if store.was_processed(conn, failure.event_id):
                 return IncidentResult("duplicate", "event already processed")
@@ -193,7 +227,7 @@ class Remediator:
                 incident = incident_for(conn, failure, hold)
                 if incident is None:
                     detect.set("allocguard.outcome.status", "unresolvable")
-                    return IncidentResult("unresolvable", f"booking {failure.booking_id} has no window to work with")
+                    return IncidentResult("unresolvable", _NO_WINDOW.format(failure.booking_id))
                 incident_id, status, count, first_trace = store.record_incident(
                     conn, incident, failure, self.settings.mode.recorded
                 )

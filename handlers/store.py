@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
@@ -88,6 +89,10 @@ def remember_holds(conn: Conn, holds: list[tuple[HoldSeen, tuple[str, str] | Non
     """Many announcements in one statement (one round trip, atomic, and one statement text whatever their number,
     so psycopg and PostgreSQL parse and plan it once), as one at a time would leave them: a hold announced twice
     keeps its last announcement."""
+    conn.execute(_REMEMBER_MANY, (_holds_json(holds),))
+
+
+def _holds_json(holds: list[tuple[HoldSeen, tuple[str, str] | None]]) -> str:
     last = {hold.hold_id: (hold, trace) for hold, trace in holds}
     rows = [
         {
@@ -103,7 +108,7 @@ def remember_holds(conn: Conn, holds: list[tuple[HoldSeen, tuple[str, str] | Non
         }
         for hold, trace in last.values()
     ]
-    conn.execute(_REMEMBER_MANY, (json.dumps(rows),))
+    return json.dumps(rows)
 
 
 def recall_hold(conn: Conn, failure: FailureSeen) -> HoldSeen | None:
@@ -122,8 +127,10 @@ def recall_hold(conn: Conn, failure: FailureSeen) -> HoldSeen | None:
                 " ORDER BY observed_at DESC LIMIT 1",
                 (failure.booking_id,),
             ).fetchone()
-    if row is None:
-        return None
+    return None if row is None else _hold_of(row)
+
+
+def _hold_of(row: dict[str, Any]) -> HoldSeen:
     return HoldSeen(
         hold_id=row["hold_id"],
         booking_id=row["booking_id"],
@@ -137,20 +144,31 @@ def recall_hold(conn: Conn, failure: FailureSeen) -> HoldSeen | None:
     )
 
 
-def sweep_holds(conn: Conn) -> int:
-    return conn.execute("DELETE FROM allocguard.hold_observations WHERE expires_at <= now()").rowcount
-
-
-# ---- incidents ---------------------------------------------------------------------------------
-
-
-def incident_from_booking(conn: Conn, failure: FailureSeen) -> Incident | None:
-    """The fallback when the hold is unknown: the booking's own window and restaurant, and the active
+@dataclass(frozen=True)
+class BookingWindow:
+    """What the booking fallback of an incident needs: the booking's restaurant and window, and the active
     tables that fit its party (the planner's candidates)."""
+
+    restaurant_id: UUID
+    start_at: datetime
+    end_at: datetime
+    table_ids: tuple[UUID, ...]
+
+
+@dataclass(frozen=True)
+class Triage:
+    """What the first steps of handling a failure read, for many failures at once (:func:`triage`)."""
+
+    processed: bool
+    hold: HoldSeen | None
+    booking: BookingWindow | None
+
+
+def booking_window(conn: Conn, booking_id: UUID) -> BookingWindow | None:
+    """The booking's restaurant and window and the tables that fit its party; None without a window."""
     with conn.cursor(row_factory=dict_row) as cur:
         booking = cur.execute(
-            "SELECT restaurant_id, start_at, end_at, party_size FROM public.bookings WHERE id = %s",
-            (failure.booking_id,),
+            "SELECT restaurant_id, start_at, end_at, party_size FROM public.bookings WHERE id = %s", (booking_id,)
         ).fetchone()
         if booking is None or booking["start_at"] is None or booking["end_at"] is None:
             return None
@@ -159,14 +177,91 @@ def incident_from_booking(conn: Conn, failure: FailureSeen) -> Incident | None:
             " AND capacity >= %s AND coalesce(min_party_size, 1) <= %s ORDER BY capacity, table_number",
             (booking["restaurant_id"], booking["party_size"], booking["party_size"]),
         ).fetchall()
+    table_ids = tuple(t["id"] for t in tables)
+    return BookingWindow(booking["restaurant_id"], booking["start_at"], booking["end_at"], table_ids)
+
+
+def incident_from_booking(conn: Conn, failure: FailureSeen) -> Incident | None:
+    """The fallback when the hold is unknown: the booking's own window and restaurant, and the active
+    tables that fit its party (the planner's candidates)."""
+    return incident_of_booking(failure, booking_window(conn, failure.booking_id))
+
+
+def incident_of_booking(failure: FailureSeen, booking: BookingWindow | None) -> Incident | None:
+    if booking is None:
+        return None
     return Incident(
         booking_id=failure.booking_id,
-        restaurant_id=booking["restaurant_id"],
-        window=TstzRange.closed_open(booking["start_at"], booking["end_at"]),
-        table_ids=tuple(t["id"] for t in tables),
+        restaurant_id=booking.restaurant_id,
+        window=TstzRange.closed_open(booking.start_at, booking.end_at),
+        table_ids=booking.table_ids,
         hold_id=failure.hold_id,
         window_source="booking",
     )
+
+
+#: was_processed, recall_hold and booking_window for many failures: one statement text whatever their number
+_TRIAGE = (
+    "SELECT f.n, p.processed IS NOT NULL AS processed,"
+    " h.hold_id, h.booking_id, h.restaurant_id, h.table_ids, h.attempt_window, h.require_adjacency, h.expires_at,"
+    " h.trace_id, h.span_id,"
+    " b.restaurant_id AS b_restaurant_id, b.start_at AS b_start_at, b.end_at AS b_end_at,"
+    " (SELECT coalesce(array_agg(t.id ORDER BY t.capacity, t.table_number), '{}') FROM public.table_inventory t"
+    "   WHERE t.restaurant_id = b.restaurant_id AND t.active AND t.capacity >= b.party_size"
+    "   AND coalesce(t.min_party_size, 1) <= b.party_size) AS b_table_ids"
+    " FROM jsonb_to_recordset(%s::jsonb) AS f(n int, event_id uuid, booking_id uuid, hold_id uuid)"
+    " LEFT JOIN LATERAL (SELECT o.* FROM ("
+    "   (SELECT *, 0 AS preference FROM allocguard.hold_observations"
+    "     WHERE hold_id = f.hold_id AND expires_at > now())"
+    "   UNION ALL"
+    "   (SELECT *, 1 FROM allocguard.hold_observations WHERE booking_id = f.booking_id AND expires_at > now()"
+    "     ORDER BY observed_at DESC LIMIT 1)) o ORDER BY o.preference LIMIT 1) h ON true"
+    # a lateral probe per failure (an EXISTS became a hashed scan of the whole table for a few failures)
+    " LEFT JOIN LATERAL (SELECT true AS processed FROM allocguard.processed_events"
+    "   WHERE event_id = f.event_id) p ON true"
+    " LEFT JOIN public.bookings b ON b.id = f.booking_id AND b.start_at IS NOT NULL AND b.end_at IS NOT NULL"
+    " ORDER BY f.n"
+)
+
+
+def triage(conn: Conn, failures: list[FailureSeen]) -> list[Triage]:
+    """For each failure, in order, what :func:`was_processed`, :func:`recall_hold` and :func:`booking_window`
+    would read — in one statement (one round trip), so that a poll batch's failures that cannot become an incident
+    (already processed; no hold and no booking window) are settled without a statement each."""
+    return remember_and_triage(conn, [], failures)
+
+
+def remember_and_triage(
+    conn: Conn, holds: list[tuple[HoldSeen, tuple[str, str] | None]], failures: list[FailureSeen]
+) -> list[Triage]:
+    """:func:`remember_holds` then :func:`triage` (which sees those holds), sent together: one round trip."""
+    cursor = conn.cursor(row_factory=dict_row)
+    with conn.pipeline():
+        if holds:
+            conn.execute(_REMEMBER_MANY, (_holds_json(holds),))
+        if failures:
+            rows_in = [
+                {
+                    "n": n,
+                    "event_id": str(f.event_id),
+                    "booking_id": str(f.booking_id),
+                    "hold_id": str(f.hold_id) if f.hold_id else None,
+                }
+                for n, f in enumerate(failures)
+            ]
+            cursor.execute(_TRIAGE, (json.dumps(rows_in),))
+    if not failures:
+        return []
+    out = []
+    for row in cursor.fetchall():
+        booking = None
+        if row["b_restaurant_id"] is not None:
+            booking = BookingWindow(
+                row["b_restaurant_id"], row["b_start_at"], row["b_end_at"], tuple(row["b_table_ids"])
+            )
+        hold = _hold_of(row) if row["hold_id"] is not None else None
+        out.append(Triage(bool(row["processed"]), hold, booking))
+    return out
 
 
 def record_incident(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 
-from consumer.runtime import KeyedScheduler, Work
+from consumer.runtime import KeyedScheduler, SignalBatches, Work
 
 
 def wait_until(what: str, check: object, timeout: float = 5.0) -> None:
@@ -121,3 +121,123 @@ def test_a_key_stays_in_order_across_lanes() -> None:
     wait_until("both ran", lambda: len(ran) == 2)
     assert ran == [1, 2]
     scheduler.shutdown()
+
+
+# ---- signal batches ----------------------------------------------------------------------------------------
+
+
+class Recorder:
+    """A batch handler that records each batch; the first batch can be held until released."""
+
+    def __init__(self, hold_first: bool = False, fail_first: bool = False) -> None:
+        self.batches: list[list[tuple[str, int]]] = []
+        self.release = threading.Event()
+        self.entered = threading.Event()
+        if not hold_first:
+            self.release.set()
+        self.fail_first = fail_first
+
+    def __call__(self, batch: list[tuple[str, int]]) -> None:
+        self.entered.set()
+        self.release.wait(5)
+        self.batches.append(batch)
+        if self.fail_first and len(self.batches) == 1:
+            raise RuntimeError("a bug in the handler")
+
+
+def batcher(recorder: Recorder, limit: int = 500) -> SignalBatches[tuple[str, int]]:
+    return SignalBatches(recorder, lambda item: item[0], limit=limit)
+
+
+def test_what_queues_while_a_batch_runs_is_the_next_batch_cut_where_a_key_repeats() -> None:
+    recorder = Recorder(hold_first=True)
+    batches = batcher(recorder)
+    assert batches.offer("x", ("x", 0), lambda: True)
+    assert recorder.entered.wait(5)
+    for item in (("a", 1), ("b", 2), ("a", 3), ("c", 4)):
+        assert batches.offer(item[0], item, lambda: True)
+    recorder.release.set()
+    wait_until("three batches", lambda: len(recorder.batches) == 3)
+    assert recorder.batches == [[("x", 0)], [("a", 1), ("b", 2)], [("a", 3), ("c", 4)]], (
+        "arrival order; a batch never holds one key twice (a booking's signals stay in order)"
+    )
+    wait_until("idle", lambda: not batches.busy())
+    batches.close()
+
+
+def test_a_batch_holds_at_most_limit_signals() -> None:
+    recorder = Recorder(hold_first=True)
+    batches = batcher(recorder, limit=2)
+    batches.offer("x", ("x", 0), lambda: True)
+    assert recorder.entered.wait(5)
+    for n in range(5):
+        batches.offer(f"k{n}", (f"k{n}", n), lambda: True)
+    recorder.release.set()
+    wait_until("all handled", lambda: sum(len(b) for b in recorder.batches) == 6)
+    assert [len(b) for b in recorder.batches] == [1, 2, 2, 1]
+    batches.close()
+
+
+def test_a_key_held_elsewhere_is_refused_unless_it_is_queued_here() -> None:
+    recorder = Recorder(hold_first=True)
+    batches = batcher(recorder)
+    assert not batches.offer("a", ("a", 1), lambda: False), "the key has work in flight elsewhere: not batched"
+    assert batches.offer("a", ("a", 1), lambda: True)
+    assert batches.offer("a", ("a", 2), lambda: False), "queued here already: it goes behind, whatever free() says"
+    recorder.release.set()
+    wait_until("both handled", lambda: len(recorder.batches) == 2)
+    assert recorder.batches == [[("a", 1)], [("a", 2)]]
+    batches.close()
+
+
+def test_wait_clear_returns_once_the_keys_batch_is_handled_or_at_stop() -> None:
+    recorder = Recorder(hold_first=True)
+    batches = batcher(recorder)
+    batches.offer("a", ("a", 1), lambda: True)
+    stop = threading.Event()
+    assert recorder.entered.wait(5)
+    assert batches.wait_clear("b", stop), "a key with nothing queued is clear at once"
+    cleared: list[bool] = []
+    waiter = threading.Thread(target=lambda: cleared.append(batches.wait_clear("a", stop)))
+    waiter.start()
+    time.sleep(0.05)  # give the waiter time to (wrongly) return: it must still be waiting
+    assert not cleared
+    recorder.release.set()
+    waiter.join(5)
+    assert cleared == [True]
+    assert recorder.batches == [[("a", 1)]], "it returned after the batch was handled"
+
+    recorder2 = Recorder(hold_first=True)
+    held = batcher(recorder2)
+    held.offer("a", ("a", 1), lambda: True)
+    stop.set()
+    assert held.wait_clear("a", stop) is False, "stopping: the caller leaves its event in flight"
+    recorder2.release.set()
+    held.close()
+    batches.close()
+
+
+def test_a_failing_handler_does_not_stop_the_thread_or_keep_its_keys() -> None:
+    recorder = Recorder(fail_first=True)
+    batches = batcher(recorder)
+    batches.offer("a", ("a", 1), lambda: True)
+    wait_until("first batch", lambda: len(recorder.batches) == 1)
+    assert batches.wait_clear("a", threading.Event())
+    assert batches.offer("a", ("a", 2), lambda: True)
+    wait_until("second batch", lambda: len(recorder.batches) == 2)
+    batches.close()
+
+
+def test_close_starts_no_new_batch() -> None:
+    recorder = Recorder(hold_first=True)
+    batches = batcher(recorder)
+    batches.offer("a", ("a", 1), lambda: True)
+    assert recorder.entered.wait(5)
+    batches.offer("b", ("b", 2), lambda: True)
+    batches.close()
+    assert batches.busy(), "the running batch finishes"
+    assert not batches.offer("c", ("c", 3), lambda: True), "closed: nothing new is queued"
+    recorder.release.set()
+    wait_until("the running batch ended", lambda: not batches.busy())
+    time.sleep(0.05)  # a wrongly started batch would show up here
+    assert recorder.batches == [[("a", 1)]], "what was queued never starts (its events stay uncommitted)"

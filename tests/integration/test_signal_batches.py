@@ -1,0 +1,292 @@
+"""Signals handled many at a time: a batch's hold announcements are written together and its failures' first steps
+read together (one round trip); what that settles is settled, the rest goes the usual way — and if the round trip
+fails, every signal goes the usual way (its own work item), so none is lost. The batched read is checked against
+the one-at-a-time reads it replaces. As allocguard's login role, on the real database."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from datetime import time as dtime
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from confluent_kafka import Message
+from opentelemetry import trace
+from opentelemetry.trace import Span
+
+from consumer.config import RuntimeSettings, StackSettings
+from consumer.local.platform import create_booking, create_venue
+from consumer.local.simulator import tomorrow
+from consumer.routing import Signal, route
+from consumer.runtime import Runtime
+from handlers import store
+from handlers.detect import DetectionRules, FailureSeen, HoldSeen, classify
+from schemas.rows import ObservabilityEvent
+from schemas.values import TstzRange
+from tests.support.process import free_port
+
+Conn = psycopg.Connection[Any]
+TOPIC = "platform.public.observability_events"
+#: the source block of a real Debezium message (a captured fixture)
+SOURCE = json.loads(
+    json.loads(
+        (Path(__file__).parents[1] / "fixtures/debezium/schemas_off/observability_events_lifecycle.json").read_text()
+    )[0]["value"]
+)["source"]
+
+
+def announcement(hold_id: uuid.UUID, booking: uuid.UUID | None, table: uuid.UUID) -> bytes:
+    after = {
+        "id": str(uuid.uuid4()),
+        "created_at": "2026-11-24T10:00:00Z",
+        "source": "capacity.hold",
+        "event_type": "capacity.hold.created",
+        "severity": "info",
+        "context": json.dumps(
+            {
+                "holdId": str(hold_id),
+                "tableIds": [str(table)],
+                "startAt": "2026-12-01T19:00:00Z",
+                "endAt": "2026-12-01T21:00:00Z",
+            }
+        ),
+        "restaurant_id": str(uuid.uuid4()),
+        "booking_id": str(booking) if booking else None,
+    }
+    doc = {"before": None, "after": after, "source": SOURCE, "op": "c"}
+    return json.dumps(doc, separators=(",", ":")).encode()
+
+
+def failure_value(event_id: uuid.UUID, booking: uuid.UUID, hold_id: uuid.UUID | None = None) -> bytes:
+    context: dict[str, str] = {"error": "allocations_no_overlap"}
+    if hold_id is not None:
+        context["holdId"] = str(hold_id)
+    after = {
+        "id": str(event_id),
+        "created_at": "2026-11-24T10:00:01Z",
+        "source": "capacity.atomic_confirm",
+        "event_type": "transaction.failed",
+        "severity": "error",
+        "context": json.dumps(context),
+        "restaurant_id": None,
+        "booking_id": str(booking),
+    }
+    doc = {"before": None, "after": after, "source": SOURCE, "op": "c"}
+    return json.dumps(doc, separators=(",", ":")).encode()
+
+
+Item = tuple[Signal, Message, Span]
+
+
+def item(value: bytes, offset: int) -> Item:
+    routed = route(TOPIC, 0, offset, None, value, DetectionRules())
+    assert isinstance(routed, Signal), routed
+    return routed, Message(topic=TOPIC, partition=0, offset=offset, value=value), trace.INVALID_SPAN
+
+
+def completed(runtime: Runtime) -> list[int]:
+    """Offsets the batch handed back to the loop as done."""
+    offsets: list[int] = []
+    while not runtime._completions.empty():
+        work = runtime._completions.get_nowait()
+        assert work.done is not None
+        offsets += [offset for _, _, offset in work.done]
+    return offsets
+
+
+@pytest.fixture
+def runtime(stack_settings: StackSettings) -> Iterator[Runtime]:
+    settings = RuntimeSettings(
+        group_id=f"hold-batches-{uuid.uuid4()}", health_host="127.0.0.1", health_port=free_port(), artifacts_dir=None
+    )
+    instance = Runtime(settings, once=True)
+    instance.pool.open(wait=True)
+    yield instance
+    instance.pool.close()
+    instance.consumer.close()
+
+
+def signals(count: int, hold_ids: list[uuid.UUID] | None = None) -> list[tuple[Signal, Message]]:
+    out = []
+    for n in range(count):
+        hold_id = hold_ids[n] if hold_ids else uuid.uuid4()
+        value = announcement(hold_id, uuid.uuid4(), uuid.uuid4())
+        routed = route(TOPIC, 0, n, None, value, DetectionRules())
+        assert isinstance(routed, Signal)
+        assert isinstance(routed.found, HoldSeen)
+        out.append((routed, Message(topic=TOPIC, partition=0, offset=n, value=value)))
+    return out
+
+
+def remembered(connect: Callable[[], psycopg.Connection[Any]], hold_ids: list[uuid.UUID]) -> set[uuid.UUID]:
+    with connect() as conn:
+        rows = conn.execute(
+            "SELECT hold_id FROM allocguard.hold_observations WHERE hold_id = ANY(%s)", (hold_ids,)
+        ).fetchall()
+    return {row[0] for row in rows}
+
+
+def test_one_write_for_the_batch(runtime: Runtime, connect: Callable[[], psycopg.Connection[Any]]) -> None:
+    batch = signals(25)
+    holds: list[Item] = [(routed, message, trace.INVALID_SPAN) for routed, message in batch]
+    runtime._flush_signals(holds, [])
+    ids = [cast_hold(routed).hold_id for routed, _ in batch]
+    assert remembered(connect, ids) == set(ids)
+    assert completed(runtime) == list(range(25)), "each announcement is done once the write is"
+
+
+def test_a_hold_announced_twice_in_a_batch_keeps_the_last(connect: Callable[[], psycopg.Connection[Any]]) -> None:
+    hold_id = uuid.uuid4()
+    first, second = (classify(event(hold_id, table), DetectionRules()) for table in (uuid.uuid4(), uuid.uuid4()))
+    assert isinstance(first, HoldSeen)
+    assert isinstance(second, HoldSeen)
+    with connect() as conn:
+        store.remember_holds(conn, [(first, None), (second, None)])
+        row = conn.execute(
+            "SELECT table_ids FROM allocguard.hold_observations WHERE hold_id = %s", (hold_id,)
+        ).fetchone()
+    assert row == (list(second.table_ids),)
+
+
+def test_a_failed_round_trip_sends_every_signal_the_usual_way(runtime: Runtime) -> None:
+    holds: list[Item] = [(routed, message, trace.INVALID_SPAN) for routed, message in signals(2)]
+    failures = [item(failure_value(uuid.uuid4(), uuid.uuid4()), 10 + n) for n in range(2)]
+    submitted: list[int] = []
+
+    def refuse(*_: object) -> None:
+        raise psycopg.OperationalError("the database went away")
+
+    runtime.remediator.triage = refuse  # type: ignore[method-assign,assignment]
+    runtime._submit_signal = lambda routed, message, span: submitted.append(message.offset() or 0)  # type: ignore[method-assign]
+    runtime._flush_signals(holds, failures)
+    assert submitted == [0, 1, 10, 11], "each signal becomes its own work item (ride-out, no verdict, no loss)"
+    assert completed(runtime) == [], "nothing was done by the batch"
+
+
+def test_a_batch_settles_what_needs_no_work_and_sends_the_rest_on(
+    runtime: Runtime, connect: Callable[[], psycopg.Connection[Any]], platform_connect: Callable[[], Conn]
+) -> None:
+    with platform_connect() as conn:
+        venue = create_venue(conn, tables=2, capacity=4)
+        booked = create_booking(conn, venue, day=tomorrow(), start=dtime(19, 0), end=dtime(21, 0))
+    processed = uuid.uuid4()
+    with connect() as conn:
+        store.mark_processed(conn, processed, None, "duplicate")
+    named_hold = uuid.uuid4()
+    hold = item(announcement(named_hold, None, uuid.uuid4()), 0)  # a hold of no booking: its own key
+    unknown = item(failure_value(uuid.uuid4(), uuid.uuid4()), 1)  # no hold, no booking: no window
+    duplicate = item(failure_value(processed, uuid.uuid4()), 2)
+    real = item(failure_value(uuid.uuid4(), booked), 3)  # the booking's window: an incident
+    names_hold = item(failure_value(uuid.uuid4(), uuid.uuid4(), named_hold), 4)  # the hold written just before
+    submitted: list[int] = []
+    runtime._submit_signal = lambda routed, message, span: submitted.append(message.offset() or 0)  # type: ignore[method-assign]
+    runtime._flush_signals([hold], [unknown, duplicate, real, names_hold])
+    assert submitted == [3, 4], "what may be an incident goes the usual way"
+    assert completed(runtime) == [0, 1, 2], "the hold is written; the unresolvable and the duplicate are settled"
+    for settled in (unknown, duplicate):  # as the one-at-a-time path settles them
+        failure = settled[0].found
+        assert isinstance(failure, FailureSeen)
+        alone = runtime.remediator.on_failure(failure)
+        verdict = runtime.remediator.triage([failure])[0]
+        assert verdict is not None
+        assert (verdict.status, verdict.reason) == (alone.status, alone.reason)
+
+
+def test_the_batched_read_is_the_one_at_a_time_reads(
+    connect: Callable[[], psycopg.Connection[Any]], platform_connect: Callable[[], Conn]
+) -> None:
+    """was_processed, recall_hold and booking_window, for failures of every shape, in one statement."""
+    with platform_connect() as conn:
+        venue = create_venue(conn, tables=3, capacity=[2, 4, 6])
+        booked = create_booking(conn, venue, day=tomorrow(), start=dtime(19, 0), end=dtime(21, 0), party_size=3)
+    now = datetime.now(UTC)
+    window = TstzRange.closed_open(now + timedelta(days=1), now + timedelta(days=1, hours=2))
+
+    def hold(booking: uuid.UUID | None, expires: timedelta) -> HoldSeen:
+        return HoldSeen(uuid.uuid4(), booking, uuid.uuid4(), (uuid.uuid4(),), window, None, now + expires)
+
+    held_booking, twice_held = uuid.uuid4(), uuid.uuid4()
+    live, expired = hold(None, timedelta(hours=1)), hold(None, -timedelta(minutes=1))
+    by_booking = hold(held_booking, timedelta(hours=1))
+    older, newer = hold(twice_held, timedelta(hours=1)), hold(twice_held, timedelta(hours=2))
+    processed = uuid.uuid4()
+    with connect() as conn:
+        store.remember_holds(conn, [(h, None) for h in (live, expired, by_booking, older)])
+        store.remember_holds(conn, [(newer, ("0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331"))])
+        store.mark_processed(conn, processed, None, "duplicate")
+
+    def failure(booking: uuid.UUID, hold_id: uuid.UUID | None = None, event: uuid.UUID | None = None) -> FailureSeen:
+        return FailureSeen(event or uuid.uuid4(), booking, None, hold_id, "auto_assign", "auto_assign.quote", now)
+
+    failures = [
+        failure(booked),  # the booking's window and the tables that fit its party
+        failure(uuid.uuid4(), live.hold_id),  # the hold it names
+        failure(held_booking, uuid.uuid4()),  # names an unknown hold: the booking's latest
+        failure(held_booking),  # names none: the booking's latest
+        failure(uuid.uuid4(), expired.hold_id),  # an expired memory is ignored
+        failure(twice_held),  # the later of two
+        failure(uuid.uuid4(), event=processed),
+        failure(booked, live.hold_id),  # a hold and a window both
+        failure(booked),  # the same booking twice in one batch
+        failure(held_booking, live.hold_id),  # the hold it names, not its booking's latest
+    ]
+    with connect() as conn:
+        batched = store.triage(conn, failures)
+        alone = [
+            store.Triage(
+                store.was_processed(conn, f.event_id),
+                store.recall_hold(conn, f),
+                store.booking_window(conn, f.booking_id),
+            )
+            for f in failures
+        ]
+    assert batched == alone
+    assert alone[0].booking is not None, "the scenario has a window"
+    assert len(alone[0].booking.table_ids) == 2, "the tables that fit a party of 3"
+    # the scenario covers what it says: each case found what its comment claims
+    recalled = [t.hold.hold_id if t.hold else None for t in alone[1:6]]
+    assert recalled == [live.hold_id, by_booking.hold_id, by_booking.hold_id, None, newer.hold_id]
+    assert alone[5].hold is not None
+    assert alone[5].hold.trace_id == "0af7651916cd43dd8448eb211c80319c"
+    assert alone[9].hold is not None
+    assert alone[9].hold.hold_id == live.hold_id
+    assert alone[6].processed
+    assert not any(t.processed for t in alone[:6])
+
+
+def event(hold_id: uuid.UUID, table: uuid.UUID) -> ObservabilityEvent:
+    routed = route(TOPIC, 0, 0, None, announcement(hold_id, uuid.uuid4(), table), DetectionRules())
+    assert isinstance(routed, Signal)
+    return routed.row
+
+
+def cast_hold(routed: Signal) -> HoldSeen:
+    assert isinstance(routed.found, HoldSeen)
+    return routed.found
+
+
+def test_the_batch_stores_what_one_at_a_time_stores(connect: Callable[[], psycopg.Connection[Any]]) -> None:
+    """Window, tables, expiry, booking, trace ids: the same columns whether written alone or in a batch."""
+    table = uuid.uuid4()
+    alone, batched = (classify(event(uuid.uuid4(), table), DetectionRules()) for _ in range(2))
+    assert isinstance(alone, HoldSeen)
+    assert isinstance(batched, HoldSeen)
+    ids = ("0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331")
+    with connect() as conn:
+        store.remember_hold(conn, alone, ids)
+        store.remember_holds(conn, [(batched, ids)])
+        rows = [
+            conn.execute(
+                "SELECT table_ids, attempt_window, require_adjacency, expires_at, restaurant_id IS NULL, trace_id,"
+                " span_id FROM allocguard.hold_observations WHERE hold_id = %s",
+                (h,),
+            ).fetchone()
+            for h in (alone.hold_id, batched.hold_id)
+        ]
+    assert rows[0] is not None
+    assert rows[0] == rows[1]
