@@ -209,6 +209,8 @@ class RuntimeSettings(BaseSettings):
     shutdown_timeout_s: float = Field(default=30.0, gt=0)
     #: how long a revoked partition's in-flight work may take before its offsets are left uncommitted
     revoke_timeout_s: float = Field(default=20.0, ge=0)
+    #: partitions lost (session timeout) and no assignment since, with the broker reachable this long: re-subscribe
+    rejoin_after_s: float = Field(default=30.0, gt=0)
     #: a trace UI's page for one trace, with ``{trace_id}`` (Jaeger: http://host:16686/trace/{trace_id}; Grafana
     #: Tempo: its explore URL with the id in the query); ``diagnose`` and the demo print it
     trace_ui_url: str | None = None

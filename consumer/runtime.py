@@ -366,6 +366,10 @@ class Outage:
                 self._told = now
                 log.warning("%s still unavailable after %.0fs: %s", self.name, now - self._since, reason)
 
+    @property
+    def is_down(self) -> bool:
+        return self._since is not None
+
     def up(self) -> None:
         with self._lock:
             if self._since is not None:
@@ -531,6 +535,8 @@ class Runtime:
         self._stop = threading.Event()
         self._stopping_since: float | None = None
         self._paused = False
+        #: when partitions were last lost to a session timeout, until the next assignment (see _watch_group)
+        self._lost_at: float | None = None
         #: candidates decoded in the current poll batch, by (topic, op): the events counter moves once per batch
         self._routed: Counter[tuple[str, str]] = Counter()
         #: the batch thread's record of the batch's messages already placed (completed or submitted)
@@ -666,6 +672,7 @@ class Runtime:
             self.kafka_outage.down(f"committed offsets unavailable at assignment: {exc}")
             consumer.incremental_assign(partitions)
             self.health.assigned |= {(p.topic, p.partition) for p in partitions}
+            self._lost_at = None
             return
         fresh: list[TopicPartition] = []
         for partition in positioned:
@@ -687,6 +694,7 @@ class Runtime:
                 log.warning("could not commit start positions %s: %s", fresh, exc)
         self._starts.update({(p.topic, p.partition): p.offset for p in positioned if p.offset >= 0})
         self.health.assigned |= {(p.topic, p.partition) for p in partitions}
+        self._lost_at = None
         log.info("assigned %s", [f"{p.topic}[{p.partition}]@{p.offset}" for p in positioned])
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -722,6 +730,7 @@ class Runtime:
             self._starts.pop((topic, partition), None)
             self.metrics.lag.pop((topic, partition), None)
         self.health.assigned -= lost
+        self._lost_at = time.monotonic()
         log.warning("partitions lost (no commit): %s", sorted(lost))
 
     # -- routing --
@@ -1211,6 +1220,35 @@ class Runtime:
         except KafkaException as exc:
             log.debug("lag not sampled: %s", exc)
 
+    def _watch_group(self) -> None:
+        """A member whose partitions were lost to a session timeout (the broker was away) rejoins by itself — almost
+        always. Seen here about once in ten broker restarts under traffic: it never did, polling with nothing
+        assigned while the broker was back (the chaos suite lost every incident after it). So: once the broker has
+        been reachable for ``rejoin_after_s`` since the loss with no assignment at all (not even an empty one), the
+        member leaves and joins again; it repeats at that pace until it is assigned."""
+        lost_at = self._lost_at
+        if lost_at is None:
+            return
+        now = time.monotonic()
+        if self.kafka_outage.is_down:
+            self._lost_at = now  # the clock runs only while the broker is reachable
+            return
+        if now - lost_at < self.settings.rejoin_after_s:
+            return
+        log.warning(
+            "no assignment %.0fs after partitions were lost, with the broker reachable: leaving and joining again",
+            now - lost_at,
+        )
+        self._lost_at = now
+        self.metrics.rejoins.add(1)
+        self.consumer.unsubscribe()
+        self._subscribe()
+
+    def _subscribe(self) -> None:
+        self.consumer.subscribe(
+            self.settings.topics(), on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
+        )
+
     def _backpressure(self) -> None:
         """Pause every assigned partition while too much is in flight, or while an infrastructure failure holds
         work back (the loop keeps polling, so the member stays in the group); resume when both clear."""
@@ -1295,9 +1333,7 @@ class Runtime:
         if Mode(self.settings.mode).acts or self.guard is not None:
             threading.Thread(target=self._wake_due, name="allocguard-wakeups", daemon=True).start()
         server = serve_health(settings, self.health, self.metrics.exposition)
-        self.consumer.subscribe(
-            settings.topics(), on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
-        )
+        self._subscribe()
         idle_since = time.monotonic()
         try:
             while not self._stop.is_set():
@@ -1311,6 +1347,7 @@ class Runtime:
                 self._drain_completions()
                 self._store_positions()
                 self._backpressure()
+                self._watch_group()
                 self._sample_lag()
                 self.producer.poll(0)
                 if self.once:

@@ -290,6 +290,10 @@ class Metrics:
         self.outages = meter.create_counter(
             "allocguard.dependency.outages", description="times a dependency (kafka, database) became unavailable"
         )
+        self.rejoins = meter.create_counter(
+            "allocguard.kafka.rejoins",
+            description="times the consumer left and joined its group again: no assignment after partitions were lost",
+        )
         self.handling = meter.create_histogram(
             "allocguard.handling.duration", unit="s", description="time to handle one signal event"
         )

@@ -1,0 +1,74 @@
+"""The group watchdog: a member whose partitions were lost and that then got no assignment, with the broker back,
+leaves and joins its group again. On the real broker, as a member of a real group."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from consumer.config import RuntimeSettings, StackSettings
+from consumer.local.stack import LocalStack
+from consumer.runtime import Runtime
+from tests.support.process import free_port
+
+
+@pytest.fixture
+def member(stack_settings: StackSettings) -> Iterator[Runtime]:
+    prefix = f"rejoin{uuid.uuid4().hex[:8]}"
+    LocalStack(stack_settings, log=lambda line: None).ensure_topics([f"{prefix}.public.observability_events"])
+    settings = RuntimeSettings(
+        topic_prefix=prefix,
+        group_id=f"rejoin-{uuid.uuid4()}",
+        health_host="127.0.0.1",
+        health_port=free_port(),
+        artifacts_dir=None,
+        rejoin_after_s=5.0,
+    )
+    runtime = Runtime(settings, once=True)
+    runtime._subscribe()
+    yield runtime
+    runtime.consumer.close()
+
+
+def poll_until_assigned(runtime: Runtime, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not runtime.health.assigned:
+        assert time.monotonic() < deadline, f"assigned within {timeout}s"
+        runtime.consumer.poll(0.1)  # serves the group protocol and the rebalance callbacks
+
+
+def test_no_assignment_long_after_a_loss_makes_the_member_join_again(member: Runtime) -> None:
+    poll_until_assigned(member)
+    # the state the chaos suite found: partitions lost, then no assignment while the broker is reachable
+    member.health.assigned.clear()
+    member._lost_at = time.monotonic() - member.settings.rejoin_after_s - 1
+    member._watch_group()
+    assert member._lost_at is not None, "the clock restarts: it would try again after rejoin_after_s"
+    poll_until_assigned(member)
+    assert member._lost_at is None, "a new assignment ends the watch"
+
+
+def test_a_recent_loss_or_an_unreachable_broker_is_left_alone(
+    member: Runtime, caplog: pytest.LogCaptureFixture
+) -> None:
+    poll_until_assigned(member)
+
+    def rejoins() -> int:
+        return sum("leaving and joining again" in r.getMessage() for r in caplog.records)
+
+    member._lost_at = time.monotonic() - 1
+    member._watch_group()
+    assert rejoins() == 0, "the member may still rejoin by itself"
+    member.kafka_outage.down("the broker is away")
+    member._lost_at = time.monotonic() - member.settings.rejoin_after_s - 1
+    member._watch_group()
+    assert rejoins() == 0, "a broker away is not a stuck member"
+    member.kafka_outage.up()
+    member._watch_group()
+    assert rejoins() == 0, "the clock started again when the broker was seen away"
+    member._lost_at = time.monotonic() - member.settings.rejoin_after_s - 1
+    member._watch_group()
+    assert rejoins() == 1
