@@ -61,8 +61,10 @@ log = logging.getLogger("allocguard.runtime")
 
 #: the pseudo-topic of wake-up work (no Kafka offset to store when it completes)
 _WAKEUP = "allocguard.wakeup"
-#: the key (and pseudo-topic) of a poll batch's signals handled together: batches run one after another
+#: the pseudo-topic of a batch's completions
 _BATCH = "allocguard.batch"
+#: a poll that returns this many messages means a backlog: its signals are handled many at a time
+_BACKLOG = 64
 
 
 def _nothing() -> None:
@@ -539,6 +541,8 @@ class Runtime:
         self._lost_at: float | None = None
         #: candidates decoded in the current poll batch, by (topic, op): the events counter moves once per batch
         self._routed: Counter[tuple[str, str]] = Counter()
+        #: whether the current poll batch is a backlog's (signals batched) or a caught-up stream's (sent on at once)
+        self._batching = False
         #: the batch thread's record of the batch's messages already placed (completed or submitted)
         self._placed: set[int] = set()
         #: hold announcements and failures whose bookings had nothing in flight: handled many at a time
@@ -740,6 +744,8 @@ class Runtime:
         counted per batch (not per message), and each partition's read position moves once per batch. Only
         candidates pay for a decode, and only signals and dead letters for a span and offset bookkeeping."""
         batch = self._relevant.select(messages)
+        # a backlog (a full poll) is worth batching; a caught-up stream sends each signal on at once (latency)
+        self._batching = len(messages) >= _BACKLOG
         for message in batch.errors:
             error = message.error()
             assert error is not None
@@ -821,9 +827,11 @@ class Runtime:
             return
         span.set_attribute("allocguard.signal", routed.kind)
         key = routed.key
-        if self.batches.offer(key, (routed, message, span), lambda: not self.scheduler.has(key)):
+        batching = self._batching
+        if self.batches.offer(key, (routed, message, span), lambda: batching and not self.scheduler.has(key)):
             return
-        self._submit_signal(routed, message, span)  # this booking has work in flight: it waits behind it
+        # caught up (no backlog), or this booking has work in flight (it waits behind it): its own work item
+        self._submit_signal(routed, message, span)
 
     def _handle_batch(self, batch: list[tuple[Signal, Message, Span]]) -> None:
         """A batch of signals (distinct bookings, in the batch thread): a booking whose earlier failure went to a

@@ -290,3 +290,37 @@ def test_the_batch_stores_what_one_at_a_time_stores(connect: Callable[[], psycop
         ]
     assert rows[0] is not None
     assert rows[0] == rows[1]
+
+
+def test_a_caught_up_stream_sends_signals_on_at_once_and_a_backlog_batches_them(runtime: Runtime) -> None:
+    """Batching pays under a backlog (a full poll); a caught-up stream's signal goes on alone, at once."""
+    sent: list[int] = []
+    batched: list[int] = []
+    runtime._submit_signal = lambda routed, message, span: sent.append(message.offset() or 0)  # type: ignore[method-assign]
+
+    def offer(key: str, item: Item, free: Callable[[], bool]) -> bool:
+        if free():
+            batched.append(item[1].offset() or 0)
+            return True
+        return False
+
+    runtime.batches.offer = offer  # type: ignore[method-assign]
+    noise = json.loads(failure_value(uuid.uuid4(), uuid.uuid4()))
+    noise["after"].update(event_type="auto_assign.attempt.1", source="auto_assign", context="{}")
+    quiet = json.dumps(noise, separators=(",", ":")).encode()
+
+    def poll(first: int, signal_at: int, size: int) -> list[Message]:
+        return [
+            Message(
+                topic=TOPIC,
+                partition=0,
+                offset=first + n,
+                value=failure_value(uuid.uuid4(), uuid.uuid4()) if n == signal_at else quiet,
+            )
+            for n in range(size)
+        ]
+
+    runtime._take(poll(0, 0, 1))
+    assert (sent, batched) == ([0], []), "one message, caught up: sent on at once"
+    runtime._take(poll(100, 5, 64))
+    assert (sent, batched) == ([0], [105]), "a full poll: batched"
