@@ -1059,6 +1059,7 @@ class Runtime:
                         expired_at = time.monotonic()
                         for plan_id in store.expire_plans(conn):
                             log.warning("pending plan %s expired undecided", plan_id)
+                        store.sweep_holds(conn)  # the table would otherwise keep every hold ever announced
             except psycopg.Error as exc:
                 if not failing:
                     log.warning("cannot claim due wake-ups: %s", redact(str(exc).strip()))

@@ -144,6 +144,18 @@ def _hold_of(row: dict[str, Any]) -> HoldSeen:
     )
 
 
+def sweep_holds(conn: Conn, limit: int = 5000) -> int:
+    """Forget expired hold memories (recall ignores them already), at most ``limit`` at a time."""
+    return conn.execute(
+        "DELETE FROM allocguard.hold_observations WHERE hold_id IN (SELECT hold_id FROM allocguard.hold_observations"
+        " WHERE expires_at <= now() LIMIT %s)",
+        (limit,),
+    ).rowcount
+
+
+# ---- incidents ---------------------------------------------------------------------------------
+
+
 @dataclass(frozen=True)
 class BookingWindow:
     """What the booking fallback of an incident needs: the booking's restaurant and window, and the active

@@ -324,3 +324,16 @@ def test_a_caught_up_stream_sends_signals_on_at_once_and_a_backlog_batches_them(
     assert (sent, batched) == ([0], []), "one message, caught up: sent on at once"
     runtime._take(poll(100, 5, 64))
     assert (sent, batched) == ([0], [105]), "a full poll: batched"
+
+
+def test_expired_hold_memories_are_swept(connect: Callable[[], psycopg.Connection[Any]]) -> None:
+    now = datetime.now(UTC)
+    window = TstzRange.closed_open(now, now + timedelta(hours=2))
+    expired, live = (
+        HoldSeen(uuid.uuid4(), None, uuid.uuid4(), (uuid.uuid4(),), window, None, now + delta)
+        for delta in (-timedelta(seconds=1), timedelta(hours=1))
+    )
+    with connect() as conn:
+        store.remember_holds(conn, [(expired, None), (live, None)])
+        assert store.sweep_holds(conn) >= 1
+        assert remembered(lambda: conn, [expired.hold_id, live.hold_id]) == {live.hold_id}
