@@ -2,9 +2,12 @@
 resident memory sampled every 10 s, the slope fitted, and every played incident checked at the end.
 
 Traffic: one orphan-by-reseat incident every ``--every`` seconds (its own restaurant, the platform's job left out
-so that allocguard is the one that seats the victim), which also exercises prevention on the re-seat.
+so that allocguard is the one that seats the victim), which also exercises prevention on the re-seat. With
+``--burst-messages N``, every ``--burst-every`` seconds a backlog of N Debezium-shaped ``observability_events``
+(1 % signals: failures of unknown bookings and hold announcements, as in ``bench/throughput.py``) is written to
+the same topic, so that the batched signal path runs too.
 
-    python -m bench.soak --minutes 60 --every 2
+    python -m bench.soak --minutes 60 --every 2 [--burst-messages 50000 --burst-every 60]
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import argparse
 import json
 import statistics
 import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -21,6 +25,7 @@ from typing import Any
 import psycopg
 
 from bench.latency import rss_mb
+from bench.throughput import produce
 from consumer.config import StackSettings
 from consumer.local.simulator import PlatformApp, orphan_by_reseat
 from tests.support.process import RuntimeProcess
@@ -40,6 +45,8 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--minutes", type=float, default=60.0)
     parser.add_argument("--every", type=float, default=2.0, help="seconds between incidents")
+    parser.add_argument("--burst-messages", type=int, default=0, help="a backlog of this many events every burst")
+    parser.add_argument("--burst-every", type=float, default=60.0)
     args = parser.parse_args()
     settings = StackSettings()
     played: list[uuid.UUID] = []
@@ -57,6 +64,18 @@ def main() -> None:
             next_sample = started
             next_play = started
             end = started + args.minutes * 60
+            bursts = 0
+            stop_bursts = threading.Event()
+            if args.burst_messages:
+
+                def burst() -> None:
+                    nonlocal bursts
+                    topic = f"{settings.topic_prefix}.public.observability_events"
+                    while not stop_bursts.wait(args.burst_every):
+                        produce(settings.kafka_bootstrap, topic, args.burst_messages, 0.005, settings.topic_prefix)
+                        bursts += 1
+
+                threading.Thread(target=burst, name="bursts", daemon=True).start()
             with psycopg.connect(settings.platform_dsn, autocommit=True) as conn:
                 app = PlatformApp(conn)
                 while time.monotonic() < end:
@@ -73,6 +92,7 @@ def main() -> None:
                             failures_to_play += 1
                         next_play += args.every
                     time.sleep(max(0.0, min(next_sample, next_play) - time.monotonic()))  # the schedule itself
+                stop_bursts.set()
                 deadline = time.monotonic() + 60
                 pending = set(played)
                 while pending and time.monotonic() < deadline:
@@ -94,6 +114,7 @@ def main() -> None:
         "incidents_played": len(played),
         "incidents_not_confirmed": len(pending),
         "could_not_play": failures_to_play,
+        "bursts": {"count": bursts, "messages_each": args.burst_messages, "signal_ratio": 0.01},
         "exit_code": code,
         "tracebacks": tracebacks,
         "rss_mb": {
