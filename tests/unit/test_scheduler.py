@@ -200,7 +200,8 @@ def test_wait_clear_returns_once_the_keys_batch_is_handled_or_at_stop() -> None:
     cleared: list[bool] = []
     waiter = threading.Thread(target=lambda: cleared.append(batches.wait_clear("a", stop)))
     waiter.start()
-    time.sleep(0.05)  # give the waiter time to (wrongly) return: it must still be waiting
+    waiter.join(timeout=0.05)
+    assert waiter.is_alive(), "still waiting while the key's batch runs"
     assert not cleared
     recorder.release.set()
     waiter.join(5)
@@ -238,6 +239,6 @@ def test_close_starts_no_new_batch() -> None:
     assert batches.busy(), "the running batch finishes"
     assert not batches.offer("c", ("c", 3), lambda: True), "closed: nothing new is queued"
     recorder.release.set()
-    wait_until("the running batch ended", lambda: not batches.busy())
-    time.sleep(0.05)  # a wrongly started batch would show up here
+    batches._thread.join(5)
+    assert not batches._thread.is_alive(), "the batch thread ends once its running batch has"
     assert recorder.batches == [[("a", 1)]], "what was queued never starts (its events stay uncommitted)"
