@@ -40,7 +40,7 @@ class Capture:
 
     def record(self, query: Any, params: Any) -> None:
         if threading.current_thread().name in ("allocguard-probe", "allocguard-wakeups"):
-            return  # housekeeping, not per-signal work (the loop writes a batch's hold announcements itself)
+            return  # housekeeping, not per-signal work (the batch thread's statements are, and are kept)
         with self._lock:
             self.by_thread.setdefault(threading.get_ident(), []).append((query, params))
 

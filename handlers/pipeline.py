@@ -105,7 +105,8 @@ def incident_from(
 
 def settled_early(failure: FailureSeen, found: store.Triage) -> IncidentResult | None:
     """The outcome :meth:`Remediator.on_failure` would reach before writing anything — a duplicate, or a failure
-    with no window to work with — from a :func:`store.triage` row; None when the failure needs the whole path."""
+    with no window to work with — from a :func:`store.remember_and_triage` row; None when the failure needs the
+    whole path."""
     if found.processed:
         return IncidentResult("duplicate", "event already processed")
     if incident_from(failure, found.hold, lambda: found.booking) is None:
@@ -200,11 +201,6 @@ class Remediator:
         if isinstance(signal, FailureSeen):
             return self.on_failure(signal)
         return None
-
-    def remember(self, holds: list[tuple[HoldSeen, tuple[str, str] | None]]) -> None:
-        """Hold announcements of one poll batch (with the trace ids of their spans), in one transaction."""
-        with self._connect() as conn:
-            store.remember_holds(conn, holds)
 
     def triage(
         self, failures: list[FailureSeen], holds: list[tuple[HoldSeen, tuple[str, str] | None]] | None = None

@@ -169,7 +169,7 @@ class BookingWindow:
 
 @dataclass(frozen=True)
 class Triage:
-    """What the first steps of handling a failure read, for many failures at once (:func:`triage`)."""
+    """What the first steps of handling a failure read, for many failures at once (:func:`remember_and_triage`)."""
 
     processed: bool
     hold: HoldSeen | None
@@ -191,12 +191,6 @@ def booking_window(conn: Conn, booking_id: UUID) -> BookingWindow | None:
         ).fetchall()
     table_ids = tuple(t["id"] for t in tables)
     return BookingWindow(booking["restaurant_id"], booking["start_at"], booking["end_at"], table_ids)
-
-
-def incident_from_booking(conn: Conn, failure: FailureSeen) -> Incident | None:
-    """The fallback when the hold is unknown: the booking's own window and restaurant, and the active
-    tables that fit its party (the planner's candidates)."""
-    return incident_of_booking(failure, booking_window(conn, failure.booking_id))
 
 
 def incident_of_booking(failure: FailureSeen, booking: BookingWindow | None) -> Incident | None:
@@ -236,17 +230,13 @@ _TRIAGE = (
 )
 
 
-def triage(conn: Conn, failures: list[FailureSeen]) -> list[Triage]:
-    """For each failure, in order, what :func:`was_processed`, :func:`recall_hold` and :func:`booking_window`
-    would read — in one statement (one round trip), so that a poll batch's failures that cannot become an incident
-    (already processed; no hold and no booking window) are settled without a statement each."""
-    return remember_and_triage(conn, [], failures)
-
-
 def remember_and_triage(
     conn: Conn, holds: list[tuple[HoldSeen, tuple[str, str] | None]], failures: list[FailureSeen]
 ) -> list[Triage]:
-    """:func:`remember_holds` then :func:`triage` (which sees those holds), sent together: one round trip."""
+    """:func:`remember_holds`, then for each failure, in order, what :func:`was_processed`, :func:`recall_hold`
+    (which sees those holds) and :func:`booking_window` would read — two statements, one round trip, so that a
+    batch's failures that cannot become an incident (already processed; no hold and no booking window) are settled
+    without a statement each."""
     cursor = conn.cursor(row_factory=dict_row)
     with conn.pipeline():
         if holds:

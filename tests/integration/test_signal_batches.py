@@ -236,7 +236,7 @@ def test_the_batched_read_is_the_one_at_a_time_reads(
         failure(held_booking, live.hold_id),  # the hold it names, not its booking's latest
     ]
     with connect() as conn:
-        batched = store.triage(conn, failures)
+        batched = store.remember_and_triage(conn, [], failures)
         alone = [
             store.Triage(
                 store.was_processed(conn, f.event_id),
