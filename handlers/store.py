@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
+import orjson
 import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
@@ -108,7 +109,7 @@ def _holds_json(holds: list[tuple[HoldSeen, tuple[str, str] | None]]) -> str:
         }
         for hold, trace in last.values()
     ]
-    return json.dumps(rows)
+    return orjson.dumps(rows).decode()
 
 
 def recall_hold(conn: Conn, failure: FailureSeen) -> HoldSeen | None:
@@ -251,7 +252,7 @@ def remember_and_triage(
                 }
                 for n, f in enumerate(failures)
             ]
-            cursor.execute(_TRIAGE, (json.dumps(rows_in),))
+            cursor.execute(_TRIAGE, (orjson.dumps(rows_in).decode(),))
     if not failures:
         return []
     out = []

@@ -6,7 +6,6 @@ decode raises :class:`~schemas.errors.CdcDecodeError` naming the topic, partitio
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -41,8 +40,8 @@ def _parse_sequence(value: object) -> object:
     """``source.sequence`` is a string holding a JSON array, e.g. ``[null,"26366032"]``."""
     if isinstance(value, str):
         try:
-            return json.loads(value)
-        except json.JSONDecodeError:
+            return orjson.loads(value)
+        except orjson.JSONDecodeError:
             raise ValueError(f"sequence is not a JSON array: {value!r}") from None
     return value
 

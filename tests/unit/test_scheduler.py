@@ -242,3 +242,34 @@ def test_close_starts_no_new_batch() -> None:
     batches._thread.join(5)
     assert not batches._thread.is_alive(), "the batch thread ends once its running batch has"
     assert recorder.batches == [[("a", 1)]], "what was queued never starts (its events stay uncommitted)"
+
+
+def test_a_lingering_thread_gathers_what_arrives_meanwhile_into_one_batch() -> None:
+    recorder = Recorder()
+    batches = SignalBatches(recorder, lambda item: item[0], linger_s=0.5)
+    started = time.monotonic()
+    for n in range(5):
+        assert batches.offer(f"k{n}", (f"k{n}", n), lambda: True)
+    wait_until("handled", lambda: len(recorder.batches) == 1)
+    assert time.monotonic() - started >= 0.5, "the batch was taken before the linger ended"
+    assert recorder.batches == [[(f"k{n}", n) for n in range(5)]], "one batch, in arrival order"
+    wait_until("idle", lambda: not batches.busy())
+    batches.close()
+
+
+def test_a_full_batch_ends_the_linger_and_close_ends_it_without_a_batch() -> None:
+    recorder = Recorder()
+    batches = SignalBatches(recorder, lambda item: item[0], limit=3, linger_s=60)
+    batches.offer("k0", ("k0", 0), lambda: True)
+    # woken by that first signal, the thread is lingering (it cleared the flag under the lock it waits on)
+    wait_until("lingering", lambda: not batches._idle)
+    for n in (1, 2):
+        batches.offer(f"k{n}", (f"k{n}", n), lambda: True)
+    wait_until("a full batch handled at once", lambda: len(recorder.batches) == 1, timeout=5)
+    assert recorder.batches == [[("k0", 0), ("k1", 1), ("k2", 2)]]
+
+    batches.offer("late", ("late", 3), lambda: True)
+    batches.close()
+    batches._thread.join(5)
+    assert not batches._thread.is_alive(), "closing ends the linger"
+    assert len(recorder.batches) == 1, "the lingering batch never starts (its event stays uncommitted)"
