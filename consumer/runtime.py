@@ -38,7 +38,7 @@ from psycopg_pool import ConnectionPool
 from consumer.config import RuntimeSettings
 from consumer.operations.check import Status, run_checks
 from consumer.redact import redact
-from consumer.routing import DeadLetter, Relevance, Signal, Skip, Watched, route
+from consumer.routing import DeadLetter, Relevance, Signal, Skip, Watched, poll_batches_gc, route
 from consumer.telemetry import Metrics, Telemetry, TracedConnection, TracedCursor, span_ids
 from handlers import store
 from handlers.detect import FailureSeen, HoldSeen
@@ -1366,25 +1366,26 @@ class Runtime:
         self._subscribe()
         idle_since = time.monotonic()
         try:
-            while not self._stop.is_set():
-                self.health.last_loop = time.monotonic()
-                # poll returns as soon as one message is there; consume(timeout=0) then takes what is buffered
-                # (consume with a timeout would wait it out whenever fewer than num_messages are available)
-                first = self.consumer.poll(0.1)
-                messages = [first, *self.consumer.consume(num_messages=999, timeout=0)] if first is not None else []
-                if messages:
-                    self._take(messages)
-                self._drain_completions()
-                self._store_positions()
-                self._backpressure()
-                self._watch_group()
-                self._sample_lag()
-                self.producer.poll(0)
-                if self.once:
-                    if messages or self.tracker.in_flight():
-                        idle_since = time.monotonic()
-                    elif self.health.assigned and time.monotonic() - idle_since > 2.0:
-                        break
+            with poll_batches_gc():  # the loop holds a poll batch of messages at a time
+                while not self._stop.is_set():
+                    self.health.last_loop = time.monotonic()
+                    # poll returns as soon as one message is there; consume(timeout=0) then takes what is buffered
+                    # (consume with a timeout would wait it out whenever fewer than num_messages are available)
+                    first = self.consumer.poll(0.1)
+                    messages = [first, *self.consumer.consume(num_messages=999, timeout=0)] if first is not None else []
+                    if messages:
+                        self._take(messages)
+                    self._drain_completions()
+                    self._store_positions()
+                    self._backpressure()
+                    self._watch_group()
+                    self._sample_lag()
+                    self.producer.poll(0)
+                    if self.once:
+                        if messages or self.tracker.in_flight():
+                            idle_since = time.monotonic()
+                        elif self.health.assigned and time.monotonic() - idle_since > 2.0:
+                            break
             if self._fatal is not None:
                 raise self._fatal
         finally:

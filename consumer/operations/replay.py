@@ -31,7 +31,7 @@ from confluent_kafka import Consumer, TopicPartition
 from consumer.config import RuntimeSettings
 from consumer.offsets import watermarks
 from consumer.operations import standalone_remediator
-from consumer.routing import Relevance, Signal, route
+from consumer.routing import Relevance, Signal, poll_batches_gc, route
 from handlers import store
 from handlers.detect import DetectionRules
 from handlers.pipeline import Connect, IncidentResult, Remediator
@@ -376,32 +376,33 @@ def replay(
     report = ReplayReport()
     started = time.monotonic()
     try:
-        for raw in read_ahead(source):
-            report.messages += 1  # (a source that pre-filters reports the messages it read in ``tally``)
-            if not relevant(raw.topic, raw.value):
-                continue
-            routed = route(raw.topic, raw.partition, raw.offset, raw.key, raw.value, rules)
-            if not isinstance(routed, Signal):
-                continue
-            row = routed.row
-            if booking is not None and row.booking_id != booking:
-                continue
-            if restaurant is not None and row.restaurant_id not in (None, restaurant):
-                continue
-            report.signals += 1
-            result = remediator.observe(row)
-            if result is None:
-                continue
-            report.failure_events += 1
-            key, outcome, why = _outcome(remediator, connect, result, row.booking_id)
-            entry = report.incidents.get(key)
-            if entry is None:
-                entry = report.incidents[key] = {"booking_id": str(row.booking_id), "events": 0}
-                entry.update(outcome=outcome, why=why)
-                if result.incident is not None:
-                    entry["window"] = result.incident.window.to_postgres()
-                    entry["tables"] = [str(t) for t in result.incident.table_ids]
-            entry["events"] += 1
+        with poll_batches_gc():  # the reader holds a batch of 1,000 messages at a time
+            for raw in read_ahead(source):
+                report.messages += 1  # (a source that pre-filters reports the messages it read in ``tally``)
+                if not relevant(raw.topic, raw.value):
+                    continue
+                routed = route(raw.topic, raw.partition, raw.offset, raw.key, raw.value, rules)
+                if not isinstance(routed, Signal):
+                    continue
+                row = routed.row
+                if booking is not None and row.booking_id != booking:
+                    continue
+                if restaurant is not None and row.restaurant_id not in (None, restaurant):
+                    continue
+                report.signals += 1
+                result = remediator.observe(row)
+                if result is None:
+                    continue
+                report.failure_events += 1
+                key, outcome, why = _outcome(remediator, connect, result, row.booking_id)
+                entry = report.incidents.get(key)
+                if entry is None:
+                    entry = report.incidents[key] = {"booking_id": str(row.booking_id), "events": 0}
+                    entry.update(outcome=outcome, why=why)
+                    if result.incident is not None:
+                        entry["window"] = result.incident.window.to_postgres()
+                        entry["tables"] = [str(t) for t in result.incident.table_ids]
+                entry["events"] += 1
     finally:
         connect.close()
     report.elapsed_s = time.monotonic() - started

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import gc
 import threading
 import time
 
+from consumer.routing import poll_batches_gc
 from consumer.runtime import KeyedScheduler, SignalBatches, Work
 
 
@@ -273,3 +275,29 @@ def test_a_full_batch_ends_the_linger_and_close_ends_it_without_a_batch() -> Non
     batches._thread.join(5)
     assert not batches._thread.is_alive(), "closing ends the linger"
     assert len(recorder.batches) == 1, "the lingering batch never starts (its event stays uncommitted)"
+
+
+# ---- the collector while loops run ------------------------------------------------------------------------
+
+
+def test_loops_set_the_collector_for_poll_batches_and_the_last_to_end_restores_it() -> None:
+    before = gc.get_threshold()
+    frozen = gc.get_freeze_count()
+    with poll_batches_gc(gen0=12_345):
+        assert gc.get_threshold() == (12_345, *before[1:])
+        assert gc.get_freeze_count() > frozen, "what existed before the loop is frozen"
+        with poll_batches_gc(gen0=12_345):  # a second loop in the same process (a test, a bench)
+            pass
+        assert gc.get_threshold()[0] == 12_345, "the first loop still runs: not restored under it"
+    assert gc.get_threshold() == before
+    assert gc.get_freeze_count() == 0
+
+
+def test_an_error_in_the_loop_restores_the_collector() -> None:
+    before = gc.get_threshold()
+    try:
+        with poll_batches_gc():
+            raise RuntimeError("the loop failed")
+    except RuntimeError:
+        pass
+    assert gc.get_threshold() == before
