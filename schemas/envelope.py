@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from functools import cache
+from functools import cache, lru_cache
 from typing import Annotated, Any, Generic, TypeVar, get_args
 from uuid import UUID
 
@@ -148,13 +148,17 @@ def _event_model(row_model: type[Row]) -> type[ChangeEvent[Any]]:
     return ChangeEvent[row_model]  # type: ignore[valid-type]
 
 
+_WRAPPER = frozenset({"schema", "payload"})
+
+
 def _unwrap(document: object) -> object:
     """Strip the ``{"schema": …, "payload": …}`` wrapper that ``schemas.enable=true`` adds."""
-    if isinstance(document, dict) and document.keys() == {"schema", "payload"}:
+    if isinstance(document, dict) and len(document) == 2 and document.keys() == _WRAPPER:
         return document["payload"]
     return document
 
 
+@lru_cache(maxsize=1024)  # a consumer reads a handful of topics, once per message each
 def table_of_topic(topic: str) -> str:
     """``<prefix>.<schema>.<table>`` → ``<schema>.<table>`` (the prefix may itself contain dots)."""
     parts = topic.rsplit(".", 2)
