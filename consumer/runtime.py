@@ -258,9 +258,8 @@ class SignalBatches(Generic[T]):
     """Signals handled many at a time by one thread, in arrival order, with no wait for the loop.
 
     The loop offers a signal; the thread takes what has queued meanwhile — the longest prefix in which no key
-    repeats, at most ``limit`` — and hands it to ``handle``; whatever arrives while it runs forms the next batch
-    (so a quiet stream is handled at once, one signal at a time, and a busy one in batches as large as the wait
-    for the database). A key stays marked from offer until its batch has been handled, so a booking's later
+    repeats, at most ``limit`` — and hands it to ``handle``; whatever arrives while it runs (or lingers, below)
+    forms the next batch, so batches grow with the wait for the database. A key stays marked from offer until its batch has been handled, so a booking's later
     signal can queue behind it (:meth:`offer`) or wait for it (:meth:`wait_clear`): one booking's work stays in
     order. A batch that never ran (closing) leaves its events in flight, uncommitted.
 
