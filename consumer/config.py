@@ -211,6 +211,11 @@ class RuntimeSettings(BaseSettings):
     revoke_timeout_s: float = Field(default=20.0, ge=0)
     #: partitions lost (session timeout) and no assignment since, with the broker reachable this long: re-subscribe
     rejoin_after_s: float = Field(default=30.0, gt=0)
+    #: a poll that returns at least this many messages is a backlog: its signals are handled many at a time (a
+    #: shorter poll means caught up: each signal goes on at once, for latency)
+    batch_backlog: int = Field(default=64, ge=1)
+    #: under a backlog, how long the batch thread gathers signals before it takes a batch (0: at once)
+    batch_linger_s: float = Field(default=0.01, ge=0, le=1)
     #: a trace UI's page for one trace, with ``{trace_id}`` (Jaeger: http://host:16686/trace/{trace_id}; Grafana
     #: Tempo: its explore URL with the id in the query); ``diagnose`` and the demo print it
     trace_ui_url: str | None = None

@@ -63,10 +63,6 @@ log = logging.getLogger("allocguard.runtime")
 _WAKEUP = "allocguard.wakeup"
 #: the pseudo-topic of a batch's completions
 _BATCH = "allocguard.batch"
-#: a poll that returns this many messages means a backlog: its signals are handled many at a time
-_BACKLOG = 64
-#: how long the batch thread gathers a backlog's signals before it takes a batch (see SignalBatches)
-_LINGER_S = 0.01
 
 
 def _nothing() -> None:
@@ -259,9 +255,10 @@ class SignalBatches(Generic[T]):
 
     The loop offers a signal; the thread takes what has queued meanwhile — the longest prefix in which no key
     repeats, at most ``limit`` — and hands it to ``handle``; whatever arrives while it runs (or lingers, below)
-    forms the next batch, so batches grow with the wait for the database. A key stays marked from offer until its batch has been handled, so a booking's later
-    signal can queue behind it (:meth:`offer`) or wait for it (:meth:`wait_clear`): one booking's work stays in
-    order. A batch that never ran (closing) leaves its events in flight, uncommitted.
+    forms the next batch, so batches grow with the wait for the database. A key stays marked from offer until its
+    batch has been handled, so a booking's later signal can queue behind it (:meth:`offer`) or wait for it
+    (:meth:`wait_clear`): one booking's work stays in order. A batch that never ran (closing) leaves its events in
+    flight, uncommitted.
 
     ``linger_s``: once a signal is queued, the thread waits that long for more (or until ``limit`` queued) before
     it takes a batch, and the loop does not wake it for each one: under a backlog, fewer and fuller batches cost
@@ -567,7 +564,7 @@ class Runtime:
         self._placed: set[int] = set()
         #: hold announcements and failures whose bookings had nothing in flight: handled many at a time
         self.batches: SignalBatches[tuple[Signal, Message, Span]] = SignalBatches(
-            self._handle_batch, lambda item: item[0].key, linger_s=_LINGER_S
+            self._handle_batch, lambda item: item[0].key, linger_s=settings.batch_linger_s
         )
         self.pool = ConnectionPool(
             settings.resolved_dsn(),
@@ -765,7 +762,7 @@ class Runtime:
         candidates pay for a decode, and only signals and dead letters for a span and offset bookkeeping."""
         batch = self._relevant.select(messages)
         # a backlog (a full poll) is worth batching; a caught-up stream sends each signal on at once (latency)
-        self._batching = len(messages) >= _BACKLOG
+        self._batching = len(messages) >= self.settings.batch_backlog
         for message in batch.errors:
             error = message.error()
             assert error is not None

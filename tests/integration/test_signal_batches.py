@@ -325,6 +325,11 @@ def test_a_caught_up_stream_sends_signals_on_at_once_and_a_backlog_batches_them(
     runtime._take(poll(100, 5, 64))
     assert (sent, batched) == ([0], [105]), "a full poll: batched"
 
+    # the backlog's size is a setting (ALLOCGUARD_BATCH_BACKLOG): raised, the same poll counts as caught up
+    runtime.settings = runtime.settings.model_copy(update={"batch_backlog": 65})
+    runtime._take(poll(200, 5, 64))
+    assert (sent, batched) == ([0, 205], [105]), "64 messages, below a backlog of 65: sent on at once"
+
 
 def test_expired_hold_memories_are_swept(connect: Callable[[], psycopg.Connection[Any]]) -> None:
     now = datetime.now(UTC)
