@@ -126,6 +126,15 @@ def main() -> None:
             "mean_first_10_min": round(statistics.fmean(first_10), 1),
             "mean_after_10_min": round(statistics.fmean(after_10), 1) if after_10 else None,
             "samples": len(samples),
+            # per 10 minutes: the mean, and the least (between backlogs: where a leak would show first)
+            "by_10_min": [
+                {"mean": round(statistics.fmean(w), 1), "least": round(min(w), 1)}
+                for w in (
+                    [s[1] for s in samples if n * 600 <= s[0] < (n + 1) * 600]
+                    for n in range(int(args.minutes // 10) + 1)
+                )
+                if w
+            ],
         },
         "target_rss_mb": 150,
     }
