@@ -572,6 +572,7 @@ class Runtime:
             max_size=settings.workers + 3,  # + the probe, the wake-ups and the loop's batched hold writes
             kwargs={"autocommit": True, "connect_timeout": 5, "cursor_factory": TracedCursor},
             connection_class=TracedConnection,
+            configure=store.use_orjson,
             open=False,
             name="allocguard",
         )

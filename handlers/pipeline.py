@@ -216,11 +216,12 @@ class Remediator:
         span = self.hooks.span
         attributes = failure_attributes(failure)
         with self._connect() as conn:
-            if store.was_processed(conn, failure.event_id):
+            found = store.triage(conn, failure)
+            if found.processed:
                 return IncidentResult("duplicate", "event already processed")
             with span("allocguard.detect", attributes, None) as detect:
-                hold = store.recall_hold(conn, failure)
-                incident = incident_for(conn, failure, hold)
+                hold = found.hold
+                incident = incident_from(failure, hold, lambda: found.booking)
                 if incident is None:
                     detect.set("allocguard.outcome.status", "unresolvable")
                     return IncidentResult("unresolvable", _NO_WINDOW.format(failure.booking_id))

@@ -15,7 +15,7 @@ from uuid import UUID
 import orjson
 import psycopg
 from psycopg.rows import dict_row
-from psycopg.types.json import Jsonb
+from psycopg.types.json import Jsonb, set_json_dumps, set_json_loads
 from psycopg.types.range import Range as PgRange
 
 from handlers.detect import FailureSeen, HoldSeen
@@ -25,6 +25,13 @@ from schemas.records import Incident, Plan
 from schemas.values import TstzRange
 
 Conn = psycopg.Connection[Any]
+
+
+def use_orjson(conn: Conn) -> None:
+    """JSON and JSONB parameters and results of this connection go through orjson (psycopg's default is the
+    standard library's json: ≈ 7 % of a remediation's Python time went to encoding its evidence and outcome)."""
+    set_json_dumps(orjson.dumps, conn)
+    set_json_loads(orjson.loads, conn)
 
 
 def to_pg_range(value: TstzRange) -> PgRange[datetime]:
@@ -243,20 +250,33 @@ def remember_and_triage(
         if holds:
             conn.execute(_REMEMBER_MANY, (_holds_json(holds),))
         if failures:
-            rows_in = [
-                {
-                    "n": n,
-                    "event_id": str(f.event_id),
-                    "booking_id": str(f.booking_id),
-                    "hold_id": str(f.hold_id) if f.hold_id else None,
-                }
-                for n, f in enumerate(failures)
-            ]
-            cursor.execute(_TRIAGE, (orjson.dumps(rows_in).decode(),))
-    if not failures:
-        return []
+            cursor.execute(_TRIAGE, (_triage_json(failures),))
+    return _triaged(cursor.fetchall()) if failures else []
+
+
+def triage(conn: Conn, failure: FailureSeen) -> Triage:
+    """What :func:`was_processed`, :func:`recall_hold` and :func:`booking_window` read for one failure, in one
+    statement (instead of up to five)."""
+    with conn.cursor(row_factory=dict_row) as cursor:
+        return _triaged(cursor.execute(_TRIAGE, (_triage_json([failure]),)).fetchall())[0]
+
+
+def _triage_json(failures: list[FailureSeen]) -> str:
+    rows = [
+        {
+            "n": n,
+            "event_id": str(f.event_id),
+            "booking_id": str(f.booking_id),
+            "hold_id": str(f.hold_id) if f.hold_id else None,
+        }
+        for n, f in enumerate(failures)
+    ]
+    return orjson.dumps(rows).decode()
+
+
+def _triaged(rows: list[dict[str, Any]]) -> list[Triage]:
     out = []
-    for row in cursor.fetchall():
+    for row in rows:
         booking = None
         if row["b_restaurant_id"] is not None:
             booking = BookingWindow(

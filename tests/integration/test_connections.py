@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import orjson
 import psycopg
 import pytest
+from psycopg.adapt import PyFormat
+from psycopg.types.json import Jsonb
 
 from consumer.config import StackSettings
 from consumer.operations import Connections
+from handlers import store
 
 
 def test_reused_when_idle_distinct_when_nested_dropped_when_not_clean(stack_settings: StackSettings) -> None:
@@ -56,3 +60,15 @@ def test_the_runtime_connections_count_statements_and_transactions(stack_setting
             conn.execute("SELECT 5")
         after = (DB_TALLY.statements, DB_TALLY.transactions)
     assert (after[0] - before[0], after[1] - before[1]) == (5, 3)
+
+
+def test_the_runtime_pools_json_goes_through_orjson_and_round_trips(stack_settings: StackSettings) -> None:
+    """:func:`store.use_orjson` (the runtime's pool configures each connection with it): evidence and outcomes
+    (nested, non-ASCII, numbers of every kind) come back from JSONB as they went in, and orjson is what did it."""
+    value = {"reason": "prune — café № 7", "ids": ["a", "b"], "n": [0, -1, 2**53, 1.5], "nested": {"ok": None}}
+    with psycopg.connect(stack_settings.pg_dsn, autocommit=True) as conn:
+        store.use_orjson(conn)
+        dumper = conn.adapters.get_dumper(Jsonb, PyFormat.AUTO)
+        assert getattr(dumper, "_dumps", None) is orjson.dumps
+        row = conn.execute("SELECT %s::jsonb, %s::jsonb ->> 'reason'", (Jsonb(value), Jsonb(value))).fetchone()
+    assert row == (value, value["reason"])

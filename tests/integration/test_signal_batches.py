@@ -13,11 +13,14 @@ from datetime import time as dtime
 from pathlib import Path
 from typing import Any
 
+import orjson
 import psycopg
 import pytest
 from confluent_kafka import Message
 from opentelemetry import trace
 from opentelemetry.trace import Span
+from psycopg.adapt import PyFormat
+from psycopg.types.json import Jsonb
 
 from consumer.config import RuntimeSettings, StackSettings
 from consumer.local.platform import create_booking, create_venue
@@ -111,6 +114,11 @@ def runtime(stack_settings: StackSettings) -> Iterator[Runtime]:
     instance.consumer.close()
 
 
+def test_the_pools_connections_encode_json_with_orjson(runtime: Runtime) -> None:
+    with runtime.pool.connection() as conn:
+        assert getattr(conn.adapters.get_dumper(Jsonb, PyFormat.AUTO), "_dumps", None) is orjson.dumps
+
+
 def signals(count: int, hold_ids: list[uuid.UUID] | None = None) -> list[tuple[Signal, Message]]:
     out = []
     for n in range(count):
@@ -200,7 +208,8 @@ def test_a_batch_settles_what_needs_no_work_and_sends_the_rest_on(
 def test_the_batched_read_is_the_one_at_a_time_reads(
     connect: Callable[[], psycopg.Connection[Any]], platform_connect: Callable[[], Conn]
 ) -> None:
-    """was_processed, recall_hold and booking_window, for failures of every shape, in one statement."""
+    """was_processed, recall_hold and booking_window, for failures of every shape, in one statement (for a batch,
+    and for one failure)."""
     with platform_connect() as conn:
         venue = create_venue(conn, tables=3, capacity=[2, 4, 6])
         booked = create_booking(conn, venue, day=tomorrow(), start=dtime(19, 0), end=dtime(21, 0), party_size=3)
@@ -245,7 +254,9 @@ def test_the_batched_read_is_the_one_at_a_time_reads(
             )
             for f in failures
         ]
+        one_by_one = [store.triage(conn, f) for f in failures]  # what on_failure reads
     assert batched == alone
+    assert one_by_one == alone
     assert alone[0].booking is not None, "the scenario has a window"
     assert len(alone[0].booking.table_ids) == 2, "the tables that fit a party of 3"
     # the scenario covers what it says: each case found what its comment claims
