@@ -20,12 +20,13 @@ import re
 import subprocess
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import psycopg
+from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
 from consumer.telemetry import TracedConnection, TracedCursor
@@ -115,15 +116,52 @@ def render(capture: Capture, dsn: str) -> list[list[str]]:
     return out
 
 
-def pgbench_binary() -> str:
-    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/pgbench"), key=lambda p: int(p.parts[-3]))
+def binary(name: str) -> str:
+    """A PostgreSQL client program of the newest installed version (Debian keeps them out of PATH)."""
+    found = sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"), key=lambda p: int(p.parts[-3]))
     if not found:
-        raise RuntimeError("pgbench not found (Debian's postgresql package installs it)")
+        raise RuntimeError(f"{name} not found (Debian's postgresql package installs it)")
     return str(found[-1])
 
 
-def _chunks(sequences: list[list[str]], clients: int) -> list[list[str]]:
-    """The workers' sequences dealt to ``clients`` scripts, whole transactions kept together."""
+def pgbench_binary() -> str:
+    return binary("pgbench")
+
+
+def dump(admin_dsn: str, path: Path) -> None:
+    """The database as it is now (one consistent snapshot; connections and replication go on)."""
+    subprocess.run([binary("pg_dump"), "-Fc", "-f", str(path), admin_dsn], check=True, capture_output=True)
+
+
+def restore_copy(admin_dsn: str, path: Path, name: str) -> str:
+    """A fresh database ``name`` restored from :func:`dump`'s file (owners and grants as they were); its DSN as
+    the admin. Roles are the cluster's, so the same least-privilege roles work in it."""
+    with psycopg.connect(admin_dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    dsn = make_conninfo(admin_dsn, dbname=name)
+    done = subprocess.run(
+        [binary("pg_restore"), "--exit-on-error", "-d", dsn, str(path)], capture_output=True, text=True
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"pg_restore into {name} failed: {done.stderr[-2000:]}")
+    return dsn
+
+
+def drop_database(admin_dsn: str, name: str) -> None:
+    with psycopg.connect(admin_dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def _chunks(sequences: list[list[str]], clients: int, whole: bool = False) -> list[list[str]]:
+    """The workers' sequences dealt to ``clients`` scripts, whole transactions kept together; with ``whole``,
+    each worker's sequence stays on one client, in its order (a remediation's later statements need its earlier
+    ones), the longest first to the least loaded client."""
+    if whole:
+        dealt: list[list[str]] = [[] for _ in range(clients)]
+        for lines in sorted(sequences, key=len, reverse=True):
+            min(dealt, key=len).extend(lines)
+        return dealt
     blocks: list[list[str]] = []
     for lines in sequences:
         current: list[str] = []
@@ -153,18 +191,27 @@ def _script_run(path: Path, dsn: str) -> float:
 
 
 def back_to_back(
-    sequences: list[list[str]], dsn: str, clients: tuple[int, ...] = (1, 2, 4), lines_per_script: int = 400
+    sequences: list[list[str]],
+    dsn: str | Callable[[int], str],
+    clients: tuple[int, ...] = (1, 2, 4),
+    lines_per_script: int = 400,
+    whole: bool = False,
 ) -> dict[str, float]:
     """Seconds for PostgreSQL to run the captured statements with pgbench, per client count, and the best.
 
     pgbench slows down on scripts of thousands of lines (its own CPU), so each client runs its share as scripts
-    of a few hundred lines, one after the other, and only the time pgbench reports for running them counts."""
+    of a few hundred lines, one after the other, and only the time pgbench reports for running them counts.
+    ``dsn`` may name a database per client count (statements that change what they touch run each count on a
+    fresh copy); ``whole`` keeps each worker's sequence on one client (see :func:`_chunks`)."""
     walls: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as folder:
         for count in clients:
             spent = [0.0] * count
+            target = dsn(count) if callable(dsn) else dsn
 
-            def client(n: int, script: list[str], count: int = count, spent: list[float] = spent) -> None:
+            def client(
+                n: int, script: list[str], count: int = count, spent: list[float] = spent, target: str = target
+            ) -> None:
                 part: list[str] = []
                 parts = 0
                 for line in [*script, None]:
@@ -174,11 +221,12 @@ def back_to_back(
                     if part and depth == 0 and (line is None or len(part) >= lines_per_script):
                         path = Path(folder) / f"c{count}-{n}-{parts}.sql"
                         path.write_text("\n".join(part) + "\n")
-                        spent[n] += _script_run(path, dsn)
+                        spent[n] += _script_run(path, target)
                         part, parts = [], parts + 1
 
             threads = [
-                threading.Thread(target=client, args=(n, script)) for n, script in enumerate(_chunks(sequences, count))
+                threading.Thread(target=client, args=(n, script))
+                for n, script in enumerate(_chunks(sequences, count, whole))
             ]
             for thread in threads:
                 thread.start()

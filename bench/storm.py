@@ -7,7 +7,10 @@ subprocess → PostgreSQL), with pgbench on the same server in the same run.
    fails on it) committed while allocguard is stopped; then it starts with pgbench running beside:
    remediations/s through the backlog, pgbench's tps before and meanwhile, and allocguard's statements and
    transactions per remediation (its ``/metrics`` counters).
-4. **Backing-off storm**: ``--victims`` more failures committed while allocguard is stopped, their tables then
+4. **The fixable storm against PostgreSQL back to back**: ``--victims`` more, allocguard in this process with
+   every statement captured (no pgbench beside), then the same statements run by pgbench on copies of the
+   database as allocguard found it (:func:`captured`): remediations/s against PostgreSQL's.
+5. **Backing-off storm**: ``--victims`` more failures committed while allocguard is stopped, their tables then
    held by an ops hold; allocguard starts, prunes each orphan, the auto-assign meets the hold and the booking waits
    in the delay queue (a due time, re-planned every ``hold_conflict_wait_s``). While all of them back off,
    unrelated incidents again, one at a time: their p50/p99 beside step 2's. Then the holds go and the wake-ups
@@ -35,9 +38,10 @@ from psycopg.conninfo import make_conninfo
 
 from bench import pgbase
 from bench.latency import blocked_victim, incidents, rss_mb, summary
-from consumer.config import StackSettings
+from consumer.config import RuntimeSettings, StackSettings
 from consumer.local.simulator import Hold, PlatformApp
-from tests.support.process import RuntimeProcess
+from consumer.runtime import Runtime
+from tests.support.process import RuntimeProcess, free_port
 
 Conn = psycopg.Connection[Any]
 
@@ -69,20 +73,24 @@ def ops_hold(conn: Conn, victim: uuid.UUID, restaurant: uuid.UUID) -> uuid.UUID:
     return uuid.UUID(str(row[0]))
 
 
-def confirmed(conn: Conn, victims: list[uuid.UUID]) -> int:
+def confirmed(conn: Conn, victims: list[uuid.UUID] | str) -> int:
+    """How many of ``victims`` are confirmed (the ids, or their array literal: :func:`wait_confirmed` polls with
+    one built once — adapting a thousand UUIDs every 20 ms took the GIL from an in-process allocguard)."""
+    ids = victims if isinstance(victims, str) else "{" + ",".join(map(str, victims)) + "}"
     row = conn.execute(
-        "SELECT count(*) FROM bookings WHERE id = ANY(%s) AND status = 'confirmed'", (victims,)
+        "SELECT count(*) FROM bookings WHERE id = ANY(%s::uuid[]) AND status = 'confirmed'", (ids,)
     ).fetchone()
     return int(row[0]) if row else 0
 
 
 def wait_confirmed(conn: Conn, victims: list[uuid.UUID], timeout: float) -> float:
+    ids = "{" + ",".join(map(str, victims)) + "}"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if confirmed(conn, victims) == len(victims):
+        if confirmed(conn, ids) == len(victims):
             return time.monotonic()
         time.sleep(0.02)
-    raise AssertionError(f"{confirmed(conn, victims)} of {len(victims)} victims confirmed within {timeout}s")
+    raise AssertionError(f"{confirmed(conn, ids)} of {len(victims)} victims confirmed within {timeout}s")
 
 
 def counters(runtime: RuntimeProcess) -> dict[str, float]:
@@ -157,6 +165,101 @@ def storm(
     }
 
 
+_ID_TRIGGER = (
+    "CREATE TABLE allocguard.bench_incident_ids (booking_id uuid PRIMARY KEY, id uuid NOT NULL);"
+    " CREATE FUNCTION allocguard.bench_incident_id() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER"
+    " SET search_path = pg_catalog AS $$ BEGIN"
+    "   NEW.id := coalesce((SELECT m.id FROM allocguard.bench_incident_ids m WHERE m.booking_id = NEW.booking_id),"
+    "                      NEW.id);"
+    "   RETURN NEW; END $$;"
+    " CREATE TRIGGER bench_incident_id BEFORE INSERT ON allocguard.incidents"
+    " FOR EACH ROW EXECUTE FUNCTION allocguard.bench_incident_id()"
+)
+
+
+def captured(
+    app: PlatformApp, stack: StackSettings, group: str, victims: list[tuple[uuid.UUID, Hold, Any]], folder: Path
+) -> dict[str, Any]:
+    """The fixable storm once more with allocguard in this process, so that every statement it sends is captured;
+    then PostgreSQL runs the same statements back to back (pgbench, no Python) on copies of the database as
+    allocguard found it — the storm's "bound by PostgreSQL, not Python" yardstick.
+
+    A copy is restored from a dump taken after the failures committed and before allocguard started, one per
+    client count (the statements prune and assign: they change what they touch). The copy differs in one thing:
+    the incident ids the database generated in allocguard's run, which its later statements name, are generated
+    again by a trigger from the run's own (booking → incident) pairs. Each copy must end with every victim
+    confirmed, or PostgreSQL did not do the same work."""
+    conn = app.conn
+    ids = [v for v, _, _ in victims]
+    for victim, hold, _ in victims:
+        result = app.confirm(hold, key=f"api-{victim}", reason="api_inline_auto_assign", source="api-inline")
+        assert not result.ok
+    before = folder / "before-storm.dump"
+    pgbase.dump(stack.admin_dsn, before)
+    runtime = Runtime(
+        RuntimeSettings(
+            group_id=group,
+            mode="auto",
+            health_host="127.0.0.1",
+            health_port=free_port(),
+            artifacts_dir=folder / "artifacts-captured",
+        )
+    )
+    with pgbase.capturing() as capture:
+        thread = threading.Thread(target=runtime.run, name="bench-runtime")
+        thread.start()
+        try:
+            deadline = time.monotonic() + 60
+            while not runtime.health.readiness()[0]:
+                if time.monotonic() > deadline or not thread.is_alive():
+                    raise AssertionError("allocguard (in process) never became ready")
+                time.sleep(0.02)
+            ready = time.monotonic()
+            done = wait_confirmed(conn, ids, timeout=900)
+        finally:
+            runtime.request_stop()
+            thread.join(120)
+    with psycopg.connect(stack.admin_dsn, autocommit=True) as admin:
+        pairs = admin.execute(
+            "SELECT booking_id, id FROM allocguard.incidents WHERE booking_id = ANY(%s) AND mode = 'auto'", (ids,)
+        ).fetchall()
+    assert len(pairs) == len(ids), f"{len(pairs)} incidents for {len(ids)} victims"
+    sequences = pgbase.render(capture, stack.pg_dsn)
+    copies: dict[int, str] = {}
+
+    def copy_for(clients: int) -> str:
+        name = f"allocguard_storm_copy_{clients}"
+        admin_dsn = pgbase.restore_copy(stack.admin_dsn, before, name)
+        with psycopg.connect(admin_dsn, autocommit=True) as admin:
+            admin.execute(_ID_TRIGGER)
+            with admin.cursor() as cur:
+                cur.executemany("INSERT INTO allocguard.bench_incident_ids VALUES (%s, %s)", pairs)
+        copies[clients] = name
+        return stack.dsn_for(name, stack.pg_dsn)
+
+    try:
+        walls = pgbase.back_to_back(sequences, copy_for, whole=True)
+        for clients, name in copies.items():
+            with psycopg.connect(stack.dsn_for(name), autocommit=True) as copy:
+                seated = confirmed(copy, ids)
+            assert seated == len(ids), f"the copy for {clients} client(s) seated {seated} of {len(ids)} victims"
+    finally:
+        for name in copies.values():
+            pgbase.drop_database(stack.admin_dsn, name)
+    handled = len(ids) / (done - ready)
+    postgres = len(ids) / walls["best"]
+    return {
+        "victims": len(ids),
+        "remediations_per_s": round(handled, 1),
+        "postgres_back_to_back_remediations_per_s": round(postgres, 1),
+        "postgres_back_to_back_wall_s": {k: round(v, 3) for k, v in walls.items()},
+        "remediations_vs_postgres": round(handled / postgres, 3),
+        "remediations_vs_postgres_one_client": round(handled / (len(ids) / walls["1"]), 3),
+        "statements_per_remediation": round(capture.statements / len(ids), 1),
+        "transactions_per_remediation": round(capture.transactions / len(ids), 1),
+    }
+
+
 def backing_off(
     app: PlatformApp,
     start: Callable[[], RuntimeProcess],
@@ -219,6 +322,7 @@ def main() -> None:
         prepared_at = time.monotonic()
         fixable = prepare(app, args.victims, held=False)
         blocked = prepare(app, args.victims, held=True)
+        again = prepare(app, args.victims, held=False)
         prepared_s = time.monotonic() - prepared_at
         group = f"bench-storm-{uuid.uuid4().hex[:8]}"
         started: list[RuntimeProcess] = []
@@ -235,6 +339,7 @@ def main() -> None:
             runtime, fixed = storm(app, lambda: start("run-storm"), pgbench_dsn, fixable)
             resident = rss_mb(runtime.process.pid)
             runtime.stop()
+            back_to_back = captured(app, settings, group, again, Path(folder))
             runtime, waited = backing_off(app, lambda: start("run2"), settings.pg_dsn, blocked, args.unrelated)
             resident = max(resident, rss_mb(runtime.process.pid))
         finally:
@@ -252,6 +357,7 @@ def main() -> None:
                     **fixed,
                     "remediations_per_pgbench_tps": round(fixed["remediations_per_s"] / tps_alone, 3),
                 },
+                "fixable_storm_beside_postgres": back_to_back,
                 "backing_off_storm": waited,
                 "unrelated_alone": base,
                 "unrelated_p99_change_ms": round(during["p99_ms"] - base["p99_ms"], 1),
