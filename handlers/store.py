@@ -377,44 +377,53 @@ def failure_events(conn: Conn, booking_id: UUID) -> list[dict[str, Any]]:
 
 
 def load_snapshot(conn: Conn, incident: Incident) -> Snapshot:
-    with conn.cursor(row_factory=dict_row) as cur:
-        now_row = cur.execute("SELECT now() AS now").fetchone()
-        assert now_row is not None
-        victim = cur.execute("SELECT status FROM public.bookings WHERE id = %s", (incident.booking_id,)).fetchone()
-        victim_tables = cur.execute(
+    """What the planner judges: the victim, the allocations on the incident's tables in its window, and their
+    owners — two round trips (the owners' reads need the allocations' owners), not seven."""
+    reads = [conn.cursor(row_factory=dict_row) for _ in range(4)]
+    with conn.pipeline():
+        reads[0].execute("SELECT now() AS now")
+        reads[1].execute("SELECT status FROM public.bookings WHERE id = %s", (incident.booking_id,))
+        reads[2].execute(
             "SELECT table_id, idempotency_key FROM public.booking_table_assignments WHERE booking_id = %s",
             (incident.booking_id,),
-        ).fetchall()
-        rows = cur.execute(
+        )
+        reads[3].execute(
             'SELECT id, booking_id, restaurant_id, resource_type, resource_id, "window", shadow, is_maintenance,'
             " updated_at FROM public.allocations"
             " WHERE restaurant_id = %s AND resource_type = 'table' AND resource_id = ANY(%s)"
             ' AND "window" && %s ORDER BY resource_id, lower("window"), id',
             (incident.restaurant_id, list(incident.table_ids), to_pg_range(incident.window)),
-        ).fetchall()
-        owner_ids = sorted({r["booking_id"] for r in rows if r["booking_id"] is not None}, key=str)
-        owners: dict[UUID, OwnerState] = {}
-        if owner_ids:
-            statuses = cur.execute("SELECT id, status FROM public.bookings WHERE id = ANY(%s)", (owner_ids,)).fetchall()
-            assigned = cur.execute(
+        )
+    now_row, victim = reads[0].fetchone(), reads[1].fetchone()
+    assert now_row is not None
+    victim_tables, rows = reads[2].fetchall(), reads[3].fetchall()
+    owner_ids = sorted({r["booking_id"] for r in rows if r["booking_id"] is not None}, key=str)
+    owners: dict[UUID, OwnerState] = {}
+    if owner_ids:
+        with conn.pipeline():
+            reads[0].execute("SELECT id, status FROM public.bookings WHERE id = ANY(%s)", (owner_ids,))
+            reads[1].execute(
                 "SELECT booking_id, table_id FROM public.booking_table_assignments WHERE booking_id = ANY(%s)",
                 (owner_ids,),
-            ).fetchall()
-            held = cur.execute(
+            )
+            reads[2].execute(
                 "SELECT h.booking_id, m.table_id, h.expires_at FROM public.table_holds h"
                 " JOIN public.table_hold_members m ON m.hold_id = h.id"
                 " WHERE h.booking_id = ANY(%s) AND h.expires_at > now()",
                 (owner_ids,),
-            ).fetchall()
-            for status_row in statuses:
-                booking = status_row["id"]
-                owners[booking] = OwnerState(
-                    booking_id=booking,
-                    status=str(status_row["status"]),
-                    assigned_tables=frozenset(a["table_id"] for a in assigned if a["booking_id"] == booking),
-                    held_tables=frozenset(h["table_id"] for h in held if h["booking_id"] == booking),
-                    hold_expiry=_latest_expiry(h for h in held if h["booking_id"] == booking),
-                )
+            )
+        statuses, assigned, held = reads[0].fetchall(), reads[1].fetchall(), reads[2].fetchall()
+        for status_row in statuses:
+            booking = status_row["id"]
+            owners[booking] = OwnerState(
+                booking_id=booking,
+                status=str(status_row["status"]),
+                assigned_tables=frozenset(a["table_id"] for a in assigned if a["booking_id"] == booking),
+                held_tables=frozenset(h["table_id"] for h in held if h["booking_id"] == booking),
+                hold_expiry=_latest_expiry(h for h in held if h["booking_id"] == booking),
+            )
+    for read in reads:
+        read.close()
     return Snapshot(
         incident=incident,
         now=now_row["now"],
