@@ -83,13 +83,28 @@ def capturing() -> Iterator[Capture]:
         finally:
             capture.record(_COMMIT, None)
 
+    assert "pipeline" not in TracedConnection.__dict__, "restored below by deleting the override"
+    pipeline = TracedConnection.pipeline
+
+    @contextmanager
+    def traced_pipeline(self: TracedConnection) -> Iterator[Any]:
+        # in autocommit, a pipeline's statements run in one implicit transaction (one Sync at its end)
+        capture.record(_BEGIN, None)
+        try:
+            with pipeline(self) as block:
+                yield block
+        finally:
+            capture.record(_COMMIT, None)
+
     TracedCursor.execute = traced_execute  # type: ignore[method-assign]
     TracedConnection.transaction = traced_transaction  # type: ignore[method-assign]
+    TracedConnection.pipeline = traced_pipeline  # type: ignore[method-assign,assignment]
     try:
         yield capture
     finally:
         TracedCursor.execute = execute  # type: ignore[method-assign]
         TracedConnection.transaction = transaction  # type: ignore[method-assign]
+        del TracedConnection.pipeline  # the inherited one again
 
 
 def render(capture: Capture, dsn: str) -> list[list[str]]:
