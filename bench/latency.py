@@ -24,7 +24,7 @@ from confluent_kafka import Consumer
 from consumer.config import StackSettings
 from consumer.local.platform import create_booking, create_venue
 from consumer.local.simulator import Hold, PlatformApp, tomorrow
-from consumer.offsets import end_positions
+from consumer.runtime.offsets import end_positions
 from tests.support.process import RuntimeProcess
 
 Conn = psycopg.Connection[Any]

@@ -18,7 +18,7 @@ from bench.throughput import produce, quix_consume, raw_consume
 from consumer.config import RuntimeSettings, StackSettings
 from consumer.local.stack import LocalStack
 from consumer.operations.replay import Window, read_range, replay
-from consumer.routing import Relevance
+from consumer.runtime.routing import Relevance
 from handlers.detect import DetectionRules
 
 

@@ -40,7 +40,7 @@ from bench import pgbase
 from bench.latency import blocked_victim, incidents, rss_mb, summary
 from consumer.config import RuntimeSettings, StackSettings
 from consumer.local.simulator import Hold, PlatformApp
-from consumer.runtime import Runtime
+from consumer.runtime.loop import Runtime
 from tests.support.process import RuntimeProcess, free_port
 
 Conn = psycopg.Connection[Any]

@@ -24,7 +24,7 @@ from confluent_kafka import Consumer, Producer
 from bench import pgbase
 from consumer.config import RuntimeSettings, StackSettings
 from consumer.local.stack import LocalStack
-from consumer.runtime import Runtime
+from consumer.runtime.loop import Runtime
 from tests.support.process import free_port
 
 FIXTURE = (

@@ -1,4 +1,4 @@
-/* The byte test of consumer/routing.py (Relevance.select), for one poll batch, in C.
+/* The byte test of consumer/runtime/routing.py (Relevance.select), for one poll batch, in C.
  *
  * Relevance.select_python is the specification: this function makes the same decision for every message (the
  * unit tests run both on generated batches and compare), without paying Python bytecode per message. It only
@@ -207,7 +207,7 @@ done:
 }
 
 static PyMethodDef methods[] = {
-    {"select", select_batch, METH_VARARGS, "The byte test over one poll batch (see consumer/routing.py)."},
+    {"select", select_batch, METH_VARARGS, "The byte test over one poll batch (see consumer/runtime/routing.py)."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -23,9 +23,9 @@ from consumer.local import db
 from consumer.local.demo import write_demo_lifecycle
 from consumer.local.simulator import SCENARIOS, PlatformApp
 from consumer.local.stack import LocalStack, StackError, captured_topics, connector_config
-from consumer.offsets import end_positions, start_positions
 from consumer.redact import redact
 from consumer.report import plan_as_json, plan_as_text
+from consumer.runtime.offsets import end_positions, start_positions
 from handlers import store
 from handlers.detect import DetectionRules, replay
 from handlers.evidence import make_plan
@@ -752,7 +752,7 @@ def replay_command(
     Its own consumer identity: it never joins or commits to the live group; it stops at the end offsets
     captured when it started."""
     from consumer.operations.replay import Progress, read_file, read_range, replay
-    from consumer.routing import Relevance
+    from consumer.runtime.routing import Relevance
     from handlers.detect import DetectionRules
 
     if apply and dry_run:
@@ -844,8 +844,8 @@ def run(
     log_format: str,
 ) -> None:
     """Consume the platform's CDC topics and remediate allocations_no_overlap failures as they happen."""
-    from consumer.runtime import FatalRuntimeError
-    from consumer.runtime import run as run_runtime
+    from consumer.runtime.loop import FatalRuntimeError
+    from consumer.runtime.loop import run as run_runtime
     from consumer.telemetry import configure_logging
 
     configure_logging(log_level, log_format)

@@ -38,7 +38,7 @@ from confluent_kafka.cimpl import NewTopic
 
 from consumer.config import StackSettings, deploy_dir
 from consumer.local import db
-from consumer.offsets import end_positions
+from consumer.runtime.offsets import end_positions
 from schemas.envelope import HEARTBEAT_TOPIC_PREFIX
 from schemas.rows import CAPTURED
 

@@ -18,8 +18,8 @@ from typing import Any
 from confluent_kafka import Consumer, TopicPartition
 
 from consumer.config import RuntimeSettings
-from consumer.offsets import watermarks
 from consumer.operations import standalone_remediator
+from consumer.runtime.offsets import watermarks
 from handlers.pipeline import Remediator
 from schemas import ChangeEvent, decode_message
 from schemas.errors import CdcDecodeError

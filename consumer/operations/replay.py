@@ -4,7 +4,7 @@ and — if asked — fix past ``allocations_no_overlap`` incidents, without dist
 A replay reads with its own consumer identity: partitions are *assigned* (no group membership, no rebalance of
 the live group) and nothing is ever committed. It reads from the offsets for ``--since`` (or given offsets) up
 to the offsets for ``--until`` or the end offsets taken when it started, then stops. Every message goes through
-the live path's byte test and routing (``consumer/routing.py``) and every signal through the same remediator
+the live path's byte test and routing (``consumer/runtime/routing.py``) and every signal through the same remediator
 (detect → incident → evidence/plan → executor → retry), so a replay is idempotent: what the live consumer or an
 earlier replay fixed is reported as such, not redone. ``--dry-run`` (the default) writes nothing to the
 platform's tables; ``--apply`` acts like ``run --mode auto``.
@@ -29,9 +29,9 @@ from uuid import UUID
 from confluent_kafka import Consumer, TopicPartition
 
 from consumer.config import RuntimeSettings
-from consumer.offsets import watermarks
 from consumer.operations import standalone_remediator
-from consumer.routing import Relevance, Signal, poll_batches_gc, route
+from consumer.runtime.offsets import watermarks
+from consumer.runtime.routing import Relevance, Signal, poll_batches_gc, route
 from handlers import store
 from handlers.detect import DetectionRules
 from handlers.pipeline import Connect, IncidentResult, Remediator

@@ -18,7 +18,7 @@ from confluent_kafka.cimpl import NewTopic
 
 from consumer.config import StackSettings
 from consumer.local.simulator import PlatformApp, orphan_by_reseat
-from consumer.offsets import watermarks
+from consumer.runtime.offsets import watermarks
 from tests.support.cdc import committed
 from tests.support.platform import confirmed
 from tests.support.process import RuntimeProcess, metric_value, wait_for

@@ -28,7 +28,7 @@ from consumer.local.simulator import (
     tomorrow,
 )
 from consumer.local.stack import LocalStack
-from consumer.offsets import end_positions
+from consumer.runtime.offsets import end_positions
 from schemas.rows import CAPTURED
 from tests.support.cdc import CdcReader, RawMessage
 from tests.support.cdc import committed as offsets_of

@@ -27,7 +27,7 @@ from consumer.local.simulator import (
     seed_incident,
     tomorrow,
 )
-from consumer.offsets import end_positions
+from consumer.runtime.offsets import end_positions
 from tests.support.platform import confirmed
 from tests.support.process import RuntimeProcess, metric_value, wait_for
 

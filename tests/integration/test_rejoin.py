@@ -11,7 +11,7 @@ import pytest
 
 from consumer.config import RuntimeSettings, StackSettings
 from consumer.local.stack import LocalStack
-from consumer.runtime import Runtime
+from consumer.runtime.loop import Runtime
 from tests.support.process import free_port
 
 

@@ -25,8 +25,8 @@ from psycopg.types.json import Jsonb
 from consumer.config import RuntimeSettings, StackSettings
 from consumer.local.platform import create_booking, create_venue
 from consumer.local.simulator import tomorrow
-from consumer.routing import Signal, route
-from consumer.runtime import Runtime
+from consumer.runtime.loop import Runtime
+from consumer.runtime.routing import Signal, route
 from handlers import store
 from handlers.detect import DetectionRules, FailureSeen, HoldSeen, classify
 from schemas.rows import ObservabilityEvent

@@ -12,7 +12,7 @@ from typing import Any
 
 from confluent_kafka import Consumer
 
-from consumer.offsets import end_positions
+from consumer.runtime.offsets import end_positions
 from schemas import Record, decode_message
 
 

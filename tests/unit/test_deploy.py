@@ -15,7 +15,7 @@ import yaml
 
 from consumer.cli import main
 from consumer.config import RuntimeSettings, StackSettings
-from consumer.runtime import Health, serve_health
+from consumer.runtime.health import Health, serve_health
 from consumer.telemetry import Metrics
 from tests.support.process import free_port
 

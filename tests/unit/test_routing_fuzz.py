@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from consumer.routing import DeadLetter, Relevance, Signal, Skip, first_event_type, route
+from consumer.runtime.routing import DeadLetter, Relevance, Signal, Skip, first_event_type, route
 from consumer.telemetry import Telemetry
 from handlers.detect import DetectionRules
 from schemas.rows import CAPTURED

@@ -6,8 +6,8 @@ import gc
 import threading
 import time
 
-from consumer.routing import poll_batches_gc
-from consumer.runtime import KeyedScheduler, SignalBatches, Work
+from consumer.runtime.routing import poll_batches_gc
+from consumer.runtime.scheduler import KeyedScheduler, SignalBatches, Work
 
 
 def wait_until(what: str, check: object, timeout: float = 5.0) -> None:
