@@ -115,6 +115,7 @@ def settled_early(failure: FailureSeen, found: store.Triage) -> IncidentResult |
 
 
 _NO_WINDOW = "booking {} has no window to work with"
+_STILL_HELD = "deferred: a hold still covers the table"
 
 
 class SpanHandle(Protocol):
@@ -258,42 +259,42 @@ class Remediator:
 
     def recheck(self, incident_id: UUID) -> IncidentResult | None:
         """Plan a waiting incident again, with no new platform event (its wake-up fell due and was claimed).
-        None when it was settled meanwhile."""
-        with self._connect() as conn:
+        None when it was settled meanwhile.
+
+        A hold-conflict wait whose hold still stands is deferred again at once, in one statement (a thousand
+        bookings backing off cost a statement each, not a full plan); anything else — the hold gone, the deferrals
+        outlasted, another kind of wait — is planned again in full, and the executor re-proves every fact under
+        its locks anyway."""
+        attributes: dict[str, Any] = {
+            "allocguard.incident.id": str(incident_id),
+            "allocguard.incident.wakeup": True,
+            "allocguard.mode": self.settings.mode.value,
+        }
+        retry = self.settings.retry
+        with self._connect() as conn, self.hooks.span("allocguard.incident", attributes, None) as incident_span:
+            deferred = store.defer_while_held(
+                conn,
+                incident_id,
+                _STILL_HELD,
+                retry.hold_conflict_wait_s,
+                retry.hold_conflict_max_wait_s,
+                retry.max_deferral_s,
+            )
+            if deferred is not None:
+                booking, due = deferred
+                incident_span.set("allocguard.booking.id", str(booking))
+                incident_span.set("allocguard.recheck", "still held")
+                incident_span.set("allocguard.outcome.status", "open")
+                return IncidentResult("open", _STILL_HELD, incident_id, recheck_at=due)
             loaded = store.load_incident(conn, incident_id)
             if loaded is None or loaded[1] != "open":
+                incident_span.set("allocguard.outcome.status", "settled meanwhile")
                 return None
             incident = loaded[0]
-            attributes = {
-                "allocguard.incident.id": str(incident_id),
-                "allocguard.booking.id": str(incident.booking_id),
-                "allocguard.incident.wakeup": True,
-                "allocguard.mode": self.settings.mode.value,
-            }
-            with self.hooks.span("allocguard.incident", attributes, None) as incident_span:
-                deferred = self._still_deferred(conn, incident_id, incident)
-                if deferred is not None:  # the hold is still there: wait again, without planning everything again
-                    incident_span.set("allocguard.recheck", "still held")
-                    incident_span.set("allocguard.outcome.status", deferred.status)
-                    return deferred
-                result = self.remediate(conn, incident_id, incident, None, incident_span)
-                incident_span.set("allocguard.outcome.status", result.status)
-                return result
-
-    def _still_deferred(self, conn: Conn, incident_id: UUID, incident: Incident) -> IncidentResult | None:
-        """A hold-conflict wait whose hold is still active is deferred again at once (a thousand bookings backing
-        off cost a statement or three each, not a full plan); anything else — the hold gone, or the deferrals
-        outlasted — is planned again in full, and the executor re-proves every fact under its locks anyway."""
-        if not store.still_held(conn, incident_id):
-            return None
-        age = store.incident_age(conn, incident_id)
-        retry = self.settings.retry
-        if age.total_seconds() > retry.max_deferral_s:
-            return None  # the full path hands it to a person
-        due = store.database_now(conn) + timedelta(seconds=self._hold_wait(age))
-        reason = "deferred: a hold still covers the table"
-        store.schedule_recheck(conn, incident_id, due, reason)
-        return IncidentResult("open", reason, incident_id, incident, recheck_at=due)
+            incident_span.set("allocguard.booking.id", str(incident.booking_id))
+            result = self.remediate(conn, incident_id, incident, None, incident_span)
+            incident_span.set("allocguard.outcome.status", result.status)
+            return result
 
     def _hold_wait(self, age: timedelta) -> float:
         """Backing off: half the incident's age, between hold_conflict_wait_s and hold_conflict_max_wait_s, so a

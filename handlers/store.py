@@ -472,19 +472,28 @@ def schedule_recheck(conn: Conn, incident_id: UUID, at: datetime, reason: str) -
     )
 
 
-def still_held(conn: Conn, incident_id: UUID) -> bool:
-    """Whether an incident deferred by a hold conflict still meets one: another booking's (or an ops) hold, not
-    expired, on one of its tables, over its window — the platform function's own test, read-only, one statement."""
+def defer_while_held(
+    conn: Conn, incident_id: UUID, reason: str, wait_s: float, max_wait_s: float, max_deferral_s: float
+) -> tuple[UUID, datetime] | None:
+    """A waiting incident whose hold conflict still stands — another booking's (or an ops) hold, not expired, on
+    one of its tables, over its window: the platform function's own test — and that is not older than
+    ``max_deferral_s`` is deferred again at once: due in half its age, between ``wait_s`` and ``max_wait_s``
+    (:meth:`Remediator._hold_wait`), as :func:`schedule_recheck` would write it — one statement for what took five
+    (load, held?, age, now, schedule). Returns (booking, when it is due), or None when it needs a full plan."""
     row = conn.execute(
-        "SELECT EXISTS (SELECT 1 FROM allocguard.incidents i"
-        " JOIN public.table_hold_members m ON m.table_id = ANY (i.table_ids)"
-        " JOIN public.table_holds h ON h.id = m.hold_id"
-        " WHERE i.id = %s AND i.status_reason LIKE 'deferred:%%' AND h.expires_at > now()"
-        " AND tstzrange(h.start_at, h.end_at, '[)') && i.attempt_window"
-        " AND (h.booking_id IS NULL OR h.booking_id <> i.booking_id))",
-        (incident_id,),
+        "UPDATE allocguard.incidents i SET status_reason = %s, claimed_by = NULL, updated_at = now(),"
+        "   next_check_at = now() + make_interval(secs => least(greatest(%s,"
+        "     extract(epoch FROM now() - i.first_event_at) / 2), %s)) + interval '1 second'"
+        " WHERE i.id = %s AND i.status = 'open' AND i.status_reason LIKE 'deferred:%%'"
+        "   AND now() - i.first_event_at <= make_interval(secs => %s)"
+        "   AND EXISTS (SELECT 1 FROM public.table_hold_members m JOIN public.table_holds h ON h.id = m.hold_id"
+        "     WHERE m.table_id = ANY (i.table_ids) AND h.expires_at > now()"
+        "     AND tstzrange(h.start_at, h.end_at, '[)') && i.attempt_window"
+        "     AND (h.booking_id IS NULL OR h.booking_id <> i.booking_id))"
+        " RETURNING i.booking_id, i.next_check_at - interval '1 second'",
+        (reason, wait_s, max_wait_s, incident_id, max_deferral_s),
     ).fetchone()
-    return bool(row and row[0])
+    return (row[0], row[1]) if row is not None else None
 
 
 def claim_due(conn: Conn, instance: str, lease: timedelta, limit: int = 50) -> list[tuple[UUID, UUID]]:
