@@ -272,13 +272,14 @@ class Remediator:
         }
         retry = self.settings.retry
         with self._connect() as conn, self.hooks.span("allocguard.incident", attributes, None) as incident_span:
-            deferred = store.defer_while_held(
+            deferred = store.defer_hold_conflict(
                 conn,
                 incident_id,
                 _STILL_HELD,
                 retry.hold_conflict_wait_s,
                 retry.hold_conflict_max_wait_s,
                 retry.max_deferral_s,
+                while_held=True,
             )
             if deferred is not None:
                 booking, due = deferred
@@ -295,12 +296,6 @@ class Remediator:
             result = self.remediate(conn, incident_id, incident, None, incident_span)
             incident_span.set("allocguard.outcome.status", result.status)
             return result
-
-    def _hold_wait(self, age: timedelta) -> float:
-        """Backing off: half the incident's age, between hold_conflict_wait_s and hold_conflict_max_wait_s, so a
-        booking held for long is re-planned ever less often and one freed is seated within the cap."""
-        retry = self.settings.retry
-        return min(max(retry.hold_conflict_wait_s, age.total_seconds() / 2), retry.hold_conflict_max_wait_s)
 
     def plan(self, conn: Conn, incident: Incident) -> Plan:
         return make_plan(store.load_snapshot(conn, incident), self.settings.grace)
@@ -415,12 +410,18 @@ class Remediator:
         except HoldConflictError as exc:
             # another booking's hold covers the table: try again when it may have gone, from the delay queue
             # (a due time on the incident), not from a worker sleeping for it
-            age = store.incident_age(conn, incident_id)
-            if age.total_seconds() > s.retry.max_deferral_s:
+            reason, retry = f"deferred: {exc}", s.retry
+            deferred = store.defer_hold_conflict(
+                conn,
+                incident_id,
+                reason,
+                retry.hold_conflict_wait_s,
+                retry.hold_conflict_max_wait_s,
+                retry.max_deferral_s,
+            )
+            if deferred is None:
                 return self._settle(conn, result, "manual_review", f"a hold conflict outlasted the deferrals: {exc}")
-            due = store.database_now(conn) + timedelta(seconds=self._hold_wait(age))
-            result.status, result.reason, result.recheck_at = "open", f"deferred: {exc}", due
-            store.schedule_recheck(conn, incident_id, due, result.reason)
+            result.status, result.reason, result.recheck_at = "open", reason, deferred[1]
             return result
         result.retry = outcome
         if outcome.status == "assigned":

@@ -376,43 +376,56 @@ def failure_events(conn: Conn, booking_id: UUID) -> list[dict[str, Any]]:
 # ---- the snapshot the plan is made from --------------------------------------------------------
 
 
+def _pipelined(conn: Conn, *statements: tuple[str, tuple[Any, ...]]) -> list[list[dict[str, Any]]]:
+    """Each statement's rows, all sent in one round trip (a pipeline; in autocommit, one implicit transaction)."""
+    cursors = [conn.cursor(row_factory=dict_row) for _ in statements]
+    try:
+        with conn.pipeline():
+            for cursor, (query, params) in zip(cursors, statements, strict=True):
+                cursor.execute(query, params)
+        return [cursor.fetchall() for cursor in cursors]
+    finally:
+        for cursor in cursors:
+            cursor.close()
+
+
 def load_snapshot(conn: Conn, incident: Incident) -> Snapshot:
     """What the planner judges: the victim, the allocations on the incident's tables in its window, and their
     owners — two round trips (the owners' reads need the allocations' owners), not seven."""
-    reads = [conn.cursor(row_factory=dict_row) for _ in range(4)]
-    with conn.pipeline():
-        reads[0].execute("SELECT now() AS now")
-        reads[1].execute("SELECT status FROM public.bookings WHERE id = %s", (incident.booking_id,))
-        reads[2].execute(
+    (now_row,), victims, victim_tables, rows = _pipelined(
+        conn,
+        ("SELECT now() AS now", ()),
+        ("SELECT status FROM public.bookings WHERE id = %s", (incident.booking_id,)),
+        (
             "SELECT table_id, idempotency_key FROM public.booking_table_assignments WHERE booking_id = %s",
             (incident.booking_id,),
-        )
-        reads[3].execute(
+        ),
+        (
             'SELECT id, booking_id, restaurant_id, resource_type, resource_id, "window", shadow, is_maintenance,'
             " updated_at FROM public.allocations"
             " WHERE restaurant_id = %s AND resource_type = 'table' AND resource_id = ANY(%s)"
             ' AND "window" && %s ORDER BY resource_id, lower("window"), id',
             (incident.restaurant_id, list(incident.table_ids), to_pg_range(incident.window)),
-        )
-    now_row, victim = reads[0].fetchone(), reads[1].fetchone()
-    assert now_row is not None
-    victim_tables, rows = reads[2].fetchall(), reads[3].fetchall()
+        ),
+    )
+    victim = victims[0] if victims else None
     owner_ids = sorted({r["booking_id"] for r in rows if r["booking_id"] is not None}, key=str)
     owners: dict[UUID, OwnerState] = {}
     if owner_ids:
-        with conn.pipeline():
-            reads[0].execute("SELECT id, status FROM public.bookings WHERE id = ANY(%s)", (owner_ids,))
-            reads[1].execute(
+        statuses, assigned, held = _pipelined(
+            conn,
+            ("SELECT id, status FROM public.bookings WHERE id = ANY(%s)", (owner_ids,)),
+            (
                 "SELECT booking_id, table_id FROM public.booking_table_assignments WHERE booking_id = ANY(%s)",
                 (owner_ids,),
-            )
-            reads[2].execute(
+            ),
+            (
                 "SELECT h.booking_id, m.table_id, h.expires_at FROM public.table_holds h"
                 " JOIN public.table_hold_members m ON m.hold_id = h.id"
                 " WHERE h.booking_id = ANY(%s) AND h.expires_at > now()",
                 (owner_ids,),
-            )
-        statuses, assigned, held = reads[0].fetchall(), reads[1].fetchall(), reads[2].fetchall()
+            ),
+        )
         for status_row in statuses:
             booking = status_row["id"]
             owners[booking] = OwnerState(
@@ -422,8 +435,6 @@ def load_snapshot(conn: Conn, incident: Incident) -> Snapshot:
                 held_tables=frozenset(h["table_id"] for h in held if h["booking_id"] == booking),
                 hold_expiry=_latest_expiry(h for h in held if h["booking_id"] == booking),
             )
-    for read in reads:
-        read.close()
     return Snapshot(
         incident=incident,
         now=now_row["now"],
@@ -472,26 +483,45 @@ def schedule_recheck(conn: Conn, incident_id: UUID, at: datetime, reason: str) -
     )
 
 
-def defer_while_held(
-    conn: Conn, incident_id: UUID, reason: str, wait_s: float, max_wait_s: float, max_deferral_s: float
+#: a hold conflict's wait (:func:`defer_hold_conflict`): literal fragments only, every value a parameter
+_DEFER_SET = (
+    "UPDATE allocguard.incidents i SET status = 'open', status_reason = %s, claimed_by = NULL,"
+    " updated_at = now(), next_check_at = now() + make_interval(secs => least(greatest(%s,"
+    "   extract(epoch FROM now() - i.first_event_at) / 2), %s)) + interval '1 second'"
+    " WHERE i.id = %s AND now() - i.first_event_at <= make_interval(secs => %s)"
+)
+_STILL_HELD = (
+    " AND i.status = 'open' AND i.status_reason LIKE 'deferred:%%'"
+    " AND EXISTS (SELECT 1 FROM public.table_hold_members m JOIN public.table_holds h ON h.id = m.hold_id"
+    "   WHERE m.table_id = ANY (i.table_ids) AND h.expires_at > now()"
+    "   AND tstzrange(h.start_at, h.end_at, '[)') && i.attempt_window"
+    "   AND (h.booking_id IS NULL OR h.booking_id <> i.booking_id))"
+)
+_RETURNING_DUE = " RETURNING i.booking_id, i.next_check_at - interval '1 second'"
+_DEFER = _DEFER_SET + _RETURNING_DUE
+_DEFER_WHILE_HELD = _DEFER_SET + _STILL_HELD + _RETURNING_DUE
+
+
+def defer_hold_conflict(
+    conn: Conn,
+    incident_id: UUID,
+    reason: str,
+    wait_s: float,
+    max_wait_s: float,
+    max_deferral_s: float,
+    *,
+    while_held: bool = False,
 ) -> tuple[UUID, datetime] | None:
-    """A waiting incident whose hold conflict still stands — another booking's (or an ops) hold, not expired, on
-    one of its tables, over its window: the platform function's own test — and that is not older than
-    ``max_deferral_s`` is deferred again at once: due in half its age, between ``wait_s`` and ``max_wait_s``
-    (:meth:`Remediator._hold_wait`), as :func:`schedule_recheck` would write it — one statement for what took five
-    (load, held?, age, now, schedule). Returns (booking, when it is due), or None when it needs a full plan."""
+    """A hold conflict's wait in the delay queue, in one statement: the incident stays open and falls due in half
+    its age, between ``wait_s`` and ``max_wait_s`` (a booking held for long is re-planned ever less often; one freed
+    is seated within the cap), written as :func:`schedule_recheck` writes it — unless it is older than
+    ``max_deferral_s`` (then a person should look). With ``while_held`` (a wake-up), only a waiting hold-conflict
+    incident whose conflict still stands is deferred again: another booking's (or an ops) hold, not expired, on one
+    of its tables, over its window — the platform function's own test — one statement for what took five (load,
+    held?, age, now, schedule). Returns (booking, when it is due), or None: too old, or (``while_held``) it needs a
+    full plan."""
     row = conn.execute(
-        "UPDATE allocguard.incidents i SET status_reason = %s, claimed_by = NULL, updated_at = now(),"
-        "   next_check_at = now() + make_interval(secs => least(greatest(%s,"
-        "     extract(epoch FROM now() - i.first_event_at) / 2), %s)) + interval '1 second'"
-        " WHERE i.id = %s AND i.status = 'open' AND i.status_reason LIKE 'deferred:%%'"
-        "   AND now() - i.first_event_at <= make_interval(secs => %s)"
-        "   AND EXISTS (SELECT 1 FROM public.table_hold_members m JOIN public.table_holds h ON h.id = m.hold_id"
-        "     WHERE m.table_id = ANY (i.table_ids) AND h.expires_at > now()"
-        "     AND tstzrange(h.start_at, h.end_at, '[)') && i.attempt_window"
-        "     AND (h.booking_id IS NULL OR h.booking_id <> i.booking_id))"
-        " RETURNING i.booking_id, i.next_check_at - interval '1 second'",
-        (reason, wait_s, max_wait_s, incident_id, max_deferral_s),
+        _DEFER_WHILE_HELD if while_held else _DEFER, (reason, wait_s, max_wait_s, incident_id, max_deferral_s)
     ).fetchone()
     return (row[0], row[1]) if row is not None else None
 
@@ -509,14 +539,6 @@ def claim_due(conn: Conn, instance: str, lease: timedelta, limit: int = 50) -> l
         (lease, instance, limit),
     ).fetchall()
     return [(r[0], r[1]) for r in rows]
-
-
-def incident_age(conn: Conn, incident_id: UUID) -> timedelta:
-    """How long since the incident's first failure event."""
-    row = conn.execute(
-        "SELECT now() - first_event_at FROM allocguard.incidents WHERE id = %s", (incident_id,)
-    ).fetchone()
-    return row[0] if row is not None and row[0] is not None else timedelta(0)
 
 
 def database_now(conn: Conn) -> datetime:

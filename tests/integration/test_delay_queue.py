@@ -1,5 +1,6 @@
-"""The delay queue's cheap path: a hold-conflict wait whose hold still stands is deferred again by one statement,
-with the same due time the full path would write, and only then."""
+"""The delay queue's hold-conflict waits, one statement each: the first deferral (the retry met a hold), and a
+wake-up whose hold still stands deferred again — due in half the incident's age, floored and capped — and only
+then."""
 
 from __future__ import annotations
 
@@ -59,6 +60,9 @@ def test_a_still_held_wait_is_deferred_again_in_one_statement(
         failed_at,
     )
 
+    def again(conn: Conn, wait_s: float, max_wait_s: float, max_deferral_s: float) -> tuple[uuid.UUID, datetime] | None:
+        return store.defer_hold_conflict(conn, incident_id, HELD, wait_s, max_wait_s, max_deferral_s, while_held=True)
+
     def due_in(found: tuple[uuid.UUID, datetime] | None, conn: Conn) -> float:
         assert found is not None
         assert found[0] == victim
@@ -70,17 +74,25 @@ def test_a_still_held_wait_is_deferred_again_in_one_statement(
 
     with connect() as conn:
         incident_id = store.record_incident(conn, incident, failure)[0]
-        assert store.defer_while_held(conn, incident_id, HELD, 10, 60, 600) is None, "not a hold-conflict wait"
-        # due in an hour: no wake-up thread anywhere claims it meanwhile
+        assert again(conn, 10, 60, 600) is None, "not a hold-conflict wait"
+        # the first deferral (the retry met the hold): from any status, without the hold test
+        store.set_incident_status(conn, incident_id, "pruned", "pruned 1 orphan(s)")
+        assert store.defer_hold_conflict(conn, incident_id, "deferred: hold_conflict", 10, 60, 30) is None, "too old"
+        first = store.defer_hold_conflict(conn, incident_id, HELD, 10, 60, 600)
+        assert 19 < due_in(first, conn) < 21
+        assert conn.execute("SELECT status FROM allocguard.incidents WHERE id = %s", (incident_id,)).fetchone() == (
+            "open",
+        )
+        # due in an hour from here on: no wake-up thread anywhere claims it meanwhile
         store.schedule_recheck(conn, incident_id, store.database_now(conn) + timedelta(hours=1), "deferred: x")
-        assert 19 < due_in(store.defer_while_held(conn, incident_id, HELD, 10, 60, 600), conn) < 21, "half its age"
-        assert 14 < due_in(store.defer_while_held(conn, incident_id, HELD, 10, 15, 600), conn) <= 15, "capped"
-        assert 29 < due_in(store.defer_while_held(conn, incident_id, HELD, 30, 60, 600), conn) <= 30, "floored"
-        assert store.defer_while_held(conn, incident_id, HELD, 10, 60, 30) is None, "deferred long enough"
+        assert 19 < due_in(again(conn, 10, 60, 600), conn) < 21, "half its age"
+        assert 14 < due_in(again(conn, 10, 15, 600), conn) <= 15, "capped"
+        assert 29 < due_in(again(conn, 30, 60, 600), conn) <= 30, "floored"
+        assert again(conn, 10, 60, 30) is None, "deferred long enough"
     with platform_connect() as conn:
         conn.execute("DELETE FROM table_holds WHERE id = %s", (hold[0],))
     with connect() as conn:
-        assert store.defer_while_held(conn, incident_id, HELD, 10, 60, 600) is None, "the hold is gone"
+        assert again(conn, 10, 60, 600) is None, "the hold is gone"
     with platform_connect() as conn:
         conn.execute(
             "INSERT INTO table_holds (id, restaurant_id, booking_id, zone_id, start_at, end_at, expires_at)"
@@ -91,6 +103,6 @@ def test_a_still_held_wait_is_deferred_again_in_one_statement(
             "INSERT INTO table_hold_members (hold_id, table_id) VALUES (%s, %s)", (hold[0], venue.table_ids[0])
         )
     with connect() as conn:
-        assert store.defer_while_held(conn, incident_id, HELD, 10, 60, 600) is None, "its own hold is no conflict"
+        assert again(conn, 10, 60, 600) is None, "its own hold is no conflict"
         store.set_incident_status(conn, incident_id, "resolved", "settled meanwhile")
-        assert store.defer_while_held(conn, incident_id, HELD, 10, 60, 600) is None, "settled"
+        assert again(conn, 10, 60, 600) is None, "settled"
