@@ -134,6 +134,7 @@ def database_items(target: Target) -> Iterator[Item]:
         ("grants", lambda: _privilege_items(conn)),
         ("rows", lambda: _visibility_items(conn)),
         ("publication", lambda: _publication_items(conn, target)),
+        ("prune cost", lambda: _prune_cost_items(conn)),
     ]
     with conn:
         for name, group in groups:
@@ -282,6 +283,33 @@ def _excess_items(conn: psycopg.Connection[Any]) -> Iterator[Item]:
             f"can read guest data: bookings.{pii[0]}",
             "REVOKE SELECT ON public.bookings FROM allocguard_remediator; `allocguard db init` grants the columns",
         )
+
+
+def _prune_cost_items(conn: psycopg.Connection[Any]) -> Iterator[Item]:
+    """Deleting an allocation makes PostgreSQL look up every row that references it, in every table with a
+    foreign key to ``allocations`` (SET NULL, CASCADE or a plain check alike); without an index led by that
+    column the lookup reads the whole table — once per pruned allocation, slower as the platform grows (measured
+    here: ≈ 3 ms a delete on a young database, 7.7 ms once those tables held ≈ 55k rows between them). The
+    platform's to fix; a warning with the statements."""
+    rows = conn.execute(
+        "SELECT c.conrelid::regclass::text, a.attname, greatest(cl.reltuples, 0)::bigint"
+        " FROM pg_constraint c JOIN pg_class cl ON cl.oid = c.conrelid"
+        " JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = c.conkey[1]"
+        " WHERE c.contype = 'f' AND c.confrelid = to_regclass('public.allocations')"
+        " AND NOT EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.conrelid AND i.indkey[0] = c.conkey[1])"
+        " ORDER BY 1, 2"
+    ).fetchall()
+    if not rows:
+        yield Item("prune cost", Status.OK, "every foreign key to allocations is indexed: no prune reads a table whole")
+        return
+    scans = ", ".join(f"{table}.{column} (≈ {count:,} rows)" for table, column, count in rows)
+    yield Item(
+        "prune cost",
+        Status.WARN,
+        f"each pruned allocation reads {scans} whole: foreign keys to allocations with no index on their column",
+        "; ".join(f"CREATE INDEX CONCURRENTLY ON {table} ({column})" for table, column, _ in rows)
+        + " (the platform's owner)",
+    )
 
 
 def _has_column_privilege(conn: psycopg.Connection[Any], table: str, column: str, privilege: str) -> bool:

@@ -79,6 +79,28 @@ def test_a_correct_deployment_passes(platform: Platform) -> None:
     assert strict.exit_code == 1, "--strict: a warning is not a pass"
 
 
+def test_foreign_keys_to_allocations_without_an_index_are_a_prune_cost_warning(platform: Platform) -> None:
+    """The platform's dump has three foreign keys to allocations with no index (so has the reference model): each
+    prune reads those tables whole. A warning that names them; none once the owner indexes them."""
+    result, items = platform.check()
+    assert result.exit_code == 0, result.output
+    warned = items["prune cost"]
+    assert warned["status"] == "WARN"
+    for column in (
+        "booking_table_assignments.allocation_id",
+        "booking_table_assignments.merge_group_id",
+        "booking_assignment_idempotency.merge_group_allocation_id",
+    ):
+        assert column in warned["detail"]
+    platform.owner("CREATE INDEX ON booking_table_assignments (allocation_id)")
+    _, items = platform.check()
+    assert "booking_table_assignments.allocation_id" not in items["prune cost"]["detail"], "indexed now"
+    platform.owner("CREATE INDEX ON booking_table_assignments (merge_group_id, booking_id)")
+    platform.owner("CREATE INDEX ON booking_assignment_idempotency (merge_group_allocation_id)")
+    _, items = platform.check()
+    assert items["prune cost"]["status"] == "OK", items["prune cost"]
+
+
 def test_a_role_outside_allocguard_remediator_fails(platform: Platform, unique: str) -> None:
     role = f"stranger_{unique}"
     platform.owner(f'CREATE ROLE "{role}" LOGIN')
