@@ -216,6 +216,9 @@ class RuntimeSettings(BaseSettings):
     batch_backlog: int = Field(default=64, ge=1)
     #: under a backlog, how long the batch thread gathers signals before it takes a batch (0: at once)
     batch_linger_s: float = Field(default=0.01, ge=0, le=1)
+    #: prevention: how many assignment rows (id → booking) are remembered so that a key-only delete can be named
+    #: (≈ 190 bytes each; one forgotten is answered by a sweep)
+    assignment_index_size: int = Field(default=200_000, ge=1)
     #: a trace UI's page for one trace, with ``{trace_id}`` (Jaeger: http://host:16686/trace/{trace_id}; Grafana
     #: Tempo: its explore URL with the id in the query); ``diagnose`` and the demo print it
     trace_ui_url: str | None = None

@@ -182,7 +182,7 @@ class Runtime:
         )
         self.scheduler = KeyedScheduler(settings.workers, self._completions.put)
         self._relevant = Relevance(self.remediator.rules, watch=settings.prevention)
-        self.assignments = AssignmentIndex()
+        self.assignments = AssignmentIndex(settings.assignment_index_size)
         self.guard = (
             Guard(
                 connect,

@@ -114,6 +114,15 @@ def runtime(stack_settings: StackSettings) -> Iterator[Runtime]:
     instance.consumer.close()
 
 
+def test_the_assignment_index_takes_its_size_from_the_settings() -> None:
+    settings = RuntimeSettings(assignment_index_size=7, health_port=free_port(), artifacts_dir=None)
+    instance = Runtime(settings)
+    try:
+        assert instance.assignments.max_size == 7
+    finally:
+        instance.consumer.close()
+
+
 def test_the_pools_connections_encode_json_with_orjson(runtime: Runtime) -> None:
     with runtime.pool.connection() as conn:
         assert getattr(conn.adapters.get_dumper(Jsonb, PyFormat.AUTO), "_dumps", None) is orjson.dumps

@@ -141,6 +141,15 @@ def test_the_index_is_bounded() -> None:
     rows = [(uuid.uuid4(), uuid.uuid4()) for _ in range(5)]
     for assignment, booking in rows:
         index.remember(assignment, booking)
+    index.remember(*rows[2])  # seen again: the most recent now
+    index.remember(rows[5 - 1][0], rows[0][1])  # a row moved to another booking
+    index.remember(*(extra := (uuid.uuid4(), uuid.uuid4())))
     assert len(index) == 3
     assert index.forget(rows[0][0]) is None, "the least recently seen went first"
-    assert index.forget(rows[4][0]) == rows[4][1]
+    assert index.forget(rows[3][0]) is None, "then the next least recent (row 2 was seen again)"
+    assert index.forget(rows[2][0]) == rows[2][1]
+    found = index.forget(rows[4][0])
+    assert found == rows[0][1], "its latest booking"
+    assert isinstance(found, uuid.UUID)
+    assert index.forget(extra[0]) == extra[1]
+    assert len(index) == 0
