@@ -151,8 +151,8 @@ def dump(admin_dsn: str, path: Path) -> None:
 def restore_copy(admin_dsn: str, path: Path, name: str) -> str:
     """A fresh database ``name`` restored from :func:`dump`'s file (owners and grants as they were); its DSN as
     the admin. Roles are the cluster's, so the same least-privilege roles work in it."""
+    drop_database(admin_dsn, name)
     with psycopg.connect(admin_dsn, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     dsn = make_conninfo(admin_dsn, dbname=name)
     done = subprocess.run(
