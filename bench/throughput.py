@@ -3,6 +3,11 @@ topics of realistic Debezium messages (observability_events change events as Deb
 signal ratios (failure signatures and hold announcements, which reach the database; the rest are irrelevant).
 Repetitions are interleaved (raw, allocguard, quix, raw, …) and every figure is a median; ratios are the point.
 
+The mix at ``--ratios r``: r/2 of the events are ``allocations_no_overlap`` failures (each of its own booking, naming
+a hold nobody announced: no window, so settled without an incident), r/2 are ``capacity.hold.created`` announcements
+whose windows start a day after the topic is written (valid when consumed: they are remembered, not ignored as
+expired), and the rest are ``auto_assign.attempt.*`` events no rule looks at. Each result line states its mix.
+
     python -m bench.throughput --messages 500000 --ratios 0,0.0001,0.01 --repeats 3 [--quix]
 """
 
@@ -25,6 +30,7 @@ from bench import pgbase
 from consumer.config import RuntimeSettings, StackSettings
 from consumer.local.stack import LocalStack
 from consumer.runtime.loop import Runtime
+from tests.support.clock import hold_window, iso_from_now
 from tests.support.process import free_port
 
 FIXTURE = (
@@ -33,6 +39,8 @@ FIXTURE = (
 
 
 def messages(count: int, failure_ratio: float, prefix: str) -> list[tuple[bytes, bytes]]:
+    start, end = hold_window()  # relative to now: a hold announced for a past window would be an expired hold
+    created = iso_from_now()  # the fixture's recorded created_at would make every event days old
     template = json.loads(json.loads(FIXTURE.read_text())[0]["value"])
     template["source"]["name"] = prefix
     rng = random.Random(7)
@@ -40,7 +48,7 @@ def messages(count: int, failure_ratio: float, prefix: str) -> list[tuple[bytes,
     for i in range(count):
         booking = str(uuid.UUID(int=rng.getrandbits(128)))
         after = dict(template["after"])
-        after.update(id=str(uuid.UUID(int=rng.getrandbits(128))), booking_id=booking)
+        after.update(id=str(uuid.UUID(int=rng.getrandbits(128))), booking_id=booking, created_at=created)
         roll = rng.random()
         if roll < failure_ratio:
             after.update(
@@ -58,8 +66,8 @@ def messages(count: int, failure_ratio: float, prefix: str) -> list[tuple[bytes,
                     {
                         "holdId": str(uuid.uuid4()),
                         "tableIds": [str(uuid.uuid4())],
-                        "startAt": "2026-12-01T19:00:00+00:00",
-                        "endAt": "2026-12-01T21:00:00+00:00",
+                        "startAt": start,
+                        "endAt": end,
                     }
                 ),
             )
@@ -187,6 +195,12 @@ def main() -> None:
         raw, ours = statistics.median(runs["raw"]), statistics.median(runs["allocguard"])
         entry: dict[str, object] = {
             "signal_ratio": ratio,
+            "mix": {
+                "failures": ratio / 2,
+                "hold_announcements": ratio / 2,
+                "hold_windows": "valid: start a day after the topic is written",
+                "other": 1 - ratio,
+            },
             "messages": args.messages,
             "signals": signals,
             "raw_events_per_s": round(raw),

@@ -20,10 +20,11 @@ from consumer.config import StackSettings
 from consumer.local.simulator import PlatformApp, orphan_by_reseat
 from consumer.runtime.offsets import watermarks
 from tests.support.cdc import committed
+from tests.support.clock import iso_from_now
 from tests.support.platform import confirmed
 from tests.support.process import RuntimeProcess, metric_value, wait_for
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.stack]
 Conn = psycopg.Connection[Any]
 SOURCE = {
     "version": "3.6.1.Final",
@@ -43,7 +44,7 @@ def envelope(after: dict[str, Any]) -> bytes:
 def event(source: str, kind: str, context: str, booking: str | None = None) -> dict[str, Any]:
     return {
         "id": str(uuid.uuid4()),
-        "created_at": "2026-11-24T10:00:00Z",
+        "created_at": iso_from_now(),
         "source": source,
         "event_type": kind,
         "severity": "info",

@@ -31,7 +31,10 @@ from handlers import store
 from handlers.detect import DetectionRules, FailureSeen, HoldSeen, classify
 from schemas.rows import ObservabilityEvent
 from schemas.values import TstzRange
+from tests.support.clock import hold_window, iso_from_now
 from tests.support.process import free_port
+
+pytestmark = pytest.mark.stack
 
 Conn = psycopg.Connection[Any]
 TOPIC = "platform.public.observability_events"
@@ -44,9 +47,10 @@ SOURCE = json.loads(
 
 
 def announcement(hold_id: uuid.UUID, booking: uuid.UUID | None, table: uuid.UUID) -> bytes:
+    start, end = hold_window()  # still valid when the batch reads it
     after = {
         "id": str(uuid.uuid4()),
-        "created_at": "2026-11-24T10:00:00Z",
+        "created_at": iso_from_now(),
         "source": "capacity.hold",
         "event_type": "capacity.hold.created",
         "severity": "info",
@@ -54,8 +58,8 @@ def announcement(hold_id: uuid.UUID, booking: uuid.UUID | None, table: uuid.UUID
             {
                 "holdId": str(hold_id),
                 "tableIds": [str(table)],
-                "startAt": "2026-12-01T19:00:00Z",
-                "endAt": "2026-12-01T21:00:00Z",
+                "startAt": start,
+                "endAt": end,
             }
         ),
         "restaurant_id": str(uuid.uuid4()),
@@ -71,7 +75,7 @@ def failure_value(event_id: uuid.UUID, booking: uuid.UUID, hold_id: uuid.UUID | 
         context["holdId"] = str(hold_id)
     after = {
         "id": str(event_id),
-        "created_at": "2026-11-24T10:00:01Z",
+        "created_at": iso_from_now(),
         "source": "capacity.atomic_confirm",
         "event_type": "transaction.failed",
         "severity": "error",

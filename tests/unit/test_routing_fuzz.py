@@ -16,6 +16,7 @@ from consumer.runtime.routing import DeadLetter, Relevance, Signal, Skip, first_
 from consumer.telemetry import Telemetry
 from handlers.detect import DetectionRules
 from schemas.rows import CAPTURED
+from tests.support.clock import hold_window, iso_from_now
 
 RULES = DetectionRules()
 TOPICS = [f"platform.{t}" for t in CAPTURED] + ["__debezium-heartbeat.platform", "platform.public.unknown", ""]
@@ -54,9 +55,10 @@ SOURCE_BLOCK = {
     "schema": "public",
     "table": "observability_events",
 }
+START, END = hold_window()  # a hold valid when the test runs
 UUIDS = st.uuids().map(str)
 DATES = st.sampled_from(
-    ["2026-11-24T10:00:00Z", "0001-01-01T00:00:00Z", "9999-12-31T23:59:59Z", "not a date", "", "1970-01-01T00:00:00Z"]
+    [iso_from_now(), "0001-01-01T00:00:00Z", "9999-12-31T23:59:59Z", "not a date", "", "1970-01-01T00:00:00Z"]
 )
 
 
@@ -151,7 +153,7 @@ def test_named_poison_cases() -> None:
     assert isinstance(route(OBS, 0, 1, None, deep, RULES), DeadLetter)
     hold = {
         "id": "6f1c4a4e-1111-4111-8111-111111111111",
-        "created_at": "2026-11-24T10:00:00Z",
+        "created_at": iso_from_now(),
         "source": "capacity.hold",
         "event_type": "capacity.hold.created",
         "severity": "info",
@@ -211,13 +213,13 @@ def signal_like(draw: Any) -> bytes:
     context = {
         "holdId": str(draw(st.uuids())),
         "tableIds": [str(draw(st.uuids()))],
-        "startAt": "2026-12-01T19:00:00Z",
-        "endAt": "2026-12-01T21:00:00Z",
+        "startAt": START,
+        "endAt": END,
         draw(st.sampled_from(["error", "planner_error", "note"])): marker,
     }
     after = {
         "id": str(draw(st.uuids())),
-        "created_at": "2026-11-24T10:00:00Z",
+        "created_at": iso_from_now(),
         "source": source,
         "event_type": kind,
         "severity": "error",
@@ -267,7 +269,7 @@ def test_the_byte_test_lets_real_signals_through_and_skips_the_rest() -> None:
             "op": "c",
             "after": {
                 "id": str(uuid.uuid4()),
-                "created_at": "2026-11-24T10:00:00Z",
+                "created_at": iso_from_now(),
                 "source": "capacity.hold",
                 "event_type": "capacity.hold.created",
                 "severity": "info",
@@ -276,8 +278,8 @@ def test_the_byte_test_lets_real_signals_through_and_skips_the_rest() -> None:
                     {
                         "holdId": str(uuid.uuid4()),
                         "tableIds": [str(uuid.uuid4())],
-                        "startAt": "2026-12-01T19:00:00Z",
-                        "endAt": "2026-12-01T21:00:00Z",
+                        "startAt": START,
+                        "endAt": END,
                     }
                 ),
             },
@@ -306,7 +308,7 @@ def test_a_captured_message_round_trips(key: bytes | None, value: bytes | None) 
 def test_the_fast_path_reads_the_event_type_and_a_duplicate_key_cannot_slip_past_it() -> None:
     after = {
         "id": "6f1c4a4e-1111-4111-8111-111111111111",
-        "created_at": "2026-11-24T10:00:00Z",
+        "created_at": iso_from_now(),
         "source": "capacity.atomic_confirm",
         "event_type": "transaction.failed",
         "severity": "error",
