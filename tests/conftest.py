@@ -4,6 +4,8 @@
   those services and start nothing.
 - Otherwise they run ``allocguard stack up`` (idempotent) and stop at the end only what they started.
 - A stack that cannot start **fails** the tests that need it; nothing is skipped.
+- A test that uses the stack's fixtures carries the ``stack`` marker, or the run stops at collection: ``make unit``
+  (``-m "not stack"``) is then sure to need no service.
 """
 
 from __future__ import annotations
@@ -22,6 +24,27 @@ from consumer.config import StackSettings
 from consumer.local.stack import LocalStack, StackError, captured_topics
 from tests.support.cdc import CdcReader
 from tests.support.process import RuntimeProcess
+
+#: fixtures that start or reach the local stack; any fixture built on them is a stack fixture too
+STACK_FIXTURES = frozenset({"stack_settings", "runtimes"})
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Markers enforced, not trusted: before ``-m`` deselects anything, every test that needs the stack (through
+    its fixtures, or as an end-to-end test) must say so with ``@pytest.mark.stack``."""
+    unmarked = sorted(
+        item.nodeid
+        for item in items
+        if item.get_closest_marker("stack") is None
+        and (STACK_FIXTURES.intersection(getattr(item, "fixturenames", ())) or item.get_closest_marker("e2e"))
+    )
+    if unmarked:
+        listed = "\n  ".join(unmarked)
+        raise pytest.UsageError(
+            f"{len(unmarked)} test(s) need the stack but are not marked stack (add pytestmark = pytest.mark.stack):"
+            f"\n  {listed}"
+        )
 
 
 @pytest.fixture(scope="session")

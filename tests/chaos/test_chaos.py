@@ -29,7 +29,7 @@ from consumer.local.simulator import PlatformApp, orphan_by_reseat
 from consumer.local.stack import LocalStack
 from tests.support.process import RuntimeProcess, wait_for
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.stack]
 Conn = psycopg.Connection[Any]
 LONG = os.environ.get("ALLOCGUARD_CHAOS") == "long"
 

@@ -19,7 +19,7 @@ from consumer.local.stack import LocalStack
 from tests.chaos.test_chaos import dead_letters
 from tests.support.process import RuntimeProcess, wait_for
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.stack]
 Conn = psycopg.Connection[Any]
 
 

@@ -33,7 +33,7 @@ from schemas.rows import (
 )
 from tests.support.cdc import CdcReader, RawMessage, key_has, row_has, save_fixtures
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.stack]
 Conn = psycopg.Connection[dict[str, Any]]
 
 #: generated columns: PostgreSQL 15's pgoutput does not publish them, so they decode as None

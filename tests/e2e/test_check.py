@@ -19,7 +19,7 @@ from consumer.local.stack import LocalStack, connector_config
 from tests.support.platform import drop_slot
 from tests.support.process import wait_for
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.stack]
 
 
 class Platform:

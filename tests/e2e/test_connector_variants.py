@@ -25,7 +25,7 @@ from tests.e2e.test_cdc_roundtrip import assert_matches_db, fetch
 from tests.support.cdc import CdcReader, RawMessage, key_has, save_fixtures
 from tests.support.platform import drop_slot
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.stack]
 
 
 class Isolated:

@@ -13,7 +13,7 @@ from consumer.cli import main
 from consumer.config import StackSettings
 from consumer.local import db
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.stack]
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from schemas.records import Mode
 from schemas.rows import ObservabilityEvent
 from tests.support.cdc import CdcReader, RawMessage
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.stack]
 
 
 def test_seed_incident_from_cdc(stack_settings: StackSettings) -> None:

@@ -11,7 +11,7 @@ import pytest
 
 from consumer.config import StackSettings
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.stack]
 SECRET = "s3cr3t-Pw"
 TYPO = f"postgresq://allocguard_app:{SECRET}@127.0.0.1:5/platform"
 VICTIM = "d99ceb12-193a-4e80-840e-35cb236d9452"

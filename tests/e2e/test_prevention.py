@@ -18,7 +18,7 @@ from consumer.local.platform import Venue, create_venue
 from consumer.local.simulator import PlatformApp, tomorrow
 from tests.support.process import RuntimeProcess, metric_value, wait_for
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.stack]
 Conn = psycopg.Connection[Any]
 GRACE_S = 2.0
 DELAYS: list[float] = []

@@ -35,7 +35,7 @@ from tests.support.cdc import committed as offsets_of
 from tests.support.platform import confirmed
 from tests.support.process import RuntimeProcess, metric_value, wait_for
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.stack]
 Conn = psycopg.Connection[Any]
 
 

@@ -21,7 +21,7 @@ from tests.support.cdc import CdcReader, committed
 from tests.support.platform import confirmed
 from tests.support.process import RuntimeProcess, wait_for
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.stack]
 Conn = psycopg.Connection[Any]
 PLATFORM_TABLES = [
     "bookings",

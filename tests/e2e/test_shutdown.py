@@ -16,7 +16,7 @@ from consumer.local.simulator import PlatformApp, ScenarioResult, orphan_by_rese
 from consumer.local.stack import LocalStack
 from tests.support.process import RuntimeProcess, wait_for
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.stack]
 Conn = psycopg.Connection[Any]
 BOUND_S = 5.0
 

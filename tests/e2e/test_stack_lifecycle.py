@@ -12,7 +12,7 @@ import pytest
 from consumer.config import StackSettings
 from consumer.local.stack import LocalStack, _pid_alive, _port_open
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.stack]
 
 
 def free_ports(count: int) -> list[int]:

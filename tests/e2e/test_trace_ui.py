@@ -25,7 +25,7 @@ from consumer.local.stack import LocalStack, StackError
 from consumer.local.traces import JaegerSpan, JaegerTrace, wait_for_trace, wait_for_zipkin
 from tests.support.process import RuntimeProcess, wait_for
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.stack]
 Conn = psycopg.Connection[Any]
 ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts" / "trace-ui"
 CONSUMER_SPAN = "process platform.public.observability_events"

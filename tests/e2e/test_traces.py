@@ -22,7 +22,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span
 from consumer.local.simulator import SEED_VICTIM, PlatformApp, seed_incident
 from tests.support.process import RuntimeProcess, metric_value, wait_for
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.stack]
 Conn = psycopg.Connection[Any]
 GUEST_PII = ("Synthetic Guest", "@example.invalid", "+00 0000 000000")
 

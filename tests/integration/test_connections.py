@@ -12,6 +12,8 @@ from consumer.config import StackSettings
 from consumer.operations import Connections
 from handlers import store
 
+pytestmark = pytest.mark.stack
+
 
 def test_reused_when_idle_distinct_when_nested_dropped_when_not_clean(stack_settings: StackSettings) -> None:
     connections = Connections(stack_settings.pg_dsn)

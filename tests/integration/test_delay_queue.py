@@ -11,6 +11,7 @@ from datetime import time as dtime
 from typing import Any
 
 import psycopg
+import pytest
 
 from consumer.local.platform import create_booking, create_venue
 from consumer.local.simulator import tomorrow
@@ -18,6 +19,8 @@ from handlers import store
 from handlers.detect import FailureSeen
 from schemas.records import Incident
 from schemas.values import TstzRange
+
+pytestmark = pytest.mark.stack
 
 Conn = psycopg.Connection[Any]
 HELD = "deferred: a hold still covers the table"

@@ -29,7 +29,7 @@ from schemas.rows import ObservabilityEvent
 from tests.integration.test_remediation import GRACE, diff, dump
 from tests.support.process import wait_for
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.stack]
 Conn = psycopg.Connection[Any]
 
 

@@ -14,6 +14,8 @@ from consumer.local.stack import LocalStack
 from consumer.runtime.loop import Runtime
 from tests.support.process import free_port
 
+pytestmark = pytest.mark.stack
+
 
 @pytest.fixture
 def member(stack_settings: StackSettings) -> Iterator[Runtime]:

@@ -29,7 +29,7 @@ from schemas.records import Incident, Mode, Plan, Verdict
 from schemas.rows import ObservabilityEvent
 from schemas.values import TstzRange
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.stack]
 Conn = psycopg.Connection[Any]
 GRACE = timedelta(minutes=2)
 PLATFORM_TABLES = (

@@ -28,7 +28,7 @@ from handlers.retry import RetryPolicy, SqlAssign
 from schemas.records import Mode
 from schemas.rows import ObservabilityEvent
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.stack]
 Conn = psycopg.Connection[Any]
 
 KINDS = ["assigned", "orphan", "young_orphan", "stale", "checked_in", "maintenance", "released"]

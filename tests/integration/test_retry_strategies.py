@@ -24,7 +24,7 @@ from handlers.errors import (
 from handlers.retry import AssignRequest, HttpAssign, SqlAssign
 from schemas.values import TstzRange
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.stack]
 Conn = psycopg.Connection[Any]
 
 
