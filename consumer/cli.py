@@ -18,7 +18,7 @@ import psycopg
 from confluent_kafka import Consumer
 from psycopg.rows import dict_row
 
-from consumer.config import StackSettings
+from consumer.config import ConfigurationError, StackSettings
 from consumer.local import db
 from consumer.local.demo import write_demo_lifecycle
 from consumer.local.simulator import SCENARIOS, PlatformApp
@@ -466,9 +466,20 @@ def _runtime_options(command: Callable[..., None]) -> Callable[..., None]:
     return command
 
 
+def _unparsable(exc: Exception) -> str:
+    """pydantic-settings' "error parsing value for field "x"" as the variable's name and where its JSON breaks."""
+    import re
+
+    found = re.search(r'field "([a-z_]+)"', str(exc))
+    name = f"ALLOCGUARD_{found.group(1).upper()}" if found else "a setting"
+    cause = exc.__cause__
+    return f"{name} is not valid JSON: {cause}" if cause is not None else f"{name}: {exc}"
+
+
 def _runtime_settings(**flags: Any) -> Any:
     """Settings from flags over env over ``.env``, validated: a mistake is one clear line per setting, exit 2."""
     from pydantic import ValidationError
+    from pydantic_settings import SettingsError
 
     from consumer.config import RuntimeSettings
 
@@ -477,6 +488,9 @@ def _runtime_settings(**flags: Any) -> Any:
         flags["tables"] = [t.strip() for t in str(flags["tables"]).split(",") if t.strip()]
     try:
         return RuntimeSettings(**{k: v for k, v in flags.items() if v is not None})
+    except SettingsError as exc:  # a value the settings source could not even parse (JSON of a dict setting)
+        click.echo(f"configuration error: {_unparsable(exc)}", err=True)
+        sys.exit(2)
     except ValidationError as exc:
         for error in exc.errors(include_url=False):
             name = ".".join(str(part) for part in error["loc"])
@@ -818,7 +832,12 @@ def capture_command(
     help="Also watch assignments, allocations and bookings: catch what the platform leaves behind before anyone "
     "is blocked (ALLOCGUARD_PREVENTION).",
 )
-@click.option("--log-level", default="INFO", show_default=True)
+@click.option(
+    "--log-level",
+    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"], case_sensitive=False),
+    default="INFO",
+    show_default=True,
+)
 @click.option(
     "--log-format",
     type=click.Choice(["text", "json"]),
@@ -864,6 +883,9 @@ def run(
     )
     try:
         sys.exit(run_runtime(settings, once=once))
+    except ConfigurationError as exc:
+        click.echo(f"configuration error: {exc}", err=True)
+        sys.exit(2)
     except FatalRuntimeError as exc:
         click.echo(f"fatal: {exc}", err=True)
         sys.exit(2)
@@ -880,6 +902,9 @@ def entry() -> None:
     except click.ClickException as exc:
         click.echo(f"Error: {redact(exc.format_message())}", err=True)
         sys.exit(exc.exit_code)
+    except ConfigurationError as exc:
+        click.echo(f"configuration error: {redact(str(exc))}", err=True)
+        sys.exit(2)
     except (psycopg.Error, OSError, RuntimeError, ValueError) as exc:
         click.echo(f"error: {type(exc).__name__}: {redact(str(exc)).strip()}", err=True)
         sys.exit(1)

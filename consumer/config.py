@@ -38,6 +38,11 @@ def _lower(value: object) -> object:
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
+class ConfigurationError(ValueError):
+    """A setting that is wrong, said in one line that names it: the command exits 2 (never a traceback, never a
+    restart loop that waiting could not fix)."""
+
+
 def deploy_dir() -> Path:
     """``deploy/`` of the checkout, or ``ALLOCGUARD_DEPLOY_DIR`` where the package is installed elsewhere
     (the container image sets it)."""

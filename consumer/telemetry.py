@@ -247,6 +247,9 @@ def configure_logging(level: str, fmt: str) -> None:
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
     logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
+    # the pool logs every failed reconnection attempt; the runtime's probe says once that the database is down
+    # and once that it is back (consumer/runtime/health.py's Outage)
+    logging.getLogger("psycopg.pool").setLevel(max(logging.ERROR, logging.getLogger().level))
 
 
 class Metrics:

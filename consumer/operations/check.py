@@ -17,6 +17,7 @@ from enum import StrEnum
 from typing import Any
 
 import psycopg
+from confluent_kafka import KafkaException
 from psycopg import sql
 
 from consumer.local.db import discover
@@ -73,6 +74,9 @@ class Item:
     status: Status
     detail: str
     fix: str = ""
+    #: a FAIL because this dependency is out of reach right now (database, kafka, connect), not misconfigured:
+    #: ``run`` waits for it instead of exiting
+    unavailable: str | None = None
 
     def line(self) -> str:
         text = f"{self.status.value:<4}  {self.name}: {self.detail}"
@@ -86,6 +90,11 @@ class Report:
     @property
     def failed(self) -> list[Item]:
         return [i for i in self.items if i.status is Status.FAIL]
+
+    @property
+    def misconfigured(self) -> list[Item]:
+        """FAILs that waiting cannot fix."""
+        return [i for i in self.failed if i.unavailable is None]
 
     @property
     def exit_code(self) -> int:
@@ -117,16 +126,59 @@ class Target:
 # ---- the database ---------------------------------------------------------------------------------
 
 
+#: what PostgreSQL says when the connection string itself is wrong (psycopg gives no SQLSTATE for a failed
+#: connection): waiting will not fix these
+_MISCONFIGURED = (
+    "password authentication failed",
+    "does not exist",  # the role or the database
+    "no pg_hba.conf entry",
+    "is not permitted to log in",
+    "invalid connection option",
+    "invalid dsn",
+    'missing "="',
+    "invalid integer value",
+    "certificate",
+)
+#: the server is there but has no connection slot left
+_NO_SLOTS = ("too many connections", "remaining connection slots are reserved")
+
+
+def connect_failure(exc: psycopg.Error) -> Item:
+    """A failed connection as a check item: a wrong connection string is a misconfiguration; a server that is
+    down, starting, unreachable or out of connection slots is unavailable — ``run`` waits for it."""
+    lines = redact(str(exc)).strip().splitlines()
+    text = lines[0] if lines else type(exc).__name__
+    lowered = text.lower()
+    if any(marker in lowered for marker in _NO_SLOTS):
+        return Item(
+            "database",
+            Status.FAIL,
+            f"no connection slot free: {text}",
+            "the server's max_connections are all in use: wait, or raise max_connections, or shrink other "
+            "clients' pools (allocguard needs ALLOCGUARD_WORKERS + 4)",
+            unavailable="database",
+        )
+    if any(marker in lowered for marker in _MISCONFIGURED):
+        return Item(
+            "database",
+            Status.FAIL,
+            f"cannot connect: {text}",
+            "check ALLOCGUARD_PG_DSN (host, port, database, the login role and its password)",
+        )
+    return Item(
+        "database",
+        Status.FAIL,
+        f"unreachable: {text}",
+        "is PostgreSQL up and reachable from here (host, port, network policy)?",
+        unavailable="database",
+    )
+
+
 def database_items(target: Target) -> Iterator[Item]:
     try:
         conn = psycopg.connect(target.dsn, autocommit=True, connect_timeout=5)
     except psycopg.Error as exc:
-        yield Item(
-            "database",
-            Status.FAIL,
-            f"cannot connect: {redact(str(exc))}",
-            "check ALLOCGUARD_PG_DSN (host, port, database, the login role and its password)",
-        )
+        yield connect_failure(exc)
         return
     groups: list[tuple[str, Callable[[], Iterator[Item]]]] = [
         ("role", lambda: _role_items(conn)),
@@ -435,12 +487,19 @@ def _publication_items(conn: psycopg.Connection[Any], target: Target) -> Iterato
 # ---- Kafka and Connect ------------------------------------------------------------------------------
 
 
+KAFKA_CONFIG_FIX = "fix ALLOCGUARD_KAFKA_CONFIG (librdkafka properties, e.g. security.protocol)"
+
+
 def kafka_items(target: Target) -> Iterator[Item]:
     if target.bootstrap is None:
         return
     from confluent_kafka.admin import AdminClient
 
-    admin = AdminClient({"bootstrap.servers": target.bootstrap, **target.kafka_config})
+    try:
+        admin = AdminClient({"bootstrap.servers": target.bootstrap, **target.kafka_config})
+    except KafkaException as exc:
+        yield Item("kafka", Status.FAIL, f"invalid client configuration: {exc.args[0].str()}", KAFKA_CONFIG_FIX)
+        return
     try:
         metadata = admin.list_topics(timeout=5)
     except Exception as exc:  # KafkaException and its transport errors
@@ -449,6 +508,7 @@ def kafka_items(target: Target) -> Iterator[Item]:
             Status.FAIL,
             f"no metadata from {target.bootstrap}: {exc}",
             "check ALLOCGUARD_KAFKA_BOOTSTRAP and ALLOCGUARD_KAFKA_CONFIG (security settings)",
+            unavailable="kafka",
         )
         return
     yield Item("kafka", Status.OK, f"{len(metadata.brokers)} broker(s) at {target.bootstrap}")
@@ -493,7 +553,9 @@ def connector_items(target: Target) -> Iterator[Item]:
         )
         return
     except (urllib.error.URLError, OSError, ValueError) as exc:
-        yield Item("connector", Status.FAIL, f"Kafka Connect at {target.connect_url} unreachable: {exc}")
+        yield Item(
+            "connector", Status.FAIL, f"Kafka Connect at {target.connect_url} unreachable: {exc}", unavailable="connect"
+        )
         return
     items = list(connector_state_items(target.connector_name, body))
     yield from items
@@ -530,6 +592,7 @@ def _heartbeat_items(target: Target) -> Iterator[Item]:
             f"RUNNING, but no heartbeat ever reached {topic}: the initial snapshot has not finished (Debezium "
             "retries a failed snapshot under a RUNNING task)",
             "see the Connect log for the task; `allocguard connector register` names a snapshot's cause",
+            unavailable="connect",
         )
     elif age > allowed:
         yield Item(
@@ -537,6 +600,7 @@ def _heartbeat_items(target: Target) -> Iterator[Item]:
             Status.FAIL,
             f"RUNNING, but the last heartbeat is {age:.0f}s old (interval {interval_ms / 1000:.0f}s): not streaming",
             "see the Connect log for the task (a restart loop after a retriable error looks RUNNING)",
+            unavailable="connect",
         )
     else:
         yield Item("heartbeat", Status.OK, f"streaming (last heartbeat {age:.1f}s ago)")
@@ -588,10 +652,11 @@ def connector_state_items(name: str, body: dict[str, Any]) -> Iterator[Item]:
             Status.FAIL,
             f"{name}: task {failed[0].get('id')} FAILED: {task_error(trace)}",
             "fix the cause, then POST /connectors/<name>/tasks/<id>/restart (or `allocguard connector register`)",
+            unavailable="connect",
         )
     elif state != "RUNNING" or not tasks or any(t.get("state") != "RUNNING" for t in tasks):
         summary = ",".join(str(t.get("state")) for t in tasks) or "no tasks"
-        yield Item("connector", Status.FAIL, f"{name}: connector {state}, tasks {summary}")
+        yield Item("connector", Status.FAIL, f"{name}: connector {state}, tasks {summary}", unavailable="connect")
     else:
         yield Item("connector", Status.OK, f"{name}: connector and {len(tasks)} task(s) RUNNING")
 

@@ -3,6 +3,7 @@ the work held back, the partitions owned; and librdkafka's own log lines, dedupl
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import threading
@@ -14,7 +15,7 @@ from typing import Any
 
 from confluent_kafka import KafkaError
 
-from consumer.config import RuntimeSettings
+from consumer.config import ConfigurationError, RuntimeSettings
 
 log = logging.getLogger("allocguard.runtime")
 
@@ -48,12 +49,15 @@ class Outage:
     def is_down(self) -> bool:
         return self._since is not None
 
-    def up(self) -> None:
+    def up(self) -> bool:
+        """Mark the dependency available; True when it was down until now (the moment to resume work)."""
         with self._lock:
-            if self._since is not None:
-                log.info("%s back after %.1fs", self.name, time.monotonic() - self._since)
+            since = self._since
+            if since is not None:
+                log.info("%s back after %.1fs", self.name, time.monotonic() - since)
             self._since = None
             self.reason = None
+            return since is not None
 
 
 class _Dedupe(logging.Filter):
@@ -103,6 +107,8 @@ class Health:
     kafka: Outage | None = None
     #: events taken and not yet finished (the loop refreshes it every turn)
     in_flight: int = 0
+    #: dependencies the start-up waits for: name → what the check said
+    waiting: dict[str, str] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def degrade(self, key: str, reason: str) -> bool:
@@ -122,6 +128,7 @@ class Health:
     def reasons(self) -> list[str]:
         with self.lock:
             found = sorted(set(self.degraded.values()))
+        found += [f"waiting for {name}: {detail}" for name, detail in sorted(self.waiting.items())]
         for outage in (self.database, self.kafka):
             if outage is not None and outage.reason:
                 found.append(f"{outage.name}: {outage.reason}")
@@ -167,9 +174,20 @@ def serve_health(settings: RuntimeSettings, health: Health, exposition: Callable
             self.end_headers()
             self.wfile.write(body)
 
+        def handle(self) -> None:
+            # the probe gave up before the answer: nothing to tell it, nothing to log
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                super().handle()
+
         def log_message(self, format: str, *args: Any) -> None:
             return
 
-    server = ThreadingHTTPServer((settings.health_host, settings.health_port), Handler)
+    try:
+        server = ThreadingHTTPServer((settings.health_host, settings.health_port), Handler)
+    except OSError as exc:
+        raise ConfigurationError(
+            f"the health port {settings.health_host}:{settings.health_port} cannot be served ({exc.strerror}): "
+            "choose another with ALLOCGUARD_HEALTH_PORT or --health-port"
+        ) from None
     threading.Thread(target=server.serve_forever, name="allocguard-health", daemon=True).start()
     return server

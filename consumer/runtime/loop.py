@@ -24,7 +24,7 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from datetime import UTC, datetime, timedelta
 from http.server import ThreadingHTTPServer
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 from uuid import UUID
 
 import psycopg
@@ -33,7 +33,7 @@ from opentelemetry import trace
 from opentelemetry.trace import Span
 from psycopg_pool import ConnectionPool
 
-from consumer.config import RuntimeSettings
+from consumer.config import ConfigurationError, RuntimeSettings
 from consumer.operations.check import Status, run_checks
 from consumer.redact import redact
 from consumer.runtime.health import _UNREACHABLE, Health, Outage, kafka_log, serve_health
@@ -59,6 +59,7 @@ from schemas.records import Mode
 from schemas.rows import ObservabilityEvent
 
 log = logging.getLogger("allocguard.runtime")
+_Client = TypeVar("_Client", Consumer, Producer)
 
 #: the pseudo-topic of wake-up work (no Kafka offset to store when it completes)
 _WAKEUP = "allocguard.wakeup"
@@ -69,6 +70,9 @@ _BATCH = "allocguard.batch"
 def _nothing() -> None:
     pass
 
+
+#: the pool's reconnection attempts for a lost connection stop after this long (the next is the probe's)
+_RECONNECT_GIVE_UP_S = 2.0
 
 #: how much of a value a truncated dead-letter copy keeps
 _DLQ_TRUNCATE = 64 * 1024
@@ -110,6 +114,15 @@ def _failpoints() -> Hooks:
     return Hooks(on_attempt=attempted)
 
 
+def _client(kind: Callable[[dict[str, Any]], _Client], config: dict[str, Any]) -> _Client:
+    """A Kafka client; a property librdkafka refuses (ALLOCGUARD_KAFKA_CONFIG) is a configuration error."""
+    try:
+        return kind(config)
+    except KafkaException as exc:
+        error = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
+        raise ConfigurationError(f"ALLOCGUARD_KAFKA_CONFIG: {error.str() if error is not None else exc}") from None
+
+
 # ---- the consumer ----------------------------------------------------------------------------------
 
 
@@ -141,6 +154,9 @@ class Runtime:
             max_size=settings.workers + 3,  # + the probe, the wake-ups and the loop's batched hold writes
             kwargs={"autocommit": True, "connect_timeout": 5, "cursor_factory": TracedCursor},
             connection_class=TracedConnection,
+            # give up a reconnection after a short while instead of backing off for minutes (1, 2, 4, 8, 16 s…):
+            # the probe sees the database back within a second and starts a fresh attempt (_database_back)
+            reconnect_timeout=_RECONNECT_GIVE_UP_S,
             configure=store.use_orjson,
             open=False,
             name="allocguard",
@@ -200,7 +216,8 @@ class Runtime:
             "reconnect.backoff.max.ms": 1000,
             **settings.librdkafka(),
         }
-        self.consumer = Consumer(
+        self.consumer = _client(
+            Consumer,
             {
                 **base,
                 "group.id": settings.group_id,
@@ -220,11 +237,12 @@ class Runtime:
                 **settings.librdkafka(),
                 "error_cb": self._kafka_error,
                 "logger": kafka_log,
-            }
+            },
         )
         # the DLQ is rare traffic: one message per batch, so a copy the topic refuses as too large (the limit applies
         # to the whole batch) never takes its neighbours down with it
-        self.producer = Producer(
+        self.producer = _client(
+            Producer,
             {
                 **base,
                 "enable.idempotence": True,
@@ -233,9 +251,11 @@ class Runtime:
                 "batch.num.messages": 1,
                 "error_cb": self._kafka_error,
                 "logger": kafka_log,
-            }
+            },
         )
         self._fatal: BaseException | None = None
+        #: how many times a dependency came back: a ride-out waiting out its back-off retries at once when it moves
+        self._recoveries = 0
         #: progress, for benchmarks and the exit log: first message seen, last offset completed, count
         self.stats: dict[str, float] = {"first_at": 0.0, "last_done_at": 0.0, "completed": 0}
         self._positions: dict[tuple[str, int], int] = {}
@@ -575,12 +595,32 @@ class Runtime:
                     if self.health.degrade(key, cause):
                         log.warning("holding back booking %s (not committed, partitions paused): %s", key, cause)
                     reason = cause
-                if self._stop.wait(delay):
+                if self._wait_unless_recovered(delay):
                     raise Abandoned(reason) from exc
                 delay = min(delay * 2, 5.0)
         if self.health.recover(key):
             log.info("infrastructure recovered; resuming")
         return result
+
+    def _wait_unless_recovered(self, seconds: float) -> bool:
+        """A ride-out's back-off: over early when a dependency comes back (the probe counts it), so held work
+        resumes within a probe interval of the database or the broker, not at the end of a 5 s back-off.
+        True when the process is stopping."""
+        seen, end = self._recoveries, time.monotonic() + seconds
+        while not self._stop.wait(min(0.05, max(0.0, end - time.monotonic()))):
+            if self._recoveries != seen or time.monotonic() >= end:
+                return False
+        return True
+
+    def _dependency_back(self, name: str) -> None:
+        """The probe saw ``name`` come back: wake the ride-outs; for the database, have the pool connect now
+        (``check`` discards connections the restart broke and starts growing an empty pool at once)."""
+        if name == "database":
+            try:
+                self.pool.check()
+            except Exception as exc:  # the pool is closing, or the database went away again
+                log.debug("pool check after the database came back: %s", exc)
+        self._recoveries += 1
 
     def _handle(self, event: ObservabilityEvent, key: str) -> None:
         started = time.monotonic()
@@ -875,7 +915,8 @@ class Runtime:
                 if conn is None or conn.closed:
                     conn = psycopg.connect(dsn, autocommit=True, connect_timeout=2)
                 conn.execute("SELECT 1")
-                self.db_outage.up()
+                if self.db_outage.up():
+                    self._dependency_back("database")
             except psycopg.Error as exc:
                 self.db_outage.down(redact(str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)))
                 if conn is not None:
@@ -886,20 +927,42 @@ class Runtime:
                 continue
             try:
                 admin.list_topics(timeout=2)
-                self.kafka_outage.up()
+                if self.kafka_outage.up():
+                    self._dependency_back("kafka")
             except KafkaException as exc:
                 self.kafka_outage.down(str(exc.args[0].str() if exc.args else exc))
         if conn is not None:
             conn.close()
 
     def preflight(self) -> None:
-        """The checks of ``allocguard check``: a FAIL at start-up is a permanent misconfiguration, so the process
-        exits 2 with the items and their fixes instead of pausing forever."""
-        report = run_checks(self.settings.check_target())
-        for item in report.items:
-            (log.info if item.status is Status.OK else log.warning)("check %s", item.line())
-        if report.failed:
-            raise FatalRuntimeError("preflight failed:\n" + "\n".join(i.line() for i in report.failed))
+        """The checks of ``allocguard check``, before anything starts. A misconfiguration (a grant missing, a wrong
+        connection string) exits 2 with the items and their fixes: waiting cannot fix it. A dependency that is
+        merely out of reach — PostgreSQL or the brokers down, no connection slot free — is waited for with
+        back-off: one log line per change of what is awaited, ``/readyz`` 503 with the reason. Kafka Connect out
+        of reach is reported, not waited for: allocguard reads the topics, not Connect."""
+        awaited: frozenset[str] = frozenset()
+        delay = 0.5
+        while not self._stop.is_set():
+            report = run_checks(self.settings.check_target())
+            if report.misconfigured:
+                raise ConfigurationError(
+                    "preflight failed:\n" + "\n".join(item.line() for item in report.misconfigured)
+                )
+            waiting = [item for item in report.failed if item.unavailable in ("database", "kafka")]
+            self.health.waiting = {str(item.unavailable): f"{item.name}: {item.detail}" for item in waiting}
+            now = frozenset(self.health.waiting)
+            if now != awaited:
+                for item in waiting:
+                    log.warning("waiting for %s (not exiting): %s", item.unavailable, item.line())
+                if awaited - now:
+                    log.info("%s available", ", ".join(sorted(awaited - now)))
+                awaited = now
+            if not waiting:
+                for item in report.items:
+                    (log.info if item.status is Status.OK else log.warning)("check %s", item.line())
+                return
+            self._stop.wait(delay)
+            delay = min(delay * 2, 2.0)  # a refused connection costs nothing: look again soon
 
     def _sleep_unless_stopping(self, seconds: float) -> None:
         """The retry policy's waits (a hold conflict waits ≥ 10 s): cut short by SIGTERM, abandoning the attempt
@@ -919,7 +982,16 @@ class Runtime:
     def run(self) -> int:
         settings = self.settings
         log.info("starting with %s", json.dumps(settings.redacted(), default=str))
-        self.preflight()
+        server = serve_health(settings, self.health, self.metrics.exposition)  # /readyz says what is awaited
+        try:
+            self.preflight()
+        except BaseException:
+            server.shutdown()
+            server.server_close()
+            raise
+        if self._stop.is_set():  # stopped while waiting for a dependency: nothing was started
+            self._shutdown(server)
+            return 0
         self.pool.open(wait=False)
         threading.Thread(target=self._probe, name="allocguard-probe", daemon=True).start()
         if self.guard is not None:
@@ -928,7 +1000,6 @@ class Runtime:
             log.info("prevention on: %d assignment rows indexed (key-only deletes are named from it)", primed)
         if Mode(self.settings.mode).acts or self.guard is not None:
             threading.Thread(target=self._wake_due, name="allocguard-wakeups", daemon=True).start()
-        server = serve_health(settings, self.health, self.metrics.exposition)
         self._subscribe()
         idle_since = time.monotonic()
         try:
