@@ -1,0 +1,123 @@
+"""Outages allocguard must ride out, timed: work resumes within 5 s of PostgreSQL coming back, and a database that
+is down when ``allocguard run`` starts is waited for (``/readyz`` 503 with the reason, one log line), never a
+crash loop. Runs in CI (one PostgreSQL outage each); the long chaos run (``make chaos``) keeps PostgreSQL down
+30 s."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import psycopg
+import pytest
+
+from consumer.config import StackSettings
+from consumer.local.stack import LocalStack
+from tests.chaos.test_chaos import LONG
+from tests.e2e.test_shutdown import member, played_while_stopped, status_of
+from tests.support.process import RuntimeProcess, wait_for
+
+pytestmark = [pytest.mark.e2e, pytest.mark.stack]
+Conn = psycopg.Connection[Any]
+#: long enough for the pool's old back-off (1, 2, 4, 8, 16 s between attempts) to show
+DOWN_S = 30.0 if LONG else 20.0
+RESUME_S = 5.0
+
+
+def accepting(dsn: str) -> bool:
+    try:
+        with psycopg.connect(dsn, connect_timeout=1):
+            return True
+    except psycopg.OperationalError:
+        return False
+
+
+def back_up(stack: LocalStack, dsn: str) -> float:
+    """Start PostgreSQL (the stack also waits for the connector, in a thread); the moment it accepts connections."""
+    starter = threading.Thread(target=stack.start_component, args=("postgres",), daemon=True)
+    starter.start()
+    wait_for("PostgreSQL accepting connections", lambda: accepting(dsn), timeout=60, interval=0.05)
+    back = time.monotonic()
+    starter.join(timeout=120)
+    return back
+
+
+def test_work_resumes_within_seconds_of_postgres_coming_back(
+    stack_settings: StackSettings,
+    platform_connect: Callable[[], Conn],
+    runtimes: Callable[..., RuntimeProcess],
+    unique: str,
+) -> None:
+    """An incident in flight (its owner's row locked) when PostgreSQL goes down for DOWN_S: held back, not judged;
+    confirmed within RESUME_S of PostgreSQL accepting connections again."""
+    stack = LocalStack(stack_settings, log=lambda line: None)
+    group = f"chaos-pgdown-{unique}"
+    scenario, owner = played_while_stopped(platform_connect, runtimes, group)
+    victim = scenario.victim_id
+    assert victim is not None
+    blocker = psycopg.connect(stack_settings.platform_dsn)
+    blocker.execute("SELECT 1 FROM bookings WHERE id = %s FOR UPDATE", (owner,))
+    runtime = member(runtimes, "run", group)
+    runtime.wait_ready()
+    wait_for("the prune backing off", lambda: f"booking {victim}: database busy" in runtime.log(), timeout=30)
+    stack.stop_component("postgres")  # the lock goes with the blocker's connection
+    blocker.close()
+    time.sleep(DOWN_S)  # poll: the outage itself lasts this long
+    try:
+        assert "holding back booking" in runtime.log(), "the outage held the work back"
+        back = back_up(stack, stack_settings.platform_dsn)
+    finally:
+        if not accepting(stack_settings.platform_dsn):
+            stack.start_component("postgres")
+    wait_for("the victim confirmed", lambda: status_of(platform_connect, victim) == ("resolved", True), timeout=60)
+    resumed = time.monotonic() - back
+    print(f"PostgreSQL down {DOWN_S:.0f}s: the incident resolved {resumed:.2f}s after it accepted connections again")
+    assert resumed <= RESUME_S
+    assert runtime.process.poll() is None
+    assert "Traceback" not in runtime.log()
+    assert runtime.stop()[0] == 0
+
+
+def test_run_waits_for_a_database_that_is_down_at_start(
+    stack_settings: StackSettings,
+    platform_connect: Callable[[], Conn],
+    runtimes: Callable[..., RuntimeProcess],
+    unique: str,
+) -> None:
+    """Started while PostgreSQL is down: no exit, /readyz 503 naming the database, one log line however long it
+    waits; PostgreSQL back → it starts and remediates what was waiting, within seconds."""
+    stack = LocalStack(stack_settings, log=lambda line: None)
+    group = f"chaos-start-{unique}"
+    scenario, _ = played_while_stopped(platform_connect, runtimes, group)
+    victim = scenario.victim_id
+    assert victim is not None
+    stack.stop_component("postgres")
+    try:
+        runtime = member(runtimes, "run", group)
+        waiting: list[str] = []
+
+        def says_waiting() -> bool:
+            if runtime.process.poll() is not None:
+                raise AssertionError(f"allocguard run exited with {runtime.process.returncode}:\n{runtime.log()}")
+            try:
+                status, body = runtime.get("/readyz")
+            except OSError:
+                return False
+            waiting[:] = body.get("reasons", [])
+            return status == 503 and any(r.startswith("waiting for database") for r in waiting)
+
+        wait_for("/readyz 503 waiting for the database", says_waiting, timeout=30, interval=0.2)
+        started = time.monotonic()
+        wait_for("several attempts", lambda: time.monotonic() - started > 8 and says_waiting(), timeout=30)
+        assert runtime.log().count("waiting for database") == 1, "one line per state change, not per attempt"
+        assert runtime.process.poll() is None
+        back = back_up(stack, stack_settings.platform_dsn)
+    finally:
+        if not accepting(stack_settings.platform_dsn):
+            stack.start_component("postgres")
+    wait_for("the victim confirmed", lambda: status_of(platform_connect, victim) == ("resolved", True), timeout=60)
+    print(f"started during an outage: the incident resolved {time.monotonic() - back:.2f}s after PostgreSQL was back")
+    assert "Traceback" not in runtime.log()
+    assert runtime.stop()[0] == 0
