@@ -224,6 +224,9 @@ class RuntimeSettings(BaseSettings):
     #: prevention: how many assignment rows (id → booking) are remembered so that a key-only delete can be named
     #: (≈ 190 bytes each; one forgotten is answered by a sweep)
     assignment_index_size: int = Field(default=200_000, ge=1)
+    #: a retention gap whose commit carries no time of the last handled event is backfilled from this long before
+    #: the first retained record (Kafka's default retention: 7 days)
+    backfill_window_s: float = Field(default=7 * 86_400.0, gt=0)
     #: a trace UI's page for one trace, with ``{trace_id}`` (Jaeger: http://host:16686/trace/{trace_id}; Grafana
     #: Tempo: its explore URL with the id in the query); ``diagnose`` and the demo print it
     trace_ui_url: str | None = None

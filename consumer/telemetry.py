@@ -293,6 +293,17 @@ class Metrics:
         self.outages = meter.create_counter(
             "allocguard.dependency.outages", description="times a dependency (kafka, database) became unavailable"
         )
+        self.gaps = meter.create_counter(
+            "allocguard.kafka.gaps",
+            description="times records a partition still needed were gone (retention, a re-created topic): each is "
+            "backfilled from observability_events",
+        )
+        self.gap_records = meter.create_counter(
+            "allocguard.kafka.gap.records", description="records lost to retention before they were handled"
+        )
+        self.backfilled = meter.create_counter(
+            "allocguard.backfill.events", description="platform events re-read from the database to fill a gap"
+        )
         self.rejoins = meter.create_counter(
             "allocguard.kafka.rejoins",
             description="times the consumer left and joined its group again: no assignment after partitions were lost",

@@ -373,6 +373,24 @@ def failure_events(conn: Conn, booking_id: UUID) -> list[dict[str, Any]]:
         ).fetchall()
 
 
+def signal_events_between(
+    conn: Conn, since: datetime, until: datetime, kinds: Iterable[tuple[str, str]], limit: int = 100_000
+) -> list[dict[str, Any]]:
+    """The platform's rows of the given (source, event_type) kinds created in [since, until], oldest first — what
+    a retention gap lost from the topic, re-read from the source (a backfill). ``context`` as JSON text, as
+    Debezium sends it."""
+    sources, types = zip(*kinds, strict=True) if kinds else ((), ())
+    with conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute(
+            "SELECT id, created_at, source, event_type, severity, context::text AS context, restaurant_id,"
+            " booking_id FROM public.observability_events"
+            " WHERE created_at BETWEEN %s AND %s"
+            " AND (source, event_type) IN (SELECT * FROM unnest(%s::text[], %s::text[]))"
+            " ORDER BY created_at, id LIMIT %s",
+            (since, until, list(sources), list(types), limit),
+        ).fetchall()
+
+
 # ---- the snapshot the plan is made from --------------------------------------------------------
 
 

@@ -109,6 +109,8 @@ class Health:
     in_flight: int = 0
     #: dependencies the start-up waits for: name → what the check said
     waiting: dict[str, str] = field(default_factory=dict)
+    #: partitions whose lost records are being backfilled: "topic[partition]" → what was lost
+    gaps: dict[str, str] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def degrade(self, key: str, reason: str) -> bool:
@@ -128,7 +130,8 @@ class Health:
     def reasons(self) -> list[str]:
         with self.lock:
             found = sorted(set(self.degraded.values()))
-        found += [f"waiting for {name}: {detail}" for name, detail in sorted(self.waiting.items())]
+            found += [f"waiting for {name}: {detail}" for name, detail in sorted(self.waiting.items())]
+            found += [detail for _, detail in sorted(self.gaps.items())]
         for outage in (self.database, self.kafka):
             if outage is not None and outage.reason:
                 found.append(f"{outage.name}: {outage.reason}")

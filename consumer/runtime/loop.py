@@ -10,6 +10,7 @@ the reason; the loop keeps going.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -28,14 +29,25 @@ from typing import Any, TypeVar, cast
 from uuid import UUID
 
 import psycopg
-from confluent_kafka import OFFSET_END, Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    OFFSET_END,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
 from opentelemetry import trace
 from opentelemetry.trace import Span
-from psycopg_pool import ConnectionPool
+from psycopg_pool import ConnectionPool, PoolTimeout
 
 from consumer.config import ConfigurationError, RuntimeSettings
 from consumer.operations.check import Status, run_checks
+from consumer.operations.reconcile import Sweep, reconcile
 from consumer.redact import redact
+from consumer.runtime.gaps import Gap, first_retained_time, handled_at, handled_metadata
 from consumer.runtime.health import _UNREACHABLE, Health, Outage, kafka_log, serve_health
 from consumer.runtime.offsets import OffsetTracker
 from consumer.runtime.routing import DeadLetter, Relevance, Signal, Skip, Watched, poll_batches_gc, route
@@ -60,6 +72,7 @@ from schemas.rows import ObservabilityEvent
 
 log = logging.getLogger("allocguard.runtime")
 _Client = TypeVar("_Client", Consumer, Producer)
+_T = TypeVar("_T")
 
 #: the pseudo-topic of wake-up work (no Kafka offset to store when it completes)
 _WAKEUP = "allocguard.wakeup"
@@ -224,7 +237,9 @@ class Runtime:
                 "enable.auto.commit": True,
                 "enable.auto.offset.store": False,
                 "auto.commit.interval.ms": 1000,
-                "auto.offset.reset": settings.auto_offset_reset,
+                # never jump on its own (librdkafka's fallback would skip to the end of a partition whose committed
+                # offset retention deleted): _on_assign positions every partition, _reposition handles a reset
+                "auto.offset.reset": "error",
                 "partition.assignment.strategy": "cooperative-sticky",
                 "fetch.wait.max.ms": 10,
                 # a backlog must not starve the loop: librdkafka's default waits 1 s before refilling the queue
@@ -254,6 +269,16 @@ class Runtime:
             },
         )
         self._fatal: BaseException | None = None
+        #: retention gaps being backfilled (their partitions' commits are held below the gap until done)
+        self._gaps: dict[tuple[str, int], Gap] = {}
+        self._gaps_done: queue.SimpleQueue[tuple[str, int]] = queue.SimpleQueue()
+        #: partitions librdkafka could not position (out of range during the run): partition → requested offset
+        self._unpositioned: dict[tuple[str, int], int] = {}
+        #: per partition, (offset, Kafka timestamp ms) of a message read: a time at or before what is handled
+        self._marks: dict[tuple[str, int], tuple[int, int]] = {}
+        #: per partition, the handled time last stored with its offset
+        self._handled_ms: dict[tuple[str, int], int] = {}
+        self._kafka_base = {**base, "logger": kafka_log}
         #: how many times a dependency came back: a ride-out waiting out its back-off retries at once when it moves
         self._recoveries = 0
         #: progress, for benchmarks and the exit log: first message seen, last offset completed, count
@@ -274,27 +299,44 @@ class Runtime:
             kafka_log.warning("kafka: %s", error)
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        """Partitions without a committed offset start at their end *now* (for ``latest``), not whenever
-        librdkafka gets round to resolving it: once ready, no event written afterwards is skipped."""
+        """Every partition starts where it should *now*: at its committed offset; a new group's at the end
+        (``latest``: once ready, no event written afterwards is skipped) or the beginning. A committed offset the
+        log no longer holds (retention ran, the topic was re-created) is a gap: reading resumes at the earliest
+        retained record — never the end — and the lost range is backfilled (consumer/runtime/gaps.py)."""
         try:
             positioned = consumer.committed(partitions, timeout=10)
         except KafkaException as exc:
-            # the coordinator is out of reach: let librdkafka resolve the positions itself when it is back
+            # the coordinator is out of reach: librdkafka resolves the positions itself when it is back (a position
+            # out of range then comes back as _AUTO_OFFSET_RESET: _reposition)
             self.kafka_outage.down(f"committed offsets unavailable at assignment: {exc}")
             consumer.incremental_assign(partitions)
             self.health.assigned |= {(p.topic, p.partition) for p in partitions}
             self._lost_at = None
             return
         fresh: list[TopicPartition] = []
+        gaps: list[Gap] = []
+        now_ms = int(time.time() * 1000)
         for partition in positioned:
-            if partition.offset < 0 and self.settings.auto_offset_reset == "latest":
-                try:
-                    marks = consumer.get_watermark_offsets(partition, timeout=10)
-                except KafkaException:
-                    marks = None
-                partition.offset = int(marks[1]) if marks else OFFSET_END
-                if partition.offset >= 0:
-                    fresh.append(TopicPartition(partition.topic, partition.partition, partition.offset))
+            handled = handled_at(partition.metadata)
+            if handled is not None:  # carried forward with every commit until a later time is known
+                self._handled_ms[(partition.topic, partition.partition)] = int(handled.timestamp() * 1000)
+            try:
+                low, high = (int(mark) for mark in consumer.get_watermark_offsets(partition, timeout=10))
+            except KafkaException:
+                if partition.offset < 0:  # librdkafka resolves it: _AUTO_OFFSET_RESET, then _reposition
+                    partition.offset = OFFSET_END if self.settings.auto_offset_reset == "latest" else OFFSET_BEGINNING
+                continue
+            if partition.offset < 0:
+                partition.offset = high if self.settings.auto_offset_reset == "latest" else low
+                start = TopicPartition(partition.topic, partition.partition, partition.offset)
+                if self.settings.auto_offset_reset == "latest":  # everything written from now on is ours
+                    start = self._stored((partition.topic, partition.partition), partition.offset, now_ms)
+                fresh.append(start)
+            elif not low <= partition.offset <= high:
+                gaps.append(
+                    Gap(partition.topic, partition.partition, partition.offset, low, handled_at(partition.metadata))
+                )
+                partition.offset = low
         consumer.incremental_assign(positioned)
         if fresh:
             # commit the start at once: should the partition move to another member before anything is
@@ -307,6 +349,8 @@ class Runtime:
         self.health.assigned |= {(p.topic, p.partition) for p in partitions}
         self._lost_at = None
         log.info("assigned %s", [f"{p.topic}[{p.partition}]@{p.offset}" for p in positioned])
+        for gap in gaps:
+            self._found_gap(gap)
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         """Finish (within a bound) the work of the revoked partitions, store and commit their offsets."""
@@ -329,6 +373,7 @@ class Runtime:
             if exc.args[0].code() != KafkaError._NO_OFFSET:
                 log.warning("commit on revoke failed: %s", exc)
         for topic, partition in revoked:
+            self._forget_gap((topic, partition))
             self.tracker.forget(topic, partition)
             self._starts.pop((topic, partition), None)
             self.metrics.lag.pop((topic, partition), None)
@@ -337,6 +382,7 @@ class Runtime:
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         lost = {(p.topic, p.partition) for p in partitions}
         for topic, partition in lost:
+            self._forget_gap((topic, partition))
             self.tracker.forget(topic, partition)
             self._starts.pop((topic, partition), None)
             self.metrics.lag.pop((topic, partition), None)
@@ -358,9 +404,18 @@ class Runtime:
             assert error is not None
             if error.code() == KafkaError._PARTITION_EOF:
                 continue
+            if error.code() == KafkaError._AUTO_OFFSET_RESET:
+                # the position is out of the log's range (retention ran past it mid-run): fetching has stopped
+                self._unpositioned[(message.topic() or "", message.partition() or 0)] = message.offset() or -1
+                continue
             if error.fatal():
                 raise FatalRuntimeError(f"fatal Kafka error: {error}")
             kafka_log.warning("kafka: %s", error)
+        first = messages[0]
+        if first.error() is None:  # one mark per poll batch: a time at or before what this partition handled
+            _, timestamp_ms = first.timestamp()
+            if timestamp_ms > 0:
+                self._marks[(first.topic() or "", first.partition() or 0)] = (first.offset() or 0, timestamp_ms)
         routed = self._routed
         for message in batch.candidates:
             self._route(message)
@@ -726,9 +781,192 @@ class Runtime:
             self._positions[(topic, partition)] = position
 
     def _store_positions(self) -> None:
+        """Store what may be committed, with a time at or before the last handled event (the commit's metadata:
+        a gap found later is backfilled from there). A partition with a gap being backfilled stays below it."""
+        while not self._gaps_done.empty():
+            key = self._gaps_done.get_nowait()
+            gap = self._gaps.pop(key, None)
+            if gap is not None and key in self.health.assigned:
+                position = self.tracker.position(*key)  # None: nothing read there since the gap
+                self._positions[key] = gap.lost_to if position is None else position
         if self._positions:
-            self.consumer.store_offsets(offsets=[TopicPartition(t, p, o) for (t, p), o in self._positions.items()])
+            offsets = [self._stored(key, offset) for key, offset in self._positions.items() if key not in self._gaps]
+            if offsets:
+                self.consumer.store_offsets(offsets=offsets)
             self._positions.clear()
+
+    def _stored(self, key: tuple[str, int], offset: int, handled_ms: int | None = None) -> TopicPartition:
+        mark = self._marks.get(key)
+        if handled_ms is not None:
+            self._handled_ms[key] = handled_ms
+        elif mark is not None and mark[0] < offset:
+            self._handled_ms[key] = mark[1]
+        handled = self._handled_ms.get(key)
+        if handled is None:
+            return TopicPartition(key[0], key[1], offset)
+        return TopicPartition(key[0], key[1], offset, metadata=handled_metadata(handled))
+
+    # -- retention gaps --
+
+    def _reposition(self) -> None:
+        """Partitions whose position fell out of the log's range during the run (librdkafka stopped fetching
+        them: auto.offset.reset=error): a new partition starts as a new group would; a lost range is a gap,
+        and reading resumes at the earliest retained record. Tried again next turn if the broker is away."""
+        for key, requested in list(self._unpositioned.items()):
+            topic, partition = key
+            where = TopicPartition(topic, partition)
+            try:
+                low, high = (int(mark) for mark in self.consumer.get_watermark_offsets(where, timeout=5))
+                committed = self.consumer.committed([where], timeout=5)[0]
+            except KafkaException as exc:
+                log.warning("cannot position %s[%d] yet (trying again): %s", topic, partition, exc)
+                return
+            del self._unpositioned[key]
+            lost_from = requested if requested >= 0 else committed.offset
+            gap: Gap | None = None
+            if lost_from < 0:  # never committed: where a new group starts
+                start = high if self.settings.auto_offset_reset == "latest" else low
+            elif low <= lost_from <= high:
+                start = lost_from  # in range again (the log moved meanwhile): nothing lost
+            else:
+                handled = self._handled_ms.get(key)
+                since = datetime.fromtimestamp(handled / 1000, UTC) if handled else handled_at(committed.metadata)
+                gap, start = Gap(topic, partition, lost_from, low, since), low
+                if lost_from > high:  # the log restarted below us: what was in flight belongs to the old log
+                    self.tracker.forget(topic, partition)
+            # a partition librdkafka stopped fetching takes no seek: assign it again at the start
+            self.consumer.incremental_unassign([where])
+            self.consumer.incremental_assign([TopicPartition(topic, partition, start)])
+            log.info(
+                "positioned %s[%d] at %d (requested %d; log %d..%d)", topic, partition, start, requested, low, high
+            )
+            if gap is not None:
+                self._found_gap(gap)
+
+    def _found_gap(self, gap: Gap) -> None:
+        log.error("%s", gap.describe())
+        self.metrics.gaps.add(1, {"topic": gap.topic})
+        if gap.lost_to > gap.lost_from:
+            self.metrics.gap_records.add(gap.lost_to - gap.lost_from, {"topic": gap.topic})
+        self._gaps[gap.key] = gap
+        with self.health.lock:
+            self.health.gaps[gap.where] = f"records lost in {gap.where} ({gap.lost_from}..{gap.lost_to}): backfilling"
+        threading.Thread(
+            target=self._backfill, args=(gap,), name=f"allocguard-backfill-{gap.where}", daemon=True
+        ).start()
+
+    def _forget_gap(self, key: tuple[str, int]) -> None:
+        """The partition moved to another member: its commit was held below the gap, so the next owner finds the
+        gap again and fills it."""
+        gap = self._gaps.pop(key, None)
+        if gap is not None:
+            with self.health.lock:
+                self.health.gaps.pop(gap.where, None)
+
+    def _backfill(self, gap: Gap) -> None:
+        """A side thread: the lost range re-read from the source and sent through the live path, then a reconcile
+        sweep of every window from now; then the partition's commit moves again. Stopping leaves the gap for the
+        next owner (its commit is still below it)."""
+        until = first_retained_time(self._kafka_base, gap.topic, gap.partition, gap.lost_to) or datetime.now(UTC)
+        since = gap.since or until - timedelta(seconds=self.settings.backfill_window_s)
+        margin = timedelta(minutes=1)  # Connect's clock (Kafka timestamps) and PostgreSQL's may differ a little
+        rules = self.remediator.rules
+        kinds = [(rule.source, rule.event_type) for rule in rules.failures] + [
+            (rules.hold.source, rules.hold.event_type)
+        ]
+        events: list[ObservabilityEvent] = []
+        if gap.topic.endswith(".public.observability_events"):
+
+            def read() -> list[ObservabilityEvent]:
+                with self._connect() as conn:
+                    rows = store.signal_events_between(conn, since - margin, until + margin, kinds)
+                return [ObservabilityEvent.model_validate(row) for row in rows]
+
+            found = self._until_through(read, f"the backfill of {gap.where}")
+            if found is None:
+                return
+            events = found
+        failed = self._replay_through_live_path(events)
+        if failed is None:
+            return
+        mode = Mode(self.settings.mode)
+
+        def sweep() -> Sweep:
+            return reconcile(
+                self.settings,
+                restaurant=None,
+                since=None,
+                until=None,
+                apply=mode is Mode.AUTO,
+                release_stale=False,
+                actor="allocguard (gap backfill)",
+                artifacts_dir=self.settings.artifacts_dir,
+            )
+
+        swept = self._until_through(sweep, f"the reconcile sweep after the gap in {gap.where}")
+        if swept is None:
+            return
+        self.metrics.backfilled.add(len(events), {"topic": gap.topic})
+        (log.error if failed else log.info)(
+            "gap in %s handled: %d signal events re-read from observability_events (%s .. %s)%s; reconcile sweep "
+            "(%s): %d finding(s), %d pruned",
+            gap.where,
+            len(events),
+            (since - margin).isoformat(),
+            (until + margin).isoformat(),
+            f", {len(failed)} could not be handled: {', '.join(failed[:10])}" if failed else "",
+            "applied" if mode is Mode.AUTO else "reported",
+            len(swept.findings),
+            swept.pruned,
+        )
+        with self.health.lock:
+            self.health.gaps.pop(gap.where, None)
+        self._gaps_done.put(gap.key)
+
+    def _replay_through_live_path(self, events: list[ObservabilityEvent]) -> list[str] | None:
+        """Each event as live work of its booking (in order with the booking's own events; background lane, so
+        live traffic goes first); the ids that failed, or None when stopping before they were all done."""
+        if not events:
+            return []
+        remaining = [len(events)]
+        lock, finished = threading.Lock(), threading.Event()
+        failed: list[str] = []
+
+        def handle(event: ObservabilityEvent, key: str) -> None:
+            try:
+                self._handle(event, key)
+            except Abandoned:
+                raise
+            except Exception as exc:
+                failed.append(str(event.id))
+                log.error("backfilled event %s could not be handled: %s", event.id, redact(str(exc)))
+            finally:
+                with lock:
+                    remaining[0] -= 1
+                    if not remaining[0]:
+                        finished.set()
+
+        for event in events:
+            key = str(event.booking_id) if event.booking_id is not None else f"event:{event.id}"
+            self.scheduler.submit(Work(_WAKEUP, -1, -1, key, functools.partial(handle, event, key), background=True))
+        while not finished.wait(0.5):
+            if self._stop.is_set():
+                return None
+        return failed
+
+    def _until_through(self, work: Callable[[], _T], what: str) -> _T | None:
+        """``work`` tried until it goes through while the database or the broker is away; None when stopping."""
+        delay, told = 0.5, False
+        while True:
+            try:
+                return work()
+            except (psycopg.Error, PoolTimeout, KafkaException) as exc:
+                if not told:
+                    log.warning("%s waits for its dependencies: %s", what, redact(str(exc).strip()))
+                    told = True
+            if self._wait_unless_recovered(delay):
+                return None
+            delay = min(delay * 2, 5.0)
 
     def _dead_letter(self, message: Message, error: CdcDecodeError | BaseException, span: Span | None = None) -> None:
         topic, partition, offset = message.topic() or "", message.partition() or 0, message.offset() or 0
@@ -1012,6 +1250,8 @@ class Runtime:
                     messages = [first, *self.consumer.consume(num_messages=999, timeout=0)] if first is not None else []
                     if messages:
                         self._take(messages)
+                    if self._unpositioned:
+                        self._reposition()
                     self._drain_completions()
                     self._store_positions()
                     self._backpressure()
