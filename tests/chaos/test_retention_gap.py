@@ -1,0 +1,119 @@
+"""A retention gap is backfilled, never skipped: Kafka deletes the failures a stopped group still needed (a retention
+cut with the admin API's DeleteRecords, exactly what retention does); the next ``allocguard run`` of the group
+resumes at the earliest retained record, says so (an ERROR naming the partition and the lost offsets, a metric,
+``/readyz``), re-reads the lost failures from ``observability_events`` and remediates them — each once. The short
+form runs in CI."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import psycopg
+import pytest
+from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka.admin import AdminClient
+
+from consumer.config import StackSettings
+from consumer.local.simulator import PlatformApp, orphan_by_reseat
+from consumer.runtime.offsets import watermarks
+from tests.chaos.test_chaos import LONG
+from tests.e2e.test_shutdown import member, status_of
+from tests.support.cdc import CdcReader, RawMessage, committed
+from tests.support.process import RuntimeProcess, metric_value, wait_for
+
+pytestmark = [pytest.mark.e2e, pytest.mark.stack]
+Conn = psycopg.Connection[Any]
+LOST = 8 if LONG else 3
+
+
+def failure_of(victim: uuid.UUID) -> Callable[[RawMessage], bool]:
+    def match(message: RawMessage) -> bool:
+        value = message.value or b""
+        return str(victim).encode() in value and b"allocations_no_overlap" in value
+
+    return match
+
+
+def remediations(connect: Callable[[], Conn], victim: uuid.UUID) -> int:
+    with connect() as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM allocguard.remediations r JOIN allocguard.incidents i ON i.id = r.incident_id"
+            " WHERE i.booking_id = %s AND r.mode = 'auto'",
+            (victim,),
+        ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def test_a_retention_gap_is_backfilled_not_skipped(
+    stack_settings: StackSettings,
+    platform_connect: Callable[[], Conn],
+    runtimes: Callable[..., RuntimeProcess],
+    unique: str,
+) -> None:
+    topic = f"{stack_settings.topic_prefix}.public.observability_events"
+    bootstrap = stack_settings.kafka_bootstrap
+    group = f"chaos-gap-{unique}"
+
+    # the group runs, handles an incident (its commits carry the time of what it handled), and stops
+    first = member(runtimes, "first", group)
+    first.wait_ready()
+    with platform_connect() as conn:
+        handled = orphan_by_reseat(PlatformApp(conn), job_attempts=0).victim_id
+    assert handled is not None
+    wait_for("the first incident resolved", lambda: status_of(platform_connect, handled) == ("resolved", True), 60)
+    assert first.stop()[0] == 0
+
+    # failures arrive while nobody runs, reach the topic, and retention deletes them
+    cdc = CdcReader(bootstrap, [topic])
+    try:
+        victims: list[uuid.UUID] = []
+        with platform_connect() as conn:
+            for _ in range(LOST):
+                victim = orphan_by_reseat(PlatformApp(conn), job_attempts=0).victim_id
+                assert victim is not None
+                victims.append(victim)
+        for victim in victims:
+            cdc.collect(failure_of(victim), 1, timeout=60)
+    finally:
+        cdc.close()
+    probe = Consumer({"bootstrap.servers": bootstrap, "group.id": f"probe-{unique}"})
+    try:
+        ends = {tp.partition: high for tp, (_, high) in watermarks(probe, [topic]).items()}
+    finally:
+        probe.close()
+    before = committed(bootstrap, group, topic, sorted(ends))
+    lost = {p: (before[p], ends[p]) for p in ends if before[p] < ends[p]}
+    assert sum(high - low for low, high in lost.values()) >= LOST, (before, ends)
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    for future in admin.delete_records([TopicPartition(topic, p, ends[p]) for p in lost]).values():
+        future.result(timeout=30)
+    assert not any(status_of(platform_connect, v)[1] for v in victims), "nobody ran: the victims wait"
+
+    # the next run of the group: resumes at the earliest retained record, names the gap, backfills
+    second = member(runtimes, "second", group)
+    for victim in victims:
+        wait_for(
+            f"lost victim {victim} confirmed by the backfill",
+            lambda victim=victim: status_of(platform_connect, victim) == ("resolved", True),
+            timeout=90,
+        )
+    log = second.log_path.read_text(errors="replace")  # whole (log() keeps the tail)
+    print("\n".join(line for line in log.splitlines() if "records lost" in line or " handled: " in line))
+    for partition, (low, high) in lost.items():
+        assert f"records lost in {topic}[{partition}]: offsets {low}..{high - 1}" in log, log
+    assert [line for line in log.splitlines() if f"gap in {topic}[" in line and " handled: " in line], log
+    _, metrics = second.get("/metrics")
+    assert metric_value(metrics, "allocguard_kafka_gaps_total") == len(lost)
+    assert metric_value(metrics, "allocguard_kafka_gap_records_total") == sum(h - lo for lo, h in lost.values())
+    wait_for("/readyz 200 once the gap is handled", lambda: second.get("/readyz")[0] == 200, timeout=60)
+    assert [remediations(platform_connect, v) for v in victims] == [1] * LOST, "each lost incident fixed once"
+    assert remediations(platform_connect, handled) == 1, "what was handled before the gap is not redone"
+    wait_for(
+        "the commit past the gap once it is filled",
+        lambda: all(o >= ends[p] for p, o in committed(bootstrap, group, topic, sorted(lost)).items()),
+        timeout=30,
+    )
+    assert "Traceback" not in log
+    assert second.stop()[0] == 0
