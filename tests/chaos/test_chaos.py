@@ -236,6 +236,8 @@ def test_chaos(
     result = report(platform_connect, ledger, confirmed)
     result["dlq"] = dead_letters(stack_settings.kafka_bootstrap, f"{group}-dlq")
     result["tracebacks"] = sum(process.log().count("Traceback") for process in logs)
+    # a position the log no longer held (nothing here deletes records: any would be a skip, even if backfilled)
+    result["skipped"] = sum(p.log_path.read_text(errors="replace").count("records lost in") for p in logs)
     result["faults"] = len(ledger.faults)
     print("chaos:", json.dumps(result, indent=1))
     assert result["played"] >= 10
@@ -244,6 +246,7 @@ def test_chaos(
     assert result["outcome_mismatches"] == []
     assert result["dlq"] == 0
     assert result["tracebacks"] == 0
+    assert result["skipped"] == 0
     for process in running:
         if process.process.poll() is None:
             assert process.stop()[0] == 0

@@ -99,11 +99,18 @@ def test_a_retention_gap_is_backfilled_not_skipped(
             lambda victim=victim: status_of(platform_connect, victim) == ("resolved", True),
             timeout=90,
         )
-    log = second.log_path.read_text(errors="replace")  # whole (log() keeps the tail)
+
+    def whole_log() -> str:
+        return second.log_path.read_text(errors="replace")  # log() keeps only the tail
+
+    def handled_lines() -> list[str]:
+        return [line for line in whole_log().splitlines() if f"gap in {topic}[" in line and " handled: " in line]
+
+    wait_for("every gap handled (backfill, then the sweep)", lambda: len(handled_lines()) == len(lost), timeout=60)
+    log = whole_log()
     print("\n".join(line for line in log.splitlines() if "records lost" in line or " handled: " in line))
     for partition, (low, high) in lost.items():
         assert f"records lost in {topic}[{partition}]: offsets {low}..{high - 1}" in log, log
-    assert [line for line in log.splitlines() if f"gap in {topic}[" in line and " handled: " in line], log
     _, metrics = second.get("/metrics")
     assert metric_value(metrics, "allocguard_kafka_gaps_total") == len(lost)
     assert metric_value(metrics, "allocguard_kafka_gap_records_total") == sum(h - lo for lo, h in lost.values())
