@@ -17,7 +17,7 @@ from enum import StrEnum
 from typing import Any
 
 import psycopg
-from confluent_kafka import KafkaException
+from confluent_kafka import KafkaException, Message
 from psycopg import sql
 
 from consumer.local.db import discover
@@ -610,6 +610,57 @@ def last_message_age(target: Target, topic: str) -> float | None:
     """Seconds since the newest message of ``topic`` was written; None when it has none."""
     import time
 
+    newest: float | None = None
+    for message in newest_messages(target, topic):
+        _, stamp = message.timestamp()
+        newest = max(newest or 0.0, stamp / 1000)
+    return None if newest is None else time.time() - newest
+
+
+#: the platform's guest columns: allocguard never needs them, so they must never leave the database
+GUEST_COLUMNS = ("customer_name", "customer_email", "customer_phone", "notes")
+
+
+def guest_data_items(target: Target) -> Iterator[Item]:
+    """Whether the newest change events of the consumed topics carry guest columns (the connector's
+    ``column.exclude.list`` should keep them in the database: a dead-lettered copy would carry them on)."""
+    if target.bootstrap is None:
+        return
+    carrying: dict[str, set[str]] = {}
+    for topic in target.topics:
+        for message in newest_messages(target, topic):
+            found = _guest_columns(message.value())
+            if found:
+                carrying.setdefault(topic, set()).update(found)
+    if carrying:
+        named = "; ".join(f"{topic}: {', '.join(sorted(cols))}" for topic, cols in sorted(carrying.items()))
+        yield Item(
+            "guest data",
+            Status.WARN,
+            f"change events carry guest columns allocguard never needs ({named})",
+            "add them to the connector's column.exclude.list (deploy/debezium/platform-connector.json excludes "
+            + ", ".join(f"public.bookings.{c}" for c in GUEST_COLUMNS)
+            + ")",
+        )
+    elif target.topics:
+        yield Item("guest data", Status.OK, "no guest columns in the newest change events of the consumed topics")
+
+
+def _guest_columns(value: bytes | None) -> set[str]:
+    if not value:
+        return set()
+    try:
+        doc = json.loads(value)
+    except ValueError:
+        return set()
+    if isinstance(doc, dict) and "payload" in doc and "schema" in doc:
+        doc = doc["payload"]
+    rows = [doc.get("before"), doc.get("after")] if isinstance(doc, dict) else []
+    return {column for row in rows if isinstance(row, dict) for column in GUEST_COLUMNS if column in row}
+
+
+def newest_messages(target: Target, topic: str) -> list[Message]:
+    """The newest message of each partition of ``topic`` (none for an empty or missing topic)."""
     from confluent_kafka import Consumer, TopicPartition
 
     consumer = Consumer(
@@ -624,8 +675,8 @@ def last_message_age(target: Target, topic: str) -> float | None:
         metadata = consumer.list_topics(topic, timeout=5)
         partitions = metadata.topics.get(topic)
         if partitions is None or partitions.error is not None:
-            return None
-        newest: float | None = None
+            return []
+        found: list[Message] = []
         for partition in partitions.partitions:
             low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=5)
             if high <= low:
@@ -633,9 +684,10 @@ def last_message_age(target: Target, topic: str) -> float | None:
             consumer.assign([TopicPartition(topic, partition, high - 1)])
             message = consumer.poll(5)
             if message is not None and message.error() is None:
-                _, stamp = message.timestamp()
-                newest = max(newest or 0.0, stamp / 1000)
-        return None if newest is None else time.time() - newest
+                found.append(message)
+        return found
+    except KafkaException:
+        return []
     finally:
         consumer.close()
 
@@ -673,5 +725,7 @@ def run_checks(target: Target) -> Report:
     report = Report()
     report.items.extend(database_items(target))
     report.items.extend(kafka_items(target))
+    if any(item.name == "kafka" and item.status is Status.OK for item in report.items):
+        report.items.extend(guest_data_items(target))
     report.items.extend(connector_items(target))
     return report
