@@ -22,7 +22,7 @@ from consumer.config import ConfigurationError, StackSettings
 from consumer.local import db
 from consumer.local.demo import write_demo_lifecycle
 from consumer.local.simulator import SCENARIOS, PlatformApp
-from consumer.local.stack import LocalStack, StackError, captured_topics, connector_config
+from consumer.local.stack import LocalStack, StackError, captured_topics
 from consumer.redact import redact
 from consumer.report import plan_as_json, plan_as_text
 from consumer.runtime.offsets import end_positions, start_positions
@@ -108,50 +108,82 @@ def connector() -> None:
 
 
 @connector.command("register")
-@click.option("--connect-url", envvar="ALLOCGUARD_CONNECT_URL", required=True, help="Kafka Connect REST URL.")
-@click.option("--kafka-bootstrap", envvar="ALLOCGUARD_KAFKA_BOOTSTRAP", required=True)
+@click.option("--connect-url", envvar="ALLOCGUARD_CONNECT_URL", help="Kafka Connect REST URL (ALLOCGUARD_CONNECT_URL).")
+@click.option(
+    "--kafka-bootstrap", envvar="ALLOCGUARD_KAFKA_BOOTSTRAP", help="For the heartbeat (ALLOCGUARD_KAFKA_BOOTSTRAP)."
+)
 @click.option("--name", envvar="ALLOCGUARD_CONNECTOR_NAME", default="platform-cdc", show_default=True)
-@click.option("--db-host", required=True)
-@click.option("--db-port", type=int, default=5432, show_default=True)
-@click.option("--db-name", default="platform", show_default=True)
-@click.option("--db-user", default="allocguard_cdc", show_default=True)
-@click.option("--db-password", envvar="ALLOCGUARD_CDC_PASSWORD", default="", help="Or ALLOCGUARD_CDC_PASSWORD.")
-@click.option("--topic-prefix", envvar="ALLOCGUARD_TOPIC_PREFIX", default="platform", show_default=True)
-@click.option("--partitions", type=int, default=3, show_default=True)
+@click.option("--db-host", help="database.hostname (the file's value if not given).")
+@click.option("--db-port", type=int, help="database.port.")
+@click.option("--db-name", help="database.dbname.")
+@click.option("--db-user", help="database.user.")
+@click.option(
+    "--db-password",
+    envvar="ALLOCGUARD_CDC_PASSWORD",
+    help="database.password: a Connect config-provider reference (the file's, by default) or the password "
+    "(ALLOCGUARD_CDC_PASSWORD).",
+)
+@click.option("--topic-prefix", help="topic.prefix, for a second consumer of one database (with --slot-name).")
+@click.option("--slot-name", help="slot.name.")
+@click.option("--dry-run", is_flag=True, help="Print the config that would be posted; connect to nothing.")
+@click.option("--yes", is_flag=True, help="Change an existing connector whose config differs (the diff is printed).")
 def connector_register(
-    connect_url: str,
-    kafka_bootstrap: str,
+    connect_url: str | None,
+    kafka_bootstrap: str | None,
     name: str,
-    db_host: str,
-    db_port: int,
-    db_name: str,
-    db_user: str,
-    db_password: str,
-    topic_prefix: str,
-    partitions: int,
+    db_host: str | None,
+    db_port: int | None,
+    db_name: str | None,
+    db_user: str | None,
+    db_password: str | None,
+    topic_prefix: str | None,
+    slot_name: str | None,
+    dry_run: bool,
+    yes: bool,
 ) -> None:
-    """Create or update the connector from deploy/debezium, then wait until it streams."""
-    settings = StackSettings(
-        connect_url_override=connect_url,
-        kafka_bootstrap_override=kafka_bootstrap,
-        topic_partitions=partitions,
+    """Post deploy/debezium's connector as written (per-site values substituted), then wait until it streams."""
+    from consumer.operations.connector import ConnectorError, config_diff, current_config, production_config, register
+
+    config = production_config(
+        db_host=db_host,
+        db_port=db_port,
+        db_name=db_name,
+        db_user=db_user,
+        db_password=db_password,
         topic_prefix=topic_prefix,
+        slot_name=slot_name,
     )
-    config = connector_config(
-        settings,
-        database=db_name,
-        topic_prefix=topic_prefix,
-        hostname=db_host,
-        port=db_port,
-        user=db_user,
-        password=db_password or "unused",
-        heartbeat_interval_ms=10000,
-    )
+    if dry_run:
+        click.echo(json.dumps(config, indent=2))
+        return
+    missing = [
+        f"{variable} (or {flag})"
+        for value, variable, flag in (
+            (connect_url, "ALLOCGUARD_CONNECT_URL", "--connect-url"),
+            (kafka_bootstrap, "ALLOCGUARD_KAFKA_BOOTSTRAP", "--kafka-bootstrap"),
+        )
+        if not value
+    ]
+    if missing:
+        for line in missing:
+            click.echo(f"configuration error: missing {line}", err=True)
+        sys.exit(2)
+    assert connect_url is not None
+    assert kafka_bootstrap is not None
     try:
-        LocalStack(settings, log=lambda line: click.echo(f"  {line}", err=True)).register_connector(name, config)
-    except StackError as exc:
+        existing = current_config(connect_url, name)
+        changes = config_diff(existing, config) if existing is not None else []
+        if changes:
+            click.echo(f"connector {name} exists; its config would change:")
+            for line in changes:
+                click.echo(f"  {line}")
+            if not yes:
+                click.echo("nothing changed: run again with --yes to apply", err=True)
+                sys.exit(1)
+        register(connect_url, kafka_bootstrap, name, config)
+    except ConnectorError as exc:
         raise click.ClickException(str(exc)) from exc
-    click.echo(f"connector {name} is streaming {db_name} to topics {topic_prefix}.public.*")
+    click.echo(f"connector {name} is streaming {config['database.dbname']} to topics {config['topic.prefix']}.public.*")
 
 
 # ---- db ------------------------------------------------------------------------------------------

@@ -32,13 +32,13 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from confluent_kafka import Consumer, KafkaException, TopicPartition
+from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
 from consumer.config import StackSettings, deploy_dir
 from consumer.local import db
-from consumer.runtime.offsets import end_positions
+from consumer.operations.connector import ConnectorError, production_config, register, running
 from schemas.envelope import HEARTBEAT_TOPIC_PREFIX
 from schemas.rows import CAPTURED
 
@@ -176,76 +176,31 @@ def connector_config(
     password: str = "local-trust-auth",  # noqa: S107 (the local cluster uses trust auth; ignored)
     heartbeat_interval_ms: int | None = None,
 ) -> dict[str, str]:
-    """The production connector config from ``deploy/debezium`` with this stack's local values laid over it."""
-    base: dict[str, str] = json.loads((deploy_dir() / "debezium" / "platform-connector.json").read_text())
+    """The production connector config (``deploy/debezium``, per-site values substituted) with the local stack's
+    overlay laid over it: one broker (replication factor 1), this stack's partitions and heartbeat, a slot per
+    database and prefix. Only the local stack uses this; ``connector register`` posts the file as written."""
     prefix = topic_prefix or settings.topic_prefix
     dbname = database or settings.pg_database
     schemas_enable = settings.value_schemas_enable if value_schemas_enable is None else value_schemas_enable
     slot = "allocguard_" + "".join(ch if ch.isalnum() else "_" for ch in f"{dbname}_{prefix}".lower())
-    base.update(
+    config = production_config(
+        db_host=hostname,
+        db_port=port or settings.pg_port,
+        db_name=dbname,
+        db_user=user,
+        db_password=password,
+        topic_prefix=prefix,
+        slot_name=slot[:63],
+    )
+    config.update(
         {
-            "database.hostname": hostname,
-            "database.port": str(port or settings.pg_port),
-            "database.user": user,
-            "database.password": password,
-            "database.dbname": dbname,
-            "topic.prefix": prefix,
-            "slot.name": slot[:63],
             "heartbeat.interval.ms": str(heartbeat_interval_ms or settings.heartbeat_interval_ms),
             "value.converter.schemas.enable": "true" if schemas_enable else "false",
             "topic.creation.default.replication.factor": "1",
             "topic.creation.default.partitions": str(settings.topic_partitions),
         }
     )
-    return base
-
-
-def snapshot_problems(config: dict[str, str]) -> list[str]:
-    """What the connector's initial snapshot would run into, found by doing what it does — a SELECT of every
-    captured table as the connector's own role — before Connect is asked. Debezium treats a failed snapshot as
-    retriable: the task restarts every 10 s and Connect keeps saying RUNNING, so this is the only early word."""
-    from psycopg import sql as pgsql
-
-    password = config.get("database.password", "")
-    params = {
-        "host": config["database.hostname"],
-        "port": config["database.port"],
-        "user": config["database.user"],
-        "dbname": config["database.dbname"],
-        "connect_timeout": "5",
-    }
-    if password and not password.startswith("${"):  # a Connect config provider reference is not a password
-        params["password"] = password
-    problems: list[str] = []
-    try:
-        conn = psycopg.connect(**params, autocommit=True)  # type: ignore[arg-type]
-    except psycopg.Error as exc:
-        return [f"cannot connect: {str(exc).strip().splitlines()[0] if str(exc).strip() else exc!r}"]
-    with conn:
-        for qualified in [t.strip() for t in config.get("table.include.list", "").split(",") if t.strip()]:
-            schema, _, table = qualified.partition(".")
-            try:
-                with conn.transaction():
-                    conn.execute(pgsql.SQL("SELECT * FROM {} LIMIT 1").format(pgsql.Identifier(schema, table)))
-                    active = conn.execute("SELECT row_security_active(%s)", (qualified,)).fetchone()
-                    own = conn.execute(
-                        "SELECT count(*) FROM pg_policies p WHERE p.schemaname = %s AND p.tablename = %s"
-                        " AND p.cmd IN ('SELECT', 'ALL') AND EXISTS (SELECT 1 FROM unnest(p.roles) r"
-                        " WHERE r <> 'public' AND pg_has_role(current_user, r, 'MEMBER'))",
-                        (schema, table),
-                    ).fetchone()
-                if active and active[0] and own and not own[0]:
-                    problems.append(
-                        f"{qualified}: row-level security is on and no policy names this role — the snapshot would "
-                        f"read 0 rows, silently (`allocguard db init --with-cdc` creates allocguard_cdc_snapshot)"
-                    )
-            except psycopg.Error as exc:
-                first = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
-                problems.append(
-                    f"{qualified}: {first} (a policy of the platform runs a sub-query as this role; "
-                    "`allocguard db init --with-cdc` gives it a policy of its own)"
-                )
-    return problems
+    return config
 
 
 class LocalStack:
@@ -749,48 +704,24 @@ class LocalStack:
         )
 
     def register_connector(self, name: str, config: dict[str, str]) -> None:
-        """Create or update a connector, then wait until it streams (RUNNING, then a fresh heartbeat)."""
+        """Create or update a connector (the stack's topics made first, with its local partitions and one
+        replica), then wait until it streams (RUNNING, then a fresh heartbeat)."""
         prefix = config["topic.prefix"]
         self.ensure_topics([*captured_topics(prefix), heartbeat_topic(prefix), dlq_topic(prefix)])
-        hb_topic = heartbeat_topic(prefix)
-        marks = self._end_positions(hb_topic)
-        problems = snapshot_problems(config)
-        if problems:
-            raise StackError(
-                f"connector {name}: its initial snapshot would fail as {config['database.user']}:\n  "
-                + "\n  ".join(problems)
+        try:
+            register(
+                self.settings.connect_url, self.settings.kafka_bootstrap, name, config, self.settings.ready_timeout_s
             )
-        status, body = _http("PUT", f"{self.settings.connect_url}/connectors/{name}/config", config, timeout=30)
-        if status not in (200, 201):
-            raise StackError(f"registering connector {name} failed ({status}): {body}")
-        self.wait_connector_running(name)
-        # a snapshot that fails (e.g. row-level security refusing the CDC role) fails the task while Connect
-        # still said RUNNING a moment ago: watch the task while waiting for the first heartbeat
-        self._wait_new_message(
-            hb_topic,
-            marks,
-            f"first heartbeat of connector {name} (snapshot done, streaming)",
-            still_ok=lambda: self.connector_running(name),
-        )
+        except ConnectorError as exc:
+            raise StackError(str(exc)) from None
 
     def connector_running(self, name: str) -> bool:
         """True when the connector and all its tasks run; raises StackError with the task's own error when a
         task failed."""
-        from consumer.operations.check import task_error
-
-        code, body = _http("GET", f"{self.settings.connect_url}/connectors/{name}/status")
-        if code != 200 or not isinstance(body, dict):
-            return False
-        tasks = body.get("tasks") or []
-        for task in tasks:
-            if task.get("state") == "FAILED":
-                trace = str(task.get("trace", ""))
-                raise StackError(f"connector {name} task {task.get('id')} failed: {task_error(trace)}\n{trace[:4000]}")
-        return (
-            body.get("connector", {}).get("state") == "RUNNING"
-            and bool(tasks)
-            and all(t.get("state") == "RUNNING" for t in tasks)
-        )
+        try:
+            return running(self.settings.connect_url, name)
+        except ConnectorError as exc:
+            raise StackError(str(exc)) from None
 
     def wait_connector_running(self, name: str) -> None:
         _wait(f"connector {name}", lambda: self.connector_running(name), self.settings.ready_timeout_s)
@@ -817,42 +748,6 @@ class LocalStack:
 
     def delete_connector(self, name: str) -> None:
         _http("DELETE", f"{self.settings.connect_url}/connectors/{name}", timeout=30)
-
-    def _end_positions(self, topic: str) -> list[TopicPartition]:
-        consumer = Consumer({"bootstrap.servers": self.settings.kafka_bootstrap, "group.id": "allocguard-stack"})
-        try:
-            return end_positions(consumer, [topic], self.settings.ready_timeout_s)
-        finally:
-            consumer.close()
-
-    def _wait_new_message(
-        self,
-        topic: str,
-        positions: list[TopicPartition],
-        what: str,
-        still_ok: Callable[[], bool] | None = None,
-    ) -> None:
-        consumer = Consumer(
-            {
-                "bootstrap.servers": self.settings.kafka_bootstrap,
-                "group.id": f"allocguard-stack-{uuid.uuid4()}",
-                "enable.auto.commit": False,
-            }
-        )
-        try:
-            consumer.assign(positions)
-            deadline = time.monotonic() + self.settings.ready_timeout_s
-            checked = time.monotonic()
-            while time.monotonic() < deadline:
-                message = consumer.poll(0.5)
-                if message is not None and message.error() is None:
-                    return
-                if still_ok is not None and time.monotonic() - checked >= 1.0:
-                    checked = time.monotonic()
-                    still_ok()  # raises with the failure's own text
-            raise StackError(f"{what}: nothing on {topic} after {self.settings.ready_timeout_s:.0f}s")
-        finally:
-            consumer.close()
 
     # ---- tracing (opt-in): Jaeger receives and answers queries, Zipkin shows ---------------------
 
