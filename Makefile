@@ -30,9 +30,8 @@ demo-traces: install ## the demo with Jaeger beside the stack (built once): prin
 demo-steps: install ## the same, step by step: simulate, diagnose, remediate (no consumer), diagnose
 	$(BIN)/allocguard stack up
 	$(BIN)/allocguard simulate seed-incident
-	$(BIN)/allocguard diagnose $(SEED_VICTIM)
-	$(BIN)/allocguard remediate $(SEED_VICTIM) --mode auto
-	$(BIN)/allocguard diagnose $(SEED_VICTIM)
+	eval "$$($(BIN)/allocguard stack env)" && $(BIN)/allocguard diagnose $(SEED_VICTIM) \
+		&& $(BIN)/allocguard remediate $(SEED_VICTIM) --mode auto && $(BIN)/allocguard diagnose $(SEED_VICTIM)
 
 watch: install ## local stack up, then print decoded CDC events of a demo booking lifecycle
 	$(BIN)/allocguard stack up

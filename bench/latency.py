@@ -21,6 +21,7 @@ from typing import Any
 import psycopg
 from confluent_kafka import Consumer
 
+from bench import local_stack
 from consumer.config import StackSettings
 from consumer.local.platform import create_booking, create_venue
 from consumer.local.simulator import Hold, PlatformApp, tomorrow
@@ -126,7 +127,7 @@ def main() -> None:
     parser.add_argument("--incidents", type=int, default=100)
     parser.add_argument("--floor-samples", type=int, default=200)
     args = parser.parse_args()
-    settings = StackSettings()
+    settings = local_stack()
     with tempfile.TemporaryDirectory() as folder:
         runtime = RuntimeProcess(Path(folder) / "run.log", f"bench-latency-{uuid.uuid4().hex[:8]}")
         try:

@@ -14,8 +14,9 @@ import statistics
 import time
 import uuid
 
+from bench import local_stack
 from bench.throughput import produce, quix_consume, raw_consume
-from consumer.config import RuntimeSettings, StackSettings
+from consumer.config import RuntimeSettings
 from consumer.local.stack import LocalStack
 from consumer.operations.replay import Window, read_range, replay
 from consumer.runtime.routing import Relevance
@@ -45,7 +46,7 @@ def main() -> None:
     parser.add_argument("--quix", action="store_true")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    stack = StackSettings()
+    stack = local_stack()
     prefix = f"replay{uuid.uuid4().hex[:8]}"
     topic = f"{prefix}.public.observability_events"
     LocalStack(stack, log=lambda line: None).ensure_topics([topic])

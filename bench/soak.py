@@ -24,9 +24,9 @@ from typing import Any
 
 import psycopg
 
+from bench import local_stack
 from bench.latency import rss_mb
 from bench.throughput import produce
-from consumer.config import StackSettings
 from consumer.local.simulator import PlatformApp, orphan_by_reseat
 from tests.support.process import RuntimeProcess
 
@@ -48,7 +48,7 @@ def main() -> None:
     parser.add_argument("--burst-messages", type=int, default=0, help="a backlog of this many events every burst")
     parser.add_argument("--burst-every", type=float, default=60.0)
     args = parser.parse_args()
-    settings = StackSettings()
+    settings = local_stack()
     played: list[uuid.UUID] = []
     samples: list[tuple[float, float]] = []
     failures_to_play = 0

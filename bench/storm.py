@@ -36,7 +36,7 @@ from typing import Any
 import psycopg
 from psycopg.conninfo import make_conninfo
 
-from bench import pgbase
+from bench import local_stack, pgbase
 from bench.latency import blocked_victim, incidents, rss_mb, summary
 from consumer.config import RuntimeSettings, StackSettings
 from consumer.local.simulator import Hold, PlatformApp
@@ -318,7 +318,7 @@ def main() -> None:
     parser.add_argument("--unrelated", type=int, default=30)
     parser.add_argument("--pgbench-seconds", type=int, default=10)
     args = parser.parse_args()
-    settings = StackSettings()
+    settings = local_stack()
     tps_alone = pgbase.pgbench_tps(settings.admin_dsn, seconds=args.pgbench_seconds)
     pgbench_dsn = make_conninfo(settings.admin_dsn, dbname="allocguard_pgbench")
     with tempfile.TemporaryDirectory() as folder, psycopg.connect(settings.platform_dsn, autocommit=True) as conn:

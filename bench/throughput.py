@@ -26,8 +26,8 @@ from pathlib import Path
 
 from confluent_kafka import Consumer, Producer
 
-from bench import pgbase
-from consumer.config import RuntimeSettings, StackSettings
+from bench import local_stack, pgbase
+from consumer.config import RuntimeSettings
 from consumer.local.stack import LocalStack
 from consumer.runtime.loop import Runtime
 from tests.support.clock import hold_window, iso_from_now
@@ -172,7 +172,7 @@ def main() -> None:
     parser.add_argument("--quix", action="store_true", help="also run the Quix Streams app (its own venv)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    stack = StackSettings()
+    stack = local_stack()
     results: list[dict[str, object]] = []
     pgbench = pgbase.pgbench_tps(stack.admin_dsn)
     print(json.dumps({"pgbench_tpcb_tps": round(pgbench)}), flush=True)

@@ -305,6 +305,20 @@ def watch(from_beginning: bool, demo: bool, max_events: int, idle_exit: float) -
 # ---- remediation -------------------------------------------------------------------------------
 
 
+def _required_dsn(dsn: str | None) -> str:
+    """A production command's database login: given, or the command stops (exit 2) — never a guess."""
+    if not dsn:
+        _missing(["missing ALLOCGUARD_PG_DSN (or --dsn): allocguard's database login"])
+    assert dsn is not None
+    return dsn
+
+
+def _missing(lines: list[str]) -> None:
+    for line in lines:
+        click.echo(f"configuration error: {line}", err=True)
+    sys.exit(2)
+
+
 def _connect_factory(dsn: str) -> Callable[[], psycopg.Connection[Any]]:
     def connect() -> psycopg.Connection[Any]:
         return psycopg.connect(dsn, autocommit=True)
@@ -338,11 +352,11 @@ def simulate(scenario: str, dsn: str | None) -> None:
 @click.argument("booking_id", type=click.UUID)
 @click.option("--json", "as_json", is_flag=True, help="Print the evidence as JSON.")
 @click.option("--grace-s", type=float, default=120.0, show_default=True, help="Grace period for young rows.")
-@click.option("--dsn", envvar="ALLOCGUARD_PG_DSN", help="Platform database (default: the local stack's).")
+@click.option("--dsn", envvar="ALLOCGUARD_PG_DSN", help="allocguard's database login (ALLOCGUARD_PG_DSN).")
 def diagnose(booking_id: uuid.UUID, as_json: bool, grace_s: float, dsn: str | None) -> None:
     """Read-only: why did this booking's auto-assign fail, and which blocking allocations are orphans?"""
     rules = DetectionRules()
-    with psycopg.connect(dsn or _settings().pg_dsn, autocommit=True) as conn:
+    with psycopg.connect(_required_dsn(dsn), autocommit=True) as conn:
         failures = replay(_booking_events(conn, booking_id), rules)
         if not failures:
             raise click.ClickException(f"no allocations_no_overlap failure recorded for booking {booking_id}")
@@ -379,7 +393,7 @@ def diagnose(booking_id: uuid.UUID, as_json: bool, grace_s: float, dsn: str | No
 @click.option("--endpoint", help="The app's assign endpoint, for --strategy http.")
 @click.option("--grace-s", type=float, default=120.0, show_default=True)
 @click.option("--artifacts-dir", type=click.Path(path_type=Path), default=Path("artifacts"), show_default=True)
-@click.option("--dsn", envvar="ALLOCGUARD_PG_DSN", help="Platform database (default: the local stack's).")
+@click.option("--dsn", envvar="ALLOCGUARD_PG_DSN", help="allocguard's database login (ALLOCGUARD_PG_DSN).")
 def remediate(
     booking_id: uuid.UUID,
     mode: str,
@@ -390,7 +404,7 @@ def remediate(
     dsn: str | None,
 ) -> None:
     """Run the handler path over this booking's recorded events: detect, prove, prune, retry auto-assign."""
-    connect = _connect_factory(dsn or _settings().pg_dsn)
+    connect = _connect_factory(_required_dsn(dsn))
     if strategy == "http":
         if not endpoint:
             raise click.UsageError("--strategy http needs --endpoint")
@@ -432,7 +446,8 @@ def demo() -> None:
 
     local = LocalStack(_settings())
     traced = local.tracing_running() and not os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
-    if not live_seed_demo(_settings().platform_dsn, click.echo, extra_env=local.trace_env() if traced else None):
+    child_env = {**local.client_env(), **(local.trace_env() if traced else {})}
+    if not live_seed_demo(_settings().platform_dsn, click.echo, extra_env=child_env):
         raise click.ClickException("the seed incident was not remediated")
     click.echo("")
     click.echo("the evidence, as diagnose prints it now:")
@@ -440,7 +455,7 @@ def demo() -> None:
     victim = uuid.UUID("d99ceb12-193a-4e80-840e-35cb236d9452")
     if traced:
         os.environ.update(local.trace_env())  # diagnose prints the link from ALLOCGUARD_TRACE_UI_URL
-    ctx.invoke(diagnose, booking_id=victim, as_json=False, grace_s=120.0, dsn=None)
+    ctx.invoke(diagnose, booking_id=victim, as_json=False, grace_s=120.0, dsn=local.settings.pg_dsn)
     _show_trace(victim)
 
 
@@ -481,11 +496,13 @@ def _show_trace(booking_id: uuid.UUID) -> None:
 
 
 def _runtime_options(command: Callable[..., None]) -> Callable[..., None]:
-    """Flags shared by ``run`` and ``check``; a flag wins over ``ALLOCGUARD_*`` in the env, which wins over ``.env``."""
+    """Flags shared by the commands that read Kafka and the database; a flag wins over ``ALLOCGUARD_*`` in the env,
+    which wins over ``.env``."""
     options = [
         click.option(
             "--dsn", help="allocguard's database login (ALLOCGUARD_PG_DSN); a member of allocguard_remediator."
         ),
+        click.option("--kafka-bootstrap", help="The Kafka brokers, host:port,… (ALLOCGUARD_KAFKA_BOOTSTRAP)."),
         click.option("--topic-prefix", help="Debezium's topic.prefix (ALLOCGUARD_TOPIC_PREFIX)."),
         click.option(
             "--tables", help="Consumed tables, comma-separated, e.g. public.observability_events (ALLOCGUARD_TABLES)."
@@ -508,8 +525,9 @@ def _unparsable(exc: Exception) -> str:
     return f"{name} is not valid JSON: {cause}" if cause is not None else f"{name}: {exc}"
 
 
-def _runtime_settings(**flags: Any) -> Any:
-    """Settings from flags over env over ``.env``, validated: a mistake is one clear line per setting, exit 2."""
+def _runtime_settings(needs: tuple[str, ...] = (), **flags: Any) -> Any:
+    """Settings from flags over env over ``.env``, validated: a mistake is one clear line per setting, exit 2 — and
+    so is a setting the command ``needs`` ("database", "kafka") that is unset, before any connection."""
     from pydantic import ValidationError
     from pydantic_settings import SettingsError
 
@@ -519,7 +537,7 @@ def _runtime_settings(**flags: Any) -> Any:
     if flags.get("tables") is not None:
         flags["tables"] = [t.strip() for t in str(flags["tables"]).split(",") if t.strip()]
     try:
-        return RuntimeSettings(**{k: v for k, v in flags.items() if v is not None})
+        settings = RuntimeSettings(**{k: v for k, v in flags.items() if v is not None})
     except SettingsError as exc:  # a value the settings source could not even parse (JSON of a dict setting)
         click.echo(f"configuration error: {_unparsable(exc)}", err=True)
         sys.exit(2)
@@ -534,6 +552,10 @@ def _runtime_settings(**flags: Any) -> Any:
             )
             click.echo(f"configuration error: {where}: {error['msg']}{shown}", err=True)
         sys.exit(2)
+    missing = settings.missing(kafka="kafka" in needs, database="database" in needs)
+    if missing:
+        _missing(missing)
+    return settings
 
 
 @main.command()
@@ -542,6 +564,7 @@ def _runtime_settings(**flags: Any) -> Any:
 @click.option("--strict", is_flag=True, help="Exit 1 on warnings too.")
 def check(
     dsn: str | None,
+    kafka_bootstrap: str | None,
     topic_prefix: str | None,
     tables: str | None,
     group_id: str | None,
@@ -555,7 +578,13 @@ def check(
     from consumer.operations.check import run_checks
 
     settings = _runtime_settings(
-        dsn=dsn, topic_prefix=topic_prefix, tables=tables, group_id=group_id, connect_url=connect_url
+        ("database", "kafka"),
+        dsn=dsn,
+        kafka_bootstrap=kafka_bootstrap,
+        topic_prefix=topic_prefix,
+        tables=tables,
+        group_id=group_id,
+        connect_url=connect_url,
     )
     report = run_checks(settings.check_target())
     click.echo(json.dumps(report.as_json(), indent=2) if as_json else report.text())
@@ -575,6 +604,7 @@ def dlq() -> None:
 @click.option("--from-beginning", is_flag=True, help="Re-read the whole topic, not only what was not replayed yet.")
 def dlq_replay(
     dsn: str | None,
+    kafka_bootstrap: str | None,
     topic_prefix: str | None,
     tables: str | None,
     group_id: str | None,
@@ -587,7 +617,9 @@ def dlq_replay(
     from consumer.operations.dlq import replay_dlq
 
     settings = _runtime_settings(
+        ("database", "kafka"),
         dsn=dsn,
+        kafka_bootstrap=kafka_bootstrap,
         topic_prefix=topic_prefix,
         tables=tables,
         group_id=group_id,
@@ -620,7 +652,7 @@ def plans_list(status: str | None, as_json: bool, dsn: str | None) -> None:
     """Pending and decided plans, newest first (expires what is due first)."""
     from consumer.operations.plans import list_plans
 
-    list_plans(_runtime_settings(dsn=dsn), status, as_json, click.echo)
+    list_plans(_runtime_settings(("database",), dsn=dsn), status, as_json, click.echo)
 
 
 @plans.command("show")
@@ -631,7 +663,7 @@ def plans_show(plan: str, as_json: bool, dsn: str | None) -> None:
     """One plan with its evidence (PLAN is an id or a unique prefix of one)."""
     from consumer.operations.plans import resolve_plan_id, show_plan
 
-    settings = _runtime_settings(dsn=dsn)
+    settings = _runtime_settings(("database",), dsn=dsn)
     try:
         show_plan(settings, resolve_plan_id(settings, plan), as_json, click.echo)
     except LookupError as exc:
@@ -644,7 +676,7 @@ def _decide(plan: str, approve: bool, by: str | None, note: str | None, dsn: str
 
     if not by:
         raise click.UsageError("say who decides: --by NAME (or ALLOCGUARD_OPERATOR / USER)")
-    settings = _runtime_settings(dsn=dsn)
+    settings = _runtime_settings(("database",), dsn=dsn)
     try:
         result = decide(settings, resolve_plan_id(settings, plan), approve, by, note, artifacts)
     except (LookupError, PlanDecisionError) as exc:
@@ -716,7 +748,7 @@ def reconcile(
     if apply and not by:
         raise click.UsageError("say who applies it: --by NAME (or ALLOCGUARD_OPERATOR / USER)")
     sweep = sweep_database(
-        _runtime_settings(dsn=dsn),
+        _runtime_settings(("database",), dsn=dsn),
         restaurant=restaurant,
         since=since.replace(tzinfo=since.tzinfo or UTC) if since else None,
         until=until.replace(tzinfo=until.tzinfo or UTC) if until else None,
@@ -779,6 +811,7 @@ def _with_range(command: Callable[..., None]) -> Callable[..., None]:
 @click.option("--report", type=click.Path(path_type=Path), help="Write the JSON report here.")
 def replay_command(
     dsn: str | None,
+    kafka_bootstrap: str | None,
     topic_prefix: str | None,
     tables: str | None,
     group_id: str | None,
@@ -803,7 +836,14 @@ def replay_command(
 
     if apply and dry_run:
         raise click.UsageError("--apply or --dry-run, not both")
-    settings = _runtime_settings(dsn=dsn, topic_prefix=topic_prefix, tables=tables, group_id=group_id)
+    settings = _runtime_settings(
+        ("database", "kafka"),
+        dsn=dsn,
+        kafka_bootstrap=kafka_bootstrap,
+        topic_prefix=topic_prefix,
+        tables=tables,
+        group_id=group_id,
+    )
     progress = Progress(click.echo)
     window = _window(since, until, offsets)
     tally: dict[str, int] = {}
@@ -825,6 +865,7 @@ def replay_command(
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="JSON Lines file to write.")
 def capture_command(
     dsn: str | None,
+    kafka_bootstrap: str | None,
     topic_prefix: str | None,
     tables: str | None,
     group_id: str | None,
@@ -837,7 +878,14 @@ def capture_command(
     """Export a topic range to JSON Lines, for `replay --from-file` on a laptop or in a test."""
     from consumer.operations.replay import capture
 
-    settings = _runtime_settings(dsn=dsn, topic_prefix=topic_prefix, tables=tables, group_id=group_id)
+    settings = _runtime_settings(
+        ("kafka",),
+        dsn=dsn,
+        kafka_bootstrap=kafka_bootstrap,
+        topic_prefix=topic_prefix,
+        tables=tables,
+        group_id=group_id,
+    )
     capture(settings, _window(since, until, offsets), out, click.echo)
 
 
@@ -880,6 +928,7 @@ def capture_command(
 )
 def run(
     dsn: str | None,
+    kafka_bootstrap: str | None,
     topic_prefix: str | None,
     tables: str | None,
     group_id: str | None,
@@ -901,7 +950,9 @@ def run(
 
     configure_logging(log_level, log_format)
     settings = _runtime_settings(
+        ("database", "kafka"),
         dsn=dsn,
+        kafka_bootstrap=kafka_bootstrap,
         topic_prefix=topic_prefix,
         tables=tables,
         group_id=group_id,

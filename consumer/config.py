@@ -76,6 +76,7 @@ class StackSettings(BaseSettings):
     connect_port: int = 58083
     topic_prefix: str = "platform"
     topic_partitions: int = 3
+    #: the Debezium connector's name in Kafka Connect
     connector_name: str = "platform-cdc"
     #: heartbeat interval for the local connector; the first heartbeat also tells that the snapshot is done
     heartbeat_interval_ms: int = 1000
@@ -170,47 +171,66 @@ class RuntimeSettings(BaseSettings):
         env_prefix="ALLOCGUARD_", env_file=".env", extra="ignore", frozen=True, populate_by_name=True
     )
 
+    #: the Kafka brokers (host:port,…); required by every command that reads Kafka
     kafka_bootstrap: str | None = None
+    #: allocguard's database login (a member of allocguard_remediator, never the owner); required by every command
+    #: that reads the platform's database
     pg_dsn: SecretStr | None = None
+    #: Debezium's topic.prefix: the topics are <prefix>.<schema>.<table>
     topic_prefix: str = "platform"
     #: tables whose change events are consumed (the detector needs observability_events)
     tables: list[str] = Field(default_factory=lambda: ["public.observability_events"])
+    #: the Kafka consumer group of ``run`` (replay and dlq replay use groups of their own)
     group_id: str = "allocguard"
     #: static group membership (group.instance.id), e.g. the pod name: a rolling restart causes no rebalance
     instance_id: str | None = None
     #: where a new group starts: "latest" (live) or "earliest"
     auto_offset_reset: Annotated[Literal["latest", "earliest"], BeforeValidator(_lower)] = "latest"
+    #: the dead-letter topic (default <prefix>.allocguard.dlq)
     dlq_topic: str | None = None
     #: extra librdkafka settings passed through (security.protocol, sasl.*, ssl.*), e.g. from a Secret
     kafka_config: dict[str, SecretStr] = Field(default_factory=dict)
+    #: bookings handled concurrently (one booking's events always in order)
     workers: int = Field(default=16, ge=1, le=256)
+    #: events taken and not finished before the partitions are paused (backpressure)
     max_in_flight: int = Field(default=2000, ge=1)
+    #: dry_run (report only), auto (prune and retry), approve (every plan waits for a person)
     mode: Annotated[Literal["dry_run", "auto", "approve"], BeforeValidator(_lower)] = "dry_run"
     #: guardrails: a plan beyond them waits for a person (``allocguard plans approve``), as every plan does in
     #: mode approve
     max_allocations_per_plan: int = Field(default=5, ge=0)
+    #: guardrail: remediations per restaurant in an hour before the next plan waits for a person
     max_remediations_per_restaurant_hour: int = Field(default=20, ge=0)
     #: comma-separated restaurant ids; when set, only these are remediated without a person
     allow_restaurants: Annotated[list[UUID] | None, NoDecode, BeforeValidator(_comma_list)] = None
+    #: comma-separated restaurant ids never remediated without a person
     deny_restaurants: Annotated[list[UUID], NoDecode, BeforeValidator(_comma_list)] = Field(default_factory=list)
     #: owners cancelled/completed/no_show still holding their assignment: off (report), approve, auto
     stale_by_status: Annotated[Literal["off", "approve", "auto"], BeforeValidator(_lower)] = "approve"
+    #: seconds a pending plan waits for a decision before it expires
     plan_ttl_s: float = Field(default=7200.0, gt=0)
     #: also consume bookings, booking_table_assignments and allocations: an allocation the platform leaves behind
     #: is flagged (and, per policy, pruned after its grace) before any booking is blocked by it
     prevention: bool = False
+    #: seconds an allocation must be untouched before it may be pruned (young rows may be in flight)
     grace_s: float = Field(default=120.0, ge=0)
+    #: how the victim is assigned again: sql (the platform's assign_tables_atomic_v2) or http (the app's endpoint)
     strategy: Annotated[Literal["sql", "http"], BeforeValidator(_lower)] = "sql"
     #: the app's assign endpoint for strategy http (may carry credentials: never printed)
     assign_endpoint: SecretStr | None = None
+    #: where before/after evidence files of each prune are written (none when unset)
     artifacts_dir: Path | None = Path("artifacts")
+    #: the address /healthz, /readyz and /metrics listen on
     health_host: str = "0.0.0.0"  # noqa: S104 (probes come from the orchestrator)
+    #: the port of /healthz, /readyz and /metrics
     health_port: int = Field(default=8088, ge=0, le=65535)
     #: Kafka Connect's REST URL and the connector's name, for the connector check (optional)
     connect_url: str | None = None
+    #: the Debezium connector's name in Kafka Connect
     connector_name: str = "platform-cdc"
     #: the publication Debezium streams (checked to cover the consumed tables)
     publication: str = "allocguard_platform"
+    #: SIGTERM to exit: in-flight work finishes or is abandoned without a verdict within this budget
     shutdown_timeout_s: float = Field(default=30.0, gt=0)
     #: how long a revoked partition's in-flight work may take before its offsets are left uncommitted
     revoke_timeout_s: float = Field(default=20.0, ge=0)
@@ -263,11 +283,25 @@ class RuntimeSettings(BaseSettings):
             plan_ttl=timedelta(seconds=self.plan_ttl_s),
         )
 
+    def missing(self, *, kafka: bool = True, database: bool = True) -> list[str]:
+        """The required settings that are unset, one line each (variable and flag): a production command never
+        guesses where PostgreSQL or Kafka is (only the local stack has defaults, and it sets them explicitly)."""
+        lines = []
+        if database and self.pg_dsn is None:
+            lines.append("missing ALLOCGUARD_PG_DSN (or --dsn): allocguard's database login")
+        if kafka and not self.kafka_bootstrap:
+            lines.append("missing ALLOCGUARD_KAFKA_BOOTSTRAP (or --kafka-bootstrap): the Kafka brokers")
+        return lines
+
     def resolved_bootstrap(self) -> str:
-        return self.kafka_bootstrap or StackSettings().kafka_bootstrap
+        if not self.kafka_bootstrap:
+            raise ConfigurationError(self.missing(database=False)[0])
+        return self.kafka_bootstrap
 
     def resolved_dsn(self) -> str:
-        return self.pg_dsn.get_secret_value() if self.pg_dsn is not None else StackSettings().pg_dsn
+        if self.pg_dsn is None:
+            raise ConfigurationError(self.missing(kafka=False)[0])
+        return self.pg_dsn.get_secret_value()
 
     def topics(self) -> list[str]:
         from handlers.prevent import WATCHED_TABLES

@@ -59,9 +59,19 @@ def stack_settings() -> Iterator[StackSettings]:
         local.up()
     except StackError as exc:
         pytest.fail(f"the local stack could not start: {exc}", pytrace=False)
+    # allocguard's commands have no defaults: the tests and the processes they start say where the stack is, as
+    # `eval "$(allocguard stack env)"` does for a developer
+    os.environ.update(local.client_env())
     yield settings
     if not already_running and os.environ.get("ALLOCGUARD_KEEP_STACK") != "1":
         local.down()
+
+
+@pytest.fixture(autouse=True)
+def _stack_env(request: pytest.FixtureRequest) -> None:
+    """A test marked stack has the stack's settings in the environment, whichever fixtures it asks for."""
+    if request.node.get_closest_marker("stack") is not None:
+        request.getfixturevalue("stack_settings")
 
 
 @pytest.fixture

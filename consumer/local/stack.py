@@ -983,15 +983,21 @@ class LocalStack:
             ]
         return statuses
 
-    def env_lines(self) -> list[str]:
+    def client_env(self) -> dict[str, str]:
+        """Where this stack's services are, as allocguard's commands read it: set explicitly for every command
+        run against the local stack (production commands have no defaults)."""
         s = self.settings
-        return [
-            f"export ALLOCGUARD_PG_DSN='{s.pg_dsn}'",
-            f"export ALLOCGUARD_ADMIN_DSN='{s.admin_dsn}'",
-            f"export ALLOCGUARD_PLATFORM_DSN='{s.platform_dsn}'",
-            f"export ALLOCGUARD_KAFKA_BOOTSTRAP='{s.kafka_bootstrap}'",
-            f"export ALLOCGUARD_CONNECT_URL='{s.connect_url}'",
-            f"export ALLOCGUARD_TOPIC_PREFIX='{s.topic_prefix}'",
-            f"export ALLOCGUARD_STACK_DIR='{self.dir}'",
-            *(f"export {k}='{v}'" for k, v in (self.trace_env().items() if self.tracing_running() else ())),
-        ]
+        return {
+            "ALLOCGUARD_PG_DSN": s.pg_dsn,
+            "ALLOCGUARD_ADMIN_DSN": s.admin_dsn,
+            "ALLOCGUARD_PLATFORM_DSN": s.platform_dsn,
+            "ALLOCGUARD_KAFKA_BOOTSTRAP": s.kafka_bootstrap,
+            "ALLOCGUARD_CONNECT_URL": s.connect_url,
+            "ALLOCGUARD_TOPIC_PREFIX": s.topic_prefix,
+        }
+
+    def env_lines(self) -> list[str]:
+        env = {**self.client_env(), "ALLOCGUARD_STACK_DIR": str(self.dir)}
+        if self.tracing_running():
+            env.update(self.trace_env())
+        return [f"export {name}='{value}'" for name, value in env.items()]

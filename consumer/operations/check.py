@@ -627,7 +627,7 @@ def guest_data_items(target: Target) -> Iterator[Item]:
     if target.bootstrap is None:
         return
     carrying: dict[str, set[str]] = {}
-    for topic in target.topics:
+    for topic in (t for t in target.topics if t.endswith(".public.bookings")):  # the guest columns are bookings'
         for message in newest_messages(target, topic):
             found = _guest_columns(message.value())
             if found:
@@ -642,7 +642,7 @@ def guest_data_items(target: Target) -> Iterator[Item]:
             + ", ".join(f"public.bookings.{c}" for c in GUEST_COLUMNS)
             + ")",
         )
-    elif target.topics:
+    else:
         yield Item("guest data", Status.OK, "no guest columns in the newest change events of the consumed topics")
 
 
@@ -721,11 +721,13 @@ def task_error(trace: str) -> str:
     return redact(chosen)[:400]
 
 
-def run_checks(target: Target) -> Report:
+def run_checks(target: Target, *, guest_data: bool = True) -> Report:
+    """Every check; ``guest_data`` reads the newest message of each partition of the consumed topics (for
+    ``allocguard check``; ``run``'s start-up leaves it out: seconds a restart need not wait)."""
     report = Report()
     report.items.extend(database_items(target))
     report.items.extend(kafka_items(target))
-    if any(item.name == "kafka" and item.status is Status.OK for item in report.items):
+    if guest_data and any(item.name == "kafka" and item.status is Status.OK for item in report.items):
         report.items.extend(guest_data_items(target))
     report.items.extend(connector_items(target))
     return report

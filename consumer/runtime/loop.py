@@ -301,8 +301,9 @@ class Runtime:
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         """Every partition starts where it should *now*: at its committed offset; a new group's at the end
         (``latest``: once ready, no event written afterwards is skipped) or the beginning. A committed offset the
-        log no longer holds (retention ran, the topic was re-created) is a gap: reading resumes at the earliest
-        retained record — never the end — and the lost range is backfilled (consumer/runtime/gaps.py)."""
+        log no longer holds (retention ran, the topic was re-created) is found by the first fetch: reading resumes
+        at the earliest retained record — never the end — and the lost range is backfilled (_reposition,
+        consumer/runtime/gaps.py)."""
         try:
             positioned = consumer.committed(partitions, timeout=10)
         except KafkaException as exc:
@@ -314,29 +315,25 @@ class Runtime:
             self._lost_at = None
             return
         fresh: list[TopicPartition] = []
-        gaps: list[Gap] = []
         now_ms = int(time.time() * 1000)
         for partition in positioned:
             handled = handled_at(partition.metadata)
             if handled is not None:  # carried forward with every commit until a later time is known
                 self._handled_ms[(partition.topic, partition.partition)] = int(handled.timestamp() * 1000)
+            if partition.offset >= 0:
+                # a committed offset the log no longer holds comes back from the first fetch as
+                # _AUTO_OFFSET_RESET (auto.offset.reset=error): _reposition names the gap and fills it
+                continue
             try:
                 low, high = (int(mark) for mark in consumer.get_watermark_offsets(partition, timeout=10))
-            except KafkaException:
-                if partition.offset < 0:  # librdkafka resolves it: _AUTO_OFFSET_RESET, then _reposition
-                    partition.offset = OFFSET_END if self.settings.auto_offset_reset == "latest" else OFFSET_BEGINNING
+            except KafkaException:  # librdkafka resolves it: _AUTO_OFFSET_RESET, then _reposition
+                partition.offset = OFFSET_END if self.settings.auto_offset_reset == "latest" else OFFSET_BEGINNING
                 continue
-            if partition.offset < 0:
-                partition.offset = high if self.settings.auto_offset_reset == "latest" else low
-                start = TopicPartition(partition.topic, partition.partition, partition.offset)
-                if self.settings.auto_offset_reset == "latest":  # everything written from now on is ours
-                    start = self._stored((partition.topic, partition.partition), partition.offset, now_ms)
-                fresh.append(start)
-            elif not low <= partition.offset <= high:
-                gaps.append(
-                    Gap(partition.topic, partition.partition, partition.offset, low, handled_at(partition.metadata))
-                )
-                partition.offset = low
+            partition.offset = high if self.settings.auto_offset_reset == "latest" else low
+            start = TopicPartition(partition.topic, partition.partition, partition.offset)
+            if self.settings.auto_offset_reset == "latest":  # everything written from now on is ours
+                start = self._stored((partition.topic, partition.partition), partition.offset, now_ms)
+            fresh.append(start)
         consumer.incremental_assign(positioned)
         if fresh:
             # commit the start at once: should the partition move to another member before anything is
@@ -349,8 +346,6 @@ class Runtime:
         self.health.assigned |= {(p.topic, p.partition) for p in partitions}
         self._lost_at = None
         log.info("assigned %s", [f"{p.topic}[{p.partition}]@{p.offset}" for p in positioned])
-        for gap in gaps:
-            self._found_gap(gap)
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         """Finish (within a bound) the work of the revoked partitions, store and commit their offsets."""
@@ -1181,7 +1176,7 @@ class Runtime:
         awaited: frozenset[str] = frozenset()
         delay = 0.5
         while not self._stop.is_set():
-            report = run_checks(self.settings.check_target())
+            report = run_checks(self.settings.check_target(), guest_data=False)
             if report.misconfigured:
                 raise ConfigurationError(
                     "preflight failed:\n" + "\n".join(item.line() for item in report.misconfigured)

@@ -1,0 +1,48 @@
+"""docs/configuration.md is generated from the settings classes and the CLI, and complete: a test fails when it is
+stale, when the code reads a variable it does not list, or when the Kubernetes files name one it does not."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import yaml
+
+from consumer.config import RuntimeSettings
+from consumer.configref import OTHERS, field_meanings, render
+
+ROOT = Path(__file__).resolve().parents[2]
+DOC = (ROOT / "docs/configuration.md").read_text()
+VARIABLE = re.compile(r"ALLOCGUARD_[A-Z0-9_]+")
+#: names in the code that are not variables
+NOT_VARIABLES = {"ALLOCGUARD_KEY_PREFIX"}
+
+
+def documented() -> set[str]:
+    return set(re.findall(r"^\| `(ALLOCGUARD_[A-Z0-9_]+)`", DOC, flags=re.MULTILINE))
+
+
+def test_the_reference_is_current() -> None:
+    assert render() == DOC, "stale: run `python -m consumer.configref > docs/configuration.md`"
+
+
+def test_every_variable_the_code_reads_is_listed() -> None:
+    read = set()
+    for folder in ("consumer", "handlers", "schemas"):
+        for path in (ROOT / folder).rglob("*.py"):
+            read |= set(VARIABLE.findall(path.read_text()))
+    assert read - NOT_VARIABLES - documented() == set()
+
+
+def test_every_setting_says_what_it_means() -> None:
+    meanings = field_meanings(RuntimeSettings)
+    assert [name for name in RuntimeSettings.model_fields if not meanings.get(name)] == []
+    assert [o.variable for o in OTHERS if not o.meaning] == []
+
+
+def test_the_kubernetes_files_name_documented_variables() -> None:
+    for name in ("configmap.yaml", "secret.example.yaml"):
+        doc = yaml.safe_load((ROOT / "deploy/k8s" / name).read_text())
+        keys = {k for k in set(doc.get("data") or {}) | set(doc.get("stringData") or {}) if k.startswith("ALLOCGUARD_")}
+        assert keys, name  # (OTEL_* are OpenTelemetry's own, documented there)
+        assert keys - documented() == set(), name

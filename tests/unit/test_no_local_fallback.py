@@ -1,0 +1,85 @@
+"""Commands that talk to production never guess: with the settings unset, each says which (variable and flag) and
+exits 2 before connecting anywhere — listeners on the ports a local-stack fallback would reach get no connection."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+VICTIM = "d99ceb12-193a-4e80-840e-35cb236d9452"
+PLAN = "00000000-0000-4000-8000-000000000001"
+DSN = "missing ALLOCGUARD_PG_DSN (or --dsn)"
+KAFKA = "missing ALLOCGUARD_KAFKA_BOOTSTRAP (or --kafka-bootstrap)"
+COMMANDS: list[tuple[list[str], list[str]]] = [
+    (["run"], [DSN, KAFKA]),
+    (["check"], [DSN, KAFKA]),
+    (["diagnose", VICTIM], [DSN]),
+    (["remediate", VICTIM], [DSN]),
+    (["reconcile"], [DSN]),
+    (["plans", "list"], [DSN]),
+    (["plans", "show", PLAN], [DSN]),
+    (["plans", "approve", PLAN, "--by", "sre"], [DSN]),
+    (["plans", "reject", PLAN, "--by", "sre"], [DSN]),
+    (["replay", "--since", "2000-01-01T00:00"], [DSN, KAFKA]),
+    (["capture", "--since", "2000-01-01T00:00", "--out", "/dev/null"], [KAFKA]),
+    (["dlq", "replay"], [DSN, KAFKA]),
+]
+
+
+class Listener:
+    """A port that counts the connections it is offered."""
+
+    def __init__(self) -> None:
+        self.socket = socket.socket()
+        self.socket.bind(("127.0.0.1", 0))
+        self.socket.listen(16)
+        self.socket.settimeout(0.2)
+        self.port = self.socket.getsockname()[1]
+        self.accepted = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self.socket.accept()
+            except TimeoutError:
+                continue
+            self.accepted += 1
+            conn.close()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self.socket.close()
+
+
+@pytest.fixture(scope="module")
+def local_ports() -> Iterator[dict[str, Listener]]:
+    listeners = {name: Listener() for name in ("PG", "KAFKA", "CONNECT")}
+    yield listeners
+    for listener in listeners.values():
+        listener.close()
+
+
+@pytest.mark.parametrize(("args", "named"), COMMANDS, ids=[" ".join(args[:2]) for args, _ in COMMANDS])
+def test_unset_settings_are_named_and_nothing_is_contacted(
+    args: list[str], named: list[str], local_ports: dict[str, Listener]
+) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ALLOCGUARD_", "OTEL_"))}
+    env.update({f"ALLOCGUARD_{name}_PORT": str(listener.port) for name, listener in local_ports.items()})
+    done = subprocess.run(
+        [sys.executable, "-m", "consumer.cli", *args], env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 2, done.stdout + done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.startswith("configuration error: ")]
+    assert [line.removeprefix("configuration error: ").split(":")[0] for line in lines] == named, done.stderr
+    assert "Traceback" not in done.stderr
+    assert {name: listener.accepted for name, listener in local_ports.items()} == {"PG": 0, "KAFKA": 0, "CONNECT": 0}
