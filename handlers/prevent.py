@@ -230,10 +230,9 @@ class Guard:
                 " verdict, reason, cause, status, due_at, remediation_id, trace_id, span_id)"
                 " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
                 " ON CONFLICT (allocation_id) DO UPDATE SET verdict = EXCLUDED.verdict, reason = EXCLUDED.reason,"
-                # a prune or release that happened is never written over by a judgment that came after it (a sweep
-                # on another key that found the row gone or settled): what allocguard did stays on record
-                "   status = CASE WHEN f.status IN ('pruned', 'released') AND EXCLUDED.status = 'cleared'"
-                "     THEN f.status ELSE EXCLUDED.status END,"
+                # a prune or release that happened is final (the row is gone): a judgment made concurrently on another
+                # key (a sweep that read the row before the delete committed) never writes over what was done
+                "   status = CASE WHEN f.status IN ('pruned', 'released') THEN f.status ELSE EXCLUDED.status END,"
                 "   due_at = EXCLUDED.due_at, claimed_by = NULL, updated_at = now(),"
                 "   remediation_id = coalesce(EXCLUDED.remediation_id, f.remediation_id)"
                 " RETURNING (xmax = 0) AS inserted",
