@@ -207,7 +207,10 @@ def db_init(dsn: str | None, with_reference_schema: bool, with_cdc: bool, login_
     """Apply allocguard's versioned migrations, roles and policies (idempotent; run as the tables' owner)."""
     import os
 
-    target = dsn or _settings().admin_dsn
+    if not dsn:  # the owner's login is never guessed: this changes a production database
+        _missing(["missing ALLOCGUARD_ADMIN_DSN (or --dsn): the platform database as its tables' owner"])
+    assert dsn is not None
+    target = dsn
     try:
         for line in db.init_database(
             target,

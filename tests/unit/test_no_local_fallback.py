@@ -29,6 +29,7 @@ COMMANDS: list[tuple[list[str], list[str]]] = [
     (["replay", "--since", "2000-01-01T00:00"], [DSN, KAFKA]),
     (["capture", "--since", "2000-01-01T00:00", "--out", "/dev/null"], [KAFKA]),
     (["dlq", "replay"], [DSN, KAFKA]),
+    (["db", "init"], ["missing ALLOCGUARD_ADMIN_DSN (or --dsn)"]),
 ]
 
 
