@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from consumer.config import StackSettings
+from consumer.local.settings import StackSettings
 from consumer.local.stack import LocalStack
 
 

@@ -22,8 +22,8 @@ import psycopg
 from confluent_kafka import Consumer
 
 from bench import local_stack
-from consumer.config import StackSettings
 from consumer.local.platform import create_booking, create_venue
+from consumer.local.settings import StackSettings
 from consumer.local.simulator import Hold, PlatformApp, tomorrow
 from consumer.runtime.offsets import end_positions
 from tests.support.process import RuntimeProcess

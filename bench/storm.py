@@ -38,7 +38,8 @@ from psycopg.conninfo import make_conninfo
 
 from bench import local_stack, pgbase
 from bench.latency import blocked_victim, incidents, rss_mb, summary
-from consumer.config import RuntimeSettings, StackSettings
+from consumer.config import RuntimeSettings
+from consumer.local.settings import StackSettings
 from consumer.local.simulator import Hold, PlatformApp
 from consumer.runtime.loop import Runtime
 from tests.support.process import RuntimeProcess, free_port

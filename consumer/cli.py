@@ -18,9 +18,10 @@ import psycopg
 from confluent_kafka import Consumer
 from psycopg.rows import dict_row
 
-from consumer.config import ConfigurationError, StackSettings
+from consumer.config import ConfigurationError
 from consumer.local import db
 from consumer.local.demo import write_demo_lifecycle
+from consumer.local.settings import StackSettings
 from consumer.local.simulator import SCENARIOS, PlatformApp
 from consumer.local.stack import LocalStack, StackError, captured_topics
 from consumer.redact import redact

@@ -19,7 +19,8 @@ import click
 from pydantic import SecretStr
 from pydantic_settings import BaseSettings
 
-from consumer.config import REPO_ROOT, RuntimeSettings, StackSettings
+from consumer.config import REPO_ROOT, RuntimeSettings
+from consumer.local.settings import StackSettings
 
 #: option names that set a field of another name
 _ALIASES = {"dsn": "pg_dsn", "from_beginning": "auto_offset_reset"}
@@ -176,9 +177,7 @@ def render() -> str:
             o.variable for o in OTHERS
         }:
             continue
-        default = _default(StackSettings, name).replace(
-            str(StackSettings.model_fields["stack_dir"].default), "<checkout>/.allocguard/stack"
-        )
+        default = _default(StackSettings, name)
         lines.append(
             _row(variable, flags.get(variable, []), default, local.get(name, ""), _secret(StackSettings, name))
         )

@@ -20,7 +20,7 @@ import psycopg
 import pytest
 from psycopg.rows import dict_row
 
-from consumer.config import StackSettings
+from consumer.local.settings import StackSettings
 from consumer.local.stack import LocalStack, StackError, captured_topics
 from tests.support.cdc import CdcReader
 from tests.support.process import RuntimeProcess

@@ -16,15 +16,12 @@ from __future__ import annotations
 import base64
 import contextlib
 import hashlib
-import json
 import os
 import shutil
 import signal
 import socket
 import subprocess
 import time
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -36,9 +33,10 @@ from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
-from consumer.config import StackSettings, deploy_dir
+from consumer.config import deploy_dir
 from consumer.local import db
-from consumer.operations.connector import ConnectorError, production_config, register, running
+from consumer.local.settings import StackSettings
+from consumer.operations.connector import ConnectorError, production_config, register, request, running
 from schemas.envelope import HEARTBEAT_TOPIC_PREFIX
 from schemas.rows import CAPTURED
 
@@ -134,22 +132,9 @@ def _write_properties(path: Path, values: dict[str, str]) -> None:
 
 
 def _http(method: str, url: str, body: dict[str, Any] | None = None, timeout: float = 5.0) -> tuple[int, Any]:
-    data = json.dumps(body).encode() if body is not None else None
     if not url.startswith("http://"):
         raise StackError(f"only plain http loopback URLs are used here: {url}")
-    request = urllib.request.Request(  # noqa: S310 (scheme checked above)
-        url, data=data, method=method, headers={"Content-Type": "application/json"}
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 (loopback URL we built)
-            raw = response.read()
-            return response.status, json.loads(raw) if raw else None
-    except urllib.error.HTTPError as exc:
-        raw = exc.read()
-        try:
-            return exc.code, json.loads(raw) if raw else None
-        except json.JSONDecodeError:
-            return exc.code, raw.decode(errors="replace")
+    return request(method, url, body, timeout)
 
 
 def captured_topics(prefix: str) -> list[str]:

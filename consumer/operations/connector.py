@@ -82,16 +82,14 @@ def config_diff(current: dict[str, str], wanted: dict[str, str]) -> list[str]:
     return lines
 
 
-def rest(method: str, url: str, body: dict[str, Any] | None = None, timeout: float = 10.0) -> tuple[int, Any]:
-    """Kafka Connect's REST API: (status, JSON body or text)."""
-    if not url.startswith(("http://", "https://")):
-        raise ConnectorError(f"Kafka Connect URL must be http(s): {redact(url)}")
+def request(method: str, url: str, body: dict[str, Any] | None = None, timeout: float = 10.0) -> tuple[int, Any]:
+    """One call of a REST API: (status, JSON body or text); an unreachable server raises OSError (URLError)."""
     data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(  # noqa: S310 (scheme checked above)
+    call = urllib.request.Request(  # noqa: S310 (callers check the scheme)
         url, data=data, method=method, headers={"Content-Type": "application/json"}
     )
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 (scheme checked above)
+        with urllib.request.urlopen(call, timeout=timeout) as response:  # noqa: S310 (callers check the scheme)
             raw = response.read()
             return response.status, json.loads(raw) if raw else None
     except urllib.error.HTTPError as exc:
@@ -100,7 +98,15 @@ def rest(method: str, url: str, body: dict[str, Any] | None = None, timeout: flo
             return exc.code, json.loads(raw) if raw else None
         except json.JSONDecodeError:
             return exc.code, raw.decode(errors="replace")
-    except (urllib.error.URLError, OSError) as exc:
+
+
+def rest(method: str, url: str, body: dict[str, Any] | None = None, timeout: float = 10.0) -> tuple[int, Any]:
+    """Kafka Connect's REST API: (status, JSON body or text); unreachable is a :class:`ConnectorError`."""
+    if not url.startswith(("http://", "https://")):
+        raise ConnectorError(f"Kafka Connect URL must be http(s): {redact(url)}")
+    try:
+        return request(method, url, body, timeout)
+    except OSError as exc:
         raise ConnectorError(f"Kafka Connect at {redact(url)} unreachable: {exc}") from None
 
 

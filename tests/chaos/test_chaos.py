@@ -24,7 +24,7 @@ import psycopg
 import pytest
 from confluent_kafka import Consumer
 
-from consumer.config import StackSettings
+from consumer.local.settings import StackSettings
 from consumer.local.simulator import PlatformApp, orphan_by_reseat
 from consumer.local.stack import LocalStack
 from tests.support.process import RuntimeProcess, wait_for

@@ -14,7 +14,7 @@ import psycopg
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
-from consumer.config import StackSettings
+from consumer.local.settings import StackSettings
 from consumer.local.simulator import PlatformApp, orphan_by_reseat
 from consumer.local.stack import LocalStack
 from consumer.runtime.offsets import watermarks

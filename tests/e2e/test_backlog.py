@@ -14,7 +14,7 @@ import pytest
 from confluent_kafka import Producer
 
 from bench.throughput import messages
-from consumer.config import StackSettings
+from consumer.local.settings import StackSettings
 from consumer.local.stack import LocalStack
 from tests.chaos.test_chaos import dead_letters
 from tests.support.process import RuntimeProcess, wait_for

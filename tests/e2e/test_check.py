@@ -13,8 +13,8 @@ import pytest
 from click.testing import CliRunner, Result
 
 from consumer.cli import main
-from consumer.config import StackSettings
 from consumer.local import db
+from consumer.local.settings import StackSettings
 from consumer.local.stack import LocalStack, connector_config
 from tests.support.platform import drop_slot
 from tests.support.process import wait_for

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from consumer.config import StackSettings
+from consumer.local.settings import StackSettings
 from consumer.local.stack import LocalStack, captured_topics, dlq_topic, heartbeat_topic
 from consumer.operations.connector import current_config
 from tests.support.platform import drop_slot

@@ -9,7 +9,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from consumer.config import StackSettings
+from consumer.local.settings import StackSettings
 from consumer.local.simulator import SEED_BLOCKER, SEED_TABLE, SEED_VICTIM, PlatformApp, seed_incident
 from handlers.pipeline import RemediationSettings, Remediator
 from handlers.retry import RetryPolicy, SqlAssign

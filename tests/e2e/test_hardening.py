@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from consumer.config import StackSettings
+from consumer.local.settings import StackSettings
 
 pytestmark = [pytest.mark.e2e, pytest.mark.stack]
 SECRET = "s3cr3t-Pw"

@@ -16,7 +16,7 @@ from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
-from consumer.config import StackSettings
+from consumer.local.settings import StackSettings
 from consumer.local.simulator import PlatformApp, orphan_by_reseat
 from consumer.runtime.offsets import watermarks
 from tests.support.cdc import committed

@@ -16,8 +16,8 @@ from click.testing import CliRunner
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from consumer.cli import main
-from consumer.config import StackSettings
 from consumer.local.platform import create_venue
+from consumer.local.settings import StackSettings
 from consumer.local.simulator import (
     SEED_BLOCKER,
     SEED_TABLE,

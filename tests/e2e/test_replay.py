@@ -15,7 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 from consumer.cli import main
-from consumer.config import StackSettings
+from consumer.local.settings import StackSettings
 from consumer.local.simulator import PlatformApp, ScenarioResult, orphan_by_reseat
 from tests.support.cdc import CdcReader, committed
 from tests.support.platform import confirmed

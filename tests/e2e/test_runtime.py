@@ -15,8 +15,8 @@ import psycopg
 import pytest
 from confluent_kafka import Consumer, Producer
 
-from consumer.config import StackSettings
 from consumer.local.platform import create_booking, create_venue
+from consumer.local.settings import StackSettings
 from consumer.local.simulator import (
     SEED_BLOCKER,
     SEED_TABLE,

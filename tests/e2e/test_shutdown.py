@@ -11,7 +11,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from consumer.config import StackSettings
+from consumer.local.settings import StackSettings
 from consumer.local.simulator import PlatformApp, ScenarioResult, orphan_by_reseat
 from consumer.local.stack import LocalStack
 from tests.support.process import RuntimeProcess, wait_for

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from consumer.config import StackSettings
+from consumer.local.settings import StackSettings
 from consumer.local.stack import LocalStack, _pid_alive, _port_open
 
 pytestmark = [pytest.mark.e2e, pytest.mark.stack]

@@ -19,7 +19,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from consumer.config import StackSettings
+from consumer.local.settings import StackSettings
 from consumer.local.simulator import SEED_VICTIM, PlatformApp, seed_incident
 from consumer.local.stack import LocalStack, StackError
 from consumer.local.traces import JaegerSpan, JaegerTrace, wait_for_trace, wait_for_zipkin

@@ -8,7 +8,7 @@ import pytest
 from psycopg.adapt import PyFormat
 from psycopg.types.json import Jsonb
 
-from consumer.config import StackSettings
+from consumer.local.settings import StackSettings
 from consumer.operations import Connections
 from handlers import store
 

@@ -9,7 +9,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from consumer.config import RuntimeSettings, StackSettings
+from consumer.config import RuntimeSettings
+from consumer.local.settings import StackSettings
 from consumer.local.stack import LocalStack
 from consumer.runtime.loop import Runtime
 from tests.support.process import free_port

@@ -17,8 +17,8 @@ import pytest
 from click.testing import CliRunner
 
 from consumer.cli import main
-from consumer.config import StackSettings
 from consumer.local.platform import Venue, create_booking, create_venue
+from consumer.local.settings import StackSettings
 from consumer.local.simulator import SEED_BLOCKER, SEED_TABLE, SEED_VICTIM, PlatformApp, block_window, tomorrow
 from handlers import store
 from handlers.evidence import make_plan

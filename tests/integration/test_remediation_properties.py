@@ -19,8 +19,8 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from consumer.config import StackSettings
 from consumer.local.platform import create_booking, create_venue
+from consumer.local.settings import StackSettings
 from consumer.local.simulator import PlatformApp, block_window, tomorrow
 from handlers import store
 from handlers.pipeline import RemediationSettings, Remediator

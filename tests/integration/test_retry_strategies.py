@@ -12,8 +12,8 @@ from typing import Any, ClassVar
 import psycopg
 import pytest
 
-from consumer.config import StackSettings
 from consumer.local.platform import Venue, create_booking, create_venue
+from consumer.local.settings import StackSettings
 from consumer.local.simulator import PlatformApp, block_window, tomorrow
 from handlers.errors import (
     HoldConflictError,

@@ -22,8 +22,9 @@ from opentelemetry.trace import Span
 from psycopg.adapt import PyFormat
 from psycopg.types.json import Jsonb
 
-from consumer.config import RuntimeSettings, StackSettings
+from consumer.config import RuntimeSettings
 from consumer.local.platform import create_booking, create_venue
+from consumer.local.settings import StackSettings
 from consumer.local.simulator import tomorrow
 from consumer.runtime.loop import Runtime
 from consumer.runtime.routing import Signal, route

@@ -14,7 +14,8 @@ import pytest
 import yaml
 
 from consumer.cli import main
-from consumer.config import RuntimeSettings, StackSettings
+from consumer.config import RuntimeSettings
+from consumer.local.settings import StackSettings
 from consumer.runtime.health import Health, serve_health
 from consumer.telemetry import Metrics
 from tests.support.process import free_port
