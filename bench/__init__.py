@@ -12,6 +12,5 @@ def local_stack() -> StackSettings:
     """The local stack the benchmarks run on, its settings exported to this process and its children (allocguard's
     commands have no defaults: a benchmark says where the stack is, as `eval "$(allocguard stack env)"` does)."""
     settings = StackSettings()
-    env = LocalStack(settings).client_env()
-    os.environ.update({name: env[name] for name in ("ALLOCGUARD_PG_DSN", "ALLOCGUARD_KAFKA_BOOTSTRAP")})
+    os.environ.update(LocalStack(settings).required_env())
     return settings

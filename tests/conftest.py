@@ -25,9 +25,6 @@ from consumer.local.stack import LocalStack, StackError, captured_topics
 from tests.support.cdc import CdcReader
 from tests.support.process import RuntimeProcess
 
-#: what every command that talks to production requires (consumer/config.py RuntimeSettings.missing)
-REQUIRED = ("ALLOCGUARD_PG_DSN", "ALLOCGUARD_KAFKA_BOOTSTRAP")
-
 #: fixtures that start or reach the local stack; any fixture built on them is a stack fixture too
 STACK_FIXTURES = frozenset({"stack_settings", "runtimes"})
 
@@ -65,8 +62,7 @@ def stack_settings() -> Iterator[StackSettings]:
     # allocguard's commands have no defaults: the tests and the processes they start say where the stack is (the
     # two settings every production command requires; the owner's and the platform's logins and the Connect URL
     # stay the fixtures' business, so a test's own StackSettings is not pointed elsewhere)
-    env = local.client_env()
-    os.environ.update({name: env[name] for name in REQUIRED})
+    os.environ.update(local.required_env())
     yield settings
     if not already_running and os.environ.get("ALLOCGUARD_KEEP_STACK") != "1":
         local.down()

@@ -968,15 +968,19 @@ class LocalStack:
             ]
         return statuses
 
+    def required_env(self) -> dict[str, str]:
+        """The two settings every command that talks to production requires, pointing at this stack (what the
+        tests and benches export: the owner's and the platform's logins stay out of their environment)."""
+        return {"ALLOCGUARD_PG_DSN": self.settings.pg_dsn, "ALLOCGUARD_KAFKA_BOOTSTRAP": self.settings.kafka_bootstrap}
+
     def client_env(self) -> dict[str, str]:
         """Where this stack's services are, as allocguard's commands read it: set explicitly for every command
         run against the local stack (production commands have no defaults)."""
         s = self.settings
         return {
-            "ALLOCGUARD_PG_DSN": s.pg_dsn,
+            **self.required_env(),
             "ALLOCGUARD_ADMIN_DSN": s.admin_dsn,
             "ALLOCGUARD_PLATFORM_DSN": s.platform_dsn,
-            "ALLOCGUARD_KAFKA_BOOTSTRAP": s.kafka_bootstrap,
             "ALLOCGUARD_CONNECT_URL": s.connect_url,
             "ALLOCGUARD_TOPIC_PREFIX": s.topic_prefix,
         }

@@ -21,6 +21,7 @@ from consumer.runtime.offsets import watermarks
 from tests.chaos.test_chaos import LONG
 from tests.e2e.test_shutdown import member, status_of
 from tests.support.cdc import CdcReader, RawMessage, committed
+from tests.support.platform import auto_remediations
 from tests.support.process import RuntimeProcess, metric_value, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.stack]
@@ -34,16 +35,6 @@ def failure_of(victim: uuid.UUID) -> Callable[[RawMessage], bool]:
         return str(victim).encode() in value and b"allocations_no_overlap" in value
 
     return match
-
-
-def remediations(connect: Callable[[], Conn], victim: uuid.UUID) -> int:
-    with connect() as conn:
-        row = conn.execute(
-            "SELECT count(*) FROM allocguard.remediations r JOIN allocguard.incidents i ON i.id = r.incident_id"
-            " WHERE i.booking_id = %s AND r.mode = 'auto'",
-            (victim,),
-        ).fetchone()
-    return int(row[0]) if row else 0
 
 
 def test_a_retention_gap_is_backfilled_not_skipped(
@@ -115,8 +106,8 @@ def test_a_retention_gap_is_backfilled_not_skipped(
     assert metric_value(metrics, "allocguard_kafka_gaps_total") == len(lost)
     assert metric_value(metrics, "allocguard_kafka_gap_records_total") == sum(h - lo for lo, h in lost.values())
     wait_for("/readyz 200 once the gap is handled", lambda: second.get("/readyz")[0] == 200, timeout=60)
-    assert [remediations(platform_connect, v) for v in victims] == [1] * LOST, "each lost incident fixed once"
-    assert remediations(platform_connect, handled) == 1, "what was handled before the gap is not redone"
+    assert [auto_remediations(platform_connect, v) for v in victims] == [1] * LOST, "each lost incident fixed once"
+    assert auto_remediations(platform_connect, handled) == 1, "what was handled before the gap is not redone"
     wait_for(
         "the commit past the gap once it is filled",
         lambda: all(o >= ends[p] for p, o in committed(bootstrap, group, topic, sorted(lost)).items()),

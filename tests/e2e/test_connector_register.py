@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from collections.abc import Iterator
 
 import pytest
@@ -14,6 +13,7 @@ from consumer.local.settings import StackSettings
 from consumer.local.stack import LocalStack, captured_topics, dlq_topic, heartbeat_topic
 from consumer.operations.connector import current_config
 from tests.support.platform import drop_slot
+from tests.support.process import run_cli
 
 pytestmark = [pytest.mark.e2e, pytest.mark.stack]
 
@@ -21,13 +21,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.stack]
 def register(settings: StackSettings, *args: str, host: str = "127.0.0.1") -> subprocess.CompletedProcess[str]:
     site = ["--connect-url", settings.connect_url, "--kafka-bootstrap", settings.kafka_bootstrap]
     site += ["--db-host", host, "--db-port", str(settings.pg_port), "--db-name", settings.pg_database]
-    return subprocess.run(
-        [sys.executable, "-m", "consumer.cli", "connector", "register", *site, *args],
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )
+    return run_cli("connector", "register", *site, *args, timeout=180)
 
 
 @pytest.fixture

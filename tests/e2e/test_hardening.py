@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 
 import pytest
 
 from consumer.local.settings import StackSettings
+from tests.support.process import run_cli
 
 pytestmark = [pytest.mark.e2e, pytest.mark.stack]
 SECRET = "s3cr3t-Pw"
@@ -18,14 +18,7 @@ VICTIM = "d99ceb12-193a-4e80-840e-35cb236d9452"
 
 
 def cli(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "consumer.cli", *args],
-        env={**os.environ, **(env or {})},
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
+    return run_cli(*args, env={**os.environ, **(env or {})}, timeout=timeout)
 
 
 @pytest.mark.parametrize(

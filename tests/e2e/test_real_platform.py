@@ -32,7 +32,7 @@ from consumer.runtime.offsets import end_positions
 from schemas.rows import CAPTURED
 from tests.support.cdc import CdcReader, RawMessage
 from tests.support.cdc import committed as offsets_of
-from tests.support.platform import confirmed
+from tests.support.platform import auto_remediations, confirmed
 from tests.support.process import RuntimeProcess, metric_value, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.stack]
@@ -123,13 +123,8 @@ def test_a_revoked_grant_pauses_the_work_and_the_incident_completes_once_restore
     print(f"grant restored -> victim confirmed in {time.monotonic() - restored:.2f}s")
     wait_for("/readyz true again", lambda: runtime.get("/readyz")[0] == 200, timeout=15)
     with connect() as conn:
-        audit = conn.execute(
-            "SELECT count(*) FROM allocguard.remediations r JOIN allocguard.incidents i ON i.id = r.incident_id"
-            " WHERE i.booking_id = %s AND r.mode = 'auto'",
-            (victim,),
-        ).fetchone()
         status = conn.execute("SELECT status FROM allocguard.incidents WHERE booking_id = %s", (victim,)).fetchall()
-    assert audit == (1,), "exactly one prune"
+    assert auto_remediations(connect, victim) == 1, "exactly one prune"
     assert status == [("resolved",)]
     assert dlq_copies(stack_settings, dlq_start, victim) == 0, "nothing was dead-lettered"
     _, metrics = runtime.get("/metrics")
@@ -196,13 +191,7 @@ def test_a_wait_wakes_up_when_the_grace_ends(
     delay = (done - grace_ends).total_seconds()
     print(f"wake-up: victim confirmed {delay:.2f}s after the grace ended")
     assert 0 <= delay < 5.0
-    with connect() as conn:
-        audit = conn.execute(
-            "SELECT count(*) FROM allocguard.remediations r JOIN allocguard.incidents i ON i.id = r.incident_id"
-            " WHERE i.booking_id = %s AND r.mode = 'auto'",
-            (SEED_VICTIM,),
-        ).fetchone()
-    assert audit == (1,)
+    assert auto_remediations(connect, SEED_VICTIM) == 1
     assert runtime.stop()[0] == 0
 
 

@@ -14,6 +14,7 @@ import pytest
 from consumer.local.settings import StackSettings
 from consumer.local.simulator import PlatformApp, ScenarioResult, orphan_by_reseat
 from consumer.local.stack import LocalStack
+from tests.support.platform import auto_remediations
 from tests.support.process import RuntimeProcess, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.stack]
@@ -53,13 +54,7 @@ def finish_with_next_instance(
     final = member(runtimes, "next", group)
     final.wait_ready()
     wait_for("the next instance finishes the incident", lambda: status_of(connect, victim) == ("resolved", True), 60)
-    with connect() as conn:
-        pruned = conn.execute(
-            "SELECT count(*) FROM allocguard.remediations r JOIN allocguard.incidents i ON i.id = r.incident_id"
-            " WHERE i.booking_id = %s AND r.mode = 'auto'",
-            (victim,),
-        ).fetchone()
-    assert pruned == (1,)
+    assert auto_remediations(connect, victim) == 1
     assert final.stop()[0] == 0
 
 

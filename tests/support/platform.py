@@ -22,6 +22,17 @@ def confirmed(connect: Callable[[], Conn], booking: uuid.UUID) -> bool:
         return bool(row and row[0])
 
 
+def auto_remediations(connect: Callable[[], Conn], booking: uuid.UUID) -> int:
+    """How many remediations allocguard applied (mode auto) for incidents of this booking."""
+    with connect() as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM allocguard.remediations r JOIN allocguard.incidents i ON i.id = r.incident_id"
+            " WHERE i.booking_id = %s AND r.mode = 'auto'",
+            (booking,),
+        ).fetchone()
+    return int(row[0]) if row else 0
+
+
 def drop_slot(admin_dsn: str, slot: str, timeout: float = 60.0) -> None:
     """Drop a connector's replication slot once its task has let go of it (after the connector's DELETE)."""
     import time

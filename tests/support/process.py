@@ -16,7 +16,7 @@ from typing import Any
 
 from consumer.local.demo import free_port
 
-__all__ = ["RuntimeProcess", "free_port", "metric_value", "wait_for"]
+__all__ = ["RuntimeProcess", "free_port", "metric_value", "run_cli", "wait_for"]
 
 
 class RuntimeProcess:
@@ -111,3 +111,15 @@ def metric_value(exposition: str, name: str, **labels: str) -> float:
         if all(found.get(k) == v for k, v in labels.items()):
             total += float(value)
     return total
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+    """``allocguard ARGS`` as its own process, with exactly ``env`` (this process's environment by default)."""
+    return subprocess.run(
+        [sys.executable, "-m", "consumer.cli", *args],
+        env=os.environ.copy() if env is None else env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )

@@ -8,7 +8,6 @@ import os
 import socket
 import struct
 import subprocess
-import sys
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -17,7 +16,7 @@ import pytest
 
 from consumer.config import ConfigurationError, RuntimeSettings
 from consumer.runtime.health import Health, serve_health
-from tests.support.process import free_port
+from tests.support.process import free_port, run_cli
 
 CLOSED = {
     "ALLOCGUARD_KAFKA_BOOTSTRAP": "127.0.0.1:1",
@@ -27,14 +26,8 @@ CLOSED = {
 
 
 def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    full = {**os.environ, **CLOSED, "ALLOCGUARD_HEALTH_PORT": str(free_port()), **(env or {})}
-    return subprocess.run(
-        [sys.executable, "-m", "consumer.cli", "run", *args],
-        env=full,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
+    return run_cli(
+        "run", *args, env={**os.environ, **CLOSED, "ALLOCGUARD_HEALTH_PORT": str(free_port()), **(env or {})}
     )
 
 

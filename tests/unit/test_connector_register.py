@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from consumer.operations.connector import config_diff, production_config
+from tests.support.process import run_cli
 
 ROOT = Path(__file__).resolve().parents[2]
 FILE = json.loads((ROOT / "deploy/debezium/platform-connector.json").read_text())
@@ -18,14 +18,7 @@ CLOSED = {"ALLOCGUARD_CONNECT_URL": "http://127.0.0.1:1", "ALLOCGUARD_KAFKA_BOOT
 
 
 def register(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "consumer.cli", "connector", "register", *args],
-        env={"PATH": "/usr/bin:/bin", **CLOSED, **(env or {})},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    return run_cli("connector", "register", *args, env={"PATH": "/usr/bin:/bin", **CLOSED, **(env or {})})
 
 
 def test_dry_run_prints_the_file_as_written() -> None:

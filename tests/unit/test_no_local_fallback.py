@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import os
 import socket
-import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 
 import pytest
+
+from tests.support.process import run_cli
 
 VICTIM = "d99ceb12-193a-4e80-840e-35cb236d9452"
 PLAN = "00000000-0000-4000-8000-000000000001"
@@ -76,9 +76,7 @@ def test_unset_settings_are_named_and_nothing_is_contacted(
 ) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ALLOCGUARD_", "OTEL_"))}
     env.update({f"ALLOCGUARD_{name}_PORT": str(listener.port) for name, listener in local_ports.items()})
-    done = subprocess.run(
-        [sys.executable, "-m", "consumer.cli", *args], env=env, capture_output=True, text=True, timeout=60, check=False
-    )
+    done = run_cli(*args, env=env)
     assert done.returncode == 2, done.stdout + done.stderr
     lines = [line for line in done.stderr.splitlines() if line.startswith("configuration error: ")]
     assert [line.removeprefix("configuration error: ").split(":")[0] for line in lines] == named, done.stderr
