@@ -529,6 +529,12 @@ class LocalStack:
                 "transaction.state.log.min.isr": "1",
                 "share.coordinator.state.topic.replication.factor": "1",
                 "group.initial.rebalance.delay.ms": "0",
+                # KIP-848 groups (allocguard's default protocol): a dead member's partitions move within ~6 s, as the
+                # classic protocol's minimum session allowed, instead of the broker's default 45 s
+                "group.consumer.min.session.timeout.ms": "6000",
+                "group.consumer.session.timeout.ms": "6000",
+                "group.consumer.min.heartbeat.interval.ms": "1000",
+                "group.consumer.heartbeat.interval.ms": "1000",
                 "auto.create.topics.enable": "true",
                 "log.retention.hours": "168",
             },

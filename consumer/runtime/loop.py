@@ -108,6 +108,23 @@ def _header_list(message: Message) -> list[tuple[str, bytes]]:
     return [(str(name), value if isinstance(value, bytes) else str(value or "").encode()) for name, value in pairs]
 
 
+def _group_protocol(given: dict[str, str]) -> dict[str, str | int]:
+    """The consumer group protocol and what it needs. KIP-848's ``consumer`` protocol (the default; Kafka ≥ 4.0):
+    a member keeps its partitions through a broker outage shorter than the group's session timeout, and one whose
+    session did expire rejoins with its own member id and is assigned at once — the classic protocol lost the
+    partitions 6 s into an outage, and the coordinator, back, waited out the old membership (≈ 6 s) before
+    assigning them again. Its session timeout and heartbeat are the broker's (``group.consumer.session.timeout.ms``,
+    45 s by default; per group: ``consumer.session.timeout.ms``). ``group.protocol=classic`` (brokers before 4.0)
+    gets cooperative-sticky assignment and a 6 s session (the broker's minimum), overridable."""
+    if given.get("group.protocol", "consumer").lower() == "consumer":
+        return {"group.protocol": "consumer"}
+    return {
+        "partition.assignment.strategy": "cooperative-sticky",
+        "session.timeout.ms": 6000,
+        "heartbeat.interval.ms": 1000,
+    }
+
+
 def _failpoints() -> Hooks:
     """Crash points for the kill -9 tests (SIGKILL, deterministic): ``ALLOCGUARD_FAILPOINT=after_prune`` right
     after a prune commits; ``after_assign`` right after the retry's assignment commits, before the incident's
@@ -133,7 +150,10 @@ def _client(kind: Callable[[dict[str, Any]], _Client], config: dict[str, Any]) -
         return kind(config)
     except KafkaException as exc:
         error = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
-        raise ConfigurationError(f"ALLOCGUARD_KAFKA_CONFIG: {error.str() if error is not None else exc}") from None
+        reason = error.str() if error is not None else str(exc)
+        if "group.protocol=consumer" in reason:
+            reason += ' (allocguard uses KIP-848\'s consumer protocol; "group.protocol": "classic" for the classic one)'
+        raise ConfigurationError(f"ALLOCGUARD_KAFKA_CONFIG: {reason}") from None
 
 
 # ---- the consumer ----------------------------------------------------------------------------------
@@ -240,14 +260,11 @@ class Runtime:
                 # never jump on its own (librdkafka's fallback would skip to the end of a partition whose committed
                 # offset retention deleted): _on_assign positions every partition, _reposition handles a reset
                 "auto.offset.reset": "error",
-                "partition.assignment.strategy": "cooperative-sticky",
                 "fetch.wait.max.ms": 10,
                 # a backlog must not starve the loop: librdkafka's default waits 1 s before refilling the queue
                 "fetch.queue.backoff.ms": 10,
                 "queued.max.messages.kbytes": 262144,
-                # a dead member's partitions move within ~6 s (the broker's minimum), not the default 45 s
-                "session.timeout.ms": 6000,
-                "heartbeat.interval.ms": 1000,
+                **_group_protocol(settings.librdkafka()),
                 **({"group.instance.id": settings.instance_id} if settings.instance_id else {}),
                 **settings.librdkafka(),
                 "error_cb": self._kafka_error,

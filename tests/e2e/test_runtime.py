@@ -184,15 +184,14 @@ def test_kill_9_during_remediation_then_restart(
     failpoint: str, connect: Callable[[], Conn], runtimes: Callable[..., RuntimeProcess], unique: str
 ) -> None:
     group = f"e2e-crash-{failpoint}-{unique}"
-    # the dead member leaves the group after session.timeout.ms: the broker's minimum, through the pass-through
-    fast_session = {"ALLOCGUARD_KAFKA_CONFIG": json.dumps({"session.timeout.ms": "6000"})}
-    crashing = runtimes("crash", group, env={"ALLOCGUARD_FAILPOINT": failpoint, **fast_session})
+    # the dead member leaves the group after the group's session timeout (the local broker's: 6 s)
+    crashing = runtimes("crash", group, env={"ALLOCGUARD_FAILPOINT": failpoint})
     crashing.wait_ready()
     # no platform background job: allocguard's own attempt must be the one that seats each victim
     victims = [s.victim_id for s in scenarios(connect, 3, job_attempts=0)]
     assert crashing.wait_exit(timeout=60) == -9, f"the failpoint {failpoint} killed it"
     # offsets were not committed past the unfinished event; the restarted consumer finishes every incident
-    restarted = runtimes("restart", group, args=["--from-beginning"], env=fast_session)
+    restarted = runtimes("restart", group, args=["--from-beginning"])
     restarted.wait_ready()
     for victim in victims:
         assert victim is not None
@@ -331,7 +330,8 @@ def test_a_dead_members_partitions_are_taken_over_within_10s(
     stack_settings: StackSettings, connect: Callable[[], Conn], runtimes: Callable[..., RuntimeProcess], unique: str
 ) -> None:
     """kill -9 of one of two members: an incident on one of its partitions, played right away, is remediated by
-    the survivor once the group notices (session.timeout.ms 6 s) — the takeover, measured."""
+    the survivor once the group notices (the local broker's group.consumer.session.timeout.ms: 6 s) — the
+    takeover, measured."""
     group = f"e2e-takeover-{unique}"
     doomed = runtimes("doomed", group)
     doomed.wait_ready()

@@ -46,6 +46,21 @@ def test_an_unknown_librdkafka_property() -> None:
     one_line_exit_2(result, "ALLOCGUARD_KAFKA_CONFIG", "bogus.property")
 
 
+def test_a_classic_group_setting_under_the_consumer_protocol_says_how_to_switch() -> None:
+    """KIP-848's protocol takes the session timeout from the broker; a classic-only setting says how to keep it."""
+    result = run(env={"ALLOCGUARD_KAFKA_CONFIG": '{"session.timeout.ms": "10000"}'})
+    one_line_exit_2(result, "session.timeout.ms", '"group.protocol": "classic"')
+
+
+def test_the_classic_protocol_gets_its_own_settings() -> None:
+    from consumer.runtime.loop import _group_protocol
+
+    assert _group_protocol({}) == {"group.protocol": "consumer"}
+    classic = _group_protocol({"group.protocol": "classic"})
+    assert classic["partition.assignment.strategy"] == "cooperative-sticky"
+    assert classic["session.timeout.ms"] == 6000
+
+
 def test_kafka_config_that_is_not_json_says_where() -> None:
     result = run(env={"ALLOCGUARD_KAFKA_CONFIG": '{"security.protocol": SSL}'})
     one_line_exit_2(result, "ALLOCGUARD_KAFKA_CONFIG is not valid JSON", "char 22")
