@@ -30,6 +30,11 @@ from schemas.errors import CdcDecodeError
 from schemas.rows import ObservabilityEvent
 
 
+def byte_test_is_native() -> bool:
+    """Whether the byte test is the compiled one (``allocguard --version`` says so)."""
+    return native is not None
+
+
 @dataclass(frozen=True, slots=True)
 class Skip:
     #: for the events counter: the CDC op, or the record kind (heartbeat, tombstone)
