@@ -66,6 +66,12 @@ unit-future: install $(SLEEP_FIX) ## make unit's tests with the process clock 40
 chaos: install ## the chaos suite's long form (>= 50 kill -9, broker and PostgreSQL outages); prints its ledger
 	ALLOCGUARD_CHAOS=long $(BIN)/python -m pytest tests/chaos -s
 
+image: install ## build the container image with podman (Debian bases by mmdebstrap when no registry is reachable)
+	$(BIN)/python -m consumer.local.image build
+
+chart-check: install ## helm lint --strict, helm template, every resource against its schema, Pod Security restricted
+	PATH="$$PATH:/usr/local/go/bin" $(BIN)/python -m tests.support.manifests
+
 stack-up: install ## start the local stack (idempotent)
 	$(BIN)/allocguard stack up
 

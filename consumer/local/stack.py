@@ -292,35 +292,15 @@ class LocalStack:
 
     def jaeger_binary(self) -> Path:
         """Build (once) Jaeger from ``deploy/local/jaeger``'s pinned go.mod; cached by the hash of go.mod + go.sum."""
+        from consumer.local.gotools import GoToolError, go_tool
+
         source = deploy_dir() / "local" / "jaeger"
-        digest = hashlib.sha256((source / "go.mod").read_bytes() + (source / "go.sum").read_bytes()).hexdigest()[:16]
-        target = self.settings.tool_cache_dir / f"jaeger-{digest}"
-        binary = target / "jaeger"
-        if (target / ".complete").exists() and binary.exists():
-            return binary
-        go = shutil.which("go") or ("/usr/local/go/bin/go" if Path("/usr/local/go/bin/go").exists() else None)
-        if go is None:
-            raise StackError("go not found: the trace UI (Jaeger) is built from the Go module proxy with Go ≥ 1.26")
-        self.log(f"building Jaeger from the Go module proxy into {target} (a few minutes, once)")
-        staging = target.with_name(target.name + ".partial")
-        shutil.rmtree(staging, ignore_errors=True)
-        staging.mkdir(parents=True)
-        for name in ("go.mod", "go.sum"):
-            shutil.copyfile(source / name, staging / name)
-        result = subprocess.run(
-            [go, "build", "-trimpath", "-o", "jaeger", "github.com/jaegertracing/jaeger/cmd/jaeger"],
-            cwd=staging,
-            capture_output=True,
-            text=True,
-            check=False,
-            env={**os.environ, "GOFLAGS": "-mod=readonly"},
-        )
-        if result.returncode != 0:
-            raise StackError(f"go build of Jaeger failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
-        shutil.rmtree(target, ignore_errors=True)
-        staging.rename(target)
-        (target / ".complete").write_text(digest)
-        return binary
+        try:
+            return go_tool(
+                source, "github.com/jaegertracing/jaeger/cmd/jaeger", "jaeger", self.settings.tool_cache_dir, self.log
+            )
+        except GoToolError as exc:
+            raise StackError(str(exc)) from None
 
     # ---- processes -----------------------------------------------------------------------------
 
