@@ -260,9 +260,9 @@ class LocalStack:
             raise StackError("PostgreSQL binaries not found under /usr/lib/postgresql after installing postgresql")
         return found
 
-    def jars(self, kind: str) -> Path:
-        """Collect (once) the jars of ``deploy/local/<kind>/pom.xml``; returns the folder holding them."""
-        pom = deploy_dir() / "local" / kind / "pom.xml"
+    def jars(self, kind: str, folder: Path | None = None) -> Path:
+        """Collect (once) the jars of ``deploy/local/<kind>/pom.xml`` (or ``folder``'s); the folder holding them."""
+        pom = (folder or deploy_dir() / "local" / kind) / "pom.xml"
         digest = hashlib.sha256(pom.read_bytes()).hexdigest()[:16]
         target = self.settings.jar_cache_dir / f"{kind}-{digest}"
         marker = target / ".complete"
