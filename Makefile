@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo demo-traces demo-steps watch test lint unit unit-future chaos stack-up stack-down stack-status clean
+.PHONY: help install demo demo-traces demo-steps watch test lint unit unit-future chaos image chart-check stack-up stack-down stack-status clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-13s %s\n", $$1, $$2}'
@@ -43,7 +43,7 @@ lint: install ## ruff, ruff format --check, strict mypy, literal dates that expi
 	$(BIN)/mypy
 	$(BIN)/python -m tests.support.date_lint tests bench
 
-test: lint unit-future ## lint, the service-free tests 400 days ahead, then the whole suite on the real stack
+test: lint chart-check unit-future ## lint, the service-free tests 400 days ahead, then the whole suite on the real stack
 	$(BIN)/python -m pytest
 
 # The tests not marked `stack` (tests/conftest.py refuses an unmarked test that uses the stack), pointed at closed
@@ -52,13 +52,15 @@ UNIT := env ALLOCGUARD_PG_PORT=1 ALLOCGUARD_KAFKA_PORT=1 ALLOCGUARD_CONNECT_PORT
 FUTURE_DAYS := 400
 SLEEP_FIX := $(VENV)/faketime-sleep-fix.so
 
-unit: install ## the tests that need no service (< 60 s)
+unit: install chart-check ## the tests that need no service (< 60 s); the chart's tools are fetched first
 	$(UNIT)
 
 $(SLEEP_FIX): tests/support/faketime_sleep_fix.c
 	gcc -O2 -Wall -shared -fPIC -o $@ $< -ldl
 
-unit-future: install $(SLEEP_FIX) ## make unit's tests with the process clock 400 days ahead (Debian's faketime)
+# chart-check first: helm, the Strimzi CRD generator and the Prometheus Operator's CRDs are fetched and built with
+# the real clock (TLS certificates are checked against it)
+unit-future: install $(SLEEP_FIX) chart-check ## make unit's tests with the process clock 400 days ahead (Debian's faketime)
 	@command -v faketime >/dev/null || { echo "faketime is missing: apt-get install -y faketime" >&2; exit 2; }
 	LD_PRELOAD=$(abspath $(SLEEP_FIX)) FAKETIME_DONT_FAKE_MONOTONIC=1 ALLOCGUARD_CLOCK_AHEAD_DAYS=$(FUTURE_DAYS) \
 		faketime -f +$(FUTURE_DAYS)d $(UNIT)
