@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo demo-traces demo-steps watch test lint unit unit-future chaos image chart-check stack-up stack-down stack-status clean
+.PHONY: help install demo demo-traces demo-steps watch test lint unit unit-future chaos image chart-check alerting-check stack-up stack-down stack-status clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-13s %s\n", $$1, $$2}'
@@ -43,7 +43,7 @@ lint: install ## ruff, ruff format --check, strict mypy, literal dates that expi
 	$(BIN)/mypy
 	$(BIN)/python -m tests.support.date_lint tests bench
 
-test: lint chart-check unit-future ## lint, the service-free tests 400 days ahead, then the whole suite on the real stack
+test: lint chart-check alerting-check unit-future ## lint, the service-free tests 400 days ahead, then the whole suite on the real stack
 	$(BIN)/python -m pytest
 
 # The tests not marked `stack` (tests/conftest.py refuses an unmarked test that uses the stack), pointed at closed
@@ -73,6 +73,11 @@ image: install ## build the container image with podman (Debian bases by mmdebst
 
 chart-check: install ## helm lint --strict, helm template, every resource against its schema, Pod Security restricted
 	PATH="$$PATH:/usr/local/go/bin" $(BIN)/python -m tests.support.manifests
+
+alerting-check: install ## promtool check rules + promtool test rules (promtool built once from the Go module proxy)
+	cd deploy/prometheus && PATH="$$PATH:/usr/local/go/bin" PYTHONPATH=$(CURDIR) $(CURDIR)/$(BIN)/python -c \
+		"import subprocess, sys; from tests.deploy.test_alerting import promtool; t = str(promtool()); \
+		sys.exit(subprocess.call([t, 'check', 'rules', 'allocguard-rules.yaml']) or subprocess.call([t, 'test', 'rules', 'allocguard-rules.test.yaml']))"
 
 stack-up: install ## start the local stack (idempotent)
 	$(BIN)/allocguard stack up

@@ -42,29 +42,11 @@ def _settings() -> StackSettings:
     return StackSettings()
 
 
-def _version_line() -> str:
-    """The version, and what decides speed: whether the byte test is the compiled one (consumer/_bytetest.c)."""
-    import platform
-    from importlib.metadata import PackageNotFoundError, version
-
-    import confluent_kafka
-
-    from consumer.runtime.routing import byte_test_is_native
-
-    try:
-        ours = version("allocguard")
-    except PackageNotFoundError:  # pragma: no cover - run from a source tree that was never installed
-        ours = "unknown"
-    byte_test = "native" if byte_test_is_native() else "python (consumer/_bytetest.c not compiled: slower)"
-    return (
-        f"allocguard {ours} (byte test: {byte_test}; Python {platform.python_version()}; "
-        f"librdkafka {confluent_kafka.libversion()[0]})"
-    )
-
-
 def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
     if value and not ctx.resilient_parsing:
-        click.echo(_version_line())
+        from consumer.version import version_line
+
+        click.echo(version_line())
         ctx.exit()
 
 

@@ -122,6 +122,9 @@ class RuntimeSettings(BaseSettings):
     revoke_timeout_s: float = Field(default=20.0, ge=0)
     #: partitions lost (session timeout) and no assignment since, with the broker reachable this long: re-subscribe
     rejoin_after_s: float = Field(default=30.0, gt=0)
+    #: how often the gauges read from the database and the heartbeat topic (plans, incidents, the replication
+    #: slot, the heartbeat's age) are refreshed
+    metrics_refresh_s: float = Field(default=15.0, ge=1)
     #: a poll that returns at least this many messages is a backlog: its signals are handled many at a time (a
     #: shorter poll means caught up: each signal goes on at once, for latency)
     batch_backlog: int = Field(default=64, ge=1)

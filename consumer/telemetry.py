@@ -18,7 +18,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -330,6 +330,27 @@ class Metrics:
         meter.create_observable_gauge(
             "allocguard.consumer.lag", callbacks=[self._observe_lag], description="messages behind the partition end"
         )
+        self.meter = meter
+        # counters an alert takes increase() of exist from the start at 0: a first increment is then a change
+        for counter, labels in (
+            (self.gaps, {}),
+            (self.gap_records, {}),
+            (self.rejoins, {}),
+            (self.dlq, {}),
+            (self.outages, {"dependency": "database"}),
+            (self.outages, {"dependency": "kafka"}),
+        ):
+            counter.add(0, labels)
+
+    def gauge(self, name: str, description: str, read: Callable[[], Iterable[tuple[float, Mapping[str, str]]]]) -> None:
+        """A gauge whose samples ``read`` gives at scrape time (it must only read state, never block)."""
+        from opentelemetry.metrics import Observation
+
+        def observe(options: Any) -> Iterator[Any]:
+            for value, labels in read():
+                yield Observation(value, dict(labels))
+
+        self.meter.create_observable_gauge(name, callbacks=[observe], description=description)
 
     def _observe_lag(self, options: Any) -> Iterator[Any]:
         from opentelemetry.metrics import Observation

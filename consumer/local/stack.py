@@ -410,6 +410,9 @@ class LocalStack:
             "wal_level": "logical",
             "max_replication_slots": "20",
             "max_wal_senders": "20",
+            # as a careful platform sets it: a slot that falls this far behind is invalidated rather than filling
+            # the disk (allocguard's slot gauges and alerts watch how close it is)
+            "max_slot_wal_keep_size": "'4GB'",
             "max_connections": "200",
             # a throwaway cluster: durability is not needed, speed is
             "fsync": "off",

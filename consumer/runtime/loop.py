@@ -48,11 +48,23 @@ from consumer.operations.check import Status, run_checks
 from consumer.operations.reconcile import Sweep, reconcile
 from consumer.redact import redact
 from consumer.runtime.gaps import Gap, first_retained_time, handled_at, handled_metadata
+from consumer.runtime.gauges import StateRefresher
+from consumer.runtime.gauges import register as register_gauges
 from consumer.runtime.health import _UNREACHABLE, Health, Outage, kafka_log, serve_health
 from consumer.runtime.offsets import OffsetTracker
-from consumer.runtime.routing import DeadLetter, Relevance, Signal, Skip, Watched, poll_batches_gc, route
+from consumer.runtime.routing import (
+    DeadLetter,
+    Relevance,
+    Signal,
+    Skip,
+    Watched,
+    byte_test_is_native,
+    poll_batches_gc,
+    route,
+)
 from consumer.runtime.scheduler import KeyedScheduler, SignalBatches, Work
 from consumer.telemetry import Metrics, Telemetry, TracedConnection, TracedCursor, span_ids
+from consumer.version import version
 from handlers import store
 from handlers.detect import FailureSeen, HoldSeen
 from handlers.errors import infrastructure_cause, is_contention
@@ -66,6 +78,7 @@ from handlers.pipeline import (
 )
 from handlers.prevent import AssignmentIndex, Flagged, Guard, claim_due_flags
 from handlers.retry import AssignStrategy, Attempt, HttpAssign, RetryPolicy, SqlAssign
+from schemas.envelope import HEARTBEAT_TOPIC_PREFIX
 from schemas.errors import CdcDecodeError
 from schemas.records import Mode
 from schemas.rows import ObservabilityEvent
@@ -207,6 +220,10 @@ class Runtime:
         )
         self.telemetry = Telemetry()
         self.metrics = Metrics()
+        self._last_event_at: float | None = None
+        self.state = StateRefresher(
+            settings.resolved_dsn(), self._heartbeat_age, self._stop, refresh_s=settings.metrics_refresh_s
+        )
         self.db_outage = Outage("database", lambda: self.metrics.outages.add(1, {"dependency": "database"}))
         self.kafka_outage = Outage("kafka", lambda: self.metrics.outages.add(1, {"dependency": "kafka"}))
         self.health.database, self.health.kafka = self.db_outage, self.kafka_outage
@@ -408,6 +425,7 @@ class Runtime:
         """One poll batch. Most CDC events cannot be signals: the byte test rules them out unread, they are
         counted per batch (not per message), and each partition's read position moves once per batch. Only
         candidates pay for a decode, and only signals and dead letters for a span and offset bookkeeping."""
+        self._last_event_at = time.time()
         batch = self._relevant.select(messages)
         # a backlog (a full poll) is worth batching; a caught-up stream sends each signal on at once (latency)
         self._batching = len(messages) >= self.settings.batch_backlog
@@ -1148,6 +1166,37 @@ class Runtime:
             self.consumer.resume(assignment)
             self._paused = False
 
+    def _register_gauges(self) -> None:
+        health = self.health
+
+        def partitions() -> tuple[int, int]:
+            assigned = len(health.assigned)
+            return assigned, assigned if self._paused else 0
+
+        register_gauges(
+            self.metrics,
+            build={
+                "version": version(),
+                "byte_test": "native" if byte_test_is_native() else "python",
+                "group_protocol": str(_group_protocol(self.settings.librdkafka()).get("group.protocol", "classic")),
+                "mode": str(self.settings.mode),
+            },
+            ready=lambda: health.readiness()[0],
+            dependencies=lambda: {"database": not self.db_outage.is_down, "kafka": not self.kafka_outage.is_down},
+            partitions=partitions,
+            held=lambda: len(health.degraded),
+            gaps_open=lambda: len(health.gaps),
+            last_event_at=lambda: self._last_event_at,
+            database=lambda: self.state.state,
+        )
+
+    def _heartbeat_age(self) -> float | None:
+        """Seconds since Debezium's last heartbeat on ``__debezium-heartbeat.<prefix>`` (its own short-lived reader)."""
+        from consumer.operations.check import last_message_age
+
+        target = self.settings.check_target()
+        return last_message_age(target, f"{HEARTBEAT_TOPIC_PREFIX}.{self.settings.topic_prefix}")
+
     def _probe(self, every_s: float = 1.0, kafka_every: int = 3) -> None:
         """A side thread: once a second, one cheap query on its own database connection, and every third second
         a metadata request on its own Kafka handle, so /readyz answers from state at once and turns false within
@@ -1244,6 +1293,8 @@ class Runtime:
             return 0
         self.pool.open(wait=False)
         threading.Thread(target=self._probe, name="allocguard-probe", daemon=True).start()
+        self._register_gauges()
+        self.state.start()
         if self.guard is not None:
             with self._connect() as conn:
                 primed = self.assignments.prime(conn)

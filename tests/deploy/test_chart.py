@@ -38,7 +38,7 @@ def test_every_rendered_resource_validates_against_its_schema_and_pod_security_r
 def test_the_production_values_render_every_kind() -> None:
     kinds = sorted(doc["kind"] for doc in PRODUCTION)
     assert kinds == sorted(
-        ["ConfigMap", "Deployment", "Job", "KafkaConnector", "KafkaTopic", "KafkaUser", "NetworkPolicy",
+        ["ConfigMap", "ConfigMap", "Deployment", "Job", "KafkaConnector", "KafkaTopic", "KafkaUser", "NetworkPolicy",
          "PodDisruptionBudget", "PrometheusRule", "Service", "ServiceAccount", "ServiceMonitor"]
     )  # fmt: skip
 

@@ -1,0 +1,26 @@
+"""allocguard's version, and what decides its speed: whether the byte test is the compiled one."""
+
+from __future__ import annotations
+
+import platform
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as _installed
+
+
+def version() -> str:
+    try:
+        return _installed("allocguard")
+    except PackageNotFoundError:  # pragma: no cover - run from a source tree that was never installed
+        return "unknown"
+
+
+def version_line() -> str:
+    import confluent_kafka
+
+    from consumer.runtime.routing import byte_test_is_native
+
+    byte_test = "native" if byte_test_is_native() else "python (consumer/_bytetest.c not compiled: slower)"
+    return (
+        f"allocguard {version()} (byte test: {byte_test}; Python {platform.python_version()}; "
+        f"librdkafka {confluent_kafka.libversion()[0]})"
+    )
