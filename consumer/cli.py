@@ -428,7 +428,11 @@ def remediate(
     if strategy == "http":
         if not endpoint:
             raise click.UsageError("--strategy http needs --endpoint")
-        assigner: AssignStrategy = HttpAssign(endpoint, connect)
+        from consumer.config import RuntimeSettings
+        from consumer.telemetry import traced_send
+
+        headers = RuntimeSettings().assign_header_values()  # ALLOCGUARD_ASSIGN_HEADERS (a secret)
+        assigner: AssignStrategy = HttpAssign(endpoint, connect, headers=headers, send=traced_send)
     else:
         assigner = SqlAssign(connect)
     settings = RemediationSettings(

@@ -104,6 +104,8 @@ class RuntimeSettings(BaseSettings):
     strategy: Annotated[Literal["sql", "http"], BeforeValidator(_lower)] = "sql"
     #: the app's assign endpoint for strategy http (may carry credentials: never printed)
     assign_endpoint: SecretStr | None = None
+    #: HTTP headers sent with every assign call, a JSON object (e.g. {"Authorization": "Bearer …"}): never printed
+    assign_headers: dict[str, SecretStr] = Field(default_factory=dict)
     #: where before/after evidence files of each prune are written (none when unset)
     artifacts_dir: Path | None = Path("artifacts")
     #: the address /healthz, /readyz and /metrics listen on
@@ -201,6 +203,9 @@ class RuntimeSettings(BaseSettings):
     def resolved_dlq(self) -> str:
         return self.dlq_topic or f"{self.topic_prefix}.allocguard.dlq"
 
+    def assign_header_values(self) -> dict[str, str]:
+        return {key: value.get_secret_value() for key, value in self.assign_headers.items()}
+
     def librdkafka(self) -> dict[str, str]:
         return {key: value.get_secret_value() for key, value in self.kafka_config.items()}
 
@@ -226,4 +231,5 @@ class RuntimeSettings(BaseSettings):
         doc["kafka_config"] = {key: "**********" for key in self.kafka_config}
         if self.assign_endpoint is not None:
             doc["assign_endpoint"] = redact(self.assign_endpoint.get_secret_value())
+        doc["assign_headers"] = {key: "**********" for key in self.assign_headers}
         return doc

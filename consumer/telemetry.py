@@ -13,11 +13,17 @@ Instrumentation lives here and in the runtime's wrappers; the handlers only see 
 
 from __future__ import annotations
 
+import functools
+import http.client
 import json
 import logging
 import os
+import re
 import threading
 import time
+import urllib.error
+import urllib.parse
+import urllib.request
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
@@ -401,6 +407,39 @@ class TracedConnection(psycopg.Connection[Any]):
             yield block
 
 
+#: a table a statement reads or writes: after FROM, JOIN, INTO, UPDATE (not a function call: ``FROM unnest(…)``)
+_TABLE = re.compile(
+    r"\b(?:FROM|JOIN|INTO|UPDATE)\s+(?:ONLY\s+)?((?:[a-z_][a-z0-9_]*\.)?[a-z_][a-z0-9_]*)(?![\w.]|\s*\()", re.IGNORECASE
+)
+#: a statement that calls a function: ``SELECT * FROM public.assign_tables_atomic_v2(…)``, ``SELECT f(…)``
+_CALL = re.compile(r"^\s*SELECT\s+(?:\*\s+FROM\s+)?(?:[a-z_][a-z0-9_]*\.)?([a-z_][a-z0-9_]*)\s*\(", re.IGNORECASE)
+_KEYWORDS = {"select", "lateral", "set", "values", "only", "where"}
+
+
+@functools.lru_cache(maxsize=2048)
+def statement_summary(text: str) -> tuple[str, str, tuple[str, ...]]:
+    """(span name, operation, tables) of one statement text, computed once per text: ``SELECT allocations,
+    bookings``, ``DELETE allocations``, ``SELECT assign_tables_atomic_v2`` (the OpenTelemetry database
+    conventions' ``{operation} {target}``; several tables are named together so that reads can be told apart)."""
+    words = text.split(None, 1)
+    operation = words[0].upper() if words else "SQL"
+    tables: list[str] = []
+    for name in _TABLE.findall(text):
+        short = name.lower().removeprefix("public.")
+        if short not in tables and short not in _KEYWORDS:
+            tables.append(short)
+    if not tables:
+        call = _CALL.match(text)
+        target = call.group(1).lower() if call else ""
+    else:
+        target = ", ".join(tables[:3]) + (" …" if len(tables) > 3 else "")
+    return (f"{operation} {target}".strip(), operation, tuple(tables))
+
+
+def _db_tracer() -> trace.Tracer:
+    return trace.get_tracer("allocguard.db")
+
+
 class TracedCursor(psycopg.Cursor[Any]):
     """A CLIENT span per statement (OpenTelemetry database conventions), child of the span it runs in. Installed
     as the runtime pool's ``cursor_factory``, so the handlers' SQL is traced without the handlers knowing. Only
@@ -416,6 +455,37 @@ class TracedCursor(psycopg.Cursor[Any]):
             # none of the text work for its attributes
             super().execute(query, params, prepare=prepare, binary=binary)
             return self
+        text = (
+            query.as_string(self)
+            if isinstance(query, sql.Composable)
+            else (query.decode(errors="replace") if isinstance(query, bytes) else str(query))
+        )
+        name, operation, tables = statement_summary(text)
+        info = self.connection.info
+        attributes: dict[str, Any] = {
+            "db.system.name": "postgresql",
+            "db.system": "postgresql",
+            "db.operation.name": operation,
+            "db.query.text": " ".join(text.split())[:2000],
+        }
+        if info.dbname:
+            attributes["db.namespace"] = info.dbname
+        if len(tables) == 1:
+            attributes["db.collection.name"] = tables[0]
+        if info.host and not info.host.startswith("/"):
+            attributes["server.address"] = info.host
+            attributes["server.port"] = info.port
+        with _db_tracer().start_as_current_span(
+            name, kind=SpanKind.CLIENT, attributes=attributes, record_exception=False, set_status_on_exception=False
+        ) as span:
+            try:
+                super().execute(query, params, prepare=prepare, binary=binary)
+            except psycopg.Error as exc:
+                # the class and SQLSTATE only: a message can carry values
+                span.set_attribute("error.type", exc.sqlstate or type(exc).__name__)
+                span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
+                raise
+        return self
         text = (
             query.as_string(self)
             if isinstance(query, sql.Composable)
@@ -437,3 +507,38 @@ class TracedCursor(psycopg.Cursor[Any]):
         ):
             super().execute(query, params, prepare=prepare, binary=binary)
         return self
+
+
+def traced_send(request: urllib.request.Request, timeout: float, tracer: trace.Tracer | None = None) -> bytes:
+    """An HTTP call as a CLIENT span (OpenTelemetry HTTP conventions) that carries ``traceparent``: the assign
+    call to the platform's app joins the incident's trace. The URL is recorded without query or credentials."""
+    parts = urllib.parse.urlsplit(request.full_url)
+    method = request.get_method()
+    attributes: dict[str, Any] = {
+        "http.request.method": method,
+        "server.address": parts.hostname or "",
+        "server.port": parts.port or (443 if parts.scheme == "https" else 80),
+        "url.full": urllib.parse.urlunsplit((parts.scheme, parts.hostname or "", parts.path, "", "")),
+    }
+    tracer = tracer or trace.get_tracer("allocguard.http")
+    with tracer.start_as_current_span(
+        method, kind=SpanKind.CLIENT, attributes=attributes, record_exception=False, set_status_on_exception=False
+    ) as span:
+        carrier: dict[str, str] = {}
+        inject(carrier)
+        for key, value in carrier.items():
+            request.add_header(key, value)
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 (http(s) checked)
+                span.set_attribute("http.response.status_code", response.status)
+                body: bytes = response.read()
+                return body
+        except urllib.error.HTTPError as exc:
+            span.set_attribute("http.response.status_code", exc.code)
+            span.set_attribute("error.type", str(exc.code))
+            span.set_status(Status(StatusCode.ERROR, f"HTTP {exc.code}"))
+            raise
+        except (OSError, http.client.HTTPException) as exc:
+            span.set_attribute("error.type", type(exc).__name__)
+            span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
+            raise

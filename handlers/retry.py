@@ -12,12 +12,15 @@ verified the same way: assignment rows and non-shadow allocations must exist aft
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import http.client
 import json
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -224,17 +227,48 @@ class SqlAssign:
         )
 
 
+#: sends one request and returns the response body (raises urllib's HTTPError for a status ≥ 400); the runtime
+#: passes a traced one (consumer.telemetry.traced_send: a CLIENT span, ``traceparent``)
+Send = Callable[[urllib.request.Request, float], bytes]
+
+
+def plain_send(request: urllib.request.Request, timeout: float) -> bytes:
+    with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 (scheme checked by HttpAssign)
+        body: bytes = response.read()
+        return body
+
+
 class HttpAssign:
-    """Asks the platform's app (a configurable endpoint) to assign, then verifies in the database."""
+    """Asks the platform's app (a configurable endpoint) to assign, then verifies in the database.
+
+    Credentials: ``headers`` (a secret setting, e.g. ``Authorization: Bearer …``), or ``user:password@`` in the
+    endpoint, sent as HTTP Basic and taken out of the URL (urllib cannot open a URL that carries them)."""
 
     name = "http"
 
-    def __init__(self, endpoint: str, connect: Connect, timeout_s: float = 10.0) -> None:
-        if not endpoint.startswith(("http://", "https://")):
-            raise ValueError(f"the assign endpoint must be an http(s) URL: {endpoint!r}")
+    def __init__(
+        self,
+        endpoint: str,
+        connect: Connect,
+        timeout_s: float = 10.0,
+        headers: Mapping[str, str] | None = None,
+        send: Send = plain_send,
+    ) -> None:
+        parts = urllib.parse.urlsplit(endpoint)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            # never echo the endpoint: it may carry credentials
+            raise ValueError("the assign endpoint must be an http(s) URL with a host")
+        self._headers = {"Content-Type": "application/json", **(headers or {})}
+        if parts.username is not None:
+            pair = f"{urllib.parse.unquote(parts.username)}:{urllib.parse.unquote(parts.password or '')}"
+            self._headers.setdefault("Authorization", "Basic " + base64.b64encode(pair.encode()).decode())
+            host = parts.hostname if ":" not in parts.hostname else f"[{parts.hostname}]"
+            netloc = f"{host}:{parts.port}" if parts.port else host
+            endpoint = urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
         self._endpoint = endpoint
         self._connect = connect
         self._timeout = timeout_s
+        self._send = send
 
     def assign(self, request: AssignRequest) -> None:
         with self._connect() as conn:
@@ -251,11 +285,10 @@ class HttpAssign:
             }
         ).encode()
         http_request = urllib.request.Request(  # noqa: S310 (scheme checked in __init__)
-            self._endpoint, data=body, method="POST", headers={"Content-Type": "application/json"}
+            self._endpoint, data=body, method="POST", headers=dict(self._headers)
         )
         try:
-            with urllib.request.urlopen(http_request, timeout=self._timeout) as response:  # noqa: S310
-                response.read()
+            self._send(http_request, self._timeout)
         except urllib.error.HTTPError as exc:
             text = exc.read().decode(errors="replace")
             if "allocations_no_overlap" in text:
@@ -265,7 +298,7 @@ class HttpAssign:
             if exc.code >= 500 or exc.code == 429:
                 raise TransientDatabaseError(f"HTTP {exc.code}: {text[:200]}") from exc
             raise PermanentAssignError(f"HTTP {exc.code}: {text[:200]}") from exc
-        except (urllib.error.URLError, TimeoutError) as exc:
+        except (urllib.error.URLError, TimeoutError, http.client.HTTPException, OSError) as exc:
             raise TransientDatabaseError(f"assign endpoint unreachable: {exc}") from exc
         with self._connect() as conn:
             verify_assigned(conn, request)

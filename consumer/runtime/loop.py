@@ -63,7 +63,7 @@ from consumer.runtime.routing import (
     route,
 )
 from consumer.runtime.scheduler import KeyedScheduler, SignalBatches, Work
-from consumer.telemetry import Metrics, Telemetry, TracedConnection, TracedCursor, span_ids
+from consumer.telemetry import Metrics, Telemetry, TracedConnection, TracedCursor, span_ids, traced_send
 from consumer.version import version
 from handlers import store
 from handlers.detect import FailureSeen, HoldSeen
@@ -214,7 +214,12 @@ class Runtime:
 
         self._connect = connect
         strategy: AssignStrategy = (
-            HttpAssign(settings.assign_endpoint.get_secret_value(), connect)
+            HttpAssign(
+                settings.assign_endpoint.get_secret_value(),
+                connect,
+                headers=settings.assign_header_values(),
+                send=traced_send,
+            )
             if settings.strategy == "http" and settings.assign_endpoint is not None
             else SqlAssign(connect)
         )

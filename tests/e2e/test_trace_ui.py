@@ -140,7 +140,7 @@ def test_seed_incident_in_jaeger(
     tall = f"--window-size=1600,{400 + 30 * len(trace.spans)}"
     dom = render(chromium, link, tmp_path / "profile-dom", "--dump-dom", tall)
     assert dom.returncode == 0, dom.stderr[-2000:]
-    rows = re.findall(rf"allocguard-{unique}: ([a-z0-9_. ]+)<", dom.stdout)
+    rows = re.findall(rf"allocguard-{unique}: ([a-z0-9_., …]+)<", dom.stdout)
     assert rows, "the rendered trace page shows no span of the service"
     assert rows[0] == CONSUMER_SPAN, "the page is titled by the root span"
     assert sorted(rows[1:]) == sorted(s.name.lower() for s in trace.spans), "one row per span, no more, no less"
@@ -180,6 +180,10 @@ def tree_shape(trace: JaegerTrace, incident_span_id: str, hold: tuple[str, str] 
     assert {"allocguard.plan", "allocguard.prune", "allocguard.outcome"} <= below, below
     plan = only([s for s in trace.children(incident) if s.name == "allocguard.plan"], "plan")
     assert plan.tags["allocguard.plan.decision"] == "prune_and_retry"
+    # the evidence reads are told apart by name (the operation and the tables, not "SELECT platform")
+    reads = {s.name for s in trace.children(plan) if s.kind == "client"}
+    assert len(reads) >= 2, reads
+    assert all(name.startswith("SELECT ") and not name.endswith(" platform") for name in reads), reads
     assert plan.tags["allocguard.evidence.orphan"] == 1
     prune = only([s for s in trace.children(incident) if s.name == "allocguard.prune"], "prune")
     assert prune.tags["allocguard.prune.status"] == "pruned"

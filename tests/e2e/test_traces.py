@@ -182,7 +182,7 @@ def test_seed_incident_trace(receiver: Receiver, connect: Callable[[], Conn], tm
     names = [s.name for s in ordered if s.name.startswith("allocguard.")]
     own = {s.name for s in ordered} - set(names)
     # its own statements are DB spans: the incident's status, and the guardrail's hourly count
-    assert own == {"UPDATE platform", "SELECT platform"}, own
+    assert own == {"UPDATE allocguard.incidents", "SELECT allocguard.remediations, allocguard.incidents"}, own
     assert names[0] == "allocguard.plan"
     assert "allocguard.prune" in names
     assert names[-1] == "allocguard.outcome"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import functools
 import json
 import threading
 from collections.abc import Callable, Iterator
@@ -19,6 +21,7 @@ from handlers.errors import (
     HoldConflictError,
     NewBlockerError,
     NotNeededError,
+    PermanentAssignError,
     TransientDatabaseError,
 )
 from handlers.retry import AssignRequest, HttpAssign, SqlAssign
@@ -98,9 +101,16 @@ class FakeApp(BaseHTTPRequestHandler):
 
     dsn = ""
     calls: ClassVar[list[dict[str, Any]]] = []
+    headers_seen: ClassVar[list[dict[str, str]]] = []
+    #: the Authorization header the app demands (None: none)
+    demand: ClassVar[str | None] = None
 
     def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        FakeApp.headers_seen.append({key.lower(): value for key, value in self.headers.items()})
+        if FakeApp.demand is not None and self.headers.get("Authorization") != FakeApp.demand:
+            self._reply(401, {"message": "unauthorized"})
+            return
         FakeApp.calls.append(body)
         try:
             with psycopg.connect(FakeApp.dsn, autocommit=True) as conn, conn.transaction():
@@ -139,6 +149,8 @@ class FakeApp(BaseHTTPRequestHandler):
 def endpoint(stack_settings: StackSettings) -> Iterator[str]:
     FakeApp.dsn = stack_settings.platform_dsn
     FakeApp.calls = []
+    FakeApp.headers_seen = []
+    FakeApp.demand = None
     server = ThreadingHTTPServer(("127.0.0.1", 0), FakeApp)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -172,3 +184,50 @@ def test_http_strategy_error_classes(app: PlatformApp, connect: Callable[[], Con
         HttpAssign(closed, connect, timeout_s=2).assign(request)
     with pytest.raises(ValueError, match="http"):
         HttpAssign("file:///etc/passwd", connect)
+
+
+def test_http_strategy_authenticates_and_joins_the_trace(
+    app: PlatformApp, connect: Callable[[], Conn], endpoint: str
+) -> None:
+    """An app that demands a bearer token: refused without it (a permanent error, no retry storm), assigned with
+    the secret header setting; the call carries ``traceparent`` and is a CLIENT span; credentials in the URL go
+    as HTTP Basic and never into an error message."""
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from consumer.telemetry import traced_send
+
+    FakeApp.demand = "Bearer s3cret"
+    venue = create_venue(app.conn, tables=1, capacity=2)
+    request = victim_request(app, venue)
+    with pytest.raises(PermanentAssignError, match="HTTP 401"):
+        HttpAssign(endpoint, connect).assign(request)
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = provider.get_tracer("test")
+    with tracer.start_as_current_span("incident") as parent:
+        trace_id = format(parent.get_span_context().trace_id, "032x")
+        send = functools.partial(traced_send, tracer=tracer)
+        HttpAssign(endpoint, connect, headers={"Authorization": "Bearer s3cret"}, send=send).assign(request)
+    sent = FakeApp.headers_seen[-1]
+    assert sent["authorization"] == "Bearer s3cret"
+    assert trace_id in sent["traceparent"]
+    client = next(span for span in exporter.get_finished_spans() if span.name == "POST")
+    assert client.kind == trace.SpanKind.CLIENT
+    assert client.attributes is not None
+    assert client.attributes["http.response.status_code"] == 200
+    assert "s3cret" not in json.dumps(dict(client.attributes))
+    row = app.conn.execute("SELECT status::text FROM bookings WHERE id = %s", (request.booking_id,)).fetchone()
+    assert row == ("confirmed",)
+
+    FakeApp.demand = "Basic " + base64.b64encode(b"ops:p@ss").decode()
+    other = victim_request(app, create_venue(app.conn, tables=1, capacity=2))
+    with_userinfo = endpoint.replace("http://", "http://ops:p%40ss@")
+    HttpAssign(with_userinfo, connect).assign(other)
+    assert FakeApp.headers_seen[-1]["authorization"] == FakeApp.demand
+    with pytest.raises(ValueError, match="http") as refused:
+        HttpAssign("ftp://ops:p%40ss@example", connect)
+    assert "p%40ss" not in str(refused.value)

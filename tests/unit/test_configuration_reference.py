@@ -50,6 +50,13 @@ def test_the_chart_names_documented_variables_and_every_setting_of_run() -> None
     run_settings = {f"ALLOCGUARD_{name.upper()}" for name in RuntimeSettings.model_fields}
     by_chart = {name for name in run_settings - settings if name in chart_text}
     assert run_settings - settings - by_chart == set(), "settings of run the chart cannot set"
-    assert by_chart <= {"ALLOCGUARD_PG_DSN", "ALLOCGUARD_KAFKA_CONFIG", "ALLOCGUARD_ASSIGN_ENDPOINT",
-                        "ALLOCGUARD_HEALTH_HOST", "ALLOCGUARD_HEALTH_PORT", "ALLOCGUARD_ARTIFACTS_DIR",
-                        "ALLOCGUARD_INSTANCE_ID"}  # fmt: skip
+    assert by_chart <= {
+        "ALLOCGUARD_PG_DSN",
+        "ALLOCGUARD_KAFKA_CONFIG",
+        "ALLOCGUARD_ASSIGN_ENDPOINT",
+        "ALLOCGUARD_ASSIGN_HEADERS",
+        "ALLOCGUARD_HEALTH_HOST",
+        "ALLOCGUARD_HEALTH_PORT",
+        "ALLOCGUARD_ARTIFACTS_DIR",
+        "ALLOCGUARD_INSTANCE_ID",
+    }
