@@ -190,6 +190,23 @@ class Telemetry:
             attributes["messaging.kafka.message.key"] = key.decode(errors="replace")[:200]
         return self.tracer.start_span(f"process {topic}", context=parent, kind=SpanKind.CONSUMER, attributes=attributes)
 
+    def producer_span(self, topic: str, parent: Span | None, source: tuple[str, int, int]) -> Span:
+        """A PRODUCER span for a dead-letter copy (``send <topic>``), under the message's span when there is one;
+        the caller ends it when the broker has the copy (or refused it)."""
+        if not self.tracing:
+            return trace.INVALID_SPAN
+        context = trace.set_span_in_context(parent) if parent is not None else otel_context.Context()
+        attributes: dict[str, Any] = {
+            "messaging.system": "kafka",
+            "messaging.operation.type": "send",
+            "messaging.operation.name": "send",
+            "messaging.destination.name": topic,
+            "allocguard.source.topic": source[0],
+            "allocguard.source.partition": source[1],
+            "allocguard.source.offset": source[2],
+        }
+        return self.tracer.start_span(f"send {topic}", context=context, kind=SpanKind.PRODUCER, attributes=attributes)
+
     @staticmethod
     def traceparent(span: Span) -> list[tuple[str, bytes]]:
         """W3C headers for ``span`` (for DLQ copies of messages that arrived without one)."""

@@ -1019,11 +1019,12 @@ class Runtime:
             log.error("dead-lettering %s[%s]@%s after a handler error: %r", topic, partition, offset, error)
         original = _header_list(message)
         headers: list[tuple[str, str | bytes | None]] = [*original, *reason]
+        sending = self.telemetry.producer_span(self.settings.resolved_dlq(), span, (topic, partition, offset))
         if span is not None and not any(name == "traceparent" for name, _ in original):
-            headers += self.telemetry.traceparent(span)
+            headers += self.telemetry.traceparent(sending)
 
         self._produce_dead_letter(
-            (topic, partition, offset), message.key(), message.value(), headers, type(error).__name__
+            (topic, partition, offset), message.key(), message.value(), headers, type(error).__name__, sending=sending
         )
 
     def _produce_dead_letter(
@@ -1034,6 +1035,7 @@ class Runtime:
         headers: list[tuple[str, str | bytes | None]],
         error_class: str,
         truncated: bool = False,
+        sending: Span = trace.INVALID_SPAN,
     ) -> None:
         """The DLQ copy; the offset completes once the broker has it. A copy the broker (or the client) refuses as
         too large is sent again truncated to 64 KiB with ``allocguard.dlq.truncated``; should even that fail, the
@@ -1047,12 +1049,15 @@ class Runtime:
                     "dead-letter copy of %s[%s]@%s too large (%s): sent truncated", topic, partition, offset, reason
                 )
                 marker: list[tuple[str, str | bytes | None]] = [("allocguard.dlq.truncated", str(len(value)).encode())]
-                self._produce_dead_letter(where, key, value[:_DLQ_TRUNCATE], [*headers, *marker], error_class, True)
+                self._produce_dead_letter(
+                    where, key, value[:_DLQ_TRUNCATE], [*headers, *marker], error_class, True, sending
+                )
                 return
             log.error(
                 "dead-letter copy of %s[%s]@%s refused (%s): counted and skipped", topic, partition, offset, reason
             )
             self.metrics.dlq.add(1, {"topic": topic, "error_class": "unkept"})
+            Telemetry.end(sending, RuntimeError(f"dead-letter copy refused: {reason}"))
             self._done_now(topic, partition, offset)
 
         def delivered(err: KafkaError | None, _: Message) -> None:
@@ -1061,9 +1066,11 @@ class Runtime:
                     too_large(err)
                     return
                 self._fatal = FatalRuntimeError(f"could not write to the dead-letter topic: {err}")
+                Telemetry.end(sending, self._fatal)
                 self._stop.set()
                 return
             self.metrics.dlq.add(1, {"topic": topic, "error_class": error_class})
+            Telemetry.end(sending)
             self._done_now(topic, partition, offset)
 
         def produce() -> None:

@@ -13,12 +13,14 @@ from typing import Any
 
 import psycopg
 import pytest
+from confluent_kafka import Consumer, Producer
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
 )
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
+from consumer.local.settings import StackSettings
 from consumer.local.simulator import SEED_VICTIM, PlatformApp, seed_incident
 from tests.support.process import RuntimeProcess, metric_value, wait_for
 
@@ -299,3 +301,57 @@ def test_otlp_over_grpc(connect: Callable[[], Conn], tmp_path: Any, unique: str)
     incident = next(s for s in received if s.name == "allocguard.incident")
     assert attrs(incident)["allocguard.booking.id"] == str(scenario.victim_id)
     assert any(s.kind == Span.SpanKind.SPAN_KIND_CONSUMER for s in received)
+
+
+def test_a_dead_letter_is_a_producer_span_its_copy_continues(
+    receiver: Receiver, stack_settings: StackSettings, tmp_path: Any, unique: str
+) -> None:
+    """A malformed event: its CONSUMER span has a PRODUCER child ``send <dlq>``, and the dead-letter copy's
+    ``traceparent`` names that PRODUCER span (whoever reads the DLQ continues the trace from the send)."""
+    dlq = f"traces-dlq-{unique}"
+    runtime = RuntimeProcess(
+        tmp_path / "run.log",
+        f"e2e-dlq-traces-{unique}",
+        env={
+            "OTEL_TRACES_EXPORTER": "otlp",
+            "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{receiver.port}",
+            "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+            "OTEL_BSP_SCHEDULE_DELAY": "100",
+            "ALLOCGUARD_DLQ_TOPIC": dlq,
+        },
+    )
+    try:
+        runtime.wait_ready()
+        topic = f"{stack_settings.topic_prefix}.public.observability_events"
+        producer = Producer({"bootstrap.servers": stack_settings.kafka_bootstrap})
+        # a marker of the rules gets it past the byte test to the decoder, which refuses it
+        producer.produce(topic, key=b'{"booking_id": "x"}', value=b'{"payload": "allocations_no_overlap"')
+        producer.flush(10)
+        wait_for("the send span exported", lambda: receiver.by_name(f"send {dlq}"), timeout=30)
+    finally:
+        runtime.stop()
+    (send,) = receiver.by_name(f"send {dlq}")
+    assert send.kind == Span.SpanKind.SPAN_KIND_PRODUCER
+    assert attrs(send)["messaging.destination.name"] == dlq
+    parent = next(s for _, s in receiver.spans if s.span_id == send.parent_span_id)
+    assert parent.kind == Span.SpanKind.SPAN_KIND_CONSUMER
+    reader = Consumer(
+        {
+            "bootstrap.servers": stack_settings.kafka_bootstrap,
+            "group.id": f"r-{unique}",
+            "auto.offset.reset": "earliest",
+        }
+    )
+    reader.subscribe([dlq])
+    try:
+        copy = None
+        deadline = time.monotonic() + 30
+        while copy is None and time.monotonic() < deadline:
+            message = reader.poll(0.5)
+            copy = message if message is not None and message.error() is None else None
+        assert copy is not None, "the dead-letter copy"
+        headers: list[tuple[str, bytes]] = copy.headers() or []  # type: ignore[assignment]
+        traceparent = dict(headers)["traceparent"].decode()
+        assert traceparent.split("-")[1:3] == [send.trace_id.hex(), send.span_id.hex()]
+    finally:
+        reader.close()
