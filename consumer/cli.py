@@ -7,11 +7,12 @@ import os
 import signal
 import sys
 import time
+import urllib.error
 import uuid
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 import psycopg
@@ -26,6 +27,7 @@ from consumer.local.simulator import SCENARIOS, PlatformApp
 from consumer.local.stack import LocalStack, StackError, captured_topics
 from consumer.redact import redact
 from consumer.report import plan_as_json, plan_as_text
+from consumer.runtime.health import _UNREACHABLE as _KAFKA_UNREACHABLE
 from consumer.runtime.offsets import end_positions, start_positions
 from handlers import store
 from handlers.detect import DetectionRules, replay
@@ -59,8 +61,19 @@ def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> 
     callback=_print_version,
     help="The version, and whether the byte test is native.",
 )
-def main() -> None:
-    """allocguard: detect allocations_no_overlap failures from Debezium CDC and remediate them."""
+@click.pass_context
+def main(ctx: click.Context) -> None:
+    """allocguard: detect allocations_no_overlap failures from Debezium CDC and remediate them.
+
+    Exit codes of the one-shot commands: 0 ok, 1 work found or left (orphans remain, a plan refused, dead letters
+    still bad), 2 usage or configuration, 3 a dependency unavailable (database, brokers, Kafka Connect, the app),
+    4 another failure. ``run`` waits for an unavailable dependency instead of exiting."""
+    import logging
+
+    if ctx.invoked_subcommand != "run":
+        # librdkafka's connection lines go through Python logging; a one-shot command reports the outcome once
+        logging.getLogger("allocguard.kafka").setLevel(logging.CRITICAL)
+    os.environ.setdefault("PGCONNECT_TIMEOUT", "10")  # a database that accepts and never answers is unavailable
 
 
 # ---- stack ---------------------------------------------------------------------------------------
@@ -159,7 +172,14 @@ def connector_register(
     yes: bool,
 ) -> None:
     """Post deploy/debezium's connector as written (per-site values substituted), then wait until it streams."""
-    from consumer.operations.connector import ConnectorError, config_diff, current_config, production_config, register
+    from consumer.operations.connector import (
+        ConnectorError,
+        ConnectorUnreachable,
+        config_diff,
+        current_config,
+        production_config,
+        register,
+    )
 
     config = production_config(
         db_host=db_host,
@@ -198,6 +218,8 @@ def connector_register(
                 click.echo("nothing changed: run again with --yes to apply", err=True)
                 sys.exit(1)
         register(connect_url, kafka_bootstrap, name, config)
+    except ConnectorUnreachable:
+        raise  # exit 3: entry() reports it
     except ConnectorError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"connector {name} is streaming {config['database.dbname']} to topics {config['topic.prefix']}.public.*")
@@ -237,6 +259,8 @@ def db_init(dsn: str | None, with_reference_schema: bool, with_cdc: bool, login_
             login_password=os.environ.get("ALLOCGUARD_LOGIN_PASSWORD"),
         ):
             click.echo(line)
+    except psycopg.OperationalError:
+        raise  # out of reach (exit 3) or a login refused (exit 2): entry() tells them apart
     except (psycopg.Error, db.MigrationError) as exc:
         raise click.ClickException(str(exc)) from exc
 
@@ -371,7 +395,16 @@ def simulate(scenario: str, dsn: str | None) -> None:
 @main.command()
 @click.argument("booking_id", type=click.UUID)
 @click.option("--json", "as_json", is_flag=True, help="Print the evidence as JSON.")
-@click.option("--grace-s", type=float, default=120.0, show_default=True, help="Grace period for young rows.")
+@click.option(
+    "--grace-s",
+    "--grace",
+    "grace_s",
+    type=float,
+    default=120.0,
+    show_default=True,
+    envvar="ALLOCGUARD_GRACE_S",
+    help="Seconds an allocation must be untouched to be pruned (ALLOCGUARD_GRACE_S), as the running consumer.",
+)
 @click.option("--dsn", envvar="ALLOCGUARD_PG_DSN", help="allocguard's database login (ALLOCGUARD_PG_DSN).")
 def diagnose(booking_id: uuid.UUID, as_json: bool, grace_s: float, dsn: str | None) -> None:
     """Read-only: why did this booking's auto-assign fail, and which blocking allocations are orphans?"""
@@ -411,9 +444,19 @@ def diagnose(booking_id: uuid.UUID, as_json: bool, grace_s: float, dsn: str | No
 @click.option("--mode", type=click.Choice([m.value for m in Mode]), default=Mode.DRY_RUN.value, show_default=True)
 @click.option("--strategy", type=click.Choice(["sql", "http"]), default="sql", show_default=True)
 @click.option("--endpoint", help="The app's assign endpoint, for --strategy http.")
-@click.option("--grace-s", type=float, default=120.0, show_default=True)
+@click.option(
+    "--grace-s",
+    "--grace",
+    "grace_s",
+    type=float,
+    default=120.0,
+    show_default=True,
+    envvar="ALLOCGUARD_GRACE_S",
+    help="Seconds an allocation must be untouched to be pruned (ALLOCGUARD_GRACE_S).",
+)
 @click.option("--artifacts-dir", type=click.Path(path_type=Path), default=Path("artifacts"), show_default=True)
 @click.option("--dsn", envvar="ALLOCGUARD_PG_DSN", help="allocguard's database login (ALLOCGUARD_PG_DSN).")
+@click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON.")
 def remediate(
     booking_id: uuid.UUID,
     mode: str,
@@ -422,8 +465,11 @@ def remediate(
     grace_s: float,
     artifacts_dir: Path,
     dsn: str | None,
+    as_json: bool,
 ) -> None:
-    """Run the handler path over this booking's recorded events: detect, prove, prune, retry auto-assign."""
+    """Run the handler path over this booking's recorded events: detect, prove, prune, retry auto-assign.
+    Exit 1 when the booking ends in manual review."""
+    echo = (lambda line: None) if as_json else click.echo
     connect = _connect_factory(_required_dsn(dsn))
     if strategy == "http":
         if not endpoint:
@@ -445,7 +491,7 @@ def remediate(
         connect,
         assigner,
         settings,
-        on_attempt=lambda a: click.echo(f"  attempt {a.number} (waited {a.waited_s:.2f}s): {a.outcome}"),
+        on_attempt=lambda a: echo(f"  attempt {a.number} (waited {a.waited_s:.2f}s): {a.outcome}"),
     )
     with connect() as conn:
         events = _booking_events(conn, booking_id)
@@ -454,13 +500,17 @@ def remediate(
         result = remediator.observe(event)
         if result is not None:
             last = result
-            click.echo(f"{event.source}/{event.event_type}: {result.status} — {result.reason}")
+            echo(f"{event.source}/{event.event_type}: {result.status} — {result.reason}")
             for prune in result.prunes:
-                click.echo(f"  prune: {prune.status} {[str(i) for i in prune.pruned_ids]} {prune.skipped or ''}")
+                echo(f"  prune: {prune.status} {[str(i) for i in prune.pruned_ids]} {prune.skipped or ''}")
                 for path in prune.artifacts:
-                    click.echo(f"  artifact: {path}")
+                    echo(f"  artifact: {path}")
     if last is None:
         raise click.ClickException(f"no allocations_no_overlap failure recorded for booking {booking_id}")
+    if as_json:
+        click.echo(json.dumps(_result_json(last), indent=2))
+    if last.status == "manual_review":
+        sys.exit(1)
 
 
 @main.command()
@@ -598,7 +648,8 @@ def check(
 ) -> None:
     """Preflight: can allocguard run here, as this role? OK / WARN / FAIL per item, with the fix.
 
-    Exit 0 when nothing failed (warnings printed), 2 on a failure, 1 on a warning with --strict."""
+    Exit 0 when nothing failed (warnings printed), 2 on a configuration failure, 3 when a dependency is out of
+    reach, 1 on a warning with --strict."""
     from consumer.operations.check import run_checks
 
     settings = _runtime_settings(
@@ -613,7 +664,10 @@ def check(
     report = run_checks(settings.check_target())
     click.echo(json.dumps(report.as_json(), indent=2) if as_json else report.text())
     code = report.exit_code
-    sys.exit(code if code == 2 or strict else 0)
+    if code == 3:
+        names = sorted({str(item.unavailable) for item in report.failed if item.unavailable})
+        click.echo(f"error: dependency unavailable: {', '.join(names)}", err=True)
+    sys.exit(code if code >= 2 or strict else 0)
 
 
 @main.group()
@@ -626,6 +680,7 @@ def dlq() -> None:
 @click.option("--mode", type=click.Choice([m.value for m in Mode]), help="dry_run (default) or auto.")
 @click.option("--dlq-topic", help="The dead-letter topic (default <prefix>.allocguard.dlq; ALLOCGUARD_DLQ_TOPIC).")
 @click.option("--from-beginning", is_flag=True, help="Re-read the whole topic, not only what was not replayed yet.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def dlq_replay(
     dsn: str | None,
     kafka_bootstrap: str | None,
@@ -636,8 +691,10 @@ def dlq_replay(
     mode: str | None,
     dlq_topic: str | None,
     from_beginning: bool,
+    as_json: bool,
 ) -> None:
-    """Re-drive dead-lettered messages through the normal path (idempotent), up to the topic's end now."""
+    """Re-drive dead-lettered messages through the normal path (idempotent), up to the topic's end now. Exit 1
+    when some still do not decode."""
     from consumer.operations.dlq import replay_dlq
 
     settings = _runtime_settings(
@@ -651,7 +708,11 @@ def dlq_replay(
         mode=mode,
         dlq_topic=dlq_topic,
     )
-    summary = replay_dlq(settings, from_beginning=from_beginning, echo=click.echo)
+    summary = replay_dlq(settings, from_beginning=from_beginning, echo=(lambda line: None) if as_json else click.echo)
+    if as_json:
+        click.echo(
+            json.dumps({"read": summary.read, "outcomes": dict(summary.outcomes), "still_bad": summary.still_bad})
+        )
     if summary.still_bad:
         sys.exit(1)
 
@@ -694,7 +755,27 @@ def plans_show(plan: str, as_json: bool, dsn: str | None) -> None:
         raise click.ClickException(str(exc)) from exc
 
 
-def _decide(plan: str, approve: bool, by: str | None, note: str | None, dsn: str | None, artifacts: Path) -> None:
+def _result_json(result: Any) -> dict[str, Any]:
+    """An incident's outcome for --json: ids and statuses only."""
+    return {
+        "booking_id": str(result.incident.booking_id) if result.incident else None,
+        "status": result.status,
+        "reason": result.reason,
+        "prunes": [
+            {
+                "status": prune.status,
+                "pruned": [str(i) for i in prune.pruned_ids],
+                "released": [[str(b), str(t)] for b, t in prune.released],
+                "artifacts": [str(p) for p in prune.artifacts],
+            }
+            for prune in result.prunes
+        ],
+    }
+
+
+def _decide(
+    plan: str, approve: bool, by: str | None, note: str | None, dsn: str | None, artifacts: Path, as_json: bool = False
+) -> None:
     from consumer.operations.plans import decide, resolve_plan_id
     from handlers.pipeline import PlanDecisionError
 
@@ -706,7 +787,15 @@ def _decide(plan: str, approve: bool, by: str | None, note: str | None, dsn: str
     except (LookupError, PlanDecisionError) as exc:
         raise click.ClickException(str(exc)) from exc
     if result is None:
-        click.echo(f"plan {plan} rejected by {by}; nothing was touched")
+        if as_json:
+            click.echo(json.dumps({"plan": plan, "status": "rejected", "by": by}))
+        else:
+            click.echo(f"plan {plan} rejected by {by}; nothing was touched")
+        return
+    if as_json:
+        click.echo(json.dumps({"plan": plan, "by": by, **_result_json(result)}, indent=2))
+        if result.status == "manual_review":
+            sys.exit(1)
         return
     for prune in result.prunes:
         click.echo(f"prune: {prune.status} {[str(i) for i in prune.pruned_ids]} {prune.skipped or ''}")
@@ -723,10 +812,13 @@ def _decide(plan: str, approve: bool, by: str | None, note: str | None, dsn: str
 @click.option("--note", help="Why (recorded).")
 @click.option("--artifacts-dir", type=click.Path(path_type=Path), default=Path("artifacts"), show_default=True)
 @click.option("--dsn", help="allocguard's database login (ALLOCGUARD_PG_DSN).")
-def plans_approve(plan: str, by: str | None, note: str | None, artifacts_dir: Path, dsn: str | None) -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON.")
+def plans_approve(
+    plan: str, by: str | None, note: str | None, artifacts_dir: Path, dsn: str | None, as_json: bool
+) -> None:
     """Execute a pending plan: the executor re-checks every id on committed state (the world may have changed),
     then auto-assign is retried for the booking. Exit 1 when the re-check refused it or the retry did not seat it."""
-    _decide(plan, True, by, note, dsn, artifacts_dir)
+    _decide(plan, True, by, note, dsn, artifacts_dir, as_json)
 
 
 @plans.command("reject")
@@ -734,15 +826,16 @@ def plans_approve(plan: str, by: str | None, note: str | None, artifacts_dir: Pa
 @click.option("--by", default=_operator, help="Who rejects (recorded). Default: ALLOCGUARD_OPERATOR or USER.")
 @click.option("--note", help="Why (recorded).")
 @click.option("--dsn", help="allocguard's database login (ALLOCGUARD_PG_DSN).")
-def plans_reject(plan: str, by: str | None, note: str | None, dsn: str | None) -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON.")
+def plans_reject(plan: str, by: str | None, note: str | None, dsn: str | None, as_json: bool) -> None:
     """Decline a pending plan: nothing is touched; the incident is settled as rejected."""
-    _decide(plan, False, by, note, dsn, Path("artifacts"))
+    _decide(plan, False, by, note, dsn, Path("artifacts"), as_json)
 
 
 @main.command()
 @click.option("--restaurant", type=click.UUID, help="Only this restaurant (default: every one).")
-@click.option("--from", "since", type=click.DateTime(), help="Windows overlapping from here (default: now).")
-@click.option("--to", "until", type=click.DateTime(), help="… up to here (default: no end).")
+@click.option("--since", "--from", "since", type=click.DateTime(), help="Windows overlapping from here (default: now).")
+@click.option("--until", "--to", "until", type=click.DateTime(), help="… up to here (default: no end).")
 @click.option("--apply", is_flag=True, help="Prune the proven orphans (each re-proven in the executor).")
 @click.option("--release-stale", is_flag=True, help="With --apply: also release stale-by-status owners.")
 @click.option("--by", default=_operator, help="Who runs it (recorded). Default: ALLOCGUARD_OPERATOR or USER.")
@@ -804,7 +897,12 @@ def _window(since: str | None, until: str | None, offsets: str | None) -> Any:
         for part in offsets.split(","):
             partition, _, span = part.partition(":")
             first, _, end = span.partition("-")
-            ranges[int(partition)] = (int(first), int(end))
+            try:
+                ranges[int(partition)] = (int(first), int(end))
+            except ValueError:
+                raise click.BadParameter(
+                    f"{part!r}: ranges are PARTITION:FIRST-END[,…] (END exclusive)", param_hint="--offsets"
+                ) from None
     try:
         return Window(moment(since), moment(until), ranges)
     except ValueError as exc:
@@ -833,6 +931,7 @@ def _with_range(command: Callable[..., None]) -> Callable[..., None]:
 @click.option("--restaurant", type=click.UUID, help="Only this restaurant.")
 @click.option("--from-file", type=click.Path(path_type=Path, exists=True), help="A file written by `capture`.")
 @click.option("--report", type=click.Path(path_type=Path), help="Write the JSON report here.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON (instead of the table).")
 def replay_command(
     dsn: str | None,
     kafka_bootstrap: str | None,
@@ -849,6 +948,7 @@ def replay_command(
     restaurant: uuid.UUID | None,
     from_file: Path | None,
     report: Path | None,
+    as_json: bool,
 ) -> None:
     """Reprocess a topic range (or a captured file): find, explain and, with --apply, fix past incidents.
 
@@ -868,7 +968,7 @@ def replay_command(
         tables=tables,
         group_id=group_id,
     )
-    progress = Progress(click.echo)
+    progress = Progress((lambda line: None) if as_json else click.echo)
     window = _window(since, until, offsets)
     tally: dict[str, int] = {}
     source = (
@@ -877,7 +977,7 @@ def replay_command(
         else read_range(settings, window, progress, keep=Relevance(DetectionRules()), tally=tally)
     )
     result = replay(settings, source, apply=apply, booking=booking, restaurant=restaurant, tally=tally)
-    click.echo(result.table())
+    click.echo(json.dumps(result.as_json(), indent=2) if as_json else result.table())
     if report is not None:
         report.write_text(json.dumps(result.as_json(), indent=2) + "\n")
         click.echo(f"report: {report}")
@@ -925,7 +1025,11 @@ def capture_command(
     help="dry_run (default), auto, or approve (every plan waits for `allocguard plans approve`).",
 )
 @click.option(
-    "--grace", "grace_s", type=float, help="Seconds an allocation must be untouched to be pruned (ALLOCGUARD_GRACE_S)."
+    "--grace",
+    "--grace-s",
+    "grace_s",
+    type=float,
+    help="Seconds an allocation must be untouched to be pruned (ALLOCGUARD_GRACE_S).",
 )
 @click.option("--workers", type=int, help="Bookings handled concurrently.")
 @click.option("--health-port", type=int, help="Port of /healthz, /readyz and /metrics.")
@@ -998,23 +1102,67 @@ def run(
         sys.exit(2)
 
 
+def _failure(exc: BaseException) -> tuple[int, str]:
+    """The exit code and kind of an error that reached the top: see ``allocguard --help``."""
+    from confluent_kafka import KafkaError, KafkaException
+
+    from consumer.operations.connector import ConnectorUnreachable
+
+    if isinstance(exc, ConfigurationError):
+        return 2, "configuration"
+    if isinstance(exc, psycopg.OperationalError):
+        text = str(exc)
+        if "authentication failed" in text or "does not exist" in text or "no pg_hba.conf entry" in text:
+            return 2, "configuration"
+        return 3, "dependency unavailable"
+    if isinstance(exc, psycopg.errors.InsufficientPrivilege | psycopg.errors.UndefinedTable):
+        return 2, "configuration"
+    if isinstance(exc, ConnectorUnreachable | ConnectionError | TimeoutError | urllib.error.URLError):
+        return 3, "dependency unavailable"
+    if isinstance(exc, KafkaException):
+        error = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
+        if error is not None and error.code() in _KAFKA_UNREACHABLE:
+            return 3, "dependency unavailable"
+        if error is not None and error.code() == KafkaError._INVALID_ARG:
+            return 2, "configuration"
+    return 4, "failed"
+
+
 def entry() -> None:
-    """The console script: no traceback, and no password, for a mistake in a connection string or a dependency
-    that is down — one redacted line and exit 1 (configuration errors exit 2 where they are found)."""
+    """The console script: no traceback, and no password, for an error that reaches the top — one redacted line
+    on stderr (with ``--json``, the error as JSON on stdout) and the exit code of the table in ``--help``."""
+    from confluent_kafka import KafkaException
+
+    as_json = "--json" in sys.argv[1:]
+
+    def fail(code: int, kind: str, message: str) -> NoReturn:
+        message = redact(message).strip()
+        if as_json:
+            click.echo(json.dumps({"error": {"kind": kind, "message": message, "exit_code": code}}))
+        click.echo(f"error: {kind}: {message}" if code != 2 or kind != "usage" else f"Error: {message}", err=True)
+        sys.exit(code)
+
     try:
         main(standalone_mode=False)
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         sys.exit(1)
+    except click.exceptions.Exit as done:
+        sys.exit(done.exit_code)
     except click.ClickException as exc:
-        click.echo(f"Error: {redact(exc.format_message())}", err=True)
-        sys.exit(exc.exit_code)
-    except ConfigurationError as exc:
-        click.echo(f"configuration error: {redact(str(exc))}", err=True)
-        sys.exit(2)
-    except (psycopg.Error, OSError, RuntimeError, ValueError) as exc:
-        click.echo(f"error: {type(exc).__name__}: {redact(str(exc)).strip()}", err=True)
-        sys.exit(1)
+        fail(2 if isinstance(exc, click.UsageError) else exc.exit_code, "usage", exc.format_message())
+    except (ConfigurationError, psycopg.Error, OSError, RuntimeError, ValueError, KafkaException) as exc:
+        code, kind = _failure(exc)
+        detail = (
+            exc.args[0].str()
+            if isinstance(exc, KafkaException) and exc.args and hasattr(exc.args[0], "str")
+            else str(exc)
+        )
+        fail(
+            code,
+            kind,
+            f"{type(exc).__name__}: {detail}" if code == 4 else detail.splitlines()[0] if detail else repr(exc),
+        )
 
 
 if __name__ == "__main__":

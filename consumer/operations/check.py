@@ -22,6 +22,7 @@ from psycopg import sql
 
 from consumer.local.db import discover
 from consumer.redact import redact
+from consumer.runtime.health import kafka_log
 
 #: role allocguard's login role must belong to
 REMEDIATOR_ROLE = "allocguard_remediator"
@@ -98,9 +99,11 @@ class Report:
 
     @property
     def exit_code(self) -> int:
-        """0 all OK, 1 warnings only, 2 at least one failure."""
-        if self.failed:
+        """0 all OK, 1 warnings only, 2 a failure that is configuration, 3 a dependency out of reach."""
+        if self.misconfigured:
             return 2
+        if self.failed:
+            return 3
         return 1 if any(i.status is Status.WARN for i in self.items) else 0
 
     def text(self) -> str:
@@ -496,7 +499,7 @@ def kafka_items(target: Target) -> Iterator[Item]:
     from confluent_kafka.admin import AdminClient
 
     try:
-        admin = AdminClient({"bootstrap.servers": target.bootstrap, **target.kafka_config})
+        admin = AdminClient({"bootstrap.servers": target.bootstrap, **target.kafka_config, "logger": kafka_log})  # type: ignore[dict-item]
     except KafkaException as exc:
         yield Item("kafka", Status.FAIL, f"invalid client configuration: {exc.args[0].str()}", KAFKA_CONFIG_FIX)
         return
@@ -669,6 +672,7 @@ def newest_messages(target: Target, topic: str) -> list[Message]:
             "group.id": "allocguard-check",
             "enable.auto.commit": False,
             **target.kafka_config,
+            "logger": kafka_log,
         }
     )
     try:

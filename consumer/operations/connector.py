@@ -26,6 +26,7 @@ from psycopg import sql as pgsql
 
 from consumer.config import deploy_dir
 from consumer.redact import redact
+from consumer.runtime.health import kafka_log
 from consumer.runtime.offsets import end_positions
 from schemas.envelope import HEARTBEAT_TOPIC_PREFIX
 
@@ -43,6 +44,10 @@ PER_SITE = {
 
 class ConnectorError(RuntimeError):
     """The connector could not be registered, or does not stream: the message says why."""
+
+
+class ConnectorUnreachable(ConnectorError):
+    """Kafka Connect's REST API does not answer (a dependency unavailable: exit 3)."""
 
 
 def as_written() -> dict[str, str]:
@@ -107,7 +112,7 @@ def rest(method: str, url: str, body: dict[str, Any] | None = None, timeout: flo
     try:
         return request(method, url, body, timeout)
     except OSError as exc:
-        raise ConnectorError(f"Kafka Connect at {redact(url)} unreachable: {exc}") from None
+        raise ConnectorUnreachable(f"Kafka Connect at {redact(url)} unreachable: {exc}") from None
 
 
 def current_config(connect_url: str, name: str) -> dict[str, str] | None:
@@ -190,7 +195,14 @@ def register(
             + "\n  ".join(problems)
         )
     heartbeats = f"{HEARTBEAT_TOPIC_PREFIX}.{config['topic.prefix']}"
-    reader = Consumer({"bootstrap.servers": bootstrap, "group.id": f"allocguard-register-{uuid.uuid4()}", **kafka})
+    reader = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"allocguard-register-{uuid.uuid4()}",
+            **kafka,
+            "logger": kafka_log,
+        }
+    )
     try:
         try:
             marks = end_positions(reader, [heartbeats], timeout=10)

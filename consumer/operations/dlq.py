@@ -19,6 +19,7 @@ from confluent_kafka import Consumer, TopicPartition
 
 from consumer.config import RuntimeSettings
 from consumer.operations import standalone_remediator
+from consumer.runtime.health import kafka_log
 from consumer.runtime.offsets import watermarks
 from handlers.pipeline import Remediator
 from schemas import ChangeEvent, decode_message
@@ -63,6 +64,7 @@ def replay_dlq(
             "group.id": group or f"{settings.group_id}-dlq-replay",
             "enable.auto.commit": False,
             "auto.offset.reset": "earliest",
+            "logger": kafka_log,
         }
     )
     remediator, connections = standalone_remediator(

@@ -30,6 +30,7 @@ from confluent_kafka import Consumer, TopicPartition
 
 from consumer.config import RuntimeSettings
 from consumer.operations import standalone_remediator
+from consumer.runtime.health import kafka_log
 from consumer.runtime.offsets import watermarks
 from consumer.runtime.routing import Relevance, Signal, poll_batches_gc, route
 from handlers import store
@@ -112,6 +113,7 @@ def read_range(
             "enable.auto.commit": False,
             "enable.auto.offset.store": False,
             "fetch.queue.backoff.ms": 10,
+            "logger": kafka_log,
         }
     )
     try:

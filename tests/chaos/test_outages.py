@@ -179,7 +179,10 @@ def test_work_resumes_within_seconds_of_the_broker_coming_back(
         restarted = time.monotonic()
         stack.start_component("kafka")
     readable = failure_readable(stack_settings, victim, unique)
-    wait_for("the victim confirmed", lambda: status_of(platform_connect, victim) == ("resolved", True), timeout=60)
+    try:
+        wait_for("the victim confirmed", lambda: status_of(platform_connect, victim) == ("resolved", True), timeout=60)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\nallocguard run's log:\n{runtime.log()}") from None
     resumed = time.monotonic() - readable
     print(
         f"broker down ≈{DOWN_S / 2:.0f}s: the failure readable {readable - restarted:.1f}s after the broker was "

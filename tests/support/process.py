@@ -113,11 +113,14 @@ def metric_value(exposition: str, name: str, **labels: str) -> float:
     return total
 
 
-def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 60.0, cwd: str | None = None
+) -> subprocess.CompletedProcess[str]:
     """``allocguard ARGS`` as its own process, with exactly ``env`` (this process's environment by default)."""
     return subprocess.run(
         [sys.executable, "-m", "consumer.cli", *args],
         env=os.environ.copy() if env is None else env,
+        cwd=cwd,
         capture_output=True,
         text=True,
         timeout=timeout,
