@@ -7,6 +7,16 @@ from typing import Any
 from schemas.records import Plan
 
 
+def unique_prefixes(ids: list[str], minimum: int = 8) -> dict[str, str]:
+    """The shortest prefix of at least ``minimum`` characters that tells every id in the list apart (as git
+    abbreviates commits): ids that share 8 characters are shown longer, never ambiguous."""
+    distinct = sorted(set(ids))
+    width = minimum
+    while width < max((len(i) for i in distinct), default=0) and len({i[:width] for i in distinct}) < len(distinct):
+        width += 1
+    return {i: i[:width] for i in distinct}
+
+
 def _short(value: object) -> str:
     text = str(value) if value is not None else "-"
     return text[:8] if len(text) == 36 else text

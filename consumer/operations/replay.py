@@ -30,6 +30,7 @@ from confluent_kafka import Consumer, TopicPartition
 
 from consumer.config import RuntimeSettings
 from consumer.operations import standalone_remediator
+from consumer.report import unique_prefixes
 from consumer.runtime.health import kafka_log
 from consumer.runtime.offsets import watermarks
 from consumer.runtime.routing import Relevance, Signal, poll_batches_gc, route
@@ -283,11 +284,13 @@ class ReplayReport:
         ]
         lines += [f"{name:<30} {count:>9}" for name, count in summary["outcomes"].items()]
         lines.append("")
-        lines.append(f"{'BOOKING':<10} {'OUTCOME':<28} WHY")
-        for item in sorted(self.incidents.values(), key=lambda i: i["booking_id"]):
-            lines.append(
-                f"{item['booking_id'][:8]:<10} {OUTCOMES.get(item['outcome'], item['outcome']):<28} {item['why']}"
-            )
+        items = sorted(self.incidents.values(), key=lambda i: i["booking_id"])
+        short = unique_prefixes([item["booking_id"] for item in items])
+        width = max([10, *(len(v) + 2 for v in short.values())])
+        lines.append(f"{'BOOKING':<{width}} {'OUTCOME':<28} WHY")
+        for item in items:
+            outcome = OUTCOMES.get(item["outcome"], item["outcome"])
+            lines.append(f"{short[item['booking_id']]:<{width}} {outcome:<28} {item['why']}")
         return "\n".join(lines)
 
 
