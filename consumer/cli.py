@@ -364,8 +364,10 @@ def _missing(lines: list[str]) -> None:
 
 
 def _connect_factory(dsn: str) -> Callable[[], psycopg.Connection[Any]]:
+    options = _runtime_settings().pg_connect_kwargs()  # ALLOCGUARD_PG_PREPARE_THRESHOLD (a pooler)
+
     def connect() -> psycopg.Connection[Any]:
-        return psycopg.connect(dsn, autocommit=True)
+        return psycopg.connect(dsn, autocommit=True, **options)
 
     return connect
 

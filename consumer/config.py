@@ -6,7 +6,7 @@ import json
 import os
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 from uuid import UUID
 
 from pydantic import BeforeValidator, Field, SecretStr, model_validator
@@ -27,6 +27,11 @@ def _comma_list(value: object) -> object:
             return json.loads(text)
         return [part.strip() for part in text.split(",") if part.strip()]
     return value
+
+
+def _none_word(value: object) -> object:
+    """ "none", "off" or an empty value: None (for a setting where None means "never")."""
+    return None if isinstance(value, str) and value.strip().lower() in ("", "none", "off", "null") else value
 
 
 def _lower(value: object) -> object:
@@ -124,6 +129,10 @@ class RuntimeSettings(BaseSettings):
     revoke_timeout_s: float = Field(default=20.0, ge=0)
     #: partitions lost (session timeout) and no assignment since, with the broker reachable this long: re-subscribe
     rejoin_after_s: float = Field(default=30.0, gt=0)
+    #: psycopg prepares a statement after this many executions on a connection; "none" never prepares — needed
+    #: behind a transaction-mode pooler (Supabase's port 6543, PgBouncer in transaction mode), which cannot keep
+    #: prepared statements across transactions
+    pg_prepare_threshold: Annotated[int | None, BeforeValidator(_none_word)] = Field(default=5, ge=0)
     #: how often the gauges read from the database and the heartbeat topic (plans, incidents, the replication
     #: slot, the heartbeat's age) are refreshed
     metrics_refresh_s: float = Field(default=15.0, ge=1)
@@ -202,6 +211,10 @@ class RuntimeSettings(BaseSettings):
 
     def resolved_dlq(self) -> str:
         return self.dlq_topic or f"{self.topic_prefix}.allocguard.dlq"
+
+    def pg_connect_kwargs(self) -> dict[str, Any]:
+        """What every connection allocguard opens is given besides the DSN."""
+        return {"prepare_threshold": self.pg_prepare_threshold}
 
     def assign_header_values(self) -> dict[str, str]:
         return {key: value.get_secret_value() for key, value in self.assign_headers.items()}

@@ -26,8 +26,9 @@ class Connections:
     connection comes back only when idle and unbroken, else it is closed. allocguard sets no session state (its
     only ``SET`` is ``SET LOCAL``; its locks are transaction-level), so reuse changes nothing a statement sees."""
 
-    def __init__(self, dsn: str) -> None:
+    def __init__(self, dsn: str, **options: Any) -> None:
         self._dsn = dsn
+        self._options = options
         self._idle: list[psycopg.Connection[Any]] = []
         self._lock = threading.Lock()
 
@@ -36,7 +37,7 @@ class Connections:
         with self._lock:
             conn = self._idle.pop() if self._idle else None
         if conn is None or conn.closed:
-            conn = psycopg.connect(self._dsn, autocommit=True)
+            conn = psycopg.connect(self._dsn, autocommit=True, **self._options)
         reusable = False
         try:
             yield conn
@@ -64,7 +65,7 @@ def standalone_remediator(
 ) -> tuple[Remediator, Connections]:
     """The remediator of ``allocguard run``, on plain connections, for a one-off command. The database is
     reached once at once, so a wrong DSN is said before any topic is read."""
-    connect = Connections(settings.resolved_dsn())
+    connect = Connections(settings.resolved_dsn(), **settings.pg_connect_kwargs())
     with connect():
         pass
     remediation = RemediationSettings(

@@ -258,6 +258,14 @@ def _migration_items(conn: psycopg.Connection[Any]) -> Iterator[Item]:
             f"migrations not applied: {', '.join(f'V{v:03d}' for v in missing)}",
             "run `allocguard db init` as the owner",
         )
+    elif applied and max(applied) > max(wanted):
+        yield Item(
+            "schema",
+            Status.WARN,
+            f"the schema (V{max(applied):03d}) is newer than this version of allocguard knows (V{max(wanted):03d}): "
+            "a rollback; migrations only add, so this version runs against it",
+            "deploy the newer image again when the rollback's cause is fixed",
+        )
     else:
         yield Item("schema", Status.OK, f"allocguard's schema is current (V{max(wanted):03d})")
 

@@ -61,8 +61,10 @@ class StateRefresher:
         heartbeat_age: Callable[[], float | None],
         stop: threading.Event,
         refresh_s: float = 15.0,
+        options: dict[str, Any] | None = None,
     ) -> None:
         self.dsn = dsn
+        self.options = options or {}
         self.heartbeat_age = heartbeat_age
         self.stop = stop
         self.refresh_s = refresh_s
@@ -77,7 +79,7 @@ class StateRefresher:
         while True:
             try:
                 if conn is None or conn.closed:
-                    conn = psycopg.connect(self.dsn, autocommit=True, connect_timeout=5)
+                    conn = psycopg.connect(self.dsn, autocommit=True, connect_timeout=5, **self.options)
                 self.read(conn)
                 self._failing = False
             except psycopg.Error as exc:

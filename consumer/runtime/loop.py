@@ -198,7 +198,12 @@ class Runtime:
             settings.resolved_dsn(),
             min_size=1,
             max_size=settings.workers + 3,  # + the probe, the wake-ups and the loop's batched hold writes
-            kwargs={"autocommit": True, "connect_timeout": 5, "cursor_factory": TracedCursor},
+            kwargs={
+                "autocommit": True,
+                "connect_timeout": 5,
+                "cursor_factory": TracedCursor,
+                **settings.pg_connect_kwargs(),
+            },
             connection_class=TracedConnection,
             # give up a reconnection after a short while instead of backing off for minutes (1, 2, 4, 8, 16 s…):
             # the probe sees the database back within a second and starts a fresh attempt (_database_back)
@@ -227,7 +232,11 @@ class Runtime:
         self.metrics = Metrics()
         self._last_event_at: float | None = None
         self.state = StateRefresher(
-            settings.resolved_dsn(), self._heartbeat_age, self._stop, refresh_s=settings.metrics_refresh_s
+            settings.resolved_dsn(),
+            self._heartbeat_age,
+            self._stop,
+            refresh_s=settings.metrics_refresh_s,
+            options=settings.pg_connect_kwargs(),
         )
         self.db_outage = Outage("database", lambda: self.metrics.outages.add(1, {"dependency": "database"}))
         self.kafka_outage = Outage("kafka", lambda: self.metrics.outages.add(1, {"dependency": "kafka"}))
@@ -1224,7 +1233,7 @@ class Runtime:
         while not self._stop.wait(every_s):
             try:
                 if conn is None or conn.closed:
-                    conn = psycopg.connect(dsn, autocommit=True, connect_timeout=2)
+                    conn = psycopg.connect(dsn, autocommit=True, connect_timeout=2, **self.settings.pg_connect_kwargs())
                 conn.execute("SELECT 1")
                 if self.db_outage.up():
                     self._dependency_back("database")

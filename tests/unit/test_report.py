@@ -1,5 +1,3 @@
-
-
 def test_id_prefixes_are_unique_in_a_table() -> None:
     """Four bookings sharing ``aa000000`` (seen in one replay report) are shown long enough to tell apart."""
     from consumer.report import unique_prefixes
