@@ -229,12 +229,19 @@ def read_ahead(source: Iterator[Raw], depth: int = 10_000) -> Iterator[Raw]:
 
 
 def capture(settings: RuntimeSettings, window: Window, out: Path, echo: Callable[[str], None]) -> int:
-    """Export a topic range to JSON Lines (values kept byte for byte: UTF-8 text, else base64)."""
+    """Export a topic range to JSON Lines (values kept byte for byte: UTF-8 text, else base64). Written to a
+    temporary file beside ``out`` and renamed at the end: a capture that fails (the brokers out of reach) leaves
+    no file, never an empty or partial one."""
     count = 0
-    with out.open("w") as handle:
-        for raw in read_range(settings, window, Progress(echo)):
-            handle.write(json.dumps(raw.to_json(), separators=(",", ":")) + "\n")
-            count += 1
+    partial = out.with_name(f".{out.name}.partial")
+    try:
+        with partial.open("w") as handle:
+            for raw in read_range(settings, window, Progress(echo)):
+                handle.write(json.dumps(raw.to_json(), separators=(",", ":")) + "\n")
+                count += 1
+        partial.replace(out)
+    finally:
+        partial.unlink(missing_ok=True)
     echo(f"captured {count} message(s) to {out}")
     return count
 

@@ -10,6 +10,7 @@ import os
 import socket
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -99,6 +100,7 @@ def test_a_closed_port_is_exit_3_in_one_line(args: list[str], has_json: bool, tm
     done = run_cli(*args, env=env_for(free_port()), cwd=str(tmp_path))
     assert done.returncode == 3, done.stdout + done.stderr
     assert "unavailable" in one_line_error(done.stderr)
+    assert list(Path(str(tmp_path)).iterdir()) == [], "a failed command leaves no file behind (capture's --out)"
     if has_json:
         done = run_cli(*args, "--json", env=env_for(free_port()), cwd=str(tmp_path))
         assert done.returncode == 3, done.stdout + done.stderr
