@@ -16,6 +16,9 @@ import pytest
 
 from tests.support.process import free_port, run_cli
 
+#: exit codes and timeouts, no dates: librdkafka's timed waits hang under libfaketime (make unit-future)
+pytestmark = pytest.mark.realclock
+
 VICTIM = "d99ceb12-193a-4e80-840e-35cb236d9452"
 PLAN = "00000000-0000-4000-8000-000000000001"
 SINCE = ["--since", "2000-01-01T00:00"]
