@@ -15,6 +15,7 @@ In ``dry_run`` mode only allocguard's own tables are written.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -63,6 +64,8 @@ SELECT a.id, a.booking_id, a.resource_id FROM public.allocations a JOIN public.b
    AND EXISTS (SELECT 1 FROM public.booking_table_assignments bta
                 WHERE bta.booking_id = a.booking_id AND bta.table_id = a.resource_id)
 """
+
+log = logging.getLogger("allocguard.execute")
 
 
 @dataclass
@@ -226,7 +229,12 @@ def apply_plan(
         released_ids=released_ids,
     )
     if artifacts_dir is not None:
-        result.artifacts = _write_artifacts(artifacts_dir, remediation["id"], plan, before, after)
+        try:
+            result.artifacts = _write_artifacts(artifacts_dir, remediation["id"], plan, before, after)
+        except OSError as exc:
+            # the prune is committed and its before/after rows are in allocations_archive and the remediation
+            # row: a file that cannot be written must not turn a done prune into a dead letter
+            log.warning("evidence files not written (the database keeps the evidence): %s: %s", exc.filename, exc)
     return result
 
 

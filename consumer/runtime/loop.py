@@ -1025,7 +1025,8 @@ class Runtime:
                 ("allocguard.source.partition", str(partition).encode()),
                 ("allocguard.source.offset", str(offset).encode()),
             ]
-            log.error("dead-lettering %s[%s]@%s after a handler error: %r", topic, partition, offset, error)
+            where = f" ({error.filename})" if isinstance(error, OSError) and error.filename else ""
+            log.error("dead-lettering %s[%s]@%s after a handler error: %r%s", topic, partition, offset, error, where)
         original = _header_list(message)
         headers: list[tuple[str, str | bytes | None]] = [*original, *reason]
         sending = self.telemetry.producer_span(self.settings.resolved_dlq(), span, (topic, partition, offset))

@@ -19,7 +19,15 @@ from click.testing import CliRunner
 from consumer.cli import main
 from consumer.local.platform import Venue, create_booking, create_venue
 from consumer.local.settings import StackSettings
-from consumer.local.simulator import SEED_BLOCKER, SEED_TABLE, SEED_VICTIM, PlatformApp, block_window, tomorrow
+from consumer.local.simulator import (
+    SEED_BLOCKER,
+    SEED_TABLE,
+    SEED_VICTIM,
+    PlatformApp,
+    block_window,
+    orphan_by_reseat,
+    tomorrow,
+)
 from handlers import store
 from handlers.evidence import make_plan
 from handlers.execute import apply_plan
@@ -456,3 +464,26 @@ def test_remediator_role_can_remediate_and_nothing_more(stack_settings: StackSet
             )
             with pytest.raises(psycopg.errors.InsufficientPrivilege):
                 conn.execute(guarded)
+
+
+def test_evidence_files_that_cannot_be_written_do_not_undo_a_done_prune(
+    connect: Callable[[], Conn], app: PlatformApp, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The artifacts directory is not writable (here: under a regular file): the prune stands, the victim is
+    seated, the evidence is in the database, and a warning names the path — the event is not dead-lettered."""
+    blocked = tmp_path / "a-file"
+    blocked.write_text("not a directory")
+    scenario = orphan_by_reseat(app, job_attempts=0)
+    assert scenario.victim_id is not None
+    with caplog.at_level("WARNING", logger="allocguard.execute"):
+        results = feed(connect, remediator(connect, artifacts=blocked / "artifacts"), scenario.victim_id)
+    assert results[0].status == "resolved", results[0]
+    assert results[0].prunes[0].artifacts == []
+    assert "evidence files not written" in caplog.text
+    assert str(blocked) in caplog.text
+    with connect() as conn:
+        archived = conn.execute(
+            "SELECT count(*) FROM allocations_archive WHERE booking_id = %s", (uuid.UUID(scenario.ids["owner"]),)
+        ).fetchone()
+    assert archived is not None
+    assert archived[0] >= 1
