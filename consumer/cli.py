@@ -1141,7 +1141,7 @@ def entry() -> None:
         message = redact(message).strip()
         if as_json:
             click.echo(json.dumps({"error": {"kind": kind, "message": message, "exit_code": code}}))
-        click.echo(f"error: {kind}: {message}" if code != 2 or kind != "usage" else f"Error: {message}", err=True)
+        click.echo(f"Error: {message}" if kind == "usage" else f"error: {kind}: {message}", err=True)
         sys.exit(code)
 
     try:
@@ -1151,20 +1151,17 @@ def entry() -> None:
         sys.exit(1)
     except click.exceptions.Exit as done:
         sys.exit(done.exit_code)
-    except click.ClickException as exc:
-        fail(2 if isinstance(exc, click.UsageError) else exc.exit_code, "usage", exc.format_message())
+    except click.UsageError as exc:
+        fail(2, "usage", exc.format_message())
+    except click.ClickException as exc:  # a command's own verdict ("plan … is already executed"): work left
+        fail(exc.exit_code, "failed", exc.format_message())
     except (ConfigurationError, psycopg.Error, OSError, RuntimeError, ValueError, KafkaException) as exc:
         code, kind = _failure(exc)
-        detail = (
-            exc.args[0].str()
-            if isinstance(exc, KafkaException) and exc.args and hasattr(exc.args[0], "str")
-            else str(exc)
-        )
-        fail(
-            code,
-            kind,
-            f"{type(exc).__name__}: {detail}" if code == 4 else detail.splitlines()[0] if detail else repr(exc),
-        )
+        if isinstance(exc, KafkaException) and exc.args and hasattr(exc.args[0], "str"):
+            detail = exc.args[0].str()
+        else:
+            detail = (str(exc).splitlines() or [repr(exc)])[0]
+        fail(code, kind, f"{type(exc).__name__}: {detail}" if code == 4 else detail)
 
 
 if __name__ == "__main__":
