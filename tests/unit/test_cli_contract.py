@@ -52,7 +52,8 @@ class Silent:
         self.held: list[socket.socket] = []
         self._stop = threading.Event()
         self.socket.settimeout(0.2)
-        threading.Thread(target=self._serve, daemon=True).start()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
 
     def _serve(self) -> None:
         while not self._stop.is_set():
@@ -64,6 +65,7 @@ class Silent:
 
     def close(self) -> None:
         self._stop.set()
+        self._thread.join(timeout=5)  # the accept loop ends before its socket closes
         for conn in self.held:
             conn.close()
         self.socket.close()
