@@ -394,10 +394,8 @@ def simulate(scenario: str, dsn: str | None) -> None:
         click.echo(f"  - {note}")
 
 
-@main.command()
-@click.argument("booking_id", type=click.UUID)
-@click.option("--json", "as_json", is_flag=True, help="Print the evidence as JSON.")
-@click.option(
+#: diagnose and remediate judge young rows as the running consumer does (ALLOCGUARD_GRACE_S)
+_grace_option = click.option(
     "--grace-s",
     "--grace",
     "grace_s",
@@ -407,6 +405,12 @@ def simulate(scenario: str, dsn: str | None) -> None:
     envvar="ALLOCGUARD_GRACE_S",
     help="Seconds an allocation must be untouched to be pruned (ALLOCGUARD_GRACE_S), as the running consumer.",
 )
+
+
+@main.command()
+@click.argument("booking_id", type=click.UUID)
+@click.option("--json", "as_json", is_flag=True, help="Print the evidence as JSON.")
+@_grace_option
 @click.option("--dsn", envvar="ALLOCGUARD_PG_DSN", help="allocguard's database login (ALLOCGUARD_PG_DSN).")
 def diagnose(booking_id: uuid.UUID, as_json: bool, grace_s: float, dsn: str | None) -> None:
     """Read-only: why did this booking's auto-assign fail, and which blocking allocations are orphans?"""
@@ -446,16 +450,7 @@ def diagnose(booking_id: uuid.UUID, as_json: bool, grace_s: float, dsn: str | No
 @click.option("--mode", type=click.Choice([m.value for m in Mode]), default=Mode.DRY_RUN.value, show_default=True)
 @click.option("--strategy", type=click.Choice(["sql", "http"]), default="sql", show_default=True)
 @click.option("--endpoint", help="The app's assign endpoint, for --strategy http.")
-@click.option(
-    "--grace-s",
-    "--grace",
-    "grace_s",
-    type=float,
-    default=120.0,
-    show_default=True,
-    envvar="ALLOCGUARD_GRACE_S",
-    help="Seconds an allocation must be untouched to be pruned (ALLOCGUARD_GRACE_S).",
-)
+@_grace_option
 @click.option("--artifacts-dir", type=click.Path(path_type=Path), default=Path("artifacts"), show_default=True)
 @click.option("--dsn", envvar="ALLOCGUARD_PG_DSN", help="allocguard's database login (ALLOCGUARD_PG_DSN).")
 @click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON.")

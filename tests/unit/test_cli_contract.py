@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import json
 import os
-import socket
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.support.listener import Listener
 from tests.support.process import free_port, run_cli
 
 #: exit codes and timeouts, no dates: librdkafka's timed waits hang under libfaketime (make unit-future)
@@ -41,36 +40,6 @@ COMMANDS: list[tuple[list[str], bool]] = [
 IDS = [" ".join(args[:2]) for args, _ in COMMANDS]
 
 
-class Silent:
-    """A port that accepts connections and never answers."""
-
-    def __init__(self) -> None:
-        self.socket = socket.socket()
-        self.socket.bind(("127.0.0.1", 0))
-        self.socket.listen(64)
-        self.port = self.socket.getsockname()[1]
-        self.held: list[socket.socket] = []
-        self._stop = threading.Event()
-        self.socket.settimeout(0.2)
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-        self._thread.start()
-
-    def _serve(self) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, _ = self.socket.accept()
-            except TimeoutError:
-                continue
-            self.held.append(conn)
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)  # the accept loop ends before its socket closes
-        for conn in self.held:
-            conn.close()
-        self.socket.close()
-
-
 def env_for(port: int) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ALLOCGUARD_", "OTEL_"))}
     env.update(
@@ -86,8 +55,8 @@ def env_for(port: int) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def silent() -> Iterator[Silent]:
-    listener = Silent()
+def silent() -> Iterator[Listener]:
+    listener = Listener(hold=True)
     yield listener
     listener.close()
 
@@ -119,7 +88,7 @@ def test_a_closed_port_is_exit_3_in_one_line(args: list[str], has_json: bool, tm
 
 @pytest.mark.parametrize(("args", "has_json"), COMMANDS, ids=IDS)
 def test_a_listener_that_never_answers_is_exit_3_within_the_timeout(
-    args: list[str], has_json: bool, silent: Silent, tmp_path: object
+    args: list[str], has_json: bool, silent: Listener, tmp_path: object
 ) -> None:
     done = run_cli(*args, env=env_for(silent.port), cwd=str(tmp_path), timeout=60)
     assert done.returncode == 3, done.stdout + done.stderr

@@ -4,12 +4,11 @@ exits 2 before connecting anywhere — listeners on the ports a local-stack fall
 from __future__ import annotations
 
 import os
-import socket
-import threading
 from collections.abc import Iterator
 
 import pytest
 
+from tests.support.listener import Listener
 from tests.support.process import run_cli
 
 VICTIM = "d99ceb12-193a-4e80-840e-35cb236d9452"
@@ -31,35 +30,6 @@ COMMANDS: list[tuple[list[str], list[str]]] = [
     (["dlq", "replay"], [DSN, KAFKA]),
     (["db", "init"], ["missing ALLOCGUARD_ADMIN_DSN (or --dsn)"]),
 ]
-
-
-class Listener:
-    """A port that counts the connections it is offered."""
-
-    def __init__(self) -> None:
-        self.socket = socket.socket()
-        self.socket.bind(("127.0.0.1", 0))
-        self.socket.listen(16)
-        self.socket.settimeout(0.2)
-        self.port = self.socket.getsockname()[1]
-        self.accepted = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-        self._thread.start()
-
-    def _serve(self) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, _ = self.socket.accept()
-            except TimeoutError:
-                continue
-            self.accepted += 1
-            conn.close()
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-        self.socket.close()
 
 
 @pytest.fixture(scope="module")
