@@ -141,7 +141,9 @@ def run_args(env: dict[str, str], *, name: str | None = None, detach: bool = Fal
     """``podman run`` as production runs it: non-root, a read-only root filesystem, a tmpfs for the evidence
     artifacts, the host's network (the local stack listens on 127.0.0.1)."""
     args = ["run", *(["--rm"] if remove else []), "--network", "host", "--read-only", "--user", "10001"]
-    args += ["--tmpfs", "/var/lib/allocguard/artifacts:rw,mode=1777,size=64m"]
+    # chown=true: the tmpfs belongs to the container's user (podman 4.3 left ``--tmpfs …:mode=1777`` root's 0755,
+    # and every evidence file failed with EACCES)
+    args += ["--mount", "type=tmpfs,destination=/var/lib/allocguard/artifacts,tmpfs-size=64m,chown=true"]
     if name is not None:
         args += ["--name", name]
     if detach:

@@ -1,6 +1,6 @@
 """The image as production runs it: built with podman from the project's Dockerfile (Debian bases made here by
 mmdebstrap: no registry), non-root, read-only root filesystem, the byte test native — and ``allocguard run`` from
-inside it remediates the seed incident on the local stack (host network)."""
+inside it remediates an incident on the local stack (host network) and writes its evidence files."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import pytest
 from consumer.local import image
 from consumer.local.demo import free_port
 from consumer.local.settings import StackSettings
-from consumer.local.simulator import SEED_VICTIM, PlatformApp, seed_incident
+from consumer.local.simulator import PlatformApp, orphan_by_reseat
 from consumer.local.stack import LocalStack
 from tests.support.process import wait_for
 
@@ -69,7 +69,7 @@ def container(built: str, stack_settings: StackSettings, unique: str) -> Iterato
         image.podman("rm", "-f", name, check=False)
 
 
-def test_allocguard_run_from_the_image_remediates_the_seed_incident(
+def test_allocguard_run_from_the_image_remediates_an_incident_and_keeps_its_evidence(
     built: str,
     container: Callable[[], dict[str, Any]],
     platform_connect: Callable[[], psycopg.Connection[Any]],
@@ -84,17 +84,25 @@ def test_allocguard_run_from_the_image_remediates_the_seed_incident(
     wait_for("allocguard in the container ready", ready, timeout=90)
     with platform_connect() as conn:
         started = time.monotonic()
-        seed_incident(PlatformApp(conn))
+        # its own venue, and no platform job whose next attempt could seat the victim once the orphan is gone
+        incident = orphan_by_reseat(PlatformApp(conn), job_attempts=0)
+        victim = incident.victim_id
 
         def confirmed() -> bool:
-            row = conn.execute("SELECT status::text FROM bookings WHERE id = %s", (SEED_VICTIM,)).fetchone()
+            row = conn.execute("SELECT status::text FROM bookings WHERE id = %s", (victim,)).fetchone()
             return row == ("confirmed",)
 
-        wait_for("the seed victim confirmed by the container", confirmed, timeout=60, interval=0.05)
-        print(f"from the image: seed incident played → victim confirmed in {time.monotonic() - started:.2f}s")
+        wait_for("the victim confirmed by the container", confirmed, timeout=60, interval=0.05)
+        print(f"from the image: incident played → victim confirmed in {time.monotonic() - started:.2f}s")
     name = f"allocguard-test-{unique}"
     logs = image.podman("logs", name, check=False).stdout + image.podman("logs", name, check=False).stderr
-    assert f"booking {SEED_VICTIM}: resolved" in logs, logs[-3000:]
+    assert f"booking {victim}: resolved" in logs, logs[-3000:]
+    assert "evidence files not written" not in logs, logs[-3000:]
+    # the before/after evidence, written by the non-root user on the read-only image's one writable mount
+    listing = image.podman("exec", name, "ls", f"/var/lib/allocguard/artifacts/{victim}", check=False)
+    files = listing.stdout.split()
+    assert len(files) == 2, listing
+    assert sorted(f.rsplit("-", 1)[1] for f in files) == ["after.json", "before.json"], listing
     # SIGTERM (podman stop) → a clean exit 0, before podman's 15 s would turn to SIGKILL
     stopping = time.monotonic()
     image.podman("stop", "-t", "15", name)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import subprocess
 import sys
@@ -27,10 +28,8 @@ def test_a_taken_default_is_moved_to_a_free_port_and_an_explicit_choice_is_kept(
 def test_the_module_prints_exports_for_a_port_really_held() -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as holder:
         holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 0)
-        try:
+        with contextlib.suppress(OSError):  # already held by someone else: the module must move it all the same
             holder.bind(("127.0.0.1", StackSettings.model_fields["zipkin_port"].default))
-        except OSError:
-            pass  # already held by someone else: the module must move it all the same
         holder.listen()
         env = {"PATH": "/usr/bin:/bin", "ALLOCGUARD_KAFKA_PORT": "1"}
         out = subprocess.run(
