@@ -37,10 +37,11 @@ watch: install ## local stack up, then print decoded CDC events of a demo bookin
 	$(BIN)/allocguard stack up
 	$(BIN)/allocguard watch --demo
 
-lint: install ## ruff, ruff format --check, strict mypy, literal dates that expire (tests, bench)
+lint: install ## ruff, ruff format --check, strict mypy, layers (imports only downward, no cycle), literal dates that expire
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/python -m tests.support.layers
 	$(BIN)/python -m tests.support.date_lint tests bench
 
 test: lint chart-check alerting-check unit-future ## lint, the service-free tests 400 days ahead, then the whole suite on the real stack

@@ -20,11 +20,11 @@ from confluent_kafka import Consumer
 from psycopg.rows import dict_row
 
 from consumer.config import ConfigurationError
-from consumer.local import db
 from consumer.local.demo import write_demo_lifecycle
 from consumer.local.settings import StackSettings
 from consumer.local.simulator import SCENARIOS, PlatformApp
 from consumer.local.stack import LocalStack, StackError, captured_topics
+from consumer.operations import migrations as db
 from consumer.redact import redact
 from consumer.report import plan_as_json, plan_as_text
 from consumer.runtime.health import _UNREACHABLE as _KAFKA_UNREACHABLE
@@ -1069,8 +1069,8 @@ def run(
     log_format: str,
 ) -> None:
     """Consume the platform's CDC topics and remediate allocations_no_overlap failures as they happen."""
-    from consumer.runtime.loop import FatalRuntimeError
     from consumer.runtime.loop import run as run_runtime
+    from consumer.runtime.work import FatalRuntimeError
     from consumer.telemetry import configure_logging
 
     configure_logging(log_level, log_format)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
@@ -15,8 +16,22 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from consumer.redact import redact
 
 if TYPE_CHECKING:
-    from consumer.operations.check import Target
     from handlers.policy import Policy
+
+
+@dataclass(frozen=True)
+class Target:
+    """What ``allocguard check`` (and ``run``'s preflight) look at."""
+
+    dsn: str
+    tables: tuple[str, ...]  # consumed tables, qualified (public.observability_events)
+    bootstrap: str | None = None
+    topics: tuple[str, ...] = ()
+    dlq_topic: str | None = None
+    kafka_config: dict[str, str] = field(default_factory=dict)
+    connect_url: str | None = None
+    connector_name: str | None = None
+    publication: str = "allocguard_platform"
 
 
 def _comma_list(value: object) -> object:
@@ -223,8 +238,6 @@ class RuntimeSettings(BaseSettings):
         return {key: value.get_secret_value() for key, value in self.kafka_config.items()}
 
     def check_target(self) -> Target:
-        from consumer.operations.check import Target
-
         return Target(
             dsn=self.resolved_dsn(),
             tables=tuple(self.tables),

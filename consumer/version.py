@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import importlib.util
 import platform
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as _installed
+
+
+def byte_test_is_native() -> bool:
+    """Whether the byte test (consumer/_bytetest.c) is the compiled one."""
+    return importlib.util.find_spec("consumer._bytetest") is not None
 
 
 def version() -> str:
@@ -16,8 +22,6 @@ def version() -> str:
 
 def version_line() -> str:
     import confluent_kafka
-
-    from consumer.runtime.routing import byte_test_is_native
 
     byte_test = "native" if byte_test_is_native() else "python (consumer/_bytetest.c not compiled: slower)"
     return (

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from uuid import UUID
 
-from schemas.records import AllocationEvidence, Incident, Plan, Verdict
+from schemas.records import AllocationEvidence, Incident, Plan, Verdict, Why
 from schemas.rows import TERMINAL_STATUSES, BookingStatus
 from schemas.values import TstzRange
 
@@ -63,7 +63,7 @@ def assess(row: AllocationRow, snapshot: Snapshot, grace: timedelta) -> Allocati
     incident = snapshot.incident
     owner = snapshot.owners.get(row.booking_id) if row.booking_id is not None else None
     has_assignment = owner is not None and row.resource_id in owner.assigned_tables
-    verdict, reason = _verdict(row, owner, has_assignment, snapshot, grace)
+    verdict, why, reason = _verdict(row, owner, has_assignment, snapshot, grace)
     return AllocationEvidence(
         allocation_id=row.id,
         booking_id=row.booking_id,
@@ -77,46 +77,52 @@ def assess(row: AllocationRow, snapshot: Snapshot, grace: timedelta) -> Allocati
         owner_has_assignment=has_assignment,
         blocks=(not row.shadow and row.resource_type == "table" and row.restaurant_id == incident.restaurant_id),
         verdict=verdict,
+        why=why,
         reason=reason,
     )
 
 
 def _verdict(
     row: AllocationRow, owner: OwnerState | None, has_assignment: bool, snapshot: Snapshot, grace: timedelta
-) -> tuple[Verdict, str]:
+) -> tuple[Verdict, Why, str]:
     incident = snapshot.incident
     table = row.resource_id
     if row.booking_id == incident.booking_id:
-        return Verdict.PROTECTED, "the victim's own row: the assign path reuses it"
+        return Verdict.PROTECTED, Why.VICTIMS_OWN, "the victim's own row: the assign path reuses it"
     if row.shadow:
-        return Verdict.PROTECTED, "shadow row mirroring a hold: it never blocks allocations_no_overlap"
+        return Verdict.PROTECTED, Why.SHADOW, "shadow row mirroring a hold: it never blocks allocations_no_overlap"
     if row.is_maintenance or row.booking_id is None:
-        return Verdict.PROTECTED, "maintenance block (no booking): set by operations, never pruned"
+        return Verdict.PROTECTED, Why.MAINTENANCE, "maintenance block (no booking): set by operations, never pruned"
     if row.resource_type != "table":
-        return Verdict.PROTECTED, f"{row.resource_type} row: only table allocations are pruned"
+        return Verdict.PROTECTED, Why.NOT_A_TABLE, f"{row.resource_type} row: only table allocations are pruned"
     if owner is None:
-        return Verdict.PROTECTED, f"owner booking {row.booking_id} not found: nothing can be proven"
+        return Verdict.PROTECTED, Why.OWNER_UNKNOWN, f"owner booking {row.booking_id} not found: nothing can be proven"
     if has_assignment:
         if owner.status in TERMINAL_STATUSES:
             return (
                 Verdict.STALE_BY_STATUS,
+                Why.TERMINAL_OWNER,
                 f"owner {owner.booking_id} is {owner.status} but still assigned to table {table}: "
                 "release through unassign_tables_atomic (policy-gated, not pruned here)",
             )
-        return Verdict.LEGITIMATE, f"owner {owner.booking_id} ({owner.status}) holds table {table} by assignment"
+        holds = f"owner {owner.booking_id} ({owner.status}) holds table {table} by assignment"
+        return Verdict.LEGITIMATE, Why.ASSIGNED, holds
     if table in owner.held_tables:
         return (
             Verdict.PROTECTED,
+            Why.ACTIVE_HOLD,
             f"owner {owner.booking_id} has an active hold on table {table}: a confirm is in flight",
         )
     age = snapshot.now - row.updated_at
     if age < grace:
         return (
             Verdict.PROTECTED,
+            Why.IN_GRACE,
             f"updated {age.total_seconds():.0f}s ago, within the {grace.total_seconds():.0f}s grace",
         )
     return (
         Verdict.ORPHAN,
+        Why.UNREFERENCED,
         f"no assignment row for booking {owner.booking_id} ({owner.status}) on table {table}; "
         f"last updated {age.total_seconds():.0f}s ago",
     )
@@ -194,9 +200,7 @@ def _decide(snapshot: Snapshot, prune: tuple[UUID, ...], remaining: tuple[Alloca
         for item in remaining:
             counts[item.verdict.value] = counts.get(item.verdict.value, 0) + 1
         summary = ", ".join(f"{n} {name}" for name, n in sorted(counts.items()))
-        transient = all(
-            e.verdict is Verdict.PROTECTED and ("grace" in e.reason or "active hold" in e.reason) for e in remaining
-        )
+        transient = all(e.verdict is Verdict.PROTECTED and e.why.transient for e in remaining)
         if transient:
             return "wait", f"blockers that may clear by themselves remain ({summary}); nothing pruned"
         if all(e.verdict is Verdict.STALE_BY_STATUS for e in remaining):

@@ -192,16 +192,19 @@ class Remediator:
         self.hooks = hooks or Hooks(on_attempt=on_attempt)
 
     def observe(self, event: ObservabilityEvent) -> IncidentResult | None:
-        """Handle one ``observability_events`` row; None when it is not a signal."""
+        """Handle one ``observability_events`` row (a backfill's, re-read from the database); None when it is not
+        a signal."""
         signal = classify(event, self.rules)
+        return None if signal is None else self.handle(signal)
+
+    def handle(self, signal: HoldSeen | FailureSeen) -> IncidentResult | None:
+        """Handle one signal, as the consumer classified it: a hold remembered (None), a failure's incident."""
         if isinstance(signal, HoldSeen):
             attributes = hold_attributes(signal)
             with self.hooks.span("allocguard.hold.remembered", attributes, None) as span, self._connect() as conn:
                 store.remember_hold(conn, signal, span.trace_ids())
             return None
-        if isinstance(signal, FailureSeen):
-            return self.on_failure(signal)
-        return None
+        return self.on_failure(signal)
 
     def triage(
         self, failures: list[FailureSeen], holds: list[tuple[HoldSeen, tuple[str, str] | None]] | None = None

@@ -33,7 +33,7 @@ from handlers.execute import apply_plan
 from handlers.policy import Policy, StalePolicy, approval_needed
 from handlers.sweep import candidates, judge, scoped
 from schemas import ChangeEvent
-from schemas.records import AllocationEvidence, Mode, Verdict
+from schemas.records import AllocationEvidence, FlagStatus, Mode, Verdict, Why
 from schemas.rows import TERMINAL_STATUSES, Allocation, Booking, BookingTableAssignment
 
 Conn = psycopg.Connection[Any]
@@ -127,7 +127,7 @@ class AssignmentIndex:
 @dataclass
 class Flagged:
     evidence: AllocationEvidence
-    status: str  # watching | pruned | released | held | flagged | cleared
+    status: FlagStatus
     new: bool
     due_at: datetime | None = None
 
@@ -180,7 +180,7 @@ class Guard:
             return None  # gone meanwhile
         plan, evidence = judged
         due: datetime | None = None
-        status = "flagged"
+        status = FlagStatus.FLAGGED
         remediation: UUID | None = None
         if evidence.verdict is Verdict.ORPHAN or (
             evidence.verdict is Verdict.STALE_BY_STATUS and self.policy.stale_by_status is StalePolicy.AUTO
@@ -190,26 +190,28 @@ class Guard:
             if not self.mode.acts:
                 pass  # dry run: flagged only
             elif why is not None:
-                status = "held"
+                status = FlagStatus.HELD
             else:
                 result = apply_plan(conn, one, mode=Mode.AUTO, actor=self.actor, grace=self.grace)
                 remediation = result.remediation_id
                 if result.pruned_ids:
-                    status = "pruned"
+                    status = FlagStatus.PRUNED
                 elif result.released_ids:
-                    status = "released"
+                    status = FlagStatus.RELEASED
                 elif result.status == "already_done":
-                    status = "pruned"
+                    status = FlagStatus.PRUNED
                 else:
-                    status = "flagged"
+                    status = FlagStatus.FLAGGED
         elif evidence.verdict is Verdict.STALE_BY_STATUS:
-            status = "held"  # policy approve/off: a person decides (reconcile --release-stale, or the victim's plan)
-        elif evidence.verdict is Verdict.PROTECTED and "grace" in evidence.reason:
-            status, due = "watching", evidence.updated_at + self.grace + timedelta(seconds=1)
-        elif evidence.verdict is Verdict.PROTECTED and "active hold" in evidence.reason:
-            status, due = "watching", store.database_now(conn) + timedelta(seconds=60)
+            status = (
+                FlagStatus.HELD
+            )  # policy approve/off: a person decides (reconcile --release-stale, or the victim's plan)
+        elif evidence.verdict is Verdict.PROTECTED and evidence.why is Why.IN_GRACE:
+            status, due = FlagStatus.WATCHING, evidence.updated_at + self.grace + timedelta(seconds=1)
+        elif evidence.verdict is Verdict.PROTECTED and evidence.why is Why.ACTIVE_HOLD:
+            status, due = FlagStatus.WATCHING, store.database_now(conn) + timedelta(seconds=60)
         else:
-            status = "cleared"  # legitimate or protected for good: nothing to prevent
+            status = FlagStatus.CLEARED  # legitimate or protected for good: nothing to prevent
         new = self._record(conn, row, evidence, cause, status, due, remediation)
         return Flagged(evidence, status, new, due)
 
@@ -219,7 +221,7 @@ class Guard:
         row: dict[str, Any],
         evidence: AllocationEvidence,
         cause: str,
-        status: str,
+        status: FlagStatus,
         due: datetime | None,
         remediation: UUID | None,
     ) -> bool:
@@ -252,7 +254,7 @@ class Guard:
                 ),
             ).fetchone()
             new = bool(inserted and inserted[0])
-            if new and status != "cleared":
+            if new and status is not FlagStatus.CLEARED:
                 conn.execute(
                     "INSERT INTO public.observability_events (source, event_type, severity, context, restaurant_id,"
                     " booking_id) VALUES ('allocguard.prevention', %s, 'warning', %s, %s, %s)",

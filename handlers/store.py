@@ -336,7 +336,7 @@ def set_incident_status(
 ) -> None:
     """Any status but a scheduled wait (:func:`schedule_recheck`) clears the wake-up."""
     conn.execute(
-        "UPDATE allocguard.incidents SET status = %s, status_reason = %s,"
+        "UPDATE allocguard.incidents SET status = %s, status_reason = %s, wait_code = NULL,"
         " outcome = coalesce(%s, outcome), next_check_at = NULL, claimed_by = NULL, updated_at = now()"
         " WHERE id = %s",
         (status, reason, Jsonb(outcome) if outcome is not None else None, incident_id),
@@ -495,7 +495,7 @@ def schedule_recheck(conn: Conn, incident_id: UUID, at: datetime, reason: str) -
     """A ``wait``: the incident stays open and falls due at ``at`` (plus a second, so a grace measured with
     ``<`` has surely passed), whoever owns the partition then."""
     conn.execute(
-        "UPDATE allocguard.incidents SET status = 'open', status_reason = %s,"
+        "UPDATE allocguard.incidents SET status = 'open', status_reason = %s, wait_code = 'blockers',"
         " next_check_at = %s + interval '1 second', claimed_by = NULL, updated_at = now() WHERE id = %s",
         (reason, at, incident_id),
     )
@@ -503,13 +503,16 @@ def schedule_recheck(conn: Conn, incident_id: UUID, at: datetime, reason: str) -
 
 #: a hold conflict's wait (:func:`defer_hold_conflict`): literal fragments only, every value a parameter
 _DEFER_SET = (
-    "UPDATE allocguard.incidents i SET status = 'open', status_reason = %s, claimed_by = NULL,"
+    "UPDATE allocguard.incidents i SET status = 'open', status_reason = %s, wait_code = 'hold_conflict',"
+    " claimed_by = NULL,"
     " updated_at = now(), next_check_at = now() + make_interval(secs => least(greatest(%s,"
     "   extract(epoch FROM now() - i.first_event_at) / 2), %s)) + interval '1 second'"
     " WHERE i.id = %s AND now() - i.first_event_at <= make_interval(secs => %s)"
 )
 _STILL_HELD = (
-    " AND i.status = 'open' AND i.status_reason LIKE 'deferred:%%'"
+    " AND i.status = 'open'"
+    # a NULL code: the deferral of an image before V014 (rolling update), which wrote only the reason
+    " AND (i.wait_code = 'hold_conflict' OR (i.wait_code IS NULL AND i.status_reason LIKE 'deferred:%%'))"
     " AND EXISTS (SELECT 1 FROM public.table_hold_members m JOIN public.table_holds h ON h.id = m.hold_id"
     "   WHERE m.table_id = ANY (i.table_ids) AND h.expires_at > now()"
     "   AND tstzrange(h.start_at, h.end_at, '[)') && i.attempt_window"

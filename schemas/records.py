@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, model_validator
 
 from schemas.values import Range
 
@@ -28,6 +29,71 @@ class Mode(StrEnum):
         return "dry_run" if self is Mode.DRY_RUN else "auto"
 
 
+class IncidentStatus(StrEnum):
+    """``allocguard.incidents.status`` (its CHECK constraint: tests/integration/test_status_codes.py)."""
+
+    OPEN = "open"
+    DRY_RUN = "dry_run"
+    PRUNED = "pruned"
+    RESOLVED = "resolved"
+    NOT_NEEDED = "not_needed"
+    MANUAL_REVIEW = "manual_review"
+    AWAITING_APPROVAL = "awaiting_approval"
+    REJECTED = "rejected"
+    EXPIRED = "expired"
+
+
+class WaitCode(StrEnum):
+    """``allocguard.incidents.wait_code``: why an open incident waits for its next check."""
+
+    #: another booking's hold covers the table (a deferral; the wake-up re-checks the hold first)
+    HOLD_CONFLICT = "hold_conflict"
+    #: blockers that may clear by themselves (a grace, an active hold of their owner): planned again when due
+    BLOCKERS = "blockers"
+
+
+class WindowSource(StrEnum):
+    """``allocguard.incidents.window_source``: where the incident's tables and window came from."""
+
+    HOLD = "hold"
+    BOOKING = "booking"
+
+
+class RecordedMode(StrEnum):
+    """``allocguard.incidents.mode`` and ``allocguard.remediations.mode``: see :attr:`Mode.recorded`."""
+
+    AUTO = "auto"
+    DRY_RUN = "dry_run"
+
+
+class PlanKind(StrEnum):
+    """``allocguard.plans.kind``."""
+
+    PRUNE = "prune"
+    RELEASE = "release"
+
+
+class PlanStatus(StrEnum):
+    """``allocguard.plans.status``: pending until a person (or the expiry) decides; a decision is final."""
+
+    PENDING = "pending"
+    EXECUTED = "executed"
+    REFUSED = "refused"
+    REJECTED = "rejected"
+    EXPIRED = "expired"
+
+
+class FlagStatus(StrEnum):
+    """``allocguard.prevention_flags.status``."""
+
+    WATCHING = "watching"
+    PRUNED = "pruned"
+    RELEASED = "released"
+    HELD = "held"
+    FLAGGED = "flagged"
+    CLEARED = "cleared"
+
+
 #: the "victim" of a reconcile sweep: no booking is waiting, the database is swept for what would block one
 NO_VICTIM = UUID(int=0)
 
@@ -37,6 +103,48 @@ class Verdict(StrEnum):
     STALE_BY_STATUS = "stale_by_status"  # owner cancelled/completed/no_show but still assigned: reported only
     LEGITIMATE = "legitimate"  # the owner still holds the table
     PROTECTED = "protected"  # maintenance, shadow, merge group, the victim's own, an active hold, too young
+
+
+class Why(StrEnum):
+    """Why an allocation got its verdict, as a code: code branches on this, never on the reason's wording."""
+
+    VICTIMS_OWN = "victims_own"
+    SHADOW = "shadow"
+    MAINTENANCE = "maintenance"
+    NOT_A_TABLE = "not_a_table"
+    OWNER_UNKNOWN = "owner_unknown"
+    TERMINAL_OWNER = "terminal_owner"
+    ASSIGNED = "assigned"
+    ACTIVE_HOLD = "active_hold"
+    IN_GRACE = "in_grace"
+    UNREFERENCED = "unreferenced"
+
+    @property
+    def transient(self) -> bool:
+        """Protected only for now: the blocker may clear by itself (a hold expires, a grace ends)."""
+        return self in (Why.ACTIVE_HOLD, Why.IN_GRACE)
+
+
+def _why_of_legacy(reason: str, verdict: str) -> Why:
+    """The code of evidence recorded before codes existed (a pending plan written by the previous image, read during
+    a rolling update): derived once, here, from the wording that image wrote."""
+    if verdict == Verdict.ORPHAN:
+        return Why.UNREFERENCED
+    if verdict == Verdict.STALE_BY_STATUS:
+        return Why.TERMINAL_OWNER
+    if verdict == Verdict.LEGITIMATE:
+        return Why.ASSIGNED
+    for fragment, why in (
+        ("grace", Why.IN_GRACE),
+        ("active hold", Why.ACTIVE_HOLD),
+        ("victim's own", Why.VICTIMS_OWN),
+        ("shadow", Why.SHADOW),
+        ("maintenance", Why.MAINTENANCE),
+        ("only table allocations", Why.NOT_A_TABLE),
+    ):
+        if fragment in reason:
+            return why
+    return Why.OWNER_UNKNOWN
 
 
 class Incident(BaseModel):
@@ -71,7 +179,16 @@ class AllocationEvidence(BaseModel):
     owner_has_assignment: bool
     blocks: bool
     verdict: Verdict
+    #: the verdict's cause as a code (what code branches on) and in words (for people)
+    why: Why
     reason: str
+
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy_why(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "why" not in data and "reason" in data and "verdict" in data:
+            return {**data, "why": _why_of_legacy(str(data["reason"]), str(data["verdict"]))}
+        return data
 
 
 class Plan(BaseModel):

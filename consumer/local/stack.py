@@ -34,8 +34,8 @@ from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
 from consumer.config import deploy_dir
-from consumer.local import db
 from consumer.local.settings import StackSettings
+from consumer.operations import migrations as db
 from consumer.operations.connector import ConnectorError, production_config, register, request, running
 from schemas.envelope import HEARTBEAT_TOPIC_PREFIX
 from schemas.rows import CAPTURED

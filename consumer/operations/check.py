@@ -20,7 +20,8 @@ import psycopg
 from confluent_kafka import KafkaException, Message
 from psycopg import sql
 
-from consumer.local.db import discover
+from consumer.config import Target
+from consumer.operations.migrations import discover
 from consumer.redact import redact
 from consumer.runtime.health import kafka_log
 
@@ -111,19 +112,6 @@ class Report:
 
     def as_json(self) -> list[dict[str, str]]:
         return [{"name": i.name, "status": i.status.value, "detail": i.detail, "fix": i.fix} for i in self.items]
-
-
-@dataclass(frozen=True)
-class Target:
-    dsn: str
-    tables: tuple[str, ...]  # consumed tables, qualified (public.observability_events)
-    bootstrap: str | None = None
-    topics: tuple[str, ...] = ()
-    dlq_topic: str | None = None
-    kafka_config: dict[str, str] = field(default_factory=dict)
-    connect_url: str | None = None
-    connector_name: str | None = None
-    publication: str = "allocguard_platform"
 
 
 # ---- the database ---------------------------------------------------------------------------------

@@ -16,7 +16,11 @@ from typing import Any
 
 import psycopg
 
+from consumer.config import RuntimeSettings
+from consumer.operations.check import last_message_age
+from consumer.runtime.service import Service
 from consumer.telemetry import Metrics
+from schemas.envelope import HEARTBEAT_TOPIC_PREFIX
 
 log = logging.getLogger("allocguard.runtime")
 
@@ -51,9 +55,11 @@ class DatabaseState:
     heartbeat_age_s: float | None = None
 
 
-class StateRefresher:
+class StateRefresher(Service):
     """Reads the database-side and heartbeat gauges every ``refresh_s`` (a failed read keeps the last values and
     says so once; /readyz and the probe own the outage)."""
+
+    name = "gauges"
 
     def __init__(
         self,
@@ -63,18 +69,15 @@ class StateRefresher:
         refresh_s: float = 15.0,
         options: dict[str, Any] | None = None,
     ) -> None:
+        super().__init__(stop)
         self.dsn = dsn
         self.options = options or {}
         self.heartbeat_age = heartbeat_age
-        self.stop = stop
         self.refresh_s = refresh_s
         self.state = DatabaseState()
         self._failing = False
 
-    def start(self) -> None:
-        threading.Thread(target=self._run, name="allocguard-gauges", daemon=True).start()
-
-    def _run(self) -> None:
+    def run(self) -> None:
         conn: psycopg.Connection[Any] | None = None
         while True:
             try:
@@ -228,3 +231,9 @@ def register(
         "seconds since the connector's last heartbeat message",
         db(lambda s: one(s.heartbeat_age_s)),
     )
+
+
+def heartbeat_age(settings: RuntimeSettings) -> float | None:
+    """Seconds since Debezium's last heartbeat on ``__debezium-heartbeat.<prefix>`` (its own short-lived reader)."""
+    target = settings.check_target()
+    return last_message_age(target, f"{HEARTBEAT_TOPIC_PREFIX}.{settings.topic_prefix}")

@@ -22,17 +22,12 @@ try:  # the same byte test in C (setup.py builds it; optional — tested to deci
 except ImportError:  # pragma: no cover - a build without a C compiler
     native = None  # type: ignore[assignment]
 
-from handlers.detect import DetectionRules, classify
+from handlers.detect import DetectionRules, FailureSeen, HoldSeen, classify
 from handlers.prevent import WATCHED_TABLES, Watch, watched
 from schemas import ChangeEvent, Heartbeat, Tombstone, decode_message
 from schemas.envelope import table_of_topic
 from schemas.errors import CdcDecodeError
 from schemas.rows import ObservabilityEvent
-
-
-def byte_test_is_native() -> bool:
-    """Whether the byte test is the compiled one (``allocguard --version`` says so)."""
-    return native is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,8 +43,8 @@ class Signal:
     #: the booking whose work this is (one booking's work runs in order)
     key: str
     kind: str
-    #: what ``classify`` found: a ``HoldSeen`` or a ``FailureSeen``
-    found: object = None
+    #: what ``classify`` found; it travels on with the work and is never classified again
+    found: HoldSeen | FailureSeen
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,31 +8,13 @@ import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from confluent_kafka import Message
-from opentelemetry.trace import Span
+from consumer.runtime.work import Work
 
 log = logging.getLogger("allocguard.runtime")
 
 T = TypeVar("T")
-
-
-@dataclass
-class Work:
-    topic: str
-    partition: int
-    offset: int
-    key: str
-    run: Callable[[], None]
-    message: Message | None = None
-    error: BaseException | None = None
-    span: Span | None = None
-    #: a wake-up's re-plan, not a platform event: it runs after live work, on a share of the workers
-    background: bool = False
-    #: events completed together (a batch's): the loop completes each
-    done: list[tuple[str, int, int]] | None = None
 
 
 class KeyedScheduler:

@@ -13,9 +13,9 @@ import pytest
 from click.testing import CliRunner, Result
 
 from consumer.cli import main
-from consumer.local import db
 from consumer.local.settings import StackSettings
 from consumer.local.stack import LocalStack, connector_config
+from consumer.operations import migrations as db
 from tests.support.platform import drop_slot
 from tests.support.process import wait_for
 

@@ -15,10 +15,10 @@ import pytest
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from consumer.local import db
 from consumer.local.platform import create_booking, create_venue
 from consumer.local.settings import StackSettings
 from consumer.local.stack import LocalStack, captured_topics, connector_config
+from consumer.operations import migrations as db
 from schemas import UNAVAILABLE, ChangeEvent, Op
 from schemas.rows import Booking, ObservabilityEvent
 from tests.e2e.test_cdc_roundtrip import assert_matches_db, fetch

@@ -10,8 +10,8 @@ import pytest
 from click.testing import CliRunner
 
 from consumer.cli import main
-from consumer.local import db
 from consumer.local.settings import StackSettings
+from consumer.operations import migrations as db
 
 pytestmark = [pytest.mark.e2e, pytest.mark.stack]
 

@@ -14,11 +14,12 @@ import psycopg
 import pytest
 from confluent_kafka import Producer
 
+from consumer.config import Target
 from consumer.local.platform import create_booking, create_venue
 from consumer.local.settings import StackSettings
 from consumer.local.simulator import tomorrow
 from consumer.local.stack import LocalStack
-from consumer.operations.check import GUEST_COLUMNS, Status, Target, guest_data_items
+from consumer.operations.check import GUEST_COLUMNS, Status, guest_data_items
 from tests.support.cdc import CdcReader, row_has
 
 pytestmark = [pytest.mark.e2e, pytest.mark.stack]

@@ -87,7 +87,9 @@ def test_a_still_held_wait_is_deferred_again_in_one_statement(
             "open",
         )
         # due in an hour from here on: no wake-up thread anywhere claims it meanwhile
-        store.schedule_recheck(conn, incident_id, store.database_now(conn) + timedelta(hours=1), "deferred: x")
+        conn.execute(  # still the hold conflict's wait (its code), only due later
+            "UPDATE allocguard.incidents SET next_check_at = now() + interval '1 hour' WHERE id = %s", (incident_id,)
+        )
         assert 19 < due_in(again(conn, 10, 60, 600), conn) < 21, "half its age"
         assert 14 < due_in(again(conn, 10, 15, 600), conn) <= 15, "capped"
         assert 29 < due_in(again(conn, 30, 60, 600), conn) <= 30, "floored"

@@ -31,7 +31,7 @@ def member(stack_settings: StackSettings) -> Iterator[Runtime]:
         rejoin_after_s=5.0,
     )
     runtime = Runtime(settings, once=True)
-    runtime._subscribe()
+    runtime.partitions.subscribe()
     yield runtime
     runtime.consumer.close()
 
@@ -47,11 +47,11 @@ def test_no_assignment_long_after_a_loss_makes_the_member_join_again(member: Run
     poll_until_assigned(member)
     # the state the chaos suite found: partitions lost, then no assignment while the broker is reachable
     member.health.assigned.clear()
-    member._lost_at = time.monotonic() - member.settings.rejoin_after_s - 1
-    member._watch_group()
-    assert member._lost_at is not None, "the clock restarts: it would try again after rejoin_after_s"
+    member.partitions.lost_at = time.monotonic() - member.settings.rejoin_after_s - 1
+    member.partitions.watch_group()
+    assert member.partitions.lost_at is not None, "the clock restarts: it would try again after rejoin_after_s"
     poll_until_assigned(member)
-    assert member._lost_at is None, "a new assignment ends the watch"
+    assert member.partitions.lost_at is None, "a new assignment ends the watch"
 
 
 def test_a_recent_loss_or_an_unreachable_broker_is_left_alone(
@@ -62,16 +62,16 @@ def test_a_recent_loss_or_an_unreachable_broker_is_left_alone(
     def rejoins() -> int:
         return sum("leaving and joining again" in r.getMessage() for r in caplog.records)
 
-    member._lost_at = time.monotonic() - 1
-    member._watch_group()
+    member.partitions.lost_at = time.monotonic() - 1
+    member.partitions.watch_group()
     assert rejoins() == 0, "the member may still rejoin by itself"
     member.kafka_outage.down("the broker is away")
-    member._lost_at = time.monotonic() - member.settings.rejoin_after_s - 1
-    member._watch_group()
+    member.partitions.lost_at = time.monotonic() - member.settings.rejoin_after_s - 1
+    member.partitions.watch_group()
     assert rejoins() == 0, "a broker away is not a stuck member"
     member.kafka_outage.up()
-    member._watch_group()
+    member.partitions.watch_group()
     assert rejoins() == 0, "the clock started again when the broker was seen away"
-    member._lost_at = time.monotonic() - member.settings.rejoin_after_s - 1
-    member._watch_group()
+    member.partitions.lost_at = time.monotonic() - member.settings.rejoin_after_s - 1
+    member.partitions.watch_group()
     assert rejoins() == 1

@@ -18,7 +18,6 @@ import psycopg
 import pytest
 from confluent_kafka import Message
 from opentelemetry import trace
-from opentelemetry.trace import Span
 from psycopg.adapt import PyFormat
 from psycopg.types.json import Jsonb
 
@@ -26,8 +25,10 @@ from consumer.config import RuntimeSettings
 from consumer.local.platform import create_booking, create_venue
 from consumer.local.settings import StackSettings
 from consumer.local.simulator import tomorrow
+from consumer.runtime.batching import BatchHandler, Item
 from consumer.runtime.loop import Runtime
 from consumer.runtime.routing import Signal, route
+from consumer.runtime.work import BatchDone
 from handlers import store
 from handlers.detect import DetectionRules, FailureSeen, HoldSeen, classify
 from schemas.rows import ObservabilityEvent
@@ -88,9 +89,6 @@ def failure_value(event_id: uuid.UUID, booking: uuid.UUID, hold_id: uuid.UUID | 
     return json.dumps(doc, separators=(",", ":")).encode()
 
 
-Item = tuple[Signal, Message, Span]
-
-
 def item(value: bytes, offset: int) -> Item:
     routed = route(TOPIC, 0, offset, None, value, DetectionRules())
     assert isinstance(routed, Signal), routed
@@ -100,11 +98,26 @@ def item(value: bytes, offset: int) -> Item:
 def completed(runtime: Runtime) -> list[int]:
     """Offsets the batch handed back to the loop as done."""
     offsets: list[int] = []
-    while not runtime._completions.empty():
-        work = runtime._completions.get_nowait()
-        assert work.done is not None
-        offsets += [offset for _, _, offset in work.done]
+    while not runtime.completions.empty():
+        work = runtime.completions.get_nowait()
+        assert isinstance(work, BatchDone)
+        offsets += [offset for _, _, offset in work.events]
     return offsets
+
+
+def batch_handler(runtime: Runtime, submitted: list[int] | None = None) -> BatchHandler:
+    """The runtime's batch handling, with what it sends the usual way recorded (when ``submitted`` is given)."""
+    if submitted is None:
+        return runtime.dispatcher.batch
+    return BatchHandler(
+        runtime.remediator,
+        runtime.scheduler,
+        runtime.telemetry,
+        runtime.metrics,
+        runtime.jobs,
+        submit=lambda routed, message, span: submitted.append(message.offset() or 0),
+        done=runtime.completions.put,
+    )
 
 
 @pytest.fixture
@@ -156,7 +169,7 @@ def remembered(connect: Callable[[], psycopg.Connection[Any]], hold_ids: list[uu
 def test_one_write_for_the_batch(runtime: Runtime, connect: Callable[[], psycopg.Connection[Any]]) -> None:
     batch = signals(25)
     holds: list[Item] = [(routed, message, trace.INVALID_SPAN) for routed, message in batch]
-    runtime._flush_signals(holds, [])
+    batch_handler(runtime).flush(holds, [])
     ids = [cast_hold(routed).hold_id for routed, _ in batch]
     assert remembered(connect, ids) == set(ids)
     assert completed(runtime) == list(range(25)), "each announcement is done once the write is"
@@ -184,8 +197,7 @@ def test_a_failed_round_trip_sends_every_signal_the_usual_way(runtime: Runtime) 
         raise psycopg.OperationalError("the database went away")
 
     runtime.remediator.triage = refuse  # type: ignore[method-assign,assignment]
-    runtime._submit_signal = lambda routed, message, span: submitted.append(message.offset() or 0)  # type: ignore[method-assign]
-    runtime._flush_signals(holds, failures)
+    batch_handler(runtime, submitted).flush(holds, failures)
     assert submitted == [0, 1, 10, 11], "each signal becomes its own work item (ride-out, no verdict, no loss)"
     assert completed(runtime) == [], "nothing was done by the batch"
 
@@ -206,8 +218,7 @@ def test_a_batch_settles_what_needs_no_work_and_sends_the_rest_on(
     real = item(failure_value(uuid.uuid4(), booked), 3)  # the booking's window: an incident
     names_hold = item(failure_value(uuid.uuid4(), uuid.uuid4(), named_hold), 4)  # the hold written just before
     submitted: list[int] = []
-    runtime._submit_signal = lambda routed, message, span: submitted.append(message.offset() or 0)  # type: ignore[method-assign]
-    runtime._flush_signals([hold], [unknown, duplicate, real, names_hold])
+    batch_handler(runtime, submitted).flush([hold], [unknown, duplicate, real, names_hold])
     assert submitted == [3, 4], "what may be an incident goes the usual way"
     assert completed(runtime) == [0, 1, 2], "the hold is written; the unresolvable and the duplicate are settled"
     for settled in (unknown, duplicate):  # as the one-at-a-time path settles them
@@ -321,7 +332,8 @@ def test_a_caught_up_stream_sends_signals_on_at_once_and_a_backlog_batches_them(
     """Batching pays under a backlog (a full poll); a caught-up stream's signal goes on alone, at once."""
     sent: list[int] = []
     batched: list[int] = []
-    runtime._submit_signal = lambda routed, message, span: sent.append(message.offset() or 0)  # type: ignore[method-assign]
+    dispatcher = runtime.dispatcher
+    dispatcher.submit = lambda routed, message, span: sent.append(message.offset() or 0)  # type: ignore[method-assign]
 
     def offer(key: str, item: Item, free: Callable[[], bool]) -> bool:
         if free():
@@ -329,7 +341,7 @@ def test_a_caught_up_stream_sends_signals_on_at_once_and_a_backlog_batches_them(
             return True
         return False
 
-    runtime.batches.offer = offer  # type: ignore[method-assign]
+    dispatcher.batches.offer = offer  # type: ignore[method-assign]
     noise = json.loads(failure_value(uuid.uuid4(), uuid.uuid4()))
     noise["after"].update(event_type="auto_assign.attempt.1", source="auto_assign", context="{}")
     quiet = json.dumps(noise, separators=(",", ":")).encode()
@@ -345,14 +357,14 @@ def test_a_caught_up_stream_sends_signals_on_at_once_and_a_backlog_batches_them(
             for n in range(size)
         ]
 
-    runtime._take(poll(0, 0, 1))
+    dispatcher.take(poll(0, 0, 1))
     assert (sent, batched) == ([0], []), "one message, caught up: sent on at once"
-    runtime._take(poll(100, 5, 64))
+    dispatcher.take(poll(100, 5, 64))
     assert (sent, batched) == ([0], [105]), "a full poll: batched"
 
     # the backlog's size is a setting (ALLOCGUARD_BATCH_BACKLOG): raised, the same poll counts as caught up
-    runtime.settings = runtime.settings.model_copy(update={"batch_backlog": 65})
-    runtime._take(poll(200, 5, 64))
+    dispatcher.settings = dispatcher.settings.model_copy(update={"batch_backlog": 65})
+    dispatcher.take(poll(200, 5, 64))
     assert (sent, batched) == ([0, 205], [105]), "64 messages, below a backlog of 65: sent on at once"
 
 

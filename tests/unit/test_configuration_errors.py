@@ -53,10 +53,10 @@ def test_a_classic_group_setting_under_the_consumer_protocol_says_how_to_switch(
 
 
 def test_the_classic_protocol_gets_its_own_settings() -> None:
-    from consumer.runtime.loop import _group_protocol
+    from consumer.runtime.clients import group_protocol
 
-    assert _group_protocol({}) == {"group.protocol": "consumer"}
-    classic = _group_protocol({"group.protocol": "classic"})
+    assert group_protocol({}) == {"group.protocol": "consumer"}
+    classic = group_protocol({"group.protocol": "classic"})
     assert classic["partition.assignment.strategy"] == "cooperative-sticky"
     assert classic["session.timeout.ms"] == 6000
 

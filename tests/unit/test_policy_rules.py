@@ -13,7 +13,7 @@ import pytest
 from handlers.policy import Policy, StalePolicy, approval_needed
 from handlers.prevent import AssignmentIndex, Watch, watched
 from schemas import ChangeEvent, Op
-from schemas.records import AllocationEvidence, Incident, Mode, Plan, Verdict
+from schemas.records import AllocationEvidence, Incident, Mode, Plan, Verdict, Why
 from schemas.rows import Allocation, Booking, BookingTableAssignment
 from schemas.values import TstzRange
 from tests.support.cdc import RawMessage
@@ -40,6 +40,7 @@ def plan(prune: int = 1, release: int = 0) -> Plan:
             owner_has_assignment=n >= prune,
             blocks=True,
             verdict=Verdict.ORPHAN if n < prune else Verdict.STALE_BY_STATUS,
+            why=Why.UNREFERENCED if n < prune else Why.TERMINAL_OWNER,
             reason="test",
         )
         for n, i in enumerate(ids)

@@ -7,7 +7,8 @@ import threading
 import time
 
 from consumer.runtime.routing import poll_batches_gc
-from consumer.runtime.scheduler import KeyedScheduler, SignalBatches, Work
+from consumer.runtime.scheduler import KeyedScheduler, SignalBatches
+from consumer.runtime.work import Event, WakeUp, Work
 
 
 def wait_until(what: str, check: object, timeout: float = 5.0) -> None:
@@ -17,15 +18,20 @@ def wait_until(what: str, check: object, timeout: float = 5.0) -> None:
         time.sleep(0.005)  # poll
 
 
-def work(key: str, offset: int, body: object) -> Work:
-    return Work("t", 0, offset, key, body)  # type: ignore[arg-type]
+def work(key: str, offset: int, body: object) -> Event:
+    return Event(topic="t", partition=0, offset=offset, key=key, run=body)  # type: ignore[arg-type]
+
+
+def offset_of(finished: Work) -> int:
+    assert isinstance(finished, Event)
+    return finished.offset
 
 
 def test_one_key_in_order_other_keys_alongside() -> None:
     finished: list[int] = []
     ran: list[tuple[str, int]] = []
     gate = threading.Event()
-    scheduler = KeyedScheduler(4, lambda w: finished.append(w.offset))
+    scheduler = KeyedScheduler(4, lambda w: finished.append(offset_of(w)))
 
     def step(key: str, offset: int, block: bool = False) -> Work:
         def body() -> None:
@@ -54,7 +60,7 @@ def test_shutdown_starts_nothing_new_and_does_not_wait_for_it() -> None:
     ran: list[int] = []
     running = threading.Event()
     gate = threading.Event()
-    scheduler = KeyedScheduler(1, lambda w: finished.append(w.offset))
+    scheduler = KeyedScheduler(1, lambda w: finished.append(offset_of(w)))
 
     def blocking() -> None:
         running.set()
@@ -91,7 +97,7 @@ def test_live_work_starts_before_a_backlog_of_background_re_plans() -> None:
             with lock:
                 running.remove(key)
 
-        return Work("t", 0, -1, key, body, background=True)
+        return WakeUp(key=key, run=body)
 
     for n in range(1000):
         scheduler.submit(replan(f"bg{n}"))
@@ -110,7 +116,7 @@ def test_a_key_stays_in_order_across_lanes() -> None:
     gate = threading.Event()
     live_ran = threading.Event()
     scheduler = KeyedScheduler(2, lambda w: None)
-    scheduler.submit(Work("t", 0, 1, "k", lambda: (gate.wait(5), ran.append(1)), background=True))  # type: ignore[arg-type,func-returns-value]
+    scheduler.submit(WakeUp(key="k", run=lambda: (gate.wait(5), ran.append(1))))  # type: ignore[arg-type,func-returns-value]
 
     def live() -> None:
         ran.append(2)

@@ -6,8 +6,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from consumer.local.db import discover
 from consumer.operations.check import Status, _migration_items
+from consumer.operations.migrations import discover
 
 
 class Applied:

@@ -1,0 +1,200 @@
+"""From a poll batch to work: the byte test rules most messages out unread; a candidate is decoded and classified
+once (consumer/runtime/routing.py); a signal becomes its booking's work item — or, under a backlog, joins the batch
+thread's next batch (consumer/runtime/batching.py); a change prevention watches becomes a check; a message that
+cannot be read goes to the dead-letter topic. Runs on the poll loop's thread."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from uuid import UUID
+
+from confluent_kafka import KafkaError, Message
+from opentelemetry import trace
+from opentelemetry.trace import Span
+
+from consumer.config import RuntimeSettings
+from consumer.runtime.batching import BatchHandler, Item
+from consumer.runtime.clients import header_list
+from consumer.runtime.deadletter import DeadLetters
+from consumer.runtime.health import kafka_log
+from consumer.runtime.jobs import Jobs
+from consumer.runtime.partitions import Partitions
+from consumer.runtime.routing import DeadLetter, Relevance, Signal, Skip, Watched, route
+from consumer.runtime.scheduler import KeyedScheduler, SignalBatches
+from consumer.runtime.work import BatchDone, Event, FatalRuntimeError
+from consumer.telemetry import Telemetry
+from handlers.pipeline import Remediator
+from handlers.prevent import AssignmentIndex
+
+#: the scheduler key of a change that named no booking (answered by a sweep, one at a time)
+SWEEP_KEY = "prevention-sweep"
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        settings: RuntimeSettings,
+        *,
+        remediator: Remediator,
+        jobs: Jobs,
+        scheduler: KeyedScheduler,
+        partitions: Partitions,
+        dead_letters: DeadLetters,
+        assignments: AssignmentIndex,
+        telemetry: Telemetry,
+        completed: Callable[[BatchDone], None],
+        stop: threading.Event,
+    ) -> None:
+        self.settings = settings
+        self._rules = rules = remediator.rules
+        self._jobs = jobs
+        self._scheduler = scheduler
+        self._partitions = partitions
+        self._tracker = partitions.tracker
+        self._dead_letters = dead_letters
+        self._assignments = assignments
+        self._telemetry = telemetry
+        self._metrics = metrics = partitions.metrics
+        self._health = partitions.health
+        self._stats = partitions.stats
+        self._stop = stop
+        self._relevant = Relevance(rules, watch=settings.prevention)
+        #: candidates decoded in the current poll batch, by (topic, op): the events counter moves once per batch
+        self._routed: Counter[tuple[str, str]] = Counter()
+        #: whether the current poll batch is a backlog's (signals batched) or a caught-up stream's (sent on at once)
+        self._batching = False
+        #: when the last poll batch arrived (the last-event gauge)
+        self.last_event_at: float | None = None
+        self.batch = BatchHandler(remediator, scheduler, telemetry, metrics, jobs, submit=self.submit, done=completed)
+        #: hold announcements and failures whose bookings had nothing in flight: handled many at a time
+        self.batches: SignalBatches[Item] = SignalBatches(
+            self.batch.handle, lambda item: item[0].key, linger_s=settings.batch_linger_s
+        )
+
+    def take(self, messages: list[Message]) -> None:
+        """One poll batch. Most CDC events cannot be signals: the byte test rules them out unread, they are
+        counted per batch (not per message), and each partition's read position moves once per batch. Only
+        candidates pay for a decode, and only signals and dead letters for a span and offset bookkeeping."""
+        self.last_event_at = time.time()
+        batch = self._relevant.select(messages)
+        # a backlog (a full poll) is worth batching; a caught-up stream sends each signal on at once (latency)
+        self._batching = len(messages) >= self.settings.batch_backlog
+        for message in batch.errors:
+            error = message.error()
+            assert error is not None
+            if error.code() == KafkaError._PARTITION_EOF:
+                continue
+            if error.code() == KafkaError._AUTO_OFFSET_RESET:
+                # the position is out of the log's range (retention ran past it mid-run): fetching has stopped
+                self._partitions.gaps.out_of_range(
+                    message.topic() or "", message.partition() or 0, message.offset() or -1
+                )
+                continue
+            if error.fatal():
+                raise FatalRuntimeError(f"fatal Kafka error: {error}")
+            kafka_log.warning("kafka: %s", error)
+        first = messages[0]
+        if first.error() is None:  # one mark per poll batch: a time at or before what this partition handled
+            _, timestamp_ms = first.timestamp()
+            if timestamp_ms > 0:
+                self._partitions.mark(first.topic() or "", first.partition() or 0, first.offset() or 0, timestamp_ms)
+        routed = self._routed
+        for message in batch.candidates:
+            self._route(message)
+        if routed:  # candidates are counted per batch too, by topic and op
+            for (topic, op), count in routed.items():
+                self._metrics.events.add(count, {"topic": topic, "op": op})
+            routed.clear()
+        skipped = batch.skipped
+        if skipped and self._health.assigned:
+            self._partitions.read_past_skipped()
+        done = sum(skipped.values())
+        if done:
+            stats = self._stats
+            if not stats["first_at"]:
+                stats["first_at"] = time.monotonic()
+            stats["completed"] += done
+            stats["last_done_at"] = time.monotonic()
+            for topic, count in skipped.items():
+                self._metrics.events.add(count, {"topic": topic, "op": "prefiltered"})
+
+    def _route(self, message: Message) -> None:
+        """A candidate: decoded and classified; a span only for what becomes a signal or a dead letter."""
+        topic, partition, offset = message.topic() or "", message.partition() or 0, message.offset() or 0
+        if not self._stats["first_at"]:
+            self._stats["first_at"] = time.monotonic()
+        self._tracker.started(topic, partition, offset)
+        routed = route(topic, partition, offset, message.key(), message.value(), self._rules)
+        if isinstance(routed, Skip):
+            self._routed[(topic, routed.op)] += 1
+            self._partitions.complete(topic, partition, offset)
+            return
+        telemetry = self._telemetry
+        span = (
+            telemetry.consumer_span(
+                topic, partition, offset, message.key(), header_list(message), self.settings.group_id
+            )
+            if telemetry.tracing
+            else trace.INVALID_SPAN
+        )
+        if isinstance(routed, DeadLetter):
+            self._dead_letters.send(message, routed.error, span)
+            telemetry.end(span, routed.error)
+            return
+        self._routed[(topic, routed.op)] += 1
+        span.set_attribute("allocguard.cdc.op", routed.op)
+        if isinstance(routed, Watched):
+            self._watch(routed, message, span)
+            return
+        span.set_attribute("allocguard.signal", routed.kind)
+        key = routed.key
+        batching = self._batching
+        if self.batches.offer(key, (routed, message, span), lambda: batching and not self._scheduler.has(key)):
+            return
+        # caught up (no backlog), or this booking has work in flight (it waits behind it): its own work item
+        self.submit(routed, message, span)
+
+    def _watch(self, routed: Watched, message: Message, span: Span) -> None:
+        # resolved here, in the loop's order: a key-only assignment delete is named by the rows seen before it
+        booking: UUID | None = self._assignments.resolve(routed.watch)
+        cause = routed.watch.cause
+        span.set_attribute("allocguard.signal", "Watch")
+        span.set_attribute("allocguard.prevention.cause", cause)
+        if booking is not None:
+            span.set_attribute("allocguard.booking.id", str(booking))
+        key = str(booking) if booking is not None else SWEEP_KEY
+        if not self.batches.wait_clear(key, self._stop):
+            self._telemetry.end(span)  # stopping: left in flight, uncommitted, for the next owner
+            return
+        jobs = self._jobs
+
+        def prevent_in_span() -> None:
+            with trace.use_span(span, end_on_exit=False):
+                jobs.prevent(booking, cause, key)
+
+        self._scheduler.submit(_event(message, key, prevent_in_span, span))
+
+    def submit(self, routed: Signal, message: Message, span: Span) -> None:
+        """A signal as its booking's own work item."""
+        found, row, key, jobs = routed.found, routed.row, routed.key, self._jobs
+
+        def run_in_span() -> None:
+            with trace.use_span(span, end_on_exit=False):
+                jobs.signal(found, row, key)
+
+        self._scheduler.submit(_event(message, key, run_in_span, span))
+
+
+def _event(message: Message, key: str, run: Callable[[], None], span: Span) -> Event:
+    return Event(
+        topic=message.topic() or "",
+        partition=message.partition() or 0,
+        offset=message.offset() or 0,
+        key=key,
+        run=run,
+        message=message,
+        span=span,
+    )
