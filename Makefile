@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo demo-traces demo-steps watch test lint unit unit-future chaos image chart-check alerting-check stack-up stack-down stack-status clean
+.PHONY: help install demo demo-traces demo-steps watch test lint unit unit-future chaos bench-smoke image chart-check alerting-check stack-up stack-down stack-status clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-13s %s\n", $$1, $$2}'
@@ -68,6 +68,9 @@ unit-future: install $(SLEEP_FIX) chart-check ## make unit's tests with the proc
 
 chaos: install ## the chaos suite's long form (>= 50 kill -9, broker and PostgreSQL outages); prints its ledger
 	ALLOCGUARD_CHAOS=long $(BIN)/python -m pytest tests/chaos -s
+
+bench-smoke: install ## the benches' short form (≈ 100k messages, 0 and 10 % signals; allocguard vs raw consume; < 2 min)
+	$(BIN)/python -m bench.throughput --messages 100000 --ratios 0,0.1 --repeats 1
 
 image: install ## build the container image with podman (Debian bases by mmdebstrap when no registry is reachable)
 	$(BIN)/python -m consumer.local.image build

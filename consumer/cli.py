@@ -17,7 +17,6 @@ from typing import Any, NoReturn
 import click
 import psycopg
 from confluent_kafka import Consumer
-from psycopg.rows import dict_row
 
 from consumer.config import ConfigurationError
 from consumer.local.demo import write_demo_lifecycle
@@ -424,12 +423,7 @@ def diagnose(booking_id: uuid.UUID, as_json: bool, grace_s: float, dsn: str | No
         if incident is None:
             raise click.ClickException(f"booking {booking_id} has no window to diagnose")
         plan = make_plan(store.load_snapshot(conn, incident), timedelta(seconds=grace_s))
-        with conn.cursor(row_factory=dict_row) as cur:
-            remediations = cur.execute(
-                "SELECT r.* FROM allocguard.remediations r JOIN allocguard.incidents i ON i.id = r.incident_id"
-                " WHERE i.booking_id = %s ORDER BY r.created_at",
-                (booking_id,),
-            ).fetchall()
+        remediations = store.remediation_rows(conn, booking_id)
         incidents = store.incident_rows(conn, booking_id)
     from consumer.config import RuntimeSettings
 
@@ -541,14 +535,10 @@ def _show_trace(booking_id: uuid.UUID) -> None:
         click.echo("(no trace UI: `allocguard stack up --tracing` adds Jaeger and a trace UI; see make demo-traces)")
         return
     with psycopg.connect(settings.platform_dsn, autocommit=True) as conn:
-        row = conn.execute(
-            "SELECT trace_id FROM allocguard.incidents WHERE booking_id = %s AND trace_id IS NOT NULL"
-            " ORDER BY first_event_at LIMIT 1",
-            (booking_id,),
-        ).fetchone()
-    if row is None:
+        found = store.first_trace_id(conn, booking_id)
+    if found is None:
         raise click.ClickException("the incident has no trace id: was allocguard run traced (OTEL_* from stack env)?")
-    trace_id = str(row[0])
+    trace_id = found
     needs = ("allocguard.incident", "allocguard.outcome")
     trace = wait_for_trace(settings.jaeger_ui_url, trace_id, needs=needs)
     if trace is None:

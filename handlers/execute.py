@@ -27,16 +27,14 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
+from handlers import platform
 from handlers.store import to_json, to_pg_range
 from schemas.records import NO_VICTIM, Incident, Mode, Plan
 from schemas.rows import TERMINAL_STATUSES
 
 Conn = psycopg.Connection[Any]
 
-_COLUMNS = (
-    'id, booking_id, resource_type, resource_id, created_at, updated_at, shadow, restaurant_id, "window",'
-    " created_by, is_maintenance"
-)
+_COLUMNS = platform.ALLOCATION_COLUMNS
 
 #: the orphan predicate of shared/domain.md §9, re-evaluated on committed state for each locked id
 _STILL_ORPHAN = """
@@ -149,22 +147,13 @@ def apply_plan(
         released_ids = sorted(still_stale, key=str) if mode is Mode.AUTO else []
         if released_ids:
             # the evidence keeps the rows; the platform's own function removes assignment and allocation together
-            cur.execute(
-                f"INSERT INTO public.allocations_archive ({_COLUMNS}) SELECT {_COLUMNS} FROM public.allocations"  # noqa: S608
-                " WHERE id = ANY(%s) ON CONFLICT (id) DO NOTHING",
-                (released_ids,),
-            )
+            platform.archive(cur, released_ids)
             for owner in sorted({o for o, _ in releases}, key=str):
-                tables = [t for o, t in releases if o == owner]
-                cur.execute("SELECT * FROM public.unassign_tables_atomic(%s, %s)", (owner, tables))
+                platform.unassign(cur, owner, [t for o, t in releases if o == owner])
         if to_prune:
-            cur.execute(
-                f"INSERT INTO public.allocations_archive ({_COLUMNS}) SELECT {_COLUMNS} FROM public.allocations"  # noqa: S608
-                " WHERE id = ANY(%s) ON CONFLICT (id) DO NOTHING",
-                (to_prune,),
-            )
-            deleted = cur.execute("DELETE FROM public.allocations WHERE id = ANY(%s) RETURNING id", (to_prune,))
-            assert deleted.rowcount == len(to_prune)
+            platform.archive(cur, to_prune)
+            deleted = platform.delete_allocations(cur, to_prune)
+            assert deleted == len(to_prune)
         after = cur.execute(
             f"SELECT {_COLUMNS} FROM public.allocations WHERE restaurant_id = %s AND resource_type = 'table'"  # noqa: S608
             ' AND resource_id = ANY(%s) AND "window" && %s ORDER BY resource_id, id',
@@ -240,16 +229,8 @@ def apply_plan(
 
 def _announce(cur: psycopg.Cursor[Any], event_type: str, context: dict[str, Any], incident: Incident) -> None:
     """An ``observability_events`` row for the platform's own monitoring (no booking column for a sweep)."""
-    cur.execute(
-        "INSERT INTO public.observability_events (source, event_type, severity, context, restaurant_id, booking_id)"
-        " VALUES ('allocguard.remediation', %s, 'warning', %s, %s, %s)",
-        (
-            event_type,
-            Jsonb(context),
-            incident.restaurant_id,
-            None if incident.booking_id == NO_VICTIM else incident.booking_id,
-        ),
-    )
+    booking = None if incident.booking_id == NO_VICTIM else incident.booking_id
+    platform.announce(cur, "allocguard.remediation", event_type, "warning", context, incident.restaurant_id, booking)
 
 
 def _mode_key(plan: Plan, mode: Mode) -> str:

@@ -17,10 +17,9 @@ from typing import Any, Protocol
 from uuid import UUID
 
 import psycopg
-from psycopg.types.json import Jsonb
 from pydantic import BaseModel, ConfigDict, Field
 
-from handlers import store
+from handlers import platform, store
 from handlers.detect import DetectionRules, FailureSeen, HoldSeen, classify
 from handlers.errors import HoldConflictError, NewBlockerError
 from handlers.evidence import make_plan
@@ -533,26 +532,22 @@ class Remediator:
                 store.mark_processed(conn, result.event_id, result.incident_id, status)
             if self.settings.mode.acts and status in ("resolved", "manual_review", "awaiting_approval"):
                 incident = result.incident
-                conn.execute(
-                    "INSERT INTO public.observability_events (source, event_type, severity, context, restaurant_id,"
-                    " booking_id) VALUES ('allocguard.remediation', %s, %s, %s, %s, %s)",
-                    (
-                        _EVENT_TYPES[status],
-                        {"resolved": "info", "awaiting_approval": "warning"}.get(status, "error"),
-                        Jsonb(
-                            {
-                                "incidentId": str(result.incident_id),
-                                "reason": reason,
-                                "tableIds": [str(t) for t in (result.plans[-1].target_tables if result.plans else ())],
-                                "window": incident.window.to_postgres(),
-                                "attempts": len(attempts),
-                                "traceId": result.trace[0] if result.trace else None,
-                                "planId": str(result.plan_id) if result.plan_id else None,
-                            }
-                        ),
-                        incident.restaurant_id,
-                        incident.booking_id,
-                    ),
+                platform.announce(
+                    conn,
+                    "allocguard.remediation",
+                    _EVENT_TYPES[status],
+                    {"resolved": "info", "awaiting_approval": "warning"}.get(status, "error"),
+                    {
+                        "incidentId": str(result.incident_id),
+                        "reason": reason,
+                        "tableIds": [str(t) for t in (result.plans[-1].target_tables if result.plans else ())],
+                        "window": incident.window.to_postgres(),
+                        "attempts": len(attempts),
+                        "traceId": result.trace[0] if result.trace else None,
+                        "planId": str(result.plan_id) if result.plan_id else None,
+                    },
+                    incident.restaurant_id,
+                    incident.booking_id,
                 )
         return result
 

@@ -26,9 +26,8 @@ from typing import Any
 from uuid import UUID
 
 import psycopg
-from psycopg.types.json import Jsonb
 
-from handlers import store
+from handlers import platform, store
 from handlers.execute import apply_plan
 from handlers.policy import Policy, StalePolicy, approval_needed
 from handlers.sweep import candidates, judge, scoped
@@ -255,27 +254,24 @@ class Guard:
             ).fetchone()
             new = bool(inserted and inserted[0])
             if new and status is not FlagStatus.CLEARED:
-                conn.execute(
-                    "INSERT INTO public.observability_events (source, event_type, severity, context, restaurant_id,"
-                    " booking_id) VALUES ('allocguard.prevention', %s, 'warning', %s, %s, %s)",
-                    (
-                        "allocguard.stale_flagged"
-                        if evidence.verdict is Verdict.STALE_BY_STATUS
-                        else "allocguard.orphan_flagged",
-                        Jsonb(
-                            {
-                                "allocationId": str(evidence.allocation_id),
-                                "tableId": str(evidence.table_id),
-                                "verdict": evidence.verdict.value,
-                                "reason": evidence.reason,
-                                "cause": cause,
-                                "status": status,
-                                "traceId": trace[0] if trace else None,
-                            }
-                        ),
-                        row["restaurant_id"],
-                        row["booking_id"],
-                    ),
+                platform.announce(
+                    conn,
+                    "allocguard.prevention",
+                    "allocguard.stale_flagged"
+                    if evidence.verdict is Verdict.STALE_BY_STATUS
+                    else "allocguard.orphan_flagged",
+                    "warning",
+                    {
+                        "allocationId": str(evidence.allocation_id),
+                        "tableId": str(evidence.table_id),
+                        "verdict": evidence.verdict.value,
+                        "reason": evidence.reason,
+                        "cause": cause,
+                        "status": status,
+                        "traceId": trace[0] if trace else None,
+                    },
+                    row["restaurant_id"],
+                    row["booking_id"],
                 )
         return new
 

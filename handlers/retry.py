@@ -27,12 +27,12 @@ from typing import Any, Protocol
 from uuid import UUID
 
 import psycopg
-from psycopg.types.json import Jsonb
 from pydantic import BaseModel, ConfigDict
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
 from tenacity.stop import stop_base
 from tenacity.wait import wait_base, wait_exponential_jitter
 
+from handlers import platform
 from handlers.errors import (
     HoldConflictError,
     InfrastructureError,
@@ -183,31 +183,19 @@ class SqlAssign:
             with self._connect() as conn, conn.transaction():
                 previous = check_still_needed(conn, request.booking_id, lock=True)
                 self._clear_ledger_traps(conn, request)
-                rows = conn.execute(
-                    "SELECT * FROM public.assign_tables_atomic_v2(p_booking_id := %s, p_table_ids := %s::uuid[],"
-                    " p_idempotency_key := %s, p_require_adjacency := %s, p_assigned_by := NULL,"
-                    " p_start_at := %s, p_end_at := %s)",
-                    (
-                        request.booking_id,
-                        list(request.table_ids),
-                        request.idempotency_key,
-                        request.require_adjacency,
-                        request.window.lower,
-                        request.window.upper,
-                    ),
-                ).fetchall()
+                rows = platform.assign(
+                    conn,
+                    request.booking_id,
+                    request.table_ids,
+                    request.idempotency_key,
+                    request.require_adjacency,
+                    request.window.lower,
+                    request.window.upper,
+                )
                 if not rows:
                     raise VerificationError("assign_tables_atomic_v2 returned no rows (ledger replay)")
-                conn.execute(
-                    "SELECT * FROM public.apply_booking_state_transition(%s, 'confirmed', NULL, NULL, now(), %s,"
-                    " 'confirmed', NULL, now(), %s, %s)",
-                    (
-                        request.booking_id,
-                        previous,
-                        request.reason,
-                        Jsonb({"source": "remediation-consumer", "actor": self._actor, "key": request.idempotency_key}),
-                    ),
-                )
+                metadata = {"source": "remediation-consumer", "actor": self._actor, "key": request.idempotency_key}
+                platform.confirm(conn, request.booking_id, previous, request.reason, metadata)
                 verify_assigned(conn, request)
         except psycopg.Error as exc:
             raise classify_db_error(exc) from exc
@@ -217,14 +205,7 @@ class SqlAssign:
         """Ledger rows for this booking whose assignment rows are gone make the function return nothing (same
         key) or fail with 23505 (same table set, other key). The victim has no assignments (checked), so any
         such row is stale: remove it in the same transaction."""
-        tables = sorted(str(t) for t in request.table_ids)
-        conn.execute(
-            "DELETE FROM public.booking_assignment_idempotency l WHERE l.booking_id = %s"
-            " AND (l.idempotency_key = %s OR l.table_set_hash = md5(%s))"
-            " AND NOT EXISTS (SELECT 1 FROM public.booking_table_assignments bta"
-            "                  WHERE bta.booking_id = l.booking_id AND bta.idempotency_key = l.idempotency_key)",
-            (request.booking_id, request.idempotency_key, ",".join(tables)),
-        )
+        platform.clear_ledger_traps(conn, request.booking_id, request.idempotency_key, request.table_ids)
 
 
 #: sends one request and returns the response body (raises urllib's HTTPError for a status ≥ 400); the runtime

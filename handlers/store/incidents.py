@@ -1,0 +1,267 @@
+"""Incidents: the first steps of a failure (processed? its hold, its booking window), the incident record and its
+status, processed events, the events read back."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+import orjson
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+
+from handlers.detect import FailureSeen, HoldSeen
+from handlers.store.common import Conn, to_pg_range
+from handlers.store.holds import _REMEMBER_MANY, _hold_of, _holds_json
+from schemas.records import Incident
+from schemas.values import TstzRange
+
+
+@dataclass(frozen=True)
+class BookingWindow:
+    """What the booking fallback of an incident needs: the booking's restaurant and window, and the active
+    tables that fit its party (the planner's candidates)."""
+
+    restaurant_id: UUID
+    start_at: datetime
+    end_at: datetime
+    table_ids: tuple[UUID, ...]
+
+
+@dataclass(frozen=True)
+class Triage:
+    """What the first steps of handling a failure read, for many failures at once (:func:`remember_and_triage`)."""
+
+    processed: bool
+    hold: HoldSeen | None
+    booking: BookingWindow | None
+
+
+def booking_window(conn: Conn, booking_id: UUID) -> BookingWindow | None:
+    """The booking's restaurant and window and the tables that fit its party; None without a window."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        booking = cur.execute(
+            "SELECT restaurant_id, start_at, end_at, party_size FROM public.bookings WHERE id = %s", (booking_id,)
+        ).fetchone()
+        if booking is None or booking["start_at"] is None or booking["end_at"] is None:
+            return None
+        tables = cur.execute(
+            "SELECT id FROM public.table_inventory WHERE restaurant_id = %s AND active"
+            " AND capacity >= %s AND coalesce(min_party_size, 1) <= %s ORDER BY capacity, table_number",
+            (booking["restaurant_id"], booking["party_size"], booking["party_size"]),
+        ).fetchall()
+    table_ids = tuple(t["id"] for t in tables)
+    return BookingWindow(booking["restaurant_id"], booking["start_at"], booking["end_at"], table_ids)
+
+
+def incident_of_booking(failure: FailureSeen, booking: BookingWindow | None) -> Incident | None:
+    if booking is None:
+        return None
+    return Incident(
+        booking_id=failure.booking_id,
+        restaurant_id=booking.restaurant_id,
+        window=TstzRange.closed_open(booking.start_at, booking.end_at),
+        table_ids=booking.table_ids,
+        hold_id=failure.hold_id,
+        window_source="booking",
+    )
+
+
+#: was_processed, recall_hold and booking_window for many failures: one statement text whatever their number
+_TRIAGE = (
+    "SELECT f.n, p.processed IS NOT NULL AS processed,"
+    " h.hold_id, h.booking_id, h.restaurant_id, h.table_ids, h.attempt_window, h.require_adjacency, h.expires_at,"
+    " h.trace_id, h.span_id,"
+    " b.restaurant_id AS b_restaurant_id, b.start_at AS b_start_at, b.end_at AS b_end_at,"
+    " (SELECT coalesce(array_agg(t.id ORDER BY t.capacity, t.table_number), '{}') FROM public.table_inventory t"
+    "   WHERE t.restaurant_id = b.restaurant_id AND t.active AND t.capacity >= b.party_size"
+    "   AND coalesce(t.min_party_size, 1) <= b.party_size) AS b_table_ids"
+    " FROM jsonb_to_recordset(%s::jsonb) AS f(n int, event_id uuid, booking_id uuid, hold_id uuid)"
+    " LEFT JOIN LATERAL (SELECT o.* FROM ("
+    "   (SELECT *, 0 AS preference FROM allocguard.hold_observations"
+    "     WHERE hold_id = f.hold_id AND expires_at > now())"
+    "   UNION ALL"
+    "   (SELECT *, 1 FROM allocguard.hold_observations WHERE booking_id = f.booking_id AND expires_at > now()"
+    "     ORDER BY observed_at DESC LIMIT 1)) o ORDER BY o.preference LIMIT 1) h ON true"
+    # a lateral probe per failure (an EXISTS became a hashed scan of the whole table for a few failures)
+    " LEFT JOIN LATERAL (SELECT true AS processed FROM allocguard.processed_events"
+    "   WHERE event_id = f.event_id) p ON true"
+    " LEFT JOIN public.bookings b ON b.id = f.booking_id AND b.start_at IS NOT NULL AND b.end_at IS NOT NULL"
+    " ORDER BY f.n"
+)
+
+
+def remember_and_triage(
+    conn: Conn, holds: list[tuple[HoldSeen, tuple[str, str] | None]], failures: list[FailureSeen]
+) -> list[Triage]:
+    """:func:`remember_holds`, then for each failure, in order, what :func:`was_processed`, :func:`recall_hold`
+    (which sees those holds) and :func:`booking_window` would read — two statements, one round trip, so that a
+    batch's failures that cannot become an incident (already processed; no hold and no booking window) are settled
+    without a statement each."""
+    cursor = conn.cursor(row_factory=dict_row)
+    with conn.pipeline():
+        if holds:
+            conn.execute(_REMEMBER_MANY, (_holds_json(holds),))
+        if failures:
+            cursor.execute(_TRIAGE, (_triage_json(failures),))
+    return _triaged(cursor.fetchall()) if failures else []
+
+
+def triage(conn: Conn, failure: FailureSeen) -> Triage:
+    """What :func:`was_processed`, :func:`recall_hold` and :func:`booking_window` read for one failure, in one
+    statement (instead of up to five)."""
+    with conn.cursor(row_factory=dict_row) as cursor:
+        return _triaged(cursor.execute(_TRIAGE, (_triage_json([failure]),)).fetchall())[0]
+
+
+def _triage_json(failures: list[FailureSeen]) -> str:
+    rows = [
+        {
+            "n": n,
+            "event_id": str(f.event_id),
+            "booking_id": str(f.booking_id),
+            "hold_id": str(f.hold_id) if f.hold_id else None,
+        }
+        for n, f in enumerate(failures)
+    ]
+    return orjson.dumps(rows).decode()
+
+
+def _triaged(rows: list[dict[str, Any]]) -> list[Triage]:
+    out = []
+    for row in rows:
+        booking = None
+        if row["b_restaurant_id"] is not None:
+            booking = BookingWindow(
+                row["b_restaurant_id"], row["b_start_at"], row["b_end_at"], tuple(row["b_table_ids"])
+            )
+        hold = _hold_of(row) if row["hold_id"] is not None else None
+        out.append(Triage(bool(row["processed"]), hold, booking))
+    return out
+
+
+def record_incident(
+    conn: Conn, incident: Incident, failure: FailureSeen, mode: str = "auto"
+) -> tuple[UUID, str, int, tuple[str, str] | None]:
+    """Insert the incident or fold this failure event into it.
+
+    Returns (id, status, event_count, the (trace id, span id) of the span that first handled it)."""
+    source = {"event_id": str(failure.event_id), "source": failure.source, "event_type": failure.event_type}
+    row = conn.execute(
+        "INSERT INTO allocguard.incidents AS i (booking_id, restaurant_id, attempt_window, table_ids, hold_id,"
+        " require_adjacency, window_source, source_events, first_event_at, last_event_at, mode)"
+        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+        " ON CONFLICT ON CONSTRAINT incidents_booking_window_mode_key DO UPDATE SET"
+        "   event_count = i.event_count + CASE WHEN i.source_events @> EXCLUDED.source_events THEN 0 ELSE 1 END,"
+        "   source_events = CASE WHEN i.source_events @> EXCLUDED.source_events THEN i.source_events"
+        "                        ELSE i.source_events || EXCLUDED.source_events END,"
+        "   last_event_at = greatest(i.last_event_at, EXCLUDED.last_event_at), updated_at = now()"
+        " RETURNING id, status, event_count, trace_id, span_id",
+        (
+            incident.booking_id,
+            incident.restaurant_id,
+            to_pg_range(incident.window),
+            list(incident.table_ids),
+            incident.hold_id,
+            incident.require_adjacency,
+            incident.window_source,
+            Jsonb([source]),
+            failure.created_at,
+            failure.created_at,
+            mode,
+        ),
+    ).fetchone()
+    assert row is not None
+    return row[0], row[1], row[2], (row[3], row[4]) if row[3] and row[4] else None
+
+
+def set_incident_trace(conn: Conn, incident_id: UUID, trace: tuple[str, str] | None) -> None:
+    if trace is not None:
+        conn.execute(
+            "UPDATE allocguard.incidents SET trace_id = coalesce(trace_id, %s), span_id = coalesce(span_id, %s)"
+            " WHERE id = %s",
+            (trace[0], trace[1], incident_id),
+        )
+
+
+def set_incident_status(
+    conn: Conn, incident_id: UUID, status: str, reason: str, outcome: dict[str, Any] | None = None
+) -> None:
+    """Any status but a scheduled wait (:func:`schedule_recheck`) clears the wake-up."""
+    conn.execute(
+        "UPDATE allocguard.incidents SET status = %s, status_reason = %s, wait_code = NULL,"
+        " outcome = coalesce(%s, outcome), next_check_at = NULL, claimed_by = NULL, updated_at = now()"
+        " WHERE id = %s",
+        (status, reason, Jsonb(outcome) if outcome is not None else None, incident_id),
+    )
+
+
+def was_processed(conn: Conn, event_id: UUID) -> bool:
+    row = conn.execute("SELECT 1 FROM allocguard.processed_events WHERE event_id = %s", (event_id,)).fetchone()
+    return row is not None
+
+
+def mark_processed(conn: Conn, event_id: UUID, incident_id: UUID | None, outcome: str) -> None:
+    conn.execute(
+        "INSERT INTO allocguard.processed_events (event_id, incident_id, outcome) VALUES (%s, %s, %s)"
+        " ON CONFLICT (event_id) DO NOTHING",
+        (event_id, incident_id, outcome),
+    )
+
+
+def incident_rows(conn: Conn, booking_id: UUID) -> list[dict[str, Any]]:
+    with conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute(
+            "SELECT * FROM allocguard.incidents WHERE booking_id = %s ORDER BY first_event_at", (booking_id,)
+        ).fetchall()
+
+
+def remediation_rows(conn: Conn, booking_id: UUID) -> list[dict[str, Any]]:
+    """Every remediation of the booking's incidents, oldest first (diagnose's evidence)."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute(
+            "SELECT r.* FROM allocguard.remediations r JOIN allocguard.incidents i ON i.id = r.incident_id"
+            " WHERE i.booking_id = %s ORDER BY r.created_at",
+            (booking_id,),
+        ).fetchall()
+
+
+def first_trace_id(conn: Conn, booking_id: UUID) -> str | None:
+    """The trace of the booking's first traced incident."""
+    row = conn.execute(
+        "SELECT trace_id FROM allocguard.incidents WHERE booking_id = %s AND trace_id IS NOT NULL"
+        " ORDER BY first_event_at LIMIT 1",
+        (booking_id,),
+    ).fetchone()
+    return None if row is None else str(row[0])
+
+
+def failure_events(conn: Conn, booking_id: UUID) -> list[dict[str, Any]]:
+    """The booking's observability rows, oldest first, plus the hold announcements of those holds."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute(
+            "SELECT * FROM public.observability_events WHERE booking_id = %s"
+            " OR (context ->> 'bookingId') = %s::text ORDER BY created_at, id",
+            (booking_id, str(booking_id)),
+        ).fetchall()
+
+
+def signal_events_between(
+    conn: Conn, since: datetime, until: datetime, kinds: Iterable[tuple[str, str]], limit: int = 100_000
+) -> list[dict[str, Any]]:
+    """The platform's rows of the given (source, event_type) kinds created in [since, until], oldest first — what
+    a retention gap lost from the topic, re-read from the source (a backfill). ``context`` as JSON text, as
+    Debezium sends it."""
+    sources, types = zip(*kinds, strict=True) if kinds else ((), ())
+    with conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute(
+            "SELECT id, created_at, source, event_type, severity, context::text AS context, restaurant_id,"
+            " booking_id FROM public.observability_events"
+            " WHERE created_at BETWEEN %s AND %s"
+            " AND (source, event_type) IN (SELECT * FROM unnest(%s::text[], %s::text[]))"
+            " ORDER BY created_at, id LIMIT %s",
+            (since, until, list(sources), list(types), limit),
+        ).fetchall()

@@ -1,0 +1,94 @@
+"""The snapshot a plan is made from: allocations on the tables, their owners, the victim."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from handlers.evidence import AllocationRow, OwnerState, Snapshot
+from handlers.retry import ALLOCGUARD_KEY_PREFIX
+from handlers.store.common import Conn, from_pg_range, pipelined, to_pg_range
+from schemas.records import Incident
+
+
+def load_snapshot(conn: Conn, incident: Incident) -> Snapshot:
+    """What the planner judges: the victim, the allocations on the incident's tables in its window, and their
+    owners — two round trips (the owners' reads need the allocations' owners), not seven."""
+    (now_row,), victims, victim_tables, rows = pipelined(
+        conn,
+        ("SELECT now() AS now", ()),
+        ("SELECT status FROM public.bookings WHERE id = %s", (incident.booking_id,)),
+        (
+            "SELECT table_id, idempotency_key FROM public.booking_table_assignments WHERE booking_id = %s",
+            (incident.booking_id,),
+        ),
+        (
+            'SELECT id, booking_id, restaurant_id, resource_type, resource_id, "window", shadow, is_maintenance,'
+            " updated_at FROM public.allocations"
+            " WHERE restaurant_id = %s AND resource_type = 'table' AND resource_id = ANY(%s)"
+            ' AND "window" && %s ORDER BY resource_id, lower("window"), id',
+            (incident.restaurant_id, list(incident.table_ids), to_pg_range(incident.window)),
+        ),
+    )
+    victim = victims[0] if victims else None
+    owner_ids = sorted({r["booking_id"] for r in rows if r["booking_id"] is not None}, key=str)
+    owners: dict[UUID, OwnerState] = {}
+    if owner_ids:
+        statuses, assigned, held = pipelined(
+            conn,
+            ("SELECT id, status FROM public.bookings WHERE id = ANY(%s)", (owner_ids,)),
+            (
+                "SELECT booking_id, table_id FROM public.booking_table_assignments WHERE booking_id = ANY(%s)",
+                (owner_ids,),
+            ),
+            (
+                "SELECT h.booking_id, m.table_id, h.expires_at FROM public.table_holds h"
+                " JOIN public.table_hold_members m ON m.hold_id = h.id"
+                " WHERE h.booking_id = ANY(%s) AND h.expires_at > now()",
+                (owner_ids,),
+            ),
+        )
+        for status_row in statuses:
+            booking = status_row["id"]
+            owners[booking] = OwnerState(
+                booking_id=booking,
+                status=str(status_row["status"]),
+                assigned_tables=frozenset(a["table_id"] for a in assigned if a["booking_id"] == booking),
+                held_tables=frozenset(h["table_id"] for h in held if h["booking_id"] == booking),
+                hold_expiry=_latest_expiry(h for h in held if h["booking_id"] == booking),
+            )
+    return Snapshot(
+        incident=incident,
+        now=now_row["now"],
+        victim_status=str(victim["status"]) if victim is not None else None,
+        victim_assigned_tables=frozenset(v["table_id"] for v in victim_tables),
+        victim_assigned_by_allocguard=any(
+            str(v["idempotency_key"] or "").startswith(ALLOCGUARD_KEY_PREFIX) for v in victim_tables
+        ),
+        allocations=tuple(
+            AllocationRow(
+                id=r["id"],
+                booking_id=r["booking_id"],
+                restaurant_id=r["restaurant_id"],
+                resource_type=r["resource_type"],
+                resource_id=r["resource_id"],
+                window=from_pg_range(r["window"]),
+                shadow=r["shadow"],
+                is_maintenance=r["is_maintenance"],
+                updated_at=r["updated_at"],
+            )
+            for r in rows
+        ),
+        owners=owners,
+    )
+
+
+def _latest_expiry(holds: Iterable[dict[str, Any]]) -> dict[UUID, datetime]:
+    latest: dict[UUID, datetime] = {}
+    for hold in holds:
+        table, expires = hold["table_id"], hold["expires_at"]
+        if table not in latest or expires > latest[table]:
+            latest[table] = expires
+    return latest
