@@ -667,6 +667,9 @@ def dlq() -> None:
 @click.option("--mode", type=click.Choice([m.value for m in Mode]), help="dry_run (default) or auto.")
 @click.option("--dlq-topic", help="The dead-letter topic (default <prefix>.allocguard.dlq; ALLOCGUARD_DLQ_TOPIC).")
 @click.option("--from-beginning", is_flag=True, help="Re-read the whole topic, not only what was not replayed yet.")
+@click.option(
+    "--only", help="Only these dead letters, by id as dlq list prints them (PARTITION@OFFSET, comma-separated)."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def dlq_replay(
     dsn: str | None,
@@ -678,11 +681,19 @@ def dlq_replay(
     mode: str | None,
     dlq_topic: str | None,
     from_beginning: bool,
+    only: str | None,
     as_json: bool,
 ) -> None:
-    """Re-drive dead-lettered messages through the normal path (idempotent), up to the topic's end now. Exit 1
-    when some still do not decode."""
-    from consumer.operations.dlq import replay_dlq
+    """Re-drive dead-lettered messages through the normal path (idempotent), up to the topic's end now; parked ones
+    are skipped. Exit 1 when some still do not decode."""
+    from consumer.operations.dlq import parse_id, replay_dlq
+
+    chosen = [part.strip() for part in only.split(",") if part.strip()] if only else None
+    for text in chosen or []:
+        try:
+            parse_id(text)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--only") from None
 
     settings = _runtime_settings(
         ("database", "kafka"),
@@ -695,13 +706,144 @@ def dlq_replay(
         mode=mode,
         dlq_topic=dlq_topic,
     )
-    summary = replay_dlq(settings, from_beginning=from_beginning, echo=(lambda line: None) if as_json else click.echo)
+    summary = replay_dlq(
+        settings, from_beginning=from_beginning, only=chosen, echo=(lambda line: None) if as_json else click.echo
+    )
     if as_json:
         click.echo(
             json.dumps({"read": summary.read, "outcomes": dict(summary.outcomes), "still_bad": summary.still_bad})
         )
     if summary.still_bad:
         sys.exit(1)
+
+
+def _dlq_settings(
+    dsn: str | None,
+    kafka_bootstrap: str | None,
+    topic_prefix: str | None,
+    dlq_topic: str | None,
+    needs: tuple[str, ...] = ("database", "kafka"),
+) -> Any:
+    return _runtime_settings(
+        needs, dsn=dsn, kafka_bootstrap=kafka_bootstrap, topic_prefix=topic_prefix, dlq_topic=dlq_topic
+    )
+
+
+def _dlq_options(command: Callable[..., None]) -> Callable[..., None]:
+    for option in reversed(
+        [
+            click.option("--dsn", help="allocguard's database login (ALLOCGUARD_PG_DSN)."),
+            click.option("--kafka-bootstrap", help="The Kafka brokers (ALLOCGUARD_KAFKA_BOOTSTRAP)."),
+            click.option("--topic-prefix", help="Debezium's topic.prefix (ALLOCGUARD_TOPIC_PREFIX)."),
+            click.option("--dlq-topic", help="The dead-letter topic (default <prefix>.allocguard.dlq)."),
+            click.option("--json", "as_json", is_flag=True, help="Print JSON."),
+        ]
+    ):
+        command = option(command)
+    return command
+
+
+@dlq.command("list")
+@_dlq_options
+@click.option("--reason", help="Only those whose reason or error class contains this (case-insensitive).")
+@click.option("--source-topic", help="Only those that came from this topic.")
+@click.option("--since", "--from", "since", help="ISO-8601 time (UTC if no offset): dead-lettered at or after.")
+@click.option("--until", "--to", "until", help="ISO-8601 time: dead-lettered before.")
+@click.option("--parked/--not-parked", "parked", default=None, help="Only parked, or only not parked.")
+def dlq_list(
+    dsn: str | None,
+    kafka_bootstrap: str | None,
+    topic_prefix: str | None,
+    dlq_topic: str | None,
+    as_json: bool,
+    reason: str | None,
+    source_topic: str | None,
+    since: str | None,
+    until: str | None,
+    parked: bool | None,
+) -> None:
+    """The dead letters, one line each: id (PARTITION@OFFSET), when, where from, why; guest data redacted."""
+    from dataclasses import asdict
+
+    from consumer.operations.dlq import list_dead_letters
+
+    window = _window(since, until, None)
+    settings = _dlq_settings(dsn, kafka_bootstrap, topic_prefix, dlq_topic)
+    letters = list_dead_letters(
+        settings, reason=reason, source_topic=source_topic, since=window.since, until=window.until, parked=parked
+    )
+    if as_json:
+        click.echo(json.dumps([asdict(letter) for letter in letters]))
+        return
+    for letter in letters:
+        click.echo(letter.line())
+    click.echo(f"{len(letters)} dead letter(s) in {settings.resolved_dlq()}")
+
+
+@dlq.command("show")
+@click.argument("letter_id")
+@_dlq_options
+def dlq_show(
+    letter_id: str,
+    dsn: str | None,
+    kafka_bootstrap: str | None,
+    topic_prefix: str | None,
+    dlq_topic: str | None,
+    as_json: bool,
+) -> None:
+    """One dead letter in full (headers, key, value), guest data redacted."""
+    from consumer.operations.dlq import parse_id, show_dead_letter
+
+    try:
+        parse_id(letter_id)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="LETTER_ID") from None
+    settings = _dlq_settings(dsn, kafka_bootstrap, topic_prefix, dlq_topic)
+    try:
+        doc = show_dead_letter(settings, letter_id)
+    except LookupError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(json.dumps(doc, indent=None if as_json else 2, default=str))
+
+
+def _park_command(park: bool) -> Callable[..., None]:
+    def command(
+        letter_ids: tuple[str, ...],
+        dsn: str | None,
+        kafka_bootstrap: str | None,
+        topic_prefix: str | None,
+        dlq_topic: str | None,
+        as_json: bool,
+        note: str | None = None,
+    ) -> None:
+        from consumer.operations.dlq import parse_id, set_parked
+
+        for text in letter_ids:
+            try:
+                parse_id(text)
+            except ValueError as exc:
+                raise click.BadParameter(str(exc), param_hint="LETTER_ID") from None
+        settings = _dlq_settings(dsn, kafka_bootstrap, topic_prefix, dlq_topic, needs=("database",))
+        operator = _operator() or "unknown"
+        changed = set_parked(settings, letter_ids, by=operator, note=note, park=park)
+        if as_json:
+            click.echo(json.dumps({"changed": changed, "unchanged": [i for i in letter_ids if i not in changed]}))
+            return
+        verb = "parked" if park else "unparked"
+        for text in letter_ids:
+            click.echo(f"{text}: {verb}" if text in changed else f"{text}: already {verb}")
+
+    return command
+
+
+dlq.command("park", help="Park dead letters a person has dealt with: dlq replay skips them (ALLOCGUARD_OPERATOR).")(
+    click.argument("letter_ids", nargs=-1, required=True)(
+        _dlq_options(click.option("--note", help="Why (kept with the decision).")(_park_command(True)))
+    )
+)
+dlq.command("unpark", help="Let parked dead letters be replayed again.")(
+    click.argument("letter_ids", nargs=-1, required=True)(_dlq_options(_park_command(False)))
+)
 
 
 # ---- pending plans: a person decides -------------------------------------------------------------

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from uuid import UUID
 
-from schemas.records import AllocationEvidence, Incident, Plan, Verdict, Why
+from schemas.records import AllocationEvidence, Decision, Incident, Plan, Verdict, Why
 from schemas.rows import TERMINAL_STATUSES, BookingStatus
 from schemas.values import TstzRange
 
@@ -138,15 +138,15 @@ def make_plan(snapshot: Snapshot, grace: timedelta) -> Plan:
     prune = tuple(e.allocation_id for e in on_target if e.verdict is Verdict.ORPHAN)
     remaining = tuple(e for e in on_target if e.blocks and e.verdict is not Verdict.ORPHAN)
     decision, why = _decide(snapshot, prune, remaining)
-    recheck = _recheck_at(snapshot, remaining, grace) if decision == "wait" else None
-    release = tuple(e.allocation_id for e in remaining) if decision == "release_and_retry" else ()
+    recheck = _recheck_at(snapshot, remaining, grace) if decision is Decision.WAIT else None
+    release = tuple(e.allocation_id for e in remaining) if decision is Decision.RELEASE_AND_RETRY else ()
     return Plan(
         incident=snapshot.incident,
         victim_status=snapshot.victim_status,
         victim_has_assignment=bool(snapshot.victim_assigned_tables),
         victim_assigned_by_allocguard=snapshot.victim_assigned_by_allocguard,
         evidence=evidence,
-        prune_ids=prune if decision in ("prune_and_retry", "release_and_retry") else (),
+        prune_ids=prune if decision.acts else (),
         release_ids=release,
         target_tables=targets,
         remaining_blockers=tuple(e.allocation_id for e in remaining),
@@ -188,13 +188,15 @@ def _targets(snapshot: Snapshot, evidence: tuple[AllocationEvidence, ...]) -> tu
     return (min(candidates, key=lambda t: (orphans(t), tables.index(t))),)
 
 
-def _decide(snapshot: Snapshot, prune: tuple[UUID, ...], remaining: tuple[AllocationEvidence, ...]) -> tuple[str, str]:
+def _decide(
+    snapshot: Snapshot, prune: tuple[UUID, ...], remaining: tuple[AllocationEvidence, ...]
+) -> tuple[Decision, str]:
     if snapshot.victim_status is None:
-        return "not_needed", "the booking no longer exists"
+        return Decision.NOT_NEEDED, "the booking no longer exists"
     if snapshot.victim_status not in RETRYABLE_VICTIM_STATUSES:
-        return "not_needed", f"the booking is {snapshot.victim_status}, not pending"
+        return Decision.NOT_NEEDED, f"the booking is {snapshot.victim_status}, not pending"
     if snapshot.victim_assigned_tables:
-        return "not_needed", "the booking already has table assignments"
+        return Decision.NOT_NEEDED, "the booking already has table assignments"
     if remaining:
         counts: dict[str, int] = {}
         for item in remaining:
@@ -202,15 +204,18 @@ def _decide(snapshot: Snapshot, prune: tuple[UUID, ...], remaining: tuple[Alloca
         summary = ", ".join(f"{n} {name}" for name, n in sorted(counts.items()))
         transient = all(e.verdict is Verdict.PROTECTED and e.why.transient for e in remaining)
         if transient:
-            return "wait", f"blockers that may clear by themselves remain ({summary}); nothing pruned"
+            return Decision.WAIT, f"blockers that may clear by themselves remain ({summary}); nothing pruned"
         if all(e.verdict is Verdict.STALE_BY_STATUS for e in remaining):
             pruned = f", and prune {len(prune)} orphan(s)" if prune else ""
             return (
-                "release_and_retry",
+                Decision.RELEASE_AND_RETRY,
                 f"only stale-by-status blockers remain ({summary}): release their owners through "
                 f"unassign_tables_atomic{pruned}, then retry (policy-gated)",
             )
-        return "manual_review", f"blockers that pruning must not touch remain ({summary}); nothing pruned"
+        return Decision.MANUAL_REVIEW, f"blockers that pruning must not touch remain ({summary}); nothing pruned"
     if prune:
-        return "prune_and_retry", f"{len(prune)} orphan allocation(s) block the attempted tables; prune, then retry"
-    return "retry", "nothing blocks the attempted tables any more; retry auto-assign"
+        return (
+            Decision.PRUNE_AND_RETRY,
+            f"{len(prune)} orphan allocation(s) block the attempted tables; prune, then retry",
+        )
+    return Decision.RETRY, "nothing blocks the attempted tables any more; retry auto-assign"

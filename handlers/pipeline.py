@@ -26,7 +26,7 @@ from handlers.evidence import make_plan
 from handlers.execute import PruneResult, apply_plan
 from handlers.policy import Policy, StalePolicy, approval_needed
 from handlers.retry import AssignRequest, AssignStrategy, Attempt, RetryOutcome, RetryPolicy, run_retry
-from schemas.records import Incident, Mode, Plan
+from schemas.records import Decision, Incident, Mode, Plan
 from schemas.rows import ObservabilityEvent
 
 Conn = psycopg.Connection[Any]
@@ -323,29 +323,29 @@ class Remediator:
                     span.set(f"allocguard.evidence.{verdict}", n)
                 span.set("allocguard.plan.prune_ids", [str(i) for i in plan.prune_ids])
             result.plans.append(plan)
-            if plan.decision == "not_needed" and plan.victim_assigned_by_allocguard and s.mode.acts:
+            if plan.decision is Decision.NOT_NEEDED and plan.victim_assigned_by_allocguard and s.mode.acts:
                 # redelivered after allocguard's own assignment committed (a crash before the outcome was written)
                 return self._settle(
                     conn, result, "resolved", "assigned by allocguard (its idempotency key), recorded on redelivery"
                 )
-            if plan.decision == "not_needed":
+            if plan.decision is Decision.NOT_NEEDED:
                 return self._settle(conn, result, "not_needed", plan.decision_reason)
             if s.mode is Mode.DRY_RUN:
                 result.prunes.append(self._apply(conn, plan, incident_id, result.trace))
                 return self._settle(conn, result, "dry_run", plan.decision_reason)
-            if plan.decision == "manual_review":
+            if plan.decision is Decision.MANUAL_REVIEW:
                 return self._settle(conn, result, "manual_review", plan.decision_reason)
-            if plan.decision == "release_and_retry" and s.policy.stale_by_status is StalePolicy.OFF:
+            if plan.decision is Decision.RELEASE_AND_RETRY and s.policy.stale_by_status is StalePolicy.OFF:
                 return self._settle(
                     conn, result, "manual_review", f"{plan.decision_reason} — policy stale_by_status=off"
                 )
-            if plan.decision == "wait":
+            if plan.decision is Decision.WAIT:
                 result.status, result.reason = "open", plan.decision_reason
                 result.recheck_at = plan.recheck_at
                 assert plan.recheck_at is not None
                 store.schedule_recheck(conn, incident_id, plan.recheck_at, plan.decision_reason)
                 return result
-            if plan.decision in ("prune_and_retry", "release_and_retry"):
+            if plan.decision.acts:
                 why = approval_needed(plan, s.mode, s.policy, lambda r: store.remediations_last_hour(conn, r))
                 if why is not None:
                     plan_id, _ = store.create_pending_plan(

@@ -29,6 +29,22 @@ class Mode(StrEnum):
         return "dry_run" if self is Mode.DRY_RUN else "auto"
 
 
+class Decision(StrEnum):
+    """What a plan decides (``Plan.decision``)."""
+
+    PRUNE_AND_RETRY = "prune_and_retry"
+    RELEASE_AND_RETRY = "release_and_retry"
+    RETRY = "retry"
+    WAIT = "wait"
+    MANUAL_REVIEW = "manual_review"
+    NOT_NEEDED = "not_needed"
+
+    @property
+    def acts(self) -> bool:
+        """Removes rows before the retry (prune, release)."""
+        return self in (Decision.PRUNE_AND_RETRY, Decision.RELEASE_AND_RETRY)
+
+
 class IncidentStatus(StrEnum):
     """``allocguard.incidents.status`` (its CHECK constraint: tests/integration/test_status_codes.py)."""
 
@@ -92,6 +108,12 @@ class FlagStatus(StrEnum):
     HELD = "held"
     FLAGGED = "flagged"
     CLEARED = "cleared"
+
+
+class TriageStatus(StrEnum):
+    """``allocguard.dlq_triage.status``: what a person decided about one dead letter."""
+
+    PARKED = "parked"
 
 
 #: the "victim" of a reconcile sweep: no booking is waiting, the database is swept for what would block one
@@ -207,7 +229,7 @@ class Plan(BaseModel):
     target_tables: tuple[UUID, ...]
     #: blockers that stay after pruning (legitimate, stale-by-status, protected but blocking)
     remaining_blockers: tuple[UUID, ...]
-    decision: str
+    decision: Decision
     decision_reason: str
     #: for a ``wait``: when the blockers can next have changed (grace expiry, hold expiry)
     recheck_at: datetime | None = None

@@ -37,7 +37,7 @@ from consumer.runtime.routing import Relevance, Signal, poll_batches_gc, route
 from handlers import store
 from handlers.detect import DetectionRules
 from handlers.pipeline import Connect, IncidentResult, Remediator
-from schemas.records import Mode, Plan
+from schemas.records import Decision, Mode, Plan
 
 
 @dataclass(frozen=True)
@@ -336,7 +336,7 @@ _DECISIONS = {
 
 
 def _from_plan(plan: Plan) -> tuple[str, str]:
-    if plan.decision == "not_needed" and plan.victim_assigned_by_allocguard:
+    if plan.decision is Decision.NOT_NEEDED and plan.victim_assigned_by_allocguard:
         return "already_fixed", "the booking holds an assignment with allocguard's idempotency key"
     return _DECISIONS.get(plan.decision, plan.decision), plan.decision_reason
 
@@ -348,7 +348,7 @@ def _outcome(
     consumer or an earlier replay) — what its evidence says now, re-planned read-only."""
     if result.status != "duplicate":
         plan = result.plans[-1] if result.plans else None
-        if plan is not None and plan.decision == "not_needed" and plan.victim_assigned_by_allocguard:
+        if plan is not None and plan.decision is Decision.NOT_NEEDED and plan.victim_assigned_by_allocguard:
             return str(result.incident_id), *_from_plan(plan)
         return str(result.incident_id), result.status, result.reason
     with connect() as conn:

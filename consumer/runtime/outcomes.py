@@ -54,9 +54,11 @@ class Outcomes:
             self._metrics.incidents.add(count, {"status": status})
 
     def log(self, key: str, result: IncidentResult) -> None:
+        """One INFO line per incident outcome: a failure event of an incident already handled (a platform attempt
+        emits 12 or 13 of them) is counted, and logged at DEBUG only."""
         pruned = [str(i) for prune in result.prunes for i in prune.pruned_ids]
         due = f"; planned again at {result.recheck_at.isoformat()}" if result.recheck_at else ""
-        log.info(
+        (log.debug if result.status == "duplicate" else log.info)(
             "booking %s: %s (%s)%s%s",
             key,
             result.status,

@@ -23,6 +23,9 @@ from handlers.store.common import (
 from handlers.store.common import (
     use_orjson as use_orjson,
 )
+from handlers.store.dlq import park as park
+from handlers.store.dlq import parked as parked
+from handlers.store.dlq import unpark as unpark
 from handlers.store.holds import (
     recall_hold as recall_hold,
 )

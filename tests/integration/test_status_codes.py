@@ -17,6 +17,7 @@ from schemas.records import (
     PlanKind,
     PlanStatus,
     RecordedMode,
+    TriageStatus,
     WaitCode,
     WindowSource,
 )
@@ -32,6 +33,7 @@ COLUMNS: list[tuple[str, str, type[StrEnum]]] = [
     ("plans", "kind", PlanKind),
     ("plans", "status", PlanStatus),
     ("prevention_flags", "status", FlagStatus),
+    ("dlq_triage", "status", TriageStatus),
 ]
 
 

@@ -34,6 +34,9 @@ COMMANDS: list[tuple[list[str], bool]] = [
     (["replay", *SINCE], True),
     (["capture", *SINCE, "--out", "capture.jsonl"], False),
     (["dlq", "replay"], True),
+    (["dlq", "list"], True),
+    (["dlq", "show", "0@0"], True),
+    (["dlq", "park", "0@0"], True),
     (["db", "init"], False),
     (["connector", "register"], False),
 ]

@@ -28,6 +28,10 @@ COMMANDS: list[tuple[list[str], list[str]]] = [
     (["replay", "--since", "2000-01-01T00:00"], [DSN, KAFKA]),
     (["capture", "--since", "2000-01-01T00:00", "--out", "/dev/null"], [KAFKA]),
     (["dlq", "replay"], [DSN, KAFKA]),
+    (["dlq", "list"], [DSN, KAFKA]),
+    (["dlq", "show", "0@0"], [DSN, KAFKA]),
+    (["dlq", "park", "0@0"], [DSN]),
+    (["dlq", "unpark", "0@0"], [DSN]),
     (["db", "init"], ["missing ALLOCGUARD_ADMIN_DSN (or --dsn)"]),
 ]
 
