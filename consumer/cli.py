@@ -961,6 +961,74 @@ def plans_reject(plan: str, by: str | None, note: str | None, dsn: str | None, a
     _decide(plan, False, by, note, dsn, Path("artifacts"), as_json)
 
 
+def _undo_dsn(dsn: str | None) -> str:
+    """An operator's login, a member of allocguard_undo: never the runtime's (ALLOCGUARD_PG_DSN is not read)."""
+    dsn = dsn or os.environ.get("ALLOCGUARD_UNDO_DSN")
+    if not dsn:
+        _missing(["missing ALLOCGUARD_UNDO_DSN (or --dsn): an operator's login, a member of allocguard_undo"])
+    assert dsn is not None
+    return dsn
+
+
+@main.command()
+@click.argument("remediation", type=click.UUID)
+@click.option("--apply", is_flag=True, help="Undo it (default: say what would be done, or why it cannot).")
+@click.option("--by", default=_operator, help="Who undoes it (recorded). Default: ALLOCGUARD_OPERATOR or USER.")
+@click.option("--note", help="Why (recorded, and shown with the pins).")
+@click.option("--dsn", help="An operator's login, a member of allocguard_undo (ALLOCGUARD_UNDO_DSN).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def undo(remediation: uuid.UUID, apply: bool, by: str | None, note: str | None, dsn: str | None, as_json: bool) -> None:
+    """Reverse a remediation as a whole: release the victim's assignment allocguard made (only while it is still
+    allocguard's), restore the pruned allocations exactly and pin them (PROTECTED in every later plan until
+    allocguard unpin). Dry run by default. Exit 1 when it must be refused (nothing changed), with the reasons."""
+    from handlers.undo import UndoRefused, apply_undo, plan_undo
+
+    url = _undo_dsn(dsn)
+    with psycopg.connect(url, autocommit=True) as conn:
+        try:
+            plan = plan_undo(conn, remediation) if not apply else None
+            undone = None
+            if apply:
+                plan, undone = apply_undo(conn, remediation, actor=by or "unknown", note=note)
+        except LookupError as exc:
+            raise click.ClickException(str(exc)) from None
+        except UndoRefused as exc:
+            if as_json:
+                click.echo(json.dumps({"remediation_id": str(remediation), "refused": str(exc)}))
+                sys.exit(1)
+            raise click.ClickException(f"refused: {exc}") from None
+    assert plan is not None
+    if as_json:
+        click.echo(json.dumps({**plan.as_json(), "applied": undone is not None, "undo_id": str(undone or "") or None}))
+    else:
+        click.echo(f"remediation {remediation}:")
+        if plan.victim is not None:
+            tables = ", ".join(map(str, plan.release_tables)) or "nothing (it holds no table allocguard gave it)"
+            click.echo(f"  release victim {plan.victim}: {tables}")
+        click.echo(f"  restore and pin: {', '.join(map(str, plan.restore_ids))}")
+        for reason in plan.refusals:
+            click.echo(f"  refused: {reason}")
+        if undone is not None:
+            click.echo(f"undone (recorded as remediation {undone})")
+        elif not plan.refusals:
+            click.echo("dry run: nothing changed (--apply to undo it)")
+    if plan.refusals:
+        sys.exit(1)
+
+
+@main.command()
+@click.argument("allocation", type=click.UUID)
+@click.option("--dsn", help="An operator's login, a member of allocguard_undo (ALLOCGUARD_UNDO_DSN).")
+def unpin(allocation: uuid.UUID, dsn: str | None) -> None:
+    """Let a pinned allocation be judged again (an undo pinned it). Exit 1 when it was not pinned."""
+    from handlers.undo import unpin as unpin_allocation
+
+    with psycopg.connect(_undo_dsn(dsn), autocommit=True) as conn:
+        if not unpin_allocation(conn, allocation):
+            raise click.ClickException(f"allocation {allocation} is not pinned")
+    click.echo(f"allocation {allocation}: unpinned")
+
+
 @main.command()
 @click.option("--restaurant", type=click.UUID, help="Only this restaurant (default: every one).")
 @click.option("--since", "--from", "since", type=click.DateTime(), help="Windows overlapping from here (default: now).")

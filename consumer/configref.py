@@ -49,6 +49,12 @@ OTHERS = (
         "`connector register`: database.password, a Connect config-provider reference or the CDC role's password",
         True,
     ),
+    Other(
+        "ALLOCGUARD_UNDO_DSN",
+        "—",
+        "`undo`, `unpin`: an operator's login, a member of allocguard_undo (never allocguard's runtime login)",
+        True,
+    ),
     Other("ALLOCGUARD_OPERATOR", "the OS user", "who decides a plan or runs a reconcile (recorded with the decision)"),
     Other("ALLOCGUARD_LOG_FORMAT", "text", "`run`: text, or json (one object per line, with trace and span ids)"),
     Other("ALLOCGUARD_DEPLOY_DIR", "the checkout's deploy/", "where deploy/ is (the image sets it)"),

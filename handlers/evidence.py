@@ -31,6 +31,8 @@ class AllocationRow:
     shadow: bool
     is_maintenance: bool
     updated_at: datetime
+    #: who pinned it and why (``allocguard undo``), or None
+    pinned: str | None = None
 
 
 @dataclass(frozen=True)
@@ -87,6 +89,12 @@ def _verdict(
 ) -> tuple[Verdict, Why, str]:
     incident = snapshot.incident
     table = row.resource_id
+    if row.pinned is not None:
+        return (
+            Verdict.PROTECTED,
+            Why.PINNED,
+            f"pinned by {row.pinned}: restored by an undo, never pruned until unpinned",
+        )
     if row.booking_id == incident.booking_id:
         return Verdict.PROTECTED, Why.VICTIMS_OWN, "the victim's own row: the assign path reuses it"
     if row.shadow:

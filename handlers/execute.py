@@ -49,6 +49,7 @@ SELECT a.id FROM public.allocations a
    AND NOT EXISTS (SELECT 1 FROM public.table_holds h JOIN public.table_hold_members m ON m.hold_id = h.id
                     WHERE h.booking_id = a.booking_id AND m.table_id = a.resource_id AND h.expires_at > now())
    AND a.updated_at < now() - %(grace)s
+   AND NOT EXISTS (SELECT 1 FROM allocguard.pins p WHERE p.allocation_id = a.id)
 """
 
 #: a stale-by-status blocker, re-proven on committed state: its owner is terminal and still assigned to the table

@@ -101,3 +101,12 @@ def clear_ledger_traps(db: Executor, booking_id: UUID, idempotency_key: str, tab
         "                  WHERE bta.booking_id = l.booking_id AND bta.idempotency_key = l.idempotency_key)",
         (booking_id, idempotency_key, ",".join(tables)),
     )
+
+
+def restore(db: Executor, allocation_ids: Sequence[UUID]) -> int:
+    """The archived rows put back exactly as they were (an undo); how many."""
+    return db.execute(
+        f"INSERT INTO public.allocations ({ALLOCATION_COLUMNS}) SELECT {ALLOCATION_COLUMNS}"  # noqa: S608
+        " FROM public.allocations_archive WHERE id = ANY(%s)",
+        (list(allocation_ids),),
+    ).rowcount

@@ -140,6 +140,8 @@ class Why(StrEnum):
     ACTIVE_HOLD = "active_hold"
     IN_GRACE = "in_grace"
     UNREFERENCED = "unreferenced"
+    #: restored by ``allocguard undo`` and pinned by a person: never pruned until ``allocguard unpin``
+    PINNED = "pinned"
 
     @property
     def transient(self) -> bool:
@@ -157,6 +159,7 @@ def _why_of_legacy(reason: str, verdict: str) -> Why:
     if verdict == Verdict.LEGITIMATE:
         return Why.ASSIGNED
     for fragment, why in (
+        ("pinned by", Why.PINNED),
         ("grace", Why.IN_GRACE),
         ("active hold", Why.ACTIVE_HOLD),
         ("victim's own", Why.VICTIMS_OWN),

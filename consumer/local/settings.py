@@ -33,6 +33,8 @@ class StackSettings(BaseSettings):
     #: the platform's own back end on the local stack (the simulator writes as it): BYPASSRLS, like the hosting
     #: service's service_role
     platform_user: str = "service_role"
+    #: a person's login for ``allocguard undo`` and ``unpin`` on the local stack: a member of allocguard_undo only
+    undo_user: str = "allocguard_operator"
     kafka_port: int = 59092
     kafka_controller_port: int = 59093
     connect_port: int = 58083
@@ -88,6 +90,11 @@ class StackSettings(BaseSettings):
         if self.admin_dsn_override is not None:
             return self.admin_dsn_override.get_secret_value()
         return self._local_dsn(self.pg_user, self.pg_password.get_secret_value())
+
+    @property
+    def undo_dsn(self) -> str:
+        """An operator's login for ``allocguard undo`` (``ALLOCGUARD_UNDO_DSN``): never the runtime's."""
+        return self._local_dsn(self.undo_user)
 
     @property
     def platform_dsn(self) -> str:

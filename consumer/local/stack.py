@@ -453,7 +453,9 @@ class LocalStack:
             self.log(f"created database {self.settings.pg_database}")
         for line in db.init_database(self.settings.admin_dsn, with_reference_schema=True, with_cdc=True):
             self.log(f"db: {line}")
-        db.ensure_local_roles(self.settings.admin_dsn, app_user=self.settings.app_user)
+        db.ensure_local_roles(
+            self.settings.admin_dsn, app_user=self.settings.app_user, undo_user=self.settings.undo_user
+        )
 
     def _postgres_down(self) -> bool:
         data = self.pg_root / "data"

@@ -99,12 +99,24 @@ def ensure_login_role(conn: psycopg.Connection[Any], name: str, password: str | 
         conn.execute(sql.SQL("GRANT allocguard_remediator TO {}").format(role))
 
 
-def ensure_local_roles(admin_dsn: str, *, app_user: str) -> None:
+def ensure_undo_login(conn: psycopg.Connection[Any], name: str) -> None:
+    """A person's login for ``allocguard undo``: LOGIN, a member of allocguard_undo only (V016), never BYPASSRLS."""
+    role = sql.Identifier(name)
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
+        if conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (name,)).fetchone() is None:
+            conn.execute(sql.SQL("CREATE ROLE {} LOGIN NOBYPASSRLS").format(role))
+        conn.execute(sql.SQL("GRANT allocguard_undo TO {}").format(role))
+
+
+def ensure_local_roles(admin_dsn: str, *, app_user: str, undo_user: str | None = None) -> None:
     """The local stack's roles: ``app_user`` as an operator creates it at the platform (see README), and the
     platform's service role may read and reset allocguard's records, so the simulator can replay a scenario and
     the tests can check the records (deploy/local/roles.sql)."""
     with psycopg.connect(admin_dsn) as conn:
         ensure_login_role(conn, app_user)
+        if undo_user:
+            ensure_undo_login(conn, undo_user)
         with conn.transaction():
             conn.execute((deploy_dir() / "local" / "roles.sql").read_bytes())  # our own static file
 

@@ -25,10 +25,11 @@ def load_snapshot(conn: Conn, incident: Incident) -> Snapshot:
             (incident.booking_id,),
         ),
         (
-            'SELECT id, booking_id, restaurant_id, resource_type, resource_id, "window", shadow, is_maintenance,'
-            " updated_at FROM public.allocations"
-            " WHERE restaurant_id = %s AND resource_type = 'table' AND resource_id = ANY(%s)"
-            ' AND "window" && %s ORDER BY resource_id, lower("window"), id',
+            'SELECT a.id, a.booking_id, a.restaurant_id, a.resource_type, a.resource_id, a."window", a.shadow,'
+            " a.is_maintenance, a.updated_at, p.pinned_by || coalesce(' (' || p.note || ')', '') AS pinned"
+            " FROM public.allocations a LEFT JOIN allocguard.pins p ON p.allocation_id = a.id"
+            " WHERE a.restaurant_id = %s AND a.resource_type = 'table' AND a.resource_id = ANY(%s)"
+            ' AND a."window" && %s ORDER BY a.resource_id, lower(a."window"), a.id',
             (incident.restaurant_id, list(incident.table_ids), to_pg_range(incident.window)),
         ),
     )
@@ -78,6 +79,7 @@ def load_snapshot(conn: Conn, incident: Incident) -> Snapshot:
                 shadow=r["shadow"],
                 is_maintenance=r["is_maintenance"],
                 updated_at=r["updated_at"],
+                pinned=r["pinned"],
             )
             for r in rows
         ),

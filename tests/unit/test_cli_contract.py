@@ -38,6 +38,7 @@ COMMANDS: list[tuple[list[str], bool]] = [
     (["dlq", "show", "0@0"], True),
     (["dlq", "park", "0@0"], True),
     (["db", "init"], False),
+    (["undo", PLAN], True),
     (["connector", "register"], False),
 ]
 IDS = [" ".join(args[:2]) for args, _ in COMMANDS]
@@ -49,6 +50,7 @@ def env_for(port: int) -> dict[str, str]:
         {
             "ALLOCGUARD_PG_DSN": f"postgresql://allocguard_app:secret@127.0.0.1:{port}/platform",
             "ALLOCGUARD_ADMIN_DSN": f"postgresql://owner:secret@127.0.0.1:{port}/platform",
+            "ALLOCGUARD_UNDO_DSN": f"postgresql://sre:secret@127.0.0.1:{port}/platform",
             "ALLOCGUARD_KAFKA_BOOTSTRAP": f"127.0.0.1:{port}",
             "ALLOCGUARD_CONNECT_URL": f"http://127.0.0.1:{port}",
             "PGCONNECT_TIMEOUT": "3",  # libpq's: a database that accepts and never answers

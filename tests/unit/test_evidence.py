@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from handlers.evidence import AllocationRow, OwnerState, Snapshot, make_plan
-from schemas.records import Incident, Verdict
+from schemas.records import Incident, Verdict, Why
 from schemas.values import TstzRange
 
 NOW = datetime(2026, 11, 24, 18, 0, tzinfo=UTC)
@@ -180,3 +181,17 @@ def test_only_a_wait_is_scheduled() -> None:
     plan = make_plan(snapshot(row(OWNER), owners={OWNER: OwnerState(OWNER, "confirmed")}), GRACE)
     assert plan.decision == "prune_and_retry"
     assert plan.recheck_at is None
+
+
+def test_a_pinned_allocation_is_protected_whatever_else_it_is() -> None:
+    """Pinned by an undo: an orphan by every other test, and still never proven (nor pruned) until unpinned."""
+    orphan = row(OWNER)
+    pinned = dataclasses.replace(orphan, pinned="sre-ana (ticket 4711)")
+    owners = {OWNER: OwnerState(OWNER, "confirmed")}
+    assert make_plan(snapshot(orphan, owners=owners), GRACE).prune_ids == (orphan.id,)
+    plan = make_plan(snapshot(pinned, owners=owners), GRACE)
+    assert plan.prune_ids == ()
+    (evidence,) = plan.evidence
+    assert (evidence.verdict, evidence.why) == (Verdict.PROTECTED, Why.PINNED)
+    assert "sre-ana (ticket 4711)" in evidence.reason
+    assert plan.decision == "manual_review", "a pinned blocker is not one that clears by itself"

@@ -33,6 +33,8 @@ COMMANDS: list[tuple[list[str], list[str]]] = [
     (["dlq", "park", "0@0"], [DSN]),
     (["dlq", "unpark", "0@0"], [DSN]),
     (["db", "init"], ["missing ALLOCGUARD_ADMIN_DSN (or --dsn)"]),
+    (["undo", PLAN], ["missing ALLOCGUARD_UNDO_DSN (or --dsn)"]),
+    (["unpin", PLAN], ["missing ALLOCGUARD_UNDO_DSN (or --dsn)"]),
 ]
 
 
