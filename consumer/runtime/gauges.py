@@ -18,8 +18,11 @@ import psycopg
 
 from consumer.config import RuntimeSettings
 from consumer.operations.check import last_message_age
+from consumer.runtime.clients import group_protocol
+from consumer.runtime.health import Health
 from consumer.runtime.service import Service
 from consumer.telemetry import Metrics
+from consumer.version import byte_test_is_native, version
 from schemas.envelope import HEARTBEAT_TOPIC_PREFIX
 
 log = logging.getLogger("allocguard.runtime")
@@ -237,3 +240,42 @@ def heartbeat_age(settings: RuntimeSettings) -> float | None:
     """Seconds since Debezium's last heartbeat on ``__debezium-heartbeat.<prefix>`` (its own short-lived reader)."""
     target = settings.check_target()
     return last_message_age(target, f"{HEARTBEAT_TOPIC_PREFIX}.{settings.topic_prefix}")
+
+
+def register_runtime(
+    metrics: Metrics,
+    settings: RuntimeSettings,
+    health: Health,
+    *,
+    paused: Callable[[], bool],
+    last_event_at: Callable[[], float | None],
+    state: StateRefresher,
+) -> None:
+    """:func:`register`, fed from ``allocguard run``'s parts."""
+
+    def assigned() -> tuple[int, int]:
+        count = len(health.assigned)
+        return count, count if paused() else 0
+
+    def dependencies() -> dict[str, bool]:
+        return {
+            name: outage is None or not outage.is_down
+            for name, outage in (("database", health.database), ("kafka", health.kafka))
+        }
+
+    register(
+        metrics,
+        build={
+            "version": version(),
+            "byte_test": "native" if byte_test_is_native() else "python",
+            "group_protocol": str(group_protocol(settings.librdkafka()).get("group.protocol", "classic")),
+            "mode": str(settings.mode),
+        },
+        ready=lambda: health.readiness()[0],
+        dependencies=dependencies,
+        partitions=assigned,
+        held=lambda: len(health.degraded),
+        gaps_open=lambda: len(health.gaps),
+        last_event_at=last_event_at,
+        database=lambda: state.state,
+    )

@@ -33,13 +33,12 @@ from consumer.runtime.clients import (
     client,
     connection_pool,
     consumer_config,
-    group_protocol,
     producer_config,
 )
 from consumer.runtime.deadletter import DeadLetters
 from consumer.runtime.dispatch import Dispatcher
 from consumer.runtime.gauges import StateRefresher, heartbeat_age
-from consumer.runtime.gauges import register as register_gauges
+from consumer.runtime.gauges import register_runtime as register_runtime_gauges
 from consumer.runtime.health import _UNREACHABLE, Health, Outage, kafka_log, serve_health
 from consumer.runtime.jobs import Jobs, build_remediator
 from consumer.runtime.offsets import OffsetTracker
@@ -53,7 +52,6 @@ from consumer.runtime.services import Probe, WakeUps
 from consumer.runtime.shutdown import Budget, close_within, commit_and_close
 from consumer.runtime.work import Abandoned, BatchDone, Completion, Event, FatalRuntimeError
 from consumer.telemetry import Metrics, Telemetry
-from consumer.version import byte_test_is_native, version
 from handlers.errors import infrastructure_cause
 from handlers.prevent import AssignmentIndex, Guard
 from schemas.records import Mode
@@ -205,30 +203,6 @@ class Runtime:
                 partitions.store()
                 return
 
-    def _register_gauges(self) -> None:
-        health, partitions = self.health, self.partitions
-
-        def assigned() -> tuple[int, int]:
-            count = len(health.assigned)
-            return count, count if partitions.paused else 0
-
-        register_gauges(
-            self.metrics,
-            build={
-                "version": version(),
-                "byte_test": "native" if byte_test_is_native() else "python",
-                "group_protocol": str(group_protocol(self.settings.librdkafka()).get("group.protocol", "classic")),
-                "mode": str(self.settings.mode),
-            },
-            ready=lambda: health.readiness()[0],
-            dependencies=lambda: {"database": not self.db_outage.is_down, "kafka": not self.kafka_outage.is_down},
-            partitions=assigned,
-            held=lambda: len(health.degraded),
-            gaps_open=lambda: len(health.gaps),
-            last_event_at=lambda: self.dispatcher.last_event_at,
-            database=lambda: self.state.state,
-        )
-
     def _close_telemetry(self) -> None:
         self.telemetry.shutdown()
         self.metrics.shutdown()
@@ -253,7 +227,14 @@ class Runtime:
             return 0
         self.pool.open(wait=False)
         Probe(self._stop, settings, self.db_outage, self.kafka_outage, self.ride.back).start()
-        self._register_gauges()
+        register_runtime_gauges(
+            self.metrics,
+            settings,
+            self.health,
+            paused=lambda: self.partitions.paused,
+            last_event_at=lambda: self.dispatcher.last_event_at,
+            state=self.state,
+        )
         self.state.start()
         if self.guard is not None:
             with self._connect() as conn:
