@@ -32,7 +32,7 @@ from handlers.execute import apply_plan
 from handlers.policy import Policy, StalePolicy, approval_needed
 from handlers.sweep import candidates, judge, scoped
 from schemas import ChangeEvent
-from schemas.records import AllocationEvidence, FlagStatus, Mode, Verdict, Why
+from schemas.records import AllocationEvidence, Decision, FlagStatus, Mode, Verdict, Why
 from schemas.rows import TERMINAL_STATUSES, Allocation, Booking, BookingTableAssignment
 
 Conn = psycopg.Connection[Any]
@@ -184,7 +184,7 @@ class Guard:
         if evidence.verdict is Verdict.ORPHAN or (
             evidence.verdict is Verdict.STALE_BY_STATUS and self.policy.stale_by_status is StalePolicy.AUTO
         ):
-            one = scoped(plan, evidence, release=True, why="prevention")
+            one = scoped(plan, evidence, release=True, why=Decision.PREVENTION)
             why = approval_needed(one, self.mode, self.policy, lambda r: store.remediations_last_hour(conn, r))
             if not self.mode.acts:
                 pass  # dry run: flagged only

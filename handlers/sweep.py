@@ -14,7 +14,7 @@ from psycopg.rows import dict_row
 from handlers import store
 from handlers.evidence import make_plan
 from handlers.store import from_pg_range
-from schemas.records import NO_VICTIM, AllocationEvidence, Incident, Plan, Verdict
+from schemas.records import NO_VICTIM, AllocationEvidence, Decision, Incident, Plan, Verdict
 from schemas.rows import TERMINAL_STATUSES
 
 Conn = psycopg.Connection[Any]
@@ -79,7 +79,7 @@ def judge(conn: Conn, candidate: dict[str, Any], grace: timedelta) -> tuple[Plan
     return (plan, evidence) if evidence is not None else None
 
 
-def scoped(plan: Plan, evidence: AllocationEvidence, release: bool, why: str) -> Plan:
+def scoped(plan: Plan, evidence: AllocationEvidence, release: bool, why: Decision) -> Plan:
     """The plan for exactly this allocation: pruned if an orphan, released if stale by status (and asked for)."""
     return plan.model_copy(
         update={

@@ -38,6 +38,9 @@ class Decision(StrEnum):
     WAIT = "wait"
     MANUAL_REVIEW = "manual_review"
     NOT_NEEDED = "not_needed"
+    #: a sweep's plan scoped to one allocation, no victim and no retry: a reconcile's, prevention's
+    RECONCILE = "reconcile"
+    PREVENTION = "prevention"
 
     @property
     def acts(self) -> bool:

@@ -135,8 +135,9 @@ def _read(settings: RuntimeSettings) -> Iterator[Any]:
         }
     )
     try:
-        ends = {tp.partition: high for tp, (low, high) in watermarks(reader, [topic]).items() if high > low}
-        lows = {tp.partition: low for tp, (low, _) in watermarks(reader, [topic]).items()}
+        marks = watermarks(reader, [topic])
+        ends = {tp.partition: high for tp, (low, high) in marks.items() if high > low}
+        lows = {tp.partition: low for tp, (low, _) in marks.items()}
         reader.assign([TopicPartition(topic, p, lows[p]) for p in ends])
         remaining = dict(ends)
         while remaining:

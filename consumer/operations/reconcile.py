@@ -23,7 +23,7 @@ from consumer.config import RuntimeSettings
 from consumer.operations import standalone_remediator
 from handlers.execute import apply_plan
 from handlers.sweep import candidates, judge, scoped
-from schemas.records import AllocationEvidence, Mode, Verdict
+from schemas.records import AllocationEvidence, Decision, Mode, Verdict
 
 Echo = Callable[[str], None]
 
@@ -77,7 +77,7 @@ def reconcile(
             act_on_stale = release_stale and evidence.verdict is Verdict.STALE_BY_STATUS
             if not apply or not (evidence.verdict is Verdict.ORPHAN or act_on_stale):
                 continue
-            one = scoped(plan, evidence, release_stale, "reconcile")
+            one = scoped(plan, evidence, release_stale, Decision.RECONCILE)
             result = apply_plan(conn, one, mode=Mode.AUTO, actor=actor, grace=grace, artifacts_dir=artifacts_dir)
             if result.pruned_ids:
                 sweep.pruned += 1
