@@ -18,6 +18,8 @@ import orjson
 from pydantic import BeforeValidator, GetCoreSchemaHandler, PlainSerializer
 from pydantic_core import core_schema
 
+from schemas import deepjson
+
 UNAVAILABLE_PLACEHOLDER: Final = "__debezium_unavailable_value"
 _EPOCH_DATE: Final = date(1970, 1, 1)
 
@@ -257,6 +259,11 @@ def parse_json_text(value: object) -> Any:
         try:
             return orjson.loads(value)
         except orjson.JSONDecodeError as exc:
+            if "depth limit" in exc.msg:  # orjson stops at 1,024 levels; PostgreSQL's jsonb goes far deeper
+                try:
+                    return deepjson.loads(value)
+                except ValueError as deep:
+                    raise ValueError(f"jsonb column does not hold JSON: {deep}") from None
             raise ValueError(f"jsonb column does not hold JSON: {exc.msg} at {exc.pos}") from None
     return value
 
