@@ -295,30 +295,30 @@ def _privilege_items(conn: psycopg.Connection[Any]) -> Iterator[Item]:
         yield Item("grants", Status.OK, f"{len(NEEDED_PRIVILEGES)} table and {len(FUNCTIONS)} function privileges")
 
 
-#: a function body that deletes, updates or inserts assignment or allocation rows
-_WRITES_ASSIGNMENTS = r"(delete\s+from|update|insert\s+into)\s+(public\.)?(allocations|booking_table_assignments)\M"
+#: a function body that writes a table: DELETE FROM, INSERT INTO, UPDATE (not a FOR UPDATE lock)
+_WRITES = r"(delete\s+from|(?<!for\s)update|insert\s+into)\s+(only\s+)?(public\.)?[a-z_]+"
 #: platform functions allocguard itself calls (EXECUTE on them is needed, not excess)
 _OWN_FUNCTIONS = ("assign_tables_atomic_v2", "apply_booking_state_transition", "unassign_tables_atomic")
 
 
 def _excess_items(conn: psycopg.Connection[Any]) -> Iterator[Item]:
-    """What the role can do beyond what allocguard needs: SECURITY DEFINER functions of the platform that write
-    assignments or allocations and that this role may execute (usually through PUBLIC, PostgreSQL's default),
-    and rights on guest data. A warning each, with the statement that takes it away."""
+    """What the role can do beyond what allocguard needs: SECURITY DEFINER functions of the platform that write any
+    table and that this role may execute (usually through PUBLIC, PostgreSQL's default) — each runs with its owner's
+    rights whoever calls it — and rights on guest data. A warning each, with the statement that takes it away."""
     rows = conn.execute(
         "SELECT p.oid::regprocedure::text, has_function_privilege('public', p.oid, 'EXECUTE')"
         " FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace"
         " WHERE n.nspname = 'public' AND p.prosecdef AND NOT (p.proname = ANY(%s))"
         " AND has_function_privilege(current_user, p.oid, 'EXECUTE')"
         " AND p.prosrc ~* %s ORDER BY 1",
-        (list(_OWN_FUNCTIONS), _WRITES_ASSIGNMENTS),
+        (list(_OWN_FUNCTIONS), _WRITES),
     ).fetchall()
     for signature, public in rows:
         grantee = "PUBLIC" if public else "allocguard_remediator"
         yield Item(
             "excess",
             Status.WARN,
-            f"can execute {signature} (SECURITY DEFINER, writes assignments or allocations) through {grantee}",
+            f"can execute {signature} (SECURITY DEFINER, writes tables) through {grantee}",
             f"REVOKE EXECUTE ON FUNCTION {signature} FROM {grantee}; then GRANT it to the platform roles that call it",
         )
     pii = conn.execute(

@@ -261,6 +261,12 @@ def test_the_runtime_role_is_denied_what_it_does_not_need(platform: Platform) ->
     assert (
         "REVOKE EXECUTE ON FUNCTION prune_allocations_history(timestamp with time zone,integer) FROM PUBLIC" in fixes
     ), excess
+    # every PUBLIC-executable SECURITY DEFINER function that writes, whatever the table it writes
+    for signature in (
+        "refresh_table_status(uuid)",
+        "get_or_create_booking_slot(uuid,date,time without time zone,integer)",
+    ):
+        assert f"REVOKE EXECUTE ON FUNCTION {signature} FROM PUBLIC" in fixes, excess
     # unassign_tables_atomic is allocguard's own (stale-by-status release): granted, needed, not excess
     assert "unassign_tables_atomic" not in fixes
     assert items["grants"]["status"] == "OK"
