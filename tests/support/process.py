@@ -114,11 +114,16 @@ def metric_value(exposition: str, name: str, **labels: str) -> float:
 
 
 def run_cli(
-    *args: str, env: dict[str, str] | None = None, timeout: float = 60.0, cwd: str | None = None
+    *args: str,
+    env: dict[str, str] | None = None,
+    timeout: float = 60.0,
+    cwd: str | None = None,
+    prefix: list[str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """``allocguard ARGS`` as its own process, with exactly ``env`` (this process's environment by default)."""
+    """``allocguard ARGS`` as its own process, with exactly ``env`` (this process's environment by default);
+    ``prefix`` runs it under another program (faketime)."""
     return subprocess.run(
-        [sys.executable, "-m", "consumer.cli", *args],
+        [*(prefix or []), sys.executable, "-m", "consumer.cli", *args],
         env=os.environ.copy() if env is None else env,
         cwd=cwd,
         capture_output=True,
