@@ -63,6 +63,8 @@ class Partitions:
         #: the next offsets to store, by partition
         self._positions: dict[Key, int] = {}
         self._lag_sampled_at = 0.0
+        #: per topic, its partition count when this process first saw it, and whether the group had read it before
+        self._topics: dict[str, tuple[int, bool]] = {}
         #: retention gaps: positions out of range, lost ranges being backfilled
         self.gaps = Gaps(
             consumer,
@@ -97,7 +99,7 @@ class Partitions:
             self.health.assigned |= {(p.topic, p.partition) for p in partitions}
             self.lost_at = None
             return
-        latest = self.settings.auto_offset_reset == "latest"
+        self._first_sight(consumer, positioned)
         fresh: list[TopicPartition] = []
         now_ms = int(time.time() * 1000)
         for partition in positioned:
@@ -108,6 +110,7 @@ class Partitions:
                 # a committed offset the log no longer holds comes back from the first fetch as
                 # _AUTO_OFFSET_RESET (auto.offset.reset=error): reposition names the gap and fills it
                 continue
+            latest = self.settings.auto_offset_reset == "latest" and not self._added(partition)
             try:
                 low, high = (int(mark) for mark in consumer.get_watermark_offsets(partition, timeout=10))
             except KafkaException:  # librdkafka resolves it: _AUTO_OFFSET_RESET, then reposition
@@ -130,6 +133,24 @@ class Partitions:
         self.health.assigned |= {(p.topic, p.partition) for p in partitions}
         self.lost_at = None
         log.info("assigned %s", [f"{p.topic}[{p.partition}]@{p.offset}" for p in positioned])
+
+    def _first_sight(self, consumer: Consumer, positioned: list[TopicPartition]) -> None:
+        """For each topic seen for the first time: how many partitions it had, and whether the group had read it
+        before this process (a committed offset on any of its partitions)."""
+        for topic in {p.topic for p in positioned} - set(self._topics):
+            committed = any(p.offset >= 0 for p in positioned if p.topic == topic)
+            try:
+                count = len(consumer.list_topics(topic, timeout=5).topics[topic].partitions)
+            except (KafkaException, KeyError):
+                count = 1 + max(p.partition for p in positioned if p.topic == topic)
+            self._topics[topic] = (count, committed)
+
+    def _added(self, partition: TopicPartition) -> bool:
+        """A partition with no committed offset that is new to a topic the group reads — added while this process
+        ran, or while the group was away: its records are all new to the group, so it starts at its beginning (a
+        new group's partitions start at the end: ``latest``)."""
+        count, group_read_it = self._topics.get(partition.topic, (0, False))
+        return group_read_it or partition.partition >= count
 
     def on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         """Finish (within a bound) the work of the revoked partitions, store and commit their offsets."""
