@@ -12,7 +12,7 @@ import contextlib
 import socket
 import struct
 import threading
-import time
+from typing import Any
 
 _UNTYPED_CODES = {80877103, 80877104}  # SSLRequest, GSSENCRequest: answered by one byte, then the real startup
 
@@ -47,11 +47,11 @@ class PgProxy:
             except OSError:
                 return
             upstream = socket.create_connection(self.target)
-            state = {"armed": False, "cut": False}
+            state = {"armed": False, "cut": False, "replied": threading.Event()}
             threading.Thread(target=self._client_side, args=(client, upstream, state), daemon=True).start()
             threading.Thread(target=self._server_side, args=(upstream, client, state), daemon=True).start()
 
-    def _client_side(self, client: socket.socket, upstream: socket.socket, state: dict[str, bool]) -> None:
+    def _client_side(self, client: socket.socket, upstream: socket.socket, state: dict[str, Any]) -> None:
         """Client → server, message by message (the startup messages have no type byte)."""
         buffer = b""
         typed = False
@@ -80,7 +80,8 @@ class PgProxy:
                         self._inspect(message, state)
                     upstream.sendall(message)
                     if state["cut"]:
-                        time.sleep(0.3)  # the server commits; its reply is never relayed
+                        # the server's reply to the COMMIT is its proof that it committed; it is never relayed
+                        state["replied"].wait(5)
                         raise ConnectionAbortedError
         except OSError:
             pass
@@ -90,7 +91,7 @@ class PgProxy:
                     sock.shutdown(socket.SHUT_RDWR)
                 sock.close()
 
-    def _inspect(self, message: bytes, state: dict[str, bool]) -> None:
+    def _inspect(self, message: bytes, state: dict[str, Any]) -> None:
         kind, body = message[:1], message[5:]
         if kind not in (b"Q", b"P"):
             return
@@ -102,11 +103,12 @@ class PgProxy:
                 state["cut"] = True
                 self.cuts += 1
 
-    def _server_side(self, upstream: socket.socket, client: socket.socket, state: dict[str, bool]) -> None:
+    def _server_side(self, upstream: socket.socket, client: socket.socket, state: dict[str, Any]) -> None:
         try:
             while True:
                 chunk = upstream.recv(65536)
                 if not chunk or state["cut"]:
+                    state["replied"].set()
                     break
                 client.sendall(chunk)
         except OSError:
