@@ -85,9 +85,12 @@ def ensure_cdc_publication(conn: psycopg.Connection[tuple[object, ...]]) -> None
         _run_sql_files(conn, sorted((deploy_dir() / "sql" / "cdc").glob("*.sql")))
 
 
-def ensure_login_role(conn: psycopg.Connection[Any], name: str, password: str | None = None) -> None:
-    """allocguard's login role: LOGIN, a member of allocguard_remediator and of nothing else, never BYPASSRLS.
-    Created when missing; the password is set when given (parameterised through a quoted literal)."""
+def ensure_login_role(
+    conn: psycopg.Connection[Any], name: str, password: str | None = None, member_of: str = "allocguard_remediator"
+) -> None:
+    """A login role: LOGIN, a member of ``member_of`` and of nothing else, never BYPASSRLS — allocguard's own
+    (allocguard_remediator), or a person's for ``allocguard undo`` (allocguard_undo, V016). Created when missing;
+    the password is set when given (parameterised through a quoted literal)."""
     role = sql.Identifier(name)
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
@@ -96,17 +99,7 @@ def ensure_login_role(conn: psycopg.Connection[Any], name: str, password: str | 
             conn.execute(sql.SQL("CREATE ROLE {} LOGIN NOBYPASSRLS").format(role))
         if password:
             conn.execute(sql.SQL("ALTER ROLE {} PASSWORD {}").format(role, sql.Literal(password)))
-        conn.execute(sql.SQL("GRANT allocguard_remediator TO {}").format(role))
-
-
-def ensure_undo_login(conn: psycopg.Connection[Any], name: str) -> None:
-    """A person's login for ``allocguard undo``: LOGIN, a member of allocguard_undo only (V016), never BYPASSRLS."""
-    role = sql.Identifier(name)
-    with conn.transaction():
-        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
-        if conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (name,)).fetchone() is None:
-            conn.execute(sql.SQL("CREATE ROLE {} LOGIN NOBYPASSRLS").format(role))
-        conn.execute(sql.SQL("GRANT allocguard_undo TO {}").format(role))
+        conn.execute(sql.SQL("GRANT {} TO {}").format(sql.Identifier(member_of), role))
 
 
 def ensure_local_roles(admin_dsn: str, *, app_user: str, undo_user: str | None = None) -> None:
@@ -116,7 +109,7 @@ def ensure_local_roles(admin_dsn: str, *, app_user: str, undo_user: str | None =
     with psycopg.connect(admin_dsn) as conn:
         ensure_login_role(conn, app_user)
         if undo_user:
-            ensure_undo_login(conn, undo_user)
+            ensure_login_role(conn, undo_user, member_of="allocguard_undo")
         with conn.transaction():
             conn.execute((deploy_dir() / "local" / "roles.sql").read_bytes())  # our own static file
 
