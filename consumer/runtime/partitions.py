@@ -62,7 +62,8 @@ class Partitions:
         self._handled_ms: dict[Key, int] = {}
         #: the next offsets to store, by partition
         self._positions: dict[Key, int] = {}
-        self._lag_sampled_at = 0.0
+        #: when the lag gauge is sampled next (monotonic)
+        self._lag_due = 0.0
         #: per topic, its partition count when this process first saw it, and whether the group had read it before
         self._topics: dict[str, tuple[int, bool]] = {}
         #: retention gaps: positions out of range, lost ranges being backfilled
@@ -279,15 +280,17 @@ class Partitions:
             self.consumer.resume(assignment)
             self.paused = False
 
-    def sample_lag(self, every_s: float = 5.0) -> None:
+    def sample_lag(self, every_s: float = 5.0, unknown_s: float = 0.5) -> None:
         """Consumer lag per partition (end offset - position) for the lag gauge, from what the client already knows
         (cached high watermarks from its fetch responses): no broker round trip on the loop, nothing that can
-        fail when a broker is away."""
+        fail when a broker is away. Until every owned partition has a value (its end is known after the first
+        fetch response), it samples again within ``unknown_s`` rather than ``every_s``: the gauge exists from the
+        member's first seconds, not only after its second full interval."""
         now = time.monotonic()
-        if now - self._lag_sampled_at < every_s or not self.health.assigned:
+        if now < self._lag_due or not self.health.assigned:
             return
-        self._lag_sampled_at = now
         assigned = [TopicPartition(t, p) for t, p in self.health.assigned]
+        known = 0
         try:
             for position in self.consumer.position(assigned):
                 key = (position.topic, position.partition)
@@ -295,5 +298,7 @@ class Partitions:
                 marks = self.consumer.get_watermark_offsets(position, cached=True)
                 if marks and marks[1] >= 0 and at >= 0:
                     self.metrics.lag[key] = max(0, int(marks[1]) - at)
+                    known += 1
         except KafkaException as exc:
             log.debug("lag not sampled: %s", exc)
+        self._lag_due = now + (every_s if known == len(assigned) else unknown_s)
