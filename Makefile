@@ -69,8 +69,8 @@ unit-future: install $(SLEEP_FIX) chart-check ## make unit's tests with the proc
 chaos: install ## the chaos suite's long form (>= 50 kill -9, broker and PostgreSQL outages); prints its ledger
 	ALLOCGUARD_CHAOS=long $(BIN)/python -m pytest tests/chaos -s
 
-bench-smoke: install ## the benches' short form (≈ 100k messages, 0 and 10 % signals; allocguard vs raw consume; < 2 min)
-	$(BIN)/python -m bench.throughput --messages 100000 --ratios 0,0.1 --repeats 1
+bench-smoke: install ## the benches' short form (100k messages of the platform's traffic: quiet (0 signals) and healthy (10 % hold announcements); allocguard in process and as `allocguard run` vs raw consume; < 2 min)
+	$(BIN)/python -m bench.throughput --messages 100000 --mixes quiet,healthy --repeats 1 --process
 
 image: install ## build the container image with podman (Debian bases by mmdebstrap when no registry is reachable)
 	$(BIN)/python -m consumer.local.image build

@@ -16,22 +16,25 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import random
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
 
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Consumer, Producer, TopicPartition
 
-from bench import local_stack, pgbase
+from bench import local_stack, traffic
 from consumer.config import RuntimeSettings
+from consumer.local.settings import StackSettings
 from consumer.local.stack import LocalStack
 from consumer.runtime.loop import Runtime
 from tests.support.clock import hold_window, iso_from_now
-from tests.support.process import free_port
+from tests.support.process import RuntimeProcess, free_port
 
 FIXTURE = (
     Path(__file__).resolve().parent.parent / "tests/fixtures/debezium/schemas_off/observability_events_lifecycle.json"
@@ -149,10 +152,14 @@ def quix_consume(bootstrap: str, topic: str, count: int) -> float:
 
 def produce(bootstrap: str, topic: str, count: int, ratio: float, prefix: str) -> int:
     """Writes the topic; returns how many of its messages are signals (failures and hold announcements)."""
+    batch = messages(count, ratio, prefix)
+    write(bootstrap, topic, batch)
+    return sum(b'"auto_assign.attempt.' not in value for _, value in batch)
+
+
+def write(bootstrap: str, topic: str, batch: list[tuple[bytes, bytes]]) -> None:
     producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 50, "batch.size": 1_000_000})
-    signals = 0
-    for key, value in messages(count, ratio, prefix):
-        signals += b'"auto_assign.attempt.' not in value
+    for key, value in batch:
         while True:
             try:
                 producer.produce(topic, key=key, value=value)
@@ -161,78 +168,134 @@ def produce(bootstrap: str, topic: str, count: int, ratio: float, prefix: str) -
                 producer.poll(0.5)
         producer.poll(0)
     producer.flush(120)
-    return signals
+
+
+def peak_rss_mb(pid: int) -> float:
+    """The process's peak resident set so far (VmHWM)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def process_consume(prefix: str, topic: str, count: int, folder: Path) -> tuple[float, float]:
+    """``allocguard run`` as its own process, black box: its group's committed offsets read every 50 ms, from the
+    first commit to the one that covers the whole topic (events/s), and the process's peak RSS (MB)."""
+    group = f"bench-run-{uuid.uuid4().hex[:8]}"
+    runtime = RuntimeProcess(
+        folder / f"{group}.log",
+        group,
+        env={
+            "ALLOCGUARD_TOPIC_PREFIX": prefix,
+            "ALLOCGUARD_AUTO_OFFSET_RESET": "earliest",
+            "ALLOCGUARD_DLQ_TOPIC": f"{prefix}.dlq",
+            "OTEL_TRACES_EXPORTER": "none",
+        },
+    )
+    watcher = Consumer({"bootstrap.servers": os.environ["ALLOCGUARD_KAFKA_BOOTSTRAP"], "group.id": group})
+    try:
+        partitions = [TopicPartition(topic, p) for p in watcher.list_topics(topic, timeout=10).topics[topic].partitions]
+        first = last = 0.0
+        first_done = 0
+        deadline = time.monotonic() + 900
+        while time.monotonic() < deadline:
+            done = sum(max(0, p.offset) for p in watcher.committed(partitions, timeout=10))
+            now = time.monotonic()
+            if done and not first:
+                first, first_done = now, done
+            if done >= count:
+                last = now
+                break
+            if runtime.process.poll() is not None:
+                raise RuntimeError(f"allocguard run exited early: see {runtime.log_path}")
+            time.sleep(0.05)  # a sampling interval, not a wait for something
+        assert last, f"allocguard run committed {done} of {count} in time"
+        return (count - first_done) / max(last - first, 1e-3), peak_rss_mb(runtime.process.pid)
+    finally:
+        watcher.close()
+        runtime.stop()
+
+
+def measure(
+    stack: StackSettings, batch: list[tuple[bytes, bytes]], signals: int, args: argparse.Namespace
+) -> dict[str, object]:
+    """One topic: raw, allocguard in process, ``allocguard run`` as its own process, the Quix app — interleaved,
+    ``--repeats`` times; medians and ratios."""
+    prefix = f"bench{uuid.uuid4().hex[:8]}"
+    topic = f"{prefix}.public.observability_events"
+    LocalStack(stack, log=lambda line: None).ensure_topics([topic])
+    count = len(batch)
+    write(stack.kafka_bootstrap, topic, batch)
+    runs: dict[str, list[float]] = {"raw": [], "allocguard": [], "allocguard_run_process": [], "quix": []}
+    peaks: list[float] = []
+    with tempfile.TemporaryDirectory() as folder:
+        for _ in range(args.repeats):
+            runs["raw"].append(raw_consume(stack.kafka_bootstrap, topic, count))
+            runs["allocguard"].append(allocguard_consume(prefix, count)[0])
+            if args.process:
+                rate, peak = process_consume(prefix, topic, count, Path(folder))
+                runs["allocguard_run_process"].append(rate)
+                peaks.append(peak)
+            if args.quix:
+                runs["quix"].append(quix_consume(stack.kafka_bootstrap, topic, count))
+    raw = statistics.median(runs["raw"])
+    entry: dict[str, object] = {"messages": count, "signals": signals, "raw_events_per_s": round(raw)}
+    for name in ("allocguard", "allocguard_run_process", "quix"):
+        if runs[name]:
+            median = statistics.median(runs[name])
+            entry[f"{name}_events_per_s"] = round(median)
+            entry[f"{name}_vs_raw"] = round(median / raw, 3)
+    if runs["quix"]:
+        quix = statistics.median(runs["quix"])
+        entry["allocguard_vs_quix"] = round(statistics.median(runs["allocguard"]) / quix, 2)
+        if runs["allocguard_run_process"]:
+            entry["allocguard_run_process_vs_quix"] = round(statistics.median(runs["allocguard_run_process"]) / quix, 2)
+    if peaks:
+        entry["allocguard_run_peak_rss_mb"] = round(max(peaks), 1)
+    entry["runs"] = {k: [round(v) for v in vs] for k, vs in runs.items() if vs}
+    return entry
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--messages", type=int, default=500_000)
-    parser.add_argument("--ratios", default="0,0.0001,0.01", help="signal ratios, comma-separated")
+    parser.add_argument(
+        "--mixes",
+        default="",
+        help=f"the platform's traffic (bench/traffic.py), comma-separated: {', '.join(traffic.MIXES)}",
+    )
+    parser.add_argument("--ratios", default="", help="synthetic signal ratios (half failures, half holds)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--quix", action="store_true", help="also run the Quix Streams app (its own venv)")
+    parser.add_argument("--process", action="store_true", help="also run `allocguard run` as its own process")
     args = parser.parse_args()
+    if not args.mixes and not args.ratios:
+        args.mixes = "quiet,healthy"
     logging.basicConfig(level=logging.WARNING)
     stack = local_stack()
     results: list[dict[str, object]] = []
-    pgbench = pgbase.pgbench_tps(stack.admin_dsn)
-    print(json.dumps({"pgbench_tpcb_tps": round(pgbench)}), flush=True)
-    for ratio in [float(r) for r in args.ratios.split(",")]:
+    for mix in [m for m in args.mixes.split(",") if m]:
+        batch, signals = traffic.messages(args.messages, mix, "bench")
+        entry = {"mix": mix, **measure(stack, batch, signals, args)}
+        results.append(entry)
+        print(json.dumps(entry), flush=True)
+    for ratio in [float(r) for r in args.ratios.split(",") if r]:
         prefix = f"bench{uuid.uuid4().hex[:8]}"
-        topic = f"{prefix}.public.observability_events"
-        LocalStack(stack, log=lambda line: None).ensure_topics([topic])
-        signals = produce(stack.kafka_bootstrap, topic, args.messages, ratio / 2, prefix)  # half failures, half holds
-        capture = None
-        if signals:
-            # once, untimed: which statements the signals cost (the same topic, a new group, the same work)
-            with pgbase.capturing() as capture:
-                allocguard_consume(prefix, args.messages)
-        runs: dict[str, list[float]] = {"raw": [], "allocguard": [], "quix": []}
-        for _ in range(args.repeats):
-            runs["raw"].append(raw_consume(stack.kafka_bootstrap, topic, args.messages))
-            runs["allocguard"].append(allocguard_consume(prefix, args.messages)[0])
-            if args.quix:
-                runs["quix"].append(quix_consume(stack.kafka_bootstrap, topic, args.messages))
-        raw, ours = statistics.median(runs["raw"]), statistics.median(runs["allocguard"])
-        entry: dict[str, object] = {
-            "signal_ratio": ratio,
+        batch = messages(args.messages, ratio / 2, prefix)  # half failures, half holds
+        signals = sum(b'"auto_assign.attempt.' not in value for _, value in batch)
+        entry = {
             "mix": {
+                "signal_ratio": ratio,
                 "failures": ratio / 2,
                 "hold_announcements": ratio / 2,
                 "hold_windows": "valid: start a day after the topic is written",
                 "other": 1 - ratio,
             },
-            "messages": args.messages,
-            "signals": signals,
-            "raw_events_per_s": round(raw),
-            "allocguard_events_per_s": round(ours),
-            "allocguard_vs_raw": round(ours / raw, 3),
-            "runs": {k: [round(v) for v in vs] for k, vs in runs.items() if vs},
+            **measure(stack, batch, signals, args),
         }
-        if runs["quix"]:
-            quix = statistics.median(runs["quix"])
-            entry["quix_events_per_s"] = round(quix)
-            entry["allocguard_vs_quix"] = round(ours / quix, 2)
-        if capture is not None:
-            walls = pgbase.back_to_back(pgbase.render(capture, stack.pg_dsn), stack.pg_dsn)
-            handled = signals * ours / args.messages  # signals/s at the median event rate
-            # no consumer gets signals faster than raw consume delivers the topic: at a low ratio that, not
-            # PostgreSQL, is the most any consumer could handle
-            delivered = signals * raw / args.messages
-            attainable = min(delivered, signals / walls["best"])
-            entry.update(
-                raw_consume_signals_per_s=round(delivered),
-                signals_vs_attainable=round(handled / attainable, 3),
-                allocguard_signals_per_s=round(handled),
-                postgres_back_to_back_signals_per_s=round(signals / walls["best"]),
-                postgres_back_to_back_wall_s={k: round(v, 3) for k, v in walls.items()},
-                signals_vs_postgres=round(handled / (signals / walls["best"]), 3),
-                signals_vs_postgres_one_client=round(handled / (signals / walls["1"]), 3),
-                statements_per_signal=round(capture.statements / signals, 2),
-                transactions_per_signal=round(capture.transactions / signals, 2),
-            )
         results.append(entry)
         print(json.dumps(entry), flush=True)
-    print(json.dumps({"benchmark": "throughput", "pgbench_tpcb_tps": round(pgbench), "results": results}, indent=2))
+    print(json.dumps({"benchmark": "throughput", "results": results}, indent=2))
 
 
 if __name__ == "__main__":

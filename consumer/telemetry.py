@@ -332,8 +332,11 @@ class Metrics:
             description="times the consumer left and joined its group again: no assignment after partitions were lost",
         )
         self.handling = meter.create_histogram(
-            "allocguard.handling.duration", unit="s", description="time to handle one signal event"
+            "allocguard.handling.duration",
+            unit="s",
+            description="time to handle a signal event, or a batch of them in one round trip (one observation each)",
         )
+        self.signals = meter.create_counter("allocguard.signals.handled", description="signal events handled")
         self.resolution = meter.create_histogram(
             "allocguard.resolution.duration",
             unit="s",

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
@@ -20,7 +20,7 @@ import psycopg
 from pydantic import BaseModel, ConfigDict, Field
 
 from handlers import platform, store
-from handlers.detect import DetectionRules, FailureSeen, HoldSeen, classify
+from handlers.detect import DetectionRules, FailureSeen, HoldNote, HoldSeen, classify
 from handlers.errors import HoldConflictError, NewBlockerError
 from handlers.evidence import make_plan
 from handlers.execute import PruneResult, apply_plan
@@ -159,14 +159,19 @@ def failure_attributes(failure: FailureSeen) -> dict[str, Any]:
     }
 
 
-def hold_attributes(hold: HoldSeen) -> dict[str, Any]:
+def hold_attributes(hold: HoldNote) -> dict[str, Any]:
     """The span attributes of a remembered hold announcement."""
     return {
-        "allocguard.hold.id": str(hold.hold_id),
+        "allocguard.hold.id": hold.hold_id,
         "allocguard.booking.id": str(hold.booking_id),
-        "allocguard.hold.table_ids": [str(t) for t in hold.table_ids],
+        "allocguard.hold.table_ids": list(hold.table_ids),
         "allocguard.hold.window": hold.window.to_postgres(),
     }
+
+
+def traced(hold: HoldNote, ids: tuple[str, str] | None) -> HoldNote:
+    """The note with the span that remembered it (for trace links from the incident it may explain)."""
+    return hold if ids is None else replace(hold, trace_id=ids[0], span_id=ids[1])
 
 
 class Remediator:
@@ -194,20 +199,20 @@ class Remediator:
         """Handle one ``observability_events`` row (a backfill's, re-read from the database); None when it is not
         a signal."""
         signal = classify(event, self.rules)
-        return None if signal is None else self.handle(signal)
+        if signal is None:
+            return None
+        return self.handle(HoldNote.of(signal) if isinstance(signal, HoldSeen) else signal)
 
-    def handle(self, signal: HoldSeen | FailureSeen) -> IncidentResult | None:
+    def handle(self, signal: HoldNote | FailureSeen) -> IncidentResult | None:
         """Handle one signal, as the consumer classified it: a hold remembered (None), a failure's incident."""
-        if isinstance(signal, HoldSeen):
+        if isinstance(signal, HoldNote):
             attributes = hold_attributes(signal)
             with self.hooks.span("allocguard.hold.remembered", attributes, None) as span, self._connect() as conn:
-                store.remember_hold(conn, signal, span.trace_ids())
+                store.remember_holds(conn, [traced(signal, span.trace_ids())])
             return None
         return self.on_failure(signal)
 
-    def triage(
-        self, failures: list[FailureSeen], holds: list[tuple[HoldSeen, tuple[str, str] | None]] | None = None
-    ) -> list[IncidentResult | None]:
+    def triage(self, failures: list[FailureSeen], holds: list[HoldNote] | None = None) -> list[IncidentResult | None]:
         """Many failures' first steps in one statement (after ``holds`` are remembered, in the same round trip):
         for each failure, the outcome when it is settled before anything is written (a duplicate, no window),
         else None (it needs :meth:`on_failure`, which reads them again)."""

@@ -35,7 +35,7 @@ from consumer.runtime.health import kafka_log
 from consumer.runtime.offsets import watermarks
 from consumer.runtime.routing import Relevance, Signal, poll_batches_gc, route
 from handlers import store
-from handlers.detect import DetectionRules
+from handlers.detect import DetectionRules, HoldNote
 from handlers.pipeline import Connect, IncidentResult, Remediator
 from schemas.records import Decision, Mode, Plan
 
@@ -366,6 +366,10 @@ def _outcome(
     return str(incident_id), outcome, why
 
 
+#: hold announcements written per statement by a replay
+HOLDS_PER_STATEMENT = 500
+
+
 def replay(
     settings: RuntimeSettings,
     source: Iterator[Raw],
@@ -387,6 +391,15 @@ def replay(
     relevant = Relevance(rules)
     report = ReplayReport()
     started = time.monotonic()
+    #: hold announcements read and not yet written: many per statement, as ``run`` writes a backlog's
+    holds: list[HoldNote] = []
+
+    def remember() -> None:
+        if holds:
+            with connect() as conn:
+                store.remember_holds(conn, holds)
+            holds.clear()
+
     try:
         with poll_batches_gc():  # the reader holds a batch of 1,000 messages at a time
             for raw in read_ahead(source):
@@ -396,25 +409,32 @@ def replay(
                 routed = route(raw.topic, raw.partition, raw.offset, raw.key, raw.value, rules)
                 if not isinstance(routed, Signal):
                     continue
-                row = routed.row
-                if booking is not None and row.booking_id != booking:
+                found = routed.found
+                if booking is not None and str(found.booking_id) != str(booking):
                     continue
-                if restaurant is not None and row.restaurant_id not in (None, restaurant):
+                if restaurant is not None and found.restaurant_id not in (None, restaurant, str(restaurant)):
                     continue
                 report.signals += 1
-                result = remediator.observe(row)
+                if isinstance(found, HoldNote):
+                    holds.append(found)
+                    if len(holds) >= HOLDS_PER_STATEMENT:
+                        remember()
+                    continue
+                remember()  # the failure's recall sees every hold announced before it
+                result = remediator.handle(found)
                 if result is None:
                     continue
                 report.failure_events += 1
-                key, outcome, why = _outcome(remediator, connect, result, row.booking_id)
+                key, outcome, why = _outcome(remediator, connect, result, found.booking_id)
                 entry = report.incidents.get(key)
                 if entry is None:
-                    entry = report.incidents[key] = {"booking_id": str(row.booking_id), "events": 0}
+                    entry = report.incidents[key] = {"booking_id": str(found.booking_id), "events": 0}
                     entry.update(outcome=outcome, why=why)
                     if result.incident is not None:
                         entry["window"] = result.incident.window.to_postgres()
                         entry["tables"] = [str(t) for t in result.incident.table_ids]
                 entry["events"] += 1
+            remember()
     finally:
         connect.close()
     report.elapsed_s = time.monotonic() - started

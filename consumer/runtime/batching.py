@@ -18,8 +18,8 @@ from consumer.runtime.routing import Signal
 from consumer.runtime.scheduler import KeyedScheduler
 from consumer.runtime.work import BatchDone
 from consumer.telemetry import Metrics, Telemetry, span_ids
-from handlers.detect import FailureSeen, HoldSeen
-from handlers.pipeline import Remediator, failure_attributes, hold_attributes
+from handlers.detect import FailureSeen, HoldNote
+from handlers.pipeline import Remediator, failure_attributes, hold_attributes, traced
 
 log = logging.getLogger("allocguard.runtime")
 
@@ -61,7 +61,7 @@ class BatchHandler:
                 routed = item[0]
                 if self._scheduler.has(routed.key):
                     self._send_on(*item)
-                elif isinstance(routed.found, HoldSeen):
+                elif isinstance(routed.found, HoldNote):
                     holds.append(item)
                 else:
                     failures.append(item)
@@ -84,30 +84,35 @@ class BatchHandler:
         telemetry = self._telemetry
         tracing = telemetry.tracing
         children: list[Span | None] = []
-        remembered: list[tuple[HoldSeen, tuple[str, str] | None]] = []
+        remembered: list[HoldNote] = []
         for routed, _, span in holds:
             hold = routed.found
-            assert isinstance(hold, HoldSeen)
-            child = telemetry.child(span, "allocguard.hold.remembered", hold_attributes(hold)) if tracing else None
-            children.append(child)
-            remembered.append((hold, span_ids(child)))
+            assert isinstance(hold, HoldNote)
+            if tracing:
+                child = telemetry.child(span, "allocguard.hold.remembered", hold_attributes(hold))
+                children.append(child)
+                hold = traced(hold, span_ids(child))
+            remembered.append(hold)
         try:
             verdicts = self._remediator.triage([_failure(routed) for routed, _, _ in failures], remembered)
         except Exception as exc:
             log.info("%d signal(s) not handled together (%s): one at a time", len(holds) + len(failures), exc)
-            for child in children:
-                if child is not None:
-                    child.end()
+            for ended in children:
+                if ended is not None:
+                    ended.end()
             for item in (*holds, *failures):
                 self._send_on(*item)
             return
         took = time.monotonic() - started
         outcomes = self._outcomes
-        for (_, _, span), child in zip(holds, children, strict=True):
-            if child is not None:
-                child.end()
-            telemetry.end(span)
-            outcomes.handled("hold", took)
+        for ended in children:
+            if ended is not None:
+                ended.end()
+        if tracing:
+            for _, _, span in holds:
+                telemetry.end(span)
+        if holds:
+            outcomes.handled("hold", took, len(holds))
         done = [message for _, message, _ in holds]
         settled: Counter[str] = Counter()
         for (routed, message, span), result in zip(failures, verdicts, strict=True):
@@ -120,11 +125,12 @@ class BatchHandler:
                     detect.set_attribute("allocguard.outcome.status", result.status)
                     detect.end()
             telemetry.end(span)
-            outcomes.handled("failure", took)
             settled[result.status] += 1
             outcomes.log(routed.key, result)
             done.append(message)
         self._done_later(done)
+        if settled:
+            outcomes.handled("failure", took, sum(settled.values()))
         outcomes.settled_together(settled)
 
     def _send_on(self, routed: Signal, message: Message, span: Span) -> None:

@@ -102,8 +102,9 @@ class Dispatcher:
             if timestamp_ms > 0:
                 self._partitions.mark(first.topic() or "", first.partition() or 0, first.offset() or 0, timestamp_ms)
         routed = self._routed
+        tracing = self._telemetry.tracing  # once per poll batch: it looks at the global provider
         for message in batch.candidates:
-            self._route(message)
+            self._route(message, tracing)
         if routed:  # candidates are counted per batch too, by topic and op
             for (topic, op), count in routed.items():
                 self._metrics.events.add(count, {"topic": topic, "op": op})
@@ -121,7 +122,7 @@ class Dispatcher:
             for topic, count in skipped.items():
                 self._metrics.events.add(count, {"topic": topic, "op": "prefiltered"})
 
-    def _route(self, message: Message) -> None:
+    def _route(self, message: Message, tracing: bool) -> None:
         """A candidate: decoded and classified; a span only for what becomes a signal or a dead letter."""
         topic, partition, offset = message.topic() or "", message.partition() or 0, message.offset() or 0
         if not self._stats["first_at"]:
@@ -137,7 +138,7 @@ class Dispatcher:
             telemetry.consumer_span(
                 topic, partition, offset, message.key(), header_list(message), self.settings.group_id
             )
-            if telemetry.tracing
+            if tracing
             else trace.INVALID_SPAN
         )
         if isinstance(routed, DeadLetter):
@@ -145,14 +146,15 @@ class Dispatcher:
             telemetry.end(span, routed.error)
             return
         self._routed[(topic, routed.op)] += 1
-        span.set_attribute("allocguard.cdc.op", routed.op)
+        if tracing:
+            span.set_attribute("allocguard.cdc.op", routed.op)
         if isinstance(routed, Watched):
             self._watch(routed, message, span)
             return
-        span.set_attribute("allocguard.signal", routed.kind)
+        if tracing:
+            span.set_attribute("allocguard.signal", routed.kind)
         key = routed.key
-        batching = self._batching
-        if self.batches.offer(key, (routed, message, span), lambda: batching and not self._scheduler.has(key)):
+        if self.batches.offer(key, (routed, message, span), self._batching and not self._scheduler.has(key)):
             return
         # caught up (no backlog), or this booking has work in flight (it waits behind it): its own work item
         self.submit(routed, message, span)

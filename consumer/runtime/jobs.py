@@ -16,7 +16,7 @@ from consumer.config import RuntimeSettings
 from consumer.runtime.outcomes import Outcomes
 from consumer.runtime.rideout import RideOut
 from consumer.telemetry import Telemetry, traced_send
-from handlers.detect import FailureSeen, HoldSeen
+from handlers.detect import FailureSeen, HoldNote
 from handlers.pipeline import Connect, Hooks, RemediationSettings, Remediator
 from handlers.prevent import Flagged, Guard
 from handlers.retry import AssignStrategy, Attempt, HttpAssign, RetryPolicy, SqlAssign
@@ -34,7 +34,7 @@ class Jobs:
         #: what is recorded about each outcome (the batch thread records its own there too)
         self.outcomes = outcomes
 
-    def signal(self, found: HoldSeen | FailureSeen, event: ObservabilityEvent, key: str) -> None:
+    def signal(self, found: HoldNote | FailureSeen, event: ObservabilityEvent | None, key: str) -> None:
         """A signal the consumer classified: a hold remembered, a failure's incident handled."""
         started = time.monotonic()
         result = self._ride.run(key, lambda: self._remediator.handle(found))

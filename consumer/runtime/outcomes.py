@@ -23,8 +23,14 @@ class Outcomes:
     def __init__(self, metrics: Metrics) -> None:
         self._metrics = metrics
 
-    def handled(self, signal: str, seconds: float) -> None:
-        self._metrics.handling.record(seconds, {"signal": signal})
+    def handled(self, signal: str, seconds: float, count: int = 1) -> None:
+        """``count`` signals handled by one piece of work (a signal's own, or a batch's round trip) that took
+        ``seconds``: one histogram observation per piece of work — an OpenTelemetry record costs ≈ 10 µs, the
+        price of a whole hold announcement on the fast path — and the signals counted."""
+        metrics = self._metrics
+        attributes = {"signal": signal}
+        metrics.handling.record(seconds, attributes)
+        metrics.signals.add(count, attributes)
 
     def incident(self, key: str, result: IncidentResult, event: ObservabilityEvent | None = None) -> None:
         """A failure's (or a wake-up's) outcome: counted, logged; with its event, what it did in detail."""

@@ -49,9 +49,9 @@ class KeyedScheduler:
         return self._busy
 
     def has(self, key: str) -> bool:
-        """Whether work for ``key`` is running or waiting."""
-        with self._lock:
-            return key in self._queues
+        """Whether work for ``key`` is running or waiting (one dict lookup, atomic under the GIL: with the lock
+        the answer could change just as soon after it is given)."""
+        return key in self._queues
 
     def submit(self, work: Work) -> None:
         with self._lock:
@@ -146,11 +146,12 @@ class SignalBatches(Generic[T]):
         self._thread = threading.Thread(target=self._run, name="allocguard-batches", daemon=True)
         self._thread.start()
 
-    def offer(self, key: str, item: T, free: Callable[[], bool]) -> bool:
-        """Queue ``item`` when its key is queued already (it goes behind) or ``free()`` says nothing else holds
-        the key; False otherwise (the caller places it the usual way)."""
+    def offer(self, key: str, item: T, free: bool) -> bool:
+        """Queue ``item`` when its key is queued already (it goes behind) or ``free`` says nothing else holds the
+        key (the caller's own work queue, read before the offer: only this thread adds to it); False otherwise
+        (the caller places it the usual way)."""
         with self._changed:
-            if self._closing or (not self._keys[key] and not free()):
+            if self._closing or (not self._keys[key] and not free):
                 return False
             self._queue.append(item)
             self._keys[key] += 1

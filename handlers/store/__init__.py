@@ -27,10 +27,10 @@ from handlers.store.dlq import park as park
 from handlers.store.dlq import parked as parked
 from handlers.store.dlq import unpark as unpark
 from handlers.store.holds import (
-    recall_hold as recall_hold,
+    holds_json as holds_json,
 )
 from handlers.store.holds import (
-    remember_hold as remember_hold,
+    recall_hold as recall_hold,
 )
 from handlers.store.holds import (
     remember_holds as remember_holds,

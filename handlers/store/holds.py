@@ -7,44 +7,17 @@ from typing import Any
 import orjson
 from psycopg.rows import dict_row
 
-from handlers.detect import FailureSeen, HoldSeen
-from handlers.store.common import Conn, from_pg_range, to_pg_range
-
-_REMEMBER = (
-    "INSERT INTO allocguard.hold_observations"
-    " (hold_id, booking_id, restaurant_id, table_ids, attempt_window, require_adjacency, expires_at,"
-    "  trace_id, span_id)"
-    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
-    " ON CONFLICT (hold_id) DO UPDATE SET table_ids = EXCLUDED.table_ids,"
-    " attempt_window = EXCLUDED.attempt_window, require_adjacency = EXCLUDED.require_adjacency,"
-    " expires_at = EXCLUDED.expires_at, trace_id = EXCLUDED.trace_id, span_id = EXCLUDED.span_id"
-)
-
-
-def _remembered(hold: HoldSeen, trace: tuple[str, str] | None) -> tuple[Any, ...]:
-    return (
-        hold.hold_id,
-        hold.booking_id,
-        hold.restaurant_id,
-        list(hold.table_ids),
-        to_pg_range(hold.window),
-        hold.require_adjacency,
-        hold.expires_at,
-        trace[0] if trace else None,
-        trace[1] if trace else None,
-    )
-
-
-def remember_hold(conn: Conn, hold: HoldSeen, trace: tuple[str, str] | None = None) -> None:
-    conn.execute(_REMEMBER, _remembered(hold, trace))
-
+from handlers.detect import FailureSeen, HoldNote, HoldSeen
+from handlers.store.common import Conn, from_pg_range
 
 _REMEMBER_MANY = (
     "INSERT INTO allocguard.hold_observations"
     " (hold_id, booking_id, restaurant_id, table_ids, attempt_window, require_adjacency, expires_at,"
     "  trace_id, span_id)"
-    " SELECT * FROM jsonb_to_recordset(%s::jsonb) AS r(hold_id uuid, booking_id uuid, restaurant_id uuid,"
-    "  table_ids uuid[], attempt_window tstzrange, require_adjacency boolean, expires_at timestamptz,"
+    " SELECT r.hold_id, r.booking_id, r.restaurant_id, r.table_ids, tstzrange(r.start, r.\"end\", '[)'),"
+    "  r.require_adjacency, r.expires_at, r.trace_id, r.span_id"
+    " FROM jsonb_to_recordset(%s::jsonb) AS r(hold_id uuid, booking_id uuid, restaurant_id uuid,"
+    '  table_ids uuid[], start timestamptz, "end" timestamptz, require_adjacency boolean, expires_at timestamptz,'
     "  trace_id text, span_id text)"
     " ON CONFLICT (hold_id) DO UPDATE SET table_ids = EXCLUDED.table_ids,"
     " attempt_window = EXCLUDED.attempt_window, require_adjacency = EXCLUDED.require_adjacency,"
@@ -52,30 +25,17 @@ _REMEMBER_MANY = (
 )
 
 
-def remember_holds(conn: Conn, holds: list[tuple[HoldSeen, tuple[str, str] | None]]) -> None:
-    """Many announcements in one statement (one round trip, atomic, and one statement text whatever their number,
-    so psycopg and PostgreSQL parse and plan it once), as one at a time would leave them: a hold announced twice
+def remember_holds(conn: Conn, holds: list[HoldNote]) -> None:
+    """Announcements in one statement (one round trip, atomic, and one statement text whatever their number, so
+    psycopg and PostgreSQL parse and plan it once), as one at a time would leave them: a hold announced twice
     keeps its last announcement."""
-    conn.execute(_REMEMBER_MANY, (_holds_json(holds),))
+    conn.execute(_REMEMBER_MANY, (holds_json(holds),))
 
 
-def _holds_json(holds: list[tuple[HoldSeen, tuple[str, str] | None]]) -> str:
-    last = {hold.hold_id: (hold, trace) for hold, trace in holds}
-    rows = [
-        {
-            "hold_id": str(hold.hold_id),
-            "booking_id": str(hold.booking_id) if hold.booking_id else None,
-            "restaurant_id": str(hold.restaurant_id) if hold.restaurant_id else None,
-            "table_ids": [str(t) for t in hold.table_ids],
-            "attempt_window": hold.window.to_postgres(),
-            "require_adjacency": hold.require_adjacency,
-            "expires_at": hold.expires_at.isoformat(),
-            "trace_id": trace[0] if trace else None,
-            "span_id": trace[1] if trace else None,
-        }
-        for hold, trace in last.values()
-    ]
-    return orjson.dumps(rows).decode()
+def holds_json(holds: list[HoldNote]) -> str:
+    """The statement's rows: each note as ``orjson`` writes it (its fields are the record's columns), a hold
+    announced twice once — its last announcement (one statement cannot update a row twice)."""
+    return orjson.dumps(list({hold.hold_id: hold for hold in holds}.values())).decode()
 
 
 def recall_hold(conn: Conn, failure: FailureSeen) -> HoldSeen | None:

@@ -13,9 +13,9 @@ import orjson
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from handlers.detect import FailureSeen, HoldSeen
+from handlers.detect import FailureSeen, HoldNote, HoldSeen
 from handlers.store.common import Conn, to_pg_range
-from handlers.store.holds import _REMEMBER_MANY, _hold_of, _holds_json
+from handlers.store.holds import _REMEMBER_MANY, _hold_of, holds_json
 from schemas.records import Incident
 from schemas.values import TstzRange
 
@@ -94,9 +94,7 @@ _TRIAGE = (
 )
 
 
-def remember_and_triage(
-    conn: Conn, holds: list[tuple[HoldSeen, tuple[str, str] | None]], failures: list[FailureSeen]
-) -> list[Triage]:
+def remember_and_triage(conn: Conn, holds: list[HoldNote], failures: list[FailureSeen]) -> list[Triage]:
     """:func:`remember_holds`, then for each failure, in order, what :func:`was_processed`, :func:`recall_hold`
     (which sees those holds) and :func:`booking_window` would read — two statements, one round trip, so that a
     batch's failures that cannot become an incident (already processed; no hold and no booking window) are settled
@@ -104,7 +102,7 @@ def remember_and_triage(
     cursor = conn.cursor(row_factory=dict_row)
     with conn.pipeline():
         if holds:
-            conn.execute(_REMEMBER_MANY, (_holds_json(holds),))
+            conn.execute(_REMEMBER_MANY, (holds_json(holds),))
         if failures:
             cursor.execute(_TRIAGE, (_triage_json(failures),))
     return _triaged(cursor.fetchall()) if failures else []

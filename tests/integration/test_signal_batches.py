@@ -30,7 +30,9 @@ from consumer.runtime.loop import Runtime
 from consumer.runtime.routing import Signal, route
 from consumer.runtime.work import BatchDone
 from handlers import store
-from handlers.detect import DetectionRules, FailureSeen, HoldSeen, classify
+from handlers.detect import DetectionRules, FailureSeen, HoldNote, HoldSeen, classify
+from handlers.pipeline import traced
+from schemas import ChangeEvent, decode_message
 from schemas.rows import ObservabilityEvent
 from schemas.values import TstzRange
 from tests.support.clock import hold_window, iso_from_now
@@ -147,13 +149,13 @@ def test_the_pools_connections_encode_json_with_orjson(runtime: Runtime) -> None
 
 
 def signals(count: int, hold_ids: list[uuid.UUID] | None = None) -> list[tuple[Signal, Message]]:
-    out = []
+    out: list[tuple[Signal, Message]] = []
     for n in range(count):
         hold_id = hold_ids[n] if hold_ids else uuid.uuid4()
         value = announcement(hold_id, uuid.uuid4(), uuid.uuid4())
         routed = route(TOPIC, 0, n, None, value, DetectionRules())
         assert isinstance(routed, Signal)
-        assert isinstance(routed.found, HoldSeen)
+        assert isinstance(routed.found, HoldNote)
         out.append((routed, Message(topic=TOPIC, partition=0, offset=n, value=value)))
     return out
 
@@ -170,7 +172,7 @@ def test_one_write_for_the_batch(runtime: Runtime, connect: Callable[[], psycopg
     batch = signals(25)
     holds: list[Item] = [(routed, message, trace.INVALID_SPAN) for routed, message in batch]
     batch_handler(runtime).flush(holds, [])
-    ids = [cast_hold(routed).hold_id for routed, _ in batch]
+    ids = [uuid.UUID(cast_hold(routed).hold_id) for routed, _ in batch]
     assert remembered(connect, ids) == set(ids)
     assert completed(runtime) == list(range(25)), "each announcement is done once the write is"
 
@@ -181,7 +183,7 @@ def test_a_hold_announced_twice_in_a_batch_keeps_the_last(connect: Callable[[], 
     assert isinstance(first, HoldSeen)
     assert isinstance(second, HoldSeen)
     with connect() as conn:
-        store.remember_holds(conn, [(first, None), (second, None)])
+        store.remember_holds(conn, [HoldNote.of(first), HoldNote.of(second)])
         row = conn.execute(
             "SELECT table_ids FROM allocguard.hold_observations WHERE hold_id = %s", (hold_id,)
         ).fetchone()
@@ -250,8 +252,10 @@ def test_the_batched_read_is_the_one_at_a_time_reads(
     older, newer = hold(twice_held, timedelta(hours=1)), hold(twice_held, timedelta(hours=2))
     processed = uuid.uuid4()
     with connect() as conn:
-        store.remember_holds(conn, [(h, None) for h in (live, expired, by_booking, older)])
-        store.remember_holds(conn, [(newer, ("0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331"))])
+        store.remember_holds(conn, [HoldNote.of(h) for h in (live, expired, by_booking, older)])
+        store.remember_holds(
+            conn, [traced(HoldNote.of(newer), ("0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331"))]
+        )
         store.mark_processed(conn, processed, None, "duplicate")
 
     def failure(booking: uuid.UUID, hold_id: uuid.UUID | None = None, event: uuid.UUID | None = None) -> FailureSeen:
@@ -296,26 +300,32 @@ def test_the_batched_read_is_the_one_at_a_time_reads(
 
 
 def event(hold_id: uuid.UUID, table: uuid.UUID) -> ObservabilityEvent:
-    routed = route(TOPIC, 0, 0, None, announcement(hold_id, uuid.uuid4(), table), DetectionRules())
-    assert isinstance(routed, Signal)
-    return routed.row
+    """The announcement's row as the full path decodes it."""
+    record = decode_message(TOPIC, 0, 0, None, announcement(hold_id, uuid.uuid4(), table))
+    assert isinstance(record, ChangeEvent)
+    assert isinstance(record.after, ObservabilityEvent)
+    return record.after
 
 
-def cast_hold(routed: Signal) -> HoldSeen:
-    assert isinstance(routed.found, HoldSeen)
+def cast_hold(routed: Signal) -> HoldNote:
+    assert isinstance(routed.found, HoldNote)
     return routed.found
 
 
-def test_the_batch_stores_what_one_at_a_time_stores(connect: Callable[[], psycopg.Connection[Any]]) -> None:
-    """Window, tables, expiry, booking, trace ids: the same columns whether written alone or in a batch."""
+def test_the_fast_reader_stores_what_the_full_path_stores(connect: Callable[[], psycopg.Connection[Any]]) -> None:
+    """Window, tables, expiry, booking, trace ids: the same columns whether the announcement was read by the fast
+    reader (handlers/announcements.py) or decoded by the models and classified."""
     table = uuid.uuid4()
-    alone, batched = (classify(event(uuid.uuid4(), table), DetectionRules()) for _ in range(2))
-    assert isinstance(alone, HoldSeen)
-    assert isinstance(batched, HoldSeen)
+    full = classify(event(uuid.uuid4(), table), DetectionRules())
+    assert isinstance(full, HoldSeen)
+    routed = route(TOPIC, 0, 0, None, announcement(uuid.uuid4(), full.booking_id, table), DetectionRules())
+    assert isinstance(routed, Signal)
+    assert routed.row is None, "the plain shape takes the fast reader"
+    alone, batched = HoldNote.of(full), cast_hold(routed)
     ids = ("0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331")
     with connect() as conn:
-        store.remember_hold(conn, alone, ids)
-        store.remember_holds(conn, [(batched, ids)])
+        store.remember_holds(conn, [traced(alone, ids)])
+        store.remember_holds(conn, [traced(batched, ids)])
         rows = [
             conn.execute(
                 "SELECT table_ids, attempt_window, require_adjacency, expires_at, restaurant_id IS NULL, trace_id,"
@@ -335,8 +345,8 @@ def test_a_caught_up_stream_sends_signals_on_at_once_and_a_backlog_batches_them(
     dispatcher = runtime.dispatcher
     dispatcher.submit = lambda routed, message, span: sent.append(message.offset() or 0)  # type: ignore[method-assign]
 
-    def offer(key: str, item: Item, free: Callable[[], bool]) -> bool:
-        if free():
+    def offer(key: str, item: Item, free: bool) -> bool:
+        if free:
             batched.append(item[1].offset() or 0)
             return True
         return False
@@ -376,6 +386,6 @@ def test_expired_hold_memories_are_swept(connect: Callable[[], psycopg.Connectio
         for delta in (-timedelta(seconds=1), timedelta(hours=1))
     )
     with connect() as conn:
-        store.remember_holds(conn, [(expired, None), (live, None)])
+        store.remember_holds(conn, [HoldNote.of(expired), HoldNote.of(live)])
         assert store.sweep_holds(conn) >= 1
         assert remembered(lambda: conn, [expired.hold_id, live.hold_id]) == {live.hold_id}

@@ -160,10 +160,10 @@ def batcher(recorder: Recorder, limit: int = 500) -> SignalBatches[tuple[str, in
 def test_what_queues_while_a_batch_runs_is_the_next_batch_cut_where_a_key_repeats() -> None:
     recorder = Recorder(hold_first=True)
     batches = batcher(recorder)
-    assert batches.offer("x", ("x", 0), lambda: True)
+    assert batches.offer("x", ("x", 0), True)
     assert recorder.entered.wait(5)
     for item in (("a", 1), ("b", 2), ("a", 3), ("c", 4)):
-        assert batches.offer(item[0], item, lambda: True)
+        assert batches.offer(item[0], item, True)
     recorder.release.set()
     wait_until("three batches", lambda: len(recorder.batches) == 3)
     assert recorder.batches == [[("x", 0)], [("a", 1), ("b", 2)], [("a", 3), ("c", 4)]], (
@@ -176,10 +176,10 @@ def test_what_queues_while_a_batch_runs_is_the_next_batch_cut_where_a_key_repeat
 def test_a_batch_holds_at_most_limit_signals() -> None:
     recorder = Recorder(hold_first=True)
     batches = batcher(recorder, limit=2)
-    batches.offer("x", ("x", 0), lambda: True)
+    batches.offer("x", ("x", 0), True)
     assert recorder.entered.wait(5)
     for n in range(5):
-        batches.offer(f"k{n}", (f"k{n}", n), lambda: True)
+        batches.offer(f"k{n}", (f"k{n}", n), True)
     recorder.release.set()
     wait_until("all handled", lambda: sum(len(b) for b in recorder.batches) == 6)
     assert [len(b) for b in recorder.batches] == [1, 2, 2, 1]
@@ -189,9 +189,9 @@ def test_a_batch_holds_at_most_limit_signals() -> None:
 def test_a_key_held_elsewhere_is_refused_unless_it_is_queued_here() -> None:
     recorder = Recorder(hold_first=True)
     batches = batcher(recorder)
-    assert not batches.offer("a", ("a", 1), lambda: False), "the key has work in flight elsewhere: not batched"
-    assert batches.offer("a", ("a", 1), lambda: True)
-    assert batches.offer("a", ("a", 2), lambda: False), "queued here already: it goes behind, whatever free() says"
+    assert not batches.offer("a", ("a", 1), False), "the key has work in flight elsewhere: not batched"
+    assert batches.offer("a", ("a", 1), True)
+    assert batches.offer("a", ("a", 2), False), "queued here already: it goes behind, whatever free says"
     recorder.release.set()
     wait_until("both handled", lambda: len(recorder.batches) == 2)
     assert recorder.batches == [[("a", 1)], [("a", 2)]]
@@ -201,7 +201,7 @@ def test_a_key_held_elsewhere_is_refused_unless_it_is_queued_here() -> None:
 def test_wait_clear_returns_once_the_keys_batch_is_handled_or_at_stop() -> None:
     recorder = Recorder(hold_first=True)
     batches = batcher(recorder)
-    batches.offer("a", ("a", 1), lambda: True)
+    batches.offer("a", ("a", 1), True)
     stop = threading.Event()
     assert recorder.entered.wait(5)
     assert batches.wait_clear("b", stop), "a key with nothing queued is clear at once"
@@ -218,7 +218,7 @@ def test_wait_clear_returns_once_the_keys_batch_is_handled_or_at_stop() -> None:
 
     recorder2 = Recorder(hold_first=True)
     held = batcher(recorder2)
-    held.offer("a", ("a", 1), lambda: True)
+    held.offer("a", ("a", 1), True)
     stop.set()
     assert held.wait_clear("a", stop) is False, "stopping: the caller leaves its event in flight"
     recorder2.release.set()
@@ -229,10 +229,10 @@ def test_wait_clear_returns_once_the_keys_batch_is_handled_or_at_stop() -> None:
 def test_a_failing_handler_does_not_stop_the_thread_or_keep_its_keys() -> None:
     recorder = Recorder(fail_first=True)
     batches = batcher(recorder)
-    batches.offer("a", ("a", 1), lambda: True)
+    batches.offer("a", ("a", 1), True)
     wait_until("first batch", lambda: len(recorder.batches) == 1)
     assert batches.wait_clear("a", threading.Event())
-    assert batches.offer("a", ("a", 2), lambda: True)
+    assert batches.offer("a", ("a", 2), True)
     wait_until("second batch", lambda: len(recorder.batches) == 2)
     batches.close()
 
@@ -240,12 +240,12 @@ def test_a_failing_handler_does_not_stop_the_thread_or_keep_its_keys() -> None:
 def test_close_starts_no_new_batch() -> None:
     recorder = Recorder(hold_first=True)
     batches = batcher(recorder)
-    batches.offer("a", ("a", 1), lambda: True)
+    batches.offer("a", ("a", 1), True)
     assert recorder.entered.wait(5)
-    batches.offer("b", ("b", 2), lambda: True)
+    batches.offer("b", ("b", 2), True)
     batches.close()
     assert batches.busy(), "the running batch finishes"
-    assert not batches.offer("c", ("c", 3), lambda: True), "closed: nothing new is queued"
+    assert not batches.offer("c", ("c", 3), True), "closed: nothing new is queued"
     recorder.release.set()
     batches._thread.join(5)
     assert not batches._thread.is_alive(), "the batch thread ends once its running batch has"
@@ -257,7 +257,7 @@ def test_a_lingering_thread_gathers_what_arrives_meanwhile_into_one_batch() -> N
     batches = SignalBatches(recorder, lambda item: item[0], linger_s=0.5)
     started = time.monotonic()
     for n in range(5):
-        assert batches.offer(f"k{n}", (f"k{n}", n), lambda: True)
+        assert batches.offer(f"k{n}", (f"k{n}", n), True)
     wait_until("handled", lambda: len(recorder.batches) == 1)
     assert time.monotonic() - started >= 0.5, "the batch was taken before the linger ended"
     assert recorder.batches == [[(f"k{n}", n) for n in range(5)]], "one batch, in arrival order"
@@ -268,15 +268,15 @@ def test_a_lingering_thread_gathers_what_arrives_meanwhile_into_one_batch() -> N
 def test_a_full_batch_ends_the_linger_and_close_ends_it_without_a_batch() -> None:
     recorder = Recorder()
     batches = SignalBatches(recorder, lambda item: item[0], limit=3, linger_s=60)
-    batches.offer("k0", ("k0", 0), lambda: True)
+    batches.offer("k0", ("k0", 0), True)
     # woken by that first signal, the thread is lingering (it cleared the flag under the lock it waits on)
     wait_until("lingering", lambda: not batches._idle)
     for n in (1, 2):
-        batches.offer(f"k{n}", (f"k{n}", n), lambda: True)
+        batches.offer(f"k{n}", (f"k{n}", n), True)
     wait_until("a full batch handled at once", lambda: len(recorder.batches) == 1, timeout=5)
     assert recorder.batches == [[("k0", 0), ("k1", 1), ("k2", 2)]]
 
-    batches.offer("late", ("late", 3), lambda: True)
+    batches.offer("late", ("late", 3), True)
     batches.close()
     batches._thread.join(5)
     assert not batches._thread.is_alive(), "closing ends the linger"
