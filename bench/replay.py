@@ -14,8 +14,8 @@ import statistics
 import time
 import uuid
 
-from bench import local_stack
-from bench.throughput import produce, quix_consume, raw_consume
+from bench import local_stack, traffic
+from bench.throughput import produce, quix_consume, raw_consume, write
 from consumer.config import RuntimeSettings
 from consumer.local.stack import LocalStack
 from consumer.operations.replay import Window, read_range, replay
@@ -44,13 +44,17 @@ def main() -> None:
     parser.add_argument("--signals", type=int, default=50, help="hold announcements and failures among them")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--quix", action="store_true")
+    parser.add_argument("--mix", choices=traffic.MIXES, help="the platform's traffic instead (bench/traffic.py)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     stack = local_stack()
     prefix = f"replay{uuid.uuid4().hex[:8]}"
     topic = f"{prefix}.public.observability_events"
     LocalStack(stack, log=lambda line: None).ensure_topics([topic])
-    produce(stack.kafka_bootstrap, topic, args.messages, args.signals / args.messages / 2, prefix)
+    if args.mix:
+        write(stack.kafka_bootstrap, topic, traffic.messages(args.messages, args.mix, prefix)[0])
+    else:
+        produce(stack.kafka_bootstrap, topic, args.messages, args.signals / args.messages / 2, prefix)
     runs: dict[str, list[float]] = {"raw": [], "replay": [], "replay_whole_command": [], "quix": []}
     summary: dict[str, object] = {}
     for _ in range(args.repeats):

@@ -59,7 +59,9 @@ def consumer_config(settings: RuntimeSettings, on_error: Callable[[KafkaError], 
         "fetch.wait.max.ms": 10,
         # a backlog must not starve the loop: librdkafka's default waits 1 s before refilling the queue
         "fetch.queue.backoff.ms": 10,
-        "queued.max.messages.kbytes": 262144,
+        # the prefetched messages waiting for the loop (librdkafka's default is 64 MB): with a loop slower than the
+        # broker (a backlog of hold announcements), the queue stays full, and that is resident memory
+        "queued.max.messages.kbytes": 32768,
         **group_protocol(settings.librdkafka()),
         **({"group.instance.id": settings.instance_id} if settings.instance_id else {}),
         **settings.librdkafka(),
