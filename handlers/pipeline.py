@@ -24,6 +24,7 @@ from handlers.detect import DetectionRules, FailureSeen, HoldNote, HoldSeen, cla
 from handlers.errors import HoldConflictError, NewBlockerError
 from handlers.evidence import make_plan
 from handlers.execute import PruneResult, apply_plan
+from handlers.holds import HoldMemory
 from handlers.policy import Policy, StalePolicy, approval_needed
 from handlers.retry import AssignRequest, AssignStrategy, Attempt, RetryOutcome, RetryPolicy, run_retry
 from schemas.records import Decision, Incident, Mode, Plan
@@ -194,6 +195,8 @@ class Remediator:
         self._sleep = sleep
         self._clock = clock
         self.hooks = hooks or Hooks(on_attempt=on_attempt)
+        #: announced holds, written down only when a failure recalls one (handlers/holds.py)
+        self.memory = HoldMemory()
 
     def observe(self, event: ObservabilityEvent) -> IncidentResult | None:
         """Handle one ``observability_events`` row (a backfill's, re-read from the database); None when it is not
@@ -206,25 +209,72 @@ class Remediator:
     def handle(self, signal: HoldNote | FailureSeen) -> IncidentResult | None:
         """Handle one signal, as the consumer classified it: a hold remembered (None), a failure's incident."""
         if isinstance(signal, HoldNote):
-            attributes = hold_attributes(signal)
-            with self.hooks.span("allocguard.hold.remembered", attributes, None) as span, self._connect() as conn:
-                store.remember_holds(conn, [traced(signal, span.trace_ids())])
+            self.remember(signal)
             return None
         return self.on_failure(signal)
 
-    def triage(self, failures: list[FailureSeen], holds: list[HoldNote] | None = None) -> list[IncidentResult | None]:
-        """Many failures' first steps in one statement (after ``holds`` are remembered, in the same round trip):
-        for each failure, the outcome when it is settled before anything is written (a duplicate, no window),
-        else None (it needs :meth:`on_failure`, which reads them again)."""
+    def remember(self, hold: HoldNote) -> None:
+        """A hold announcement, kept in memory (with the span that saw it, when tracing)."""
+        with self.hooks.span("allocguard.hold.remembered", hold_attributes(hold), None) as span:
+            self.memory.remember(traced(hold, span.trace_ids()))
+
+    def triage(self, failures: list[FailureSeen]) -> list[IncidentResult | None]:
+        """Many failures' first steps in one statement (after the holds they recall are written, in the same round
+        trip): for each failure, the outcome when it is settled before anything is written (a duplicate, no
+        window), else None (it needs :meth:`on_failure`, which reads them again)."""
         with self._connect() as conn:
-            found = store.remember_and_triage(conn, holds or [], failures)
+            found = store.remember_and_triage(conn, self._holds_for(conn, failures), failures)
         return [settled_early(failure, row) for failure, row in zip(failures, found, strict=True)]
+
+    def _holds_for(self, conn: Conn, failures: list[FailureSeen]) -> list[HoldNote]:
+        """The holds these failures recall, to be written before their first steps read them: from memory, else
+        from the platform's own rows (what this process never saw or no longer holds)."""
+        notes: list[HoldNote] = []
+        unknown: list[FailureSeen] = []
+        for failure in failures:
+            hold = self.memory.recall(failure)
+            if hold is None:
+                unknown.append(failure)
+            else:
+                notes.append(hold)
+        if unknown:
+            notes.extend(self._announced(conn, unknown))
+        return notes
+
+    def _announced(self, conn: Conn, failures: list[FailureSeen]) -> list[HoldNote]:
+        """The holds these failures recall, from the platform's ``observability_events`` rows, classified as the
+        stream's would be — and kept in memory for the next failures of the same bookings."""
+        rules = self.rules
+        rows = store.hold_announcements(
+            conn, sorted({f.booking_id for f in failures}), rules.hold.source, rules.hold.event_type
+        )
+        by_booking: dict[str, list[HoldNote]] = {}
+        for row in rows:
+            try:
+                seen = classify(ObservabilityEvent.model_validate(row), rules)
+            except ValueError:  # a row the stream would have dead-lettered: no hold
+                continue
+            if isinstance(seen, HoldSeen) and seen.booking_id is not None:
+                by_booking.setdefault(str(seen.booking_id), []).append(HoldNote.of(seen))
+        found: dict[str, HoldNote] = {}
+        for failure in failures:
+            announced = by_booking.get(str(failure.booking_id), [])
+            if failure.hold_id is not None:
+                named = [h for h in announced if h.hold_id == str(failure.hold_id)]
+                hold = named[-1] if named else None
+            else:
+                hold = announced[-1] if announced else None
+            if hold is not None:
+                found[hold.hold_id] = hold
+        for hold in found.values():
+            self.memory.remember(hold)
+        return list(found.values())
 
     def on_failure(self, failure: FailureSeen) -> IncidentResult:
         span = self.hooks.span
         attributes = failure_attributes(failure)
         with self._connect() as conn:
-            found = store.triage(conn, failure)
+            found = store.remember_and_triage(conn, self._holds_for(conn, [failure]), [failure])[0]
             if found.processed:
                 return IncidentResult("duplicate", "event already processed")
             with span("allocguard.detect", attributes, None) as detect:

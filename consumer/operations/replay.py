@@ -35,7 +35,7 @@ from consumer.runtime.health import kafka_log
 from consumer.runtime.offsets import watermarks
 from consumer.runtime.routing import Relevance, Signal, poll_batches_gc, route
 from handlers import store
-from handlers.detect import DetectionRules, HoldNote
+from handlers.detect import DetectionRules, FailureSeen
 from handlers.pipeline import Connect, IncidentResult, Remediator
 from schemas.records import Decision, Mode, Plan
 
@@ -366,10 +366,6 @@ def _outcome(
     return str(incident_id), outcome, why
 
 
-#: hold announcements written per statement by a replay
-HOLDS_PER_STATEMENT = 500
-
-
 def replay(
     settings: RuntimeSettings,
     source: Iterator[Raw],
@@ -391,15 +387,6 @@ def replay(
     relevant = Relevance(rules)
     report = ReplayReport()
     started = time.monotonic()
-    #: hold announcements read and not yet written: many per statement, as ``run`` writes a backlog's
-    holds: list[HoldNote] = []
-
-    def remember() -> None:
-        if holds:
-            with connect() as conn:
-                store.remember_holds(conn, holds)
-            holds.clear()
-
     try:
         with poll_batches_gc():  # the reader holds a batch of 1,000 messages at a time
             for raw in read_ahead(source):
@@ -415,15 +402,10 @@ def replay(
                 if restaurant is not None and found.restaurant_id not in (None, restaurant, str(restaurant)):
                     continue
                 report.signals += 1
-                if isinstance(found, HoldNote):
-                    holds.append(found)
-                    if len(holds) >= HOLDS_PER_STATEMENT:
-                        remember()
+                if not isinstance(found, FailureSeen):
+                    remediator.handle(found)  # a hold: kept in memory, as `run` keeps it
                     continue
-                remember()  # the failure's recall sees every hold announced before it
-                result = remediator.handle(found)
-                if result is None:
-                    continue
+                result = remediator.on_failure(found)
                 report.failure_events += 1
                 key, outcome, why = _outcome(remediator, connect, result, found.booking_id)
                 entry = report.incidents.get(key)
@@ -434,7 +416,6 @@ def replay(
                         entry["window"] = result.incident.window.to_postgres()
                         entry["tables"] = [str(t) for t in result.incident.table_ids]
                 entry["events"] += 1
-            remember()
     finally:
         connect.close()
     report.elapsed_s = time.monotonic() - started

@@ -1,6 +1,7 @@
-"""The batch thread's work: under a backlog, a batch of signals (distinct bookings) is handled together — its hold
-announcements written and its failures' first steps read in one round trip; what that settles is settled here,
-everything else goes the usual way (its own work item). Runs on the batch thread of
+"""The batch thread's work: under a backlog, a batch of failures (distinct bookings) is handled together — the holds
+they recall written and their first steps read in one round trip; what that settles is settled here, everything
+else goes the usual way (its own work item). (Hold announcements never come here: they are kept in memory on the
+poll loop, handlers/holds.py.) Runs on the batch thread of
 :class:`~consumer.runtime.scheduler.SignalBatches`."""
 
 from __future__ import annotations
@@ -17,9 +18,9 @@ from consumer.runtime.jobs import Jobs
 from consumer.runtime.routing import Signal
 from consumer.runtime.scheduler import KeyedScheduler
 from consumer.runtime.work import BatchDone
-from consumer.telemetry import Metrics, Telemetry, span_ids
-from handlers.detect import FailureSeen, HoldNote
-from handlers.pipeline import Remediator, failure_attributes, hold_attributes, traced
+from consumer.telemetry import Metrics, Telemetry
+from handlers.detect import FailureSeen
+from handlers.pipeline import Remediator, failure_attributes
 
 log = logging.getLogger("allocguard.runtime")
 
@@ -53,73 +54,49 @@ class BatchHandler:
     def handle(self, batch: list[Item]) -> None:
         """A booking whose earlier failure went to a worker meanwhile goes behind it; the rest are handled
         together."""
-        holds: list[Item] = []
         failures: list[Item] = []
         self._placed.clear()
         try:
             for item in batch:
-                routed = item[0]
-                if self._scheduler.has(routed.key):
+                if self._scheduler.has(item[0].key) or not isinstance(item[0].found, FailureSeen):
                     self._send_on(*item)
-                elif isinstance(routed.found, HoldNote):
-                    holds.append(item)
                 else:
                     failures.append(item)
-            self.flush(holds, failures)
+            self.flush(failures)
         except Exception:  # a bug, not the database (that is handled inside): what is not placed goes the usual way
             log.exception("handling %d signal(s) together failed: each goes the usual way", len(batch))
             for item in batch:
                 if id(item[1]) not in self._placed:
                     self._send_on(*item)
 
-    def flush(self, holds: list[Item], failures: list[Item]) -> None:
-        """A batch's hold announcements are written, then its failures' first steps read (processed already? the
-        hold they name — perhaps one just written — and the booking's window): two statements, one round trip.
-        What that settles — a duplicate, a failure with no window to work with — is settled here, as the whole
-        path would settle it, without a work item or a statement of its own; every other failure goes the usual
-        way (its own work item, which reads those steps again inside its own work). If the round trip fails for
-        any reason, every signal of the batch goes the usual way — its own work item, which rides out an
-        infrastructure failure without a verdict — so nothing is lost and nothing is dead-lettered."""
+    def flush(self, failures: list[Item]) -> None:
+        """A batch's failures' first steps read in one round trip (processed already? the hold they recall —
+        written first, in the same round trip — and the booking's window). What that settles — a duplicate, a
+        failure with no window to work with — is settled here, as the whole path would settle it, without a work
+        item or a statement of its own; every other failure goes the usual way (its own work item, which reads
+        those steps again inside its own work). If the round trip fails for any reason, every failure of the batch
+        goes the usual way — its own work item, which rides out an infrastructure failure without a verdict — so
+        nothing is lost and nothing is dead-lettered."""
+        if not failures:
+            return
         started = time.monotonic()
         telemetry = self._telemetry
-        tracing = telemetry.tracing
-        children: list[Span | None] = []
-        remembered: list[HoldNote] = []
-        for routed, _, span in holds:
-            hold = routed.found
-            assert isinstance(hold, HoldNote)
-            if tracing:
-                child = telemetry.child(span, "allocguard.hold.remembered", hold_attributes(hold))
-                children.append(child)
-                hold = traced(hold, span_ids(child))
-            remembered.append(hold)
         try:
-            verdicts = self._remediator.triage([_failure(routed) for routed, _, _ in failures], remembered)
+            verdicts = self._remediator.triage([_failure(routed) for routed, _, _ in failures])
         except Exception as exc:
-            log.info("%d signal(s) not handled together (%s): one at a time", len(holds) + len(failures), exc)
-            for ended in children:
-                if ended is not None:
-                    ended.end()
-            for item in (*holds, *failures):
+            log.info("%d signal(s) not handled together (%s): one at a time", len(failures), exc)
+            for item in failures:
                 self._send_on(*item)
             return
         took = time.monotonic() - started
         outcomes = self._outcomes
-        for ended in children:
-            if ended is not None:
-                ended.end()
-        if tracing:
-            for _, _, span in holds:
-                telemetry.end(span)
-        if holds:
-            outcomes.handled("hold", took, len(holds))
-        done = [message for _, message, _ in holds]
+        done: list[Message] = []
         settled: Counter[str] = Counter()
         for (routed, message, span), result in zip(failures, verdicts, strict=True):
             if result is None:
                 self._send_on(routed, message, span)
                 continue
-            if tracing and result.status != "duplicate":
+            if telemetry.tracing and result.status != "duplicate":
                 detect = telemetry.child(span, "allocguard.detect", failure_attributes(_failure(routed)))
                 if detect is not None:
                     detect.set_attribute("allocguard.outcome.status", result.status)

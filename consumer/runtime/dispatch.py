@@ -26,6 +26,7 @@ from consumer.runtime.routing import DeadLetter, Relevance, Signal, Skip, Watche
 from consumer.runtime.scheduler import KeyedScheduler, SignalBatches
 from consumer.runtime.work import BatchDone, Event, FatalRuntimeError
 from consumer.telemetry import Telemetry
+from handlers.detect import HoldNote
 from handlers.pipeline import Remediator
 from handlers.prevent import AssignmentIndex
 
@@ -62,6 +63,9 @@ class Dispatcher:
         self._stats = partitions.stats
         self._stop = stop
         self._relevant = Relevance(rules, watch=settings.prevention)
+        self._remediator = remediator
+        #: hold announcements remembered in the current poll batch (counted once per batch)
+        self._held = 0
         #: candidates decoded in the current poll batch, by (topic, op): the events counter moves once per batch
         self._routed: Counter[tuple[str, str]] = Counter()
         #: whether the current poll batch is a backlog's (signals batched) or a caught-up stream's (sent on at once)
@@ -109,6 +113,9 @@ class Dispatcher:
             for (topic, op), count in routed.items():
                 self._metrics.events.add(count, {"topic": topic, "op": op})
             routed.clear()
+        if self._held:
+            self._metrics.signals.add(self._held, {"signal": "hold"})
+            self._held = 0
         skipped = batch.skipped
         if skipped and self._health.assigned:
             self._partitions.read_past_skipped()
@@ -154,7 +161,19 @@ class Dispatcher:
         if tracing:
             span.set_attribute("allocguard.signal", routed.kind)
         key = routed.key
-        if self.batches.offer(key, (routed, message, span), self._batching and not self._scheduler.has(key)):
+        free = not self._scheduler.has(key)
+        if isinstance(routed.found, HoldNote):
+            if free and not self.batches.has(key):
+                # nothing of this booking in flight: remembered here and now, in the stream's order (no I/O)
+                if tracing:
+                    with trace.use_span(span, end_on_exit=True):
+                        self._remediator.remember(routed.found)
+                else:
+                    self._remediator.memory.remember(routed.found)
+                self._held += 1
+                self._partitions.complete(topic, partition, offset)
+                return
+        elif self.batches.offer(key, (routed, message, span), self._batching and free):
             return
         # caught up (no backlog), or this booking has work in flight (it waits behind it): its own work item
         self.submit(routed, message, span)

@@ -159,6 +159,10 @@ class SignalBatches(Generic[T]):
                 self._changed.notify_all()
             return True
 
+    def has(self, key: str) -> bool:
+        """Whether ``key`` is queued or in the running batch (one dict read, atomic under the GIL)."""
+        return bool(self._keys.get(key))
+
     def wait_clear(self, key: str, stop: threading.Event) -> bool:
         """Until nothing of ``key`` is queued or running; False if ``stop`` is set meanwhile."""
         with self._changed:

@@ -27,6 +27,9 @@ from handlers.store.dlq import park as park
 from handlers.store.dlq import parked as parked
 from handlers.store.dlq import unpark as unpark
 from handlers.store.holds import (
+    hold_announcements as hold_announcements,
+)
+from handlers.store.holds import (
     holds_json as holds_json,
 )
 from handlers.store.holds import (

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Any
+from uuid import UUID
 
 import orjson
 from psycopg.rows import dict_row
@@ -78,3 +79,15 @@ def sweep_holds(conn: Conn, limit: int = 5000) -> int:
         " WHERE expires_at <= now() LIMIT %s)",
         (limit,),
     ).rowcount
+
+
+def hold_announcements(conn: Conn, bookings: list[UUID], source: str, event_type: str) -> list[dict[str, Any]]:
+    """The platform's hold announcements of these bookings, oldest first, as Debezium sends the row (``context``
+    as JSON text): what the stream carried, for a hold this process no longer holds in memory."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute(
+            "SELECT id, created_at, source, event_type, severity, context::text AS context, restaurant_id,"
+            " booking_id FROM public.observability_events"
+            " WHERE booking_id = ANY(%s) AND source = %s AND event_type = %s ORDER BY created_at, id",
+            (bookings, source, event_type),
+        ).fetchall()

@@ -11,7 +11,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from confluent_kafka import Producer
+from confluent_kafka import Consumer, Producer, TopicPartition
 
 from bench.throughput import messages
 from consumer.local.settings import StackSettings
@@ -60,14 +60,19 @@ def test_a_backlog_of_signals_rides_out_a_database_outage(
     finally:
         stack.start_component("postgres")
 
-    def remembered() -> bool:
-        with connect() as conn:
-            rows = conn.execute(
-                "SELECT count(*) FROM allocguard.hold_observations WHERE hold_id = ANY(%s)", (list(hold_ids),)
-            ).fetchone()
-        return rows is not None and rows[0] == len(hold_ids)
+    # every message of the backlog handled: the group's commits reach the end of every partition
+    watcher = Consumer({"bootstrap.servers": stack_settings.kafka_bootstrap, "group.id": group})
+    try:
+        partitions = [TopicPartition(topic, p) for p in watcher.list_topics(topic, timeout=10).topics[topic].partitions]
+        ends = {p.partition: watcher.get_watermark_offsets(p, timeout=10)[1] for p in partitions}
 
-    wait_for("every hold announcement of the backlog remembered", remembered, timeout=90, interval=0.5)
+        def handled() -> bool:
+            committed = watcher.committed(partitions, timeout=10)
+            return all(c.offset >= ends[c.partition] for c in committed)
+
+        wait_for("every message of the backlog handled and committed", handled, timeout=90, interval=0.5)
+    finally:
+        watcher.close()
     assert dead_letters(stack_settings.kafka_bootstrap, dlq) == 0, "an outage is never a dead letter"
     assert "Traceback" not in log()
     code, _ = runtime.stop()

@@ -121,9 +121,11 @@ def test_seed_incident_trace(receiver: Receiver, connect: Callable[[], Conn], tm
                 p for p in ("0", "1", "2") if f'partition="{p}"' in text and "allocguard_consumer_lag" in text
             }
             lagging = metric_value(text, "allocguard_consumer_lag", topic=topic)
-            return text if partitions == {"0", "1", "2"} and lagging == 0 else None
+            # and nothing read is still being handled (a span is exported when its work ends)
+            idle = runtime.get("/readyz")[1].get("in_flight") == 0
+            return text if partitions == {"0", "1", "2"} and lagging == 0 and idle else None
 
-        wait_for("the lag gauge sampled at 0 on every partition", caught_up, timeout=30)
+        wait_for("the lag gauge sampled at 0 on every partition, nothing in flight", caught_up, timeout=30)
         scraped_from = time.time_ns()
         metrics = str(runtime.get("/metrics")[1])
         scraped_to = time.time_ns()
@@ -223,16 +225,23 @@ def test_seed_incident_trace(receiver: Receiver, connect: Callable[[], Conn], tm
     assert resource["deployment.environment"] == "test"
 
     # /metrics: the counters moved for the scenario
-    consumed = [
-        s.start_time_unix_nano
-        for _, s in receiver.spans
-        if s.kind == Span.SpanKind.SPAN_KIND_CONSUMER and attrs(s).get("allocguard.cdc.op") == "c"
-    ]
+    def consumed() -> list[int]:
+        return [
+            s.start_time_unix_nano
+            for _, s in receiver.spans
+            if s.kind == Span.SpanKind.SPAN_KIND_CONSUMER and attrs(s).get("allocguard.cdc.op") == "c"
+        ]
+
     counted = metric_value(metrics, "allocguard_events_consumed_total", topic=topic, op="c")
     # the counter moves right after a message's span starts: between what had started 50 ms before the scrape
-    # and what had started by its end (allocguard's own follow-up events keep arriving)
-    assert len([t for t in consumed if t <= scraped_from - 50_000_000]) <= counted
-    assert counted <= len([t for t in consumed if t <= scraped_to])
+    # and what had started by its end (allocguard's own follow-up events keep arriving). A span is exported when
+    # its work ends: a failure still waiting behind its booking's earlier work is counted before its span arrives.
+    assert len([t for t in consumed() if t <= scraped_from - 50_000_000]) <= counted
+    wait_for(
+        "the spans of every event counted by the scrape",
+        lambda: counted <= len([t for t in consumed() if t <= scraped_to]),
+        timeout=30,
+    )
     assert counted >= 5
     assert metric_value(metrics, "allocguard_incidents_total", status="duplicate") >= 1
     incidents_counted = metric_value(metrics, "allocguard_incidents_total")

@@ -168,13 +168,23 @@ def remembered(connect: Callable[[], psycopg.Connection[Any]], hold_ids: list[uu
     return {row[0] for row in rows}
 
 
-def test_one_write_for_the_batch(runtime: Runtime, connect: Callable[[], psycopg.Connection[Any]]) -> None:
+def test_announcements_are_kept_in_memory_and_written_when_a_failure_recalls_one(
+    runtime: Runtime, connect: Callable[[], psycopg.Connection[Any]]
+) -> None:
+    """A poll of hold announcements is done at once, with no statement (handlers/holds.py); the hold a failure
+    recalls is written in the failure's own round trip, and only that one."""
     batch = signals(25)
-    holds: list[Item] = [(routed, message, trace.INVALID_SPAN) for routed, message in batch]
-    batch_handler(runtime).flush(holds, [])
+    runtime.health.assigned.add((TOPIC, 0))  # as a rebalance would assign it
+    runtime.dispatcher.take([message for _, message in batch])
+    assert runtime.tracker.in_flight(TOPIC, 0) == 0, "each announcement is done on the loop, without I/O"
+    assert runtime.tracker.position(TOPIC, 0) == 25
+    assert completed(runtime) == [], "nothing went through the batch thread"
     ids = [uuid.UUID(cast_hold(routed).hold_id) for routed, _ in batch]
-    assert remembered(connect, ids) == set(ids)
-    assert completed(runtime) == list(range(25)), "each announcement is done once the write is"
+    assert remembered(connect, ids) == set(), "nothing written for announcements alone"
+    named = ids[7]
+    failure = item(failure_value(uuid.uuid4(), uuid.UUID(cast_hold(batch[7][0]).booking_id or ""), named), 30)
+    batch_handler(runtime).flush([failure])
+    assert remembered(connect, ids) == {named}, "the recalled hold, and only it, is written"
 
 
 def test_a_hold_announced_twice_in_a_batch_keeps_the_last(connect: Callable[[], psycopg.Connection[Any]]) -> None:
@@ -191,7 +201,6 @@ def test_a_hold_announced_twice_in_a_batch_keeps_the_last(connect: Callable[[], 
 
 
 def test_a_failed_round_trip_sends_every_signal_the_usual_way(runtime: Runtime) -> None:
-    holds: list[Item] = [(routed, message, trace.INVALID_SPAN) for routed, message in signals(2)]
     failures = [item(failure_value(uuid.uuid4(), uuid.uuid4()), 10 + n) for n in range(2)]
     submitted: list[int] = []
 
@@ -199,8 +208,8 @@ def test_a_failed_round_trip_sends_every_signal_the_usual_way(runtime: Runtime) 
         raise psycopg.OperationalError("the database went away")
 
     runtime.remediator.triage = refuse  # type: ignore[method-assign,assignment]
-    batch_handler(runtime, submitted).flush(holds, failures)
-    assert submitted == [0, 1, 10, 11], "each signal becomes its own work item (ride-out, no verdict, no loss)"
+    batch_handler(runtime, submitted).flush(failures)
+    assert submitted == [10, 11], "each signal becomes its own work item (ride-out, no verdict, no loss)"
     assert completed(runtime) == [], "nothing was done by the batch"
 
 
@@ -215,14 +224,18 @@ def test_a_batch_settles_what_needs_no_work_and_sends_the_rest_on(
         store.mark_processed(conn, processed, None, "duplicate")
     named_hold = uuid.uuid4()
     hold = item(announcement(named_hold, None, uuid.uuid4()), 0)  # a hold of no booking: its own key
+    runtime.remediator.remember(cast_hold(hold[0]))
     unknown = item(failure_value(uuid.uuid4(), uuid.uuid4()), 1)  # no hold, no booking: no window
     duplicate = item(failure_value(processed, uuid.uuid4()), 2)
     real = item(failure_value(uuid.uuid4(), booked), 3)  # the booking's window: an incident
     names_hold = item(failure_value(uuid.uuid4(), uuid.uuid4(), named_hold), 4)  # the hold written just before
     submitted: list[int] = []
-    batch_handler(runtime, submitted).flush([hold], [unknown, duplicate, real, names_hold])
+    batch_handler(runtime, submitted).flush([unknown, duplicate, real, names_hold])
     assert submitted == [3, 4], "what may be an incident goes the usual way"
-    assert completed(runtime) == [0, 1, 2], "the hold is written; the unresolvable and the duplicate are settled"
+    assert completed(runtime) == [1, 2], "the unresolvable and the duplicate are settled"
+    with connect() as conn:
+        written = conn.execute("SELECT 1 FROM allocguard.hold_observations WHERE hold_id = %s", (named_hold,))
+        assert written.fetchone() == (1,), "the hold the last failure names, written before its first steps"
     for settled in (unknown, duplicate):  # as the one-at-a-time path settles them
         failure = settled[0].found
         assert isinstance(failure, FailureSeen)
