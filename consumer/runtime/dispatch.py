@@ -66,6 +66,8 @@ class Dispatcher:
         self._remediator = remediator
         #: hold announcements remembered in the current poll batch (counted once per batch)
         self._held = 0
+        #: candidates of the current poll batch done on the loop (no offset tracked: the read position covers them)
+        self._done_here = 0
         #: candidates decoded in the current poll batch, by (topic, op): the events counter moves once per batch
         self._routed: Counter[tuple[str, str]] = Counter()
         #: whether the current poll batch is a backlog's (signals batched) or a caught-up stream's (sent on at once)
@@ -116,10 +118,11 @@ class Dispatcher:
         if self._held:
             self._metrics.signals.add(self._held, {"signal": "hold"})
             self._held = 0
-        skipped = batch.skipped
-        if skipped and self._health.assigned:
+        skipped, done_here = batch.skipped, self._done_here
+        self._done_here = 0
+        if (skipped or done_here) and self._health.assigned:
             self._partitions.read_past_skipped()
-        done = sum(skipped.values())
+        done = sum(skipped.values()) + done_here
         if done:
             stats = self._stats
             if not stats["first_at"]:
@@ -134,12 +137,27 @@ class Dispatcher:
         topic, partition, offset = message.topic() or "", message.partition() or 0, message.offset() or 0
         if not self._stats["first_at"]:
             self._stats["first_at"] = time.monotonic()
-        self._tracker.started(topic, partition, offset)
         routed = route(topic, partition, offset, message.key(), message.value(), self._rules)
         if isinstance(routed, Skip):
+            # done here and now, as a message the byte test skipped: the batch's read position covers it
             self._routed[(topic, routed.op)] += 1
-            self._partitions.complete(topic, partition, offset)
+            self._done_here += 1
             return
+        key = routed.key if isinstance(routed, Signal) else ""
+        if (
+            not tracing
+            and isinstance(routed, Signal)
+            and isinstance(routed.found, HoldNote)
+            and not self._scheduler.has(key)
+            and not self.batches.has(key)
+        ):
+            # a hold announcement of a booking with nothing in flight: remembered now, in the stream's order
+            self._remediator.memory.remember(routed.found)
+            self._routed[(topic, routed.op)] += 1
+            self._held += 1
+            self._done_here += 1
+            return
+        self._tracker.started(topic, partition, offset)  # work that ends later holds its partition's commit
         telemetry = self._telemetry
         span = (
             telemetry.consumer_span(
@@ -160,16 +178,11 @@ class Dispatcher:
             return
         if tracing:
             span.set_attribute("allocguard.signal", routed.kind)
-        key = routed.key
         free = not self._scheduler.has(key)
         if isinstance(routed.found, HoldNote):
             if free and not self.batches.has(key):
-                # nothing of this booking in flight: remembered here and now, in the stream's order (no I/O)
-                if tracing:
-                    with trace.use_span(span, end_on_exit=True):
-                        self._remediator.remember(routed.found)
-                else:
-                    self._remediator.memory.remember(routed.found)
+                with trace.use_span(span, end_on_exit=True):  # traced: the remembering is a span of its own
+                    self._remediator.remember(routed.found)
                 self._held += 1
                 self._partitions.complete(topic, partition, offset)
                 return

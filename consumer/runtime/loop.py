@@ -301,6 +301,7 @@ class Runtime:
         abandoned = self.tracker.in_flight()
         if abandoned:
             log.warning("%d event(s) abandoned without a verdict: the next owner redoes them", abandoned)
+        self._stop.set()  # the background services too (a --once run ends with the flag still down)
         close_within(
             budget,
             [
