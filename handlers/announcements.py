@@ -138,8 +138,14 @@ def read_hold(key: bytes | None, value: bytes, rules: DetectionRules) -> tuple[s
     return None if note is None else (envelope.op, note)
 
 
+#: Debezium's usual ``source.sequence``: a JSON array of digit strings and nulls (anything else is parsed)
+_PLAIN_SEQUENCE = re.compile(r'\[(?:null|"[0-9]*")(?:,(?:null|"[0-9]*"))*\]').fullmatch
+
+
 def _sequence(text: str) -> bool:
     """``source.sequence`` as the model reads it: a JSON array of texts and nulls."""
+    if _PLAIN_SEQUENCE(text) is not None:
+        return True
     try:
         parts = orjson.loads(text)
     except orjson.JSONDecodeError:
@@ -162,10 +168,14 @@ def _note(context: dict[str, Any], booking_id: str, restaurant_id: str, rules: D
     adjacency: Any = context
     for part in hold.require_adjacency_path.split("."):
         adjacency = adjacency.get(part) if type(adjacency) is dict else None
-    try:
-        expires = hold_expiry(end, context.get(hold.expires_key), rules.hold_memory)
-    except (TypeError, OverflowError):  # pragma: no cover - hold_expiry saturates; the full path decides anyway
-        return None
+    raw_expiry = context.get(hold.expires_key)
+    announced = _instant(raw_expiry)
+    try:  # hold_expiry's plain case, inline (its parse and _instant agree on what _instant reads)
+        expires = max(announced, end) + rules.hold_memory if announced is not None else None
+    except OverflowError:  # past the calendar's end: hold_expiry saturates
+        expires = None
+    if expires is None:
+        expires = hold_expiry(end, raw_expiry, rules.hold_memory)
     return HoldNote(
         hold_id,
         booking_id,
