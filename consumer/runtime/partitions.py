@@ -17,6 +17,7 @@ from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaError, 
 from consumer.config import RuntimeSettings
 from consumer.runtime.gaps import Gap, handled_at, handled_metadata
 from consumer.runtime.health import Health, Outage
+from consumer.runtime.lag import LagSampler
 from consumer.runtime.offsets import OffsetTracker
 from consumer.runtime.retention import Gaps
 from consumer.telemetry import Metrics
@@ -62,8 +63,7 @@ class Partitions:
         self._handled_ms: dict[Key, int] = {}
         #: the next offsets to store, by partition
         self._positions: dict[Key, int] = {}
-        #: when the lag gauge is sampled next (monotonic)
-        self._lag_due = 0.0
+        self._lag = LagSampler(consumer, health, metrics)
         #: per topic, its partition count when this process first saw it, and whether the group had read it before
         self._topics: dict[str, tuple[int, bool]] = {}
         #: retention gaps: positions out of range, lost ranges being backfilled
@@ -281,24 +281,5 @@ class Partitions:
             self.paused = False
 
     def sample_lag(self, every_s: float = 5.0, unknown_s: float = 0.5) -> None:
-        """Consumer lag per partition (end offset - position) for the lag gauge, from what the client already knows
-        (cached high watermarks from its fetch responses): no broker round trip on the loop, nothing that can
-        fail when a broker is away. Until every owned partition has a value (its end is known after the first
-        fetch response), it samples again within ``unknown_s`` rather than ``every_s``: the gauge exists from the
-        member's first seconds, not only after its second full interval."""
-        now = time.monotonic()
-        if now < self._lag_due or not self.health.assigned:
-            return
-        assigned = [TopicPartition(t, p) for t, p in self.health.assigned]
-        known = 0
-        try:
-            for position in self.consumer.position(assigned):
-                key = (position.topic, position.partition)
-                at = position.offset if position.offset >= 0 else self._starts.get(key, -1)
-                marks = self.consumer.get_watermark_offsets(position, cached=True)
-                if marks and marks[1] >= 0 and at >= 0:
-                    self.metrics.lag[key] = max(0, int(marks[1]) - at)
-                    known += 1
-        except KafkaException as exc:
-            log.debug("lag not sampled: %s", exc)
-        self._lag_due = now + (every_s if known == len(assigned) else unknown_s)
+        """The lag gauge's sample (:class:`~consumer.runtime.lag.LagSampler`), from where each partition started."""
+        self._lag.sample(self._starts, every_s, unknown_s)
