@@ -134,23 +134,24 @@ class Traffic:
         def ev(source: str, event_type: str, severity: str, context: Any) -> tuple[bytes, bytes]:
             return key, self.event(booking, restaurant, source, event_type, severity, context)
 
+        def attempt(hold: str, announced: str) -> Iterator[tuple[bytes, bytes]]:
+            """An attempt's start: the quote, the hold it announces, the confirm transaction begun."""
+            yield ev(
+                "capacity.selector", "capacity.selector.quote", "info", self.quote(booking, restaurant, hold, tables)
+            )
+            yield key, self.hold(booking, restaurant, hold, tables, announced)
+            yield ev(
+                "capacity.atomic_confirm",
+                "transaction.started",
+                "info",
+                {"holdId": hold, "idempotencyKey": f"auto-{booking}"},
+            )
+
         yield ev("auto_assign", "auto_assign.started", "info", {"trigger": "creation", "attempt_index": 0})
         if fails:
-            for attempt in range(4):
+            for index in range(4):
                 hold = self.uuid()
-                yield ev(
-                    "capacity.selector",
-                    "capacity.selector.quote",
-                    "info",
-                    self.quote(booking, restaurant, hold, tables),
-                )
-                yield key, self.hold(booking, restaurant, hold, tables, "capacity.hold.created")
-                yield ev(
-                    "capacity.atomic_confirm",
-                    "transaction.started",
-                    "info",
-                    {"holdId": hold, "idempotencyKey": f"auto-{booking}"},
-                )
+                yield from attempt(hold, "capacity.hold.created")
                 yield ev(
                     "capacity.atomic_confirm",
                     "transaction.failed",
@@ -164,7 +165,7 @@ class Traffic:
                     {
                         "planner_success": False,
                         "planner_reason": "AssignTablesRpcError",
-                        "attempt_index": attempt,
+                        "attempt_index": index,
                         "planner_error": "allocations_no_overlap",
                     },
                 )
@@ -172,18 +173,11 @@ class Traffic:
                     "auto_assign",
                     "auto_assign.attempt_error",
                     "warning",
-                    {"attempt_index": attempt, "error": "allocations_no_overlap", "reasonCode": "transient.rpc_error"},
+                    {"attempt_index": index, "error": "allocations_no_overlap", "reasonCode": "transient.rpc_error"},
                 )
             yield ev("auto_assign", "auto_assign.summary", "info", {"attemptsUsed": 4, "result": "exhausted"})
             return
-        yield ev("capacity.selector", "capacity.selector.quote", "info", self.quote(booking, restaurant, hold, tables))
-        yield key, self.hold(booking, restaurant, hold, tables, kind)
-        yield ev(
-            "capacity.atomic_confirm",
-            "transaction.started",
-            "info",
-            {"holdId": hold, "idempotencyKey": f"auto-{booking}"},
-        )
+        yield from attempt(hold, kind)
         yield ev(
             "capacity.atomic_confirm",
             "transaction.succeeded",
