@@ -26,7 +26,7 @@ from consumer.runtime.routing import DeadLetter, Relevance, Signal, Skip, Watche
 from consumer.runtime.scheduler import KeyedScheduler, SignalBatches
 from consumer.runtime.work import BatchDone, Event, FatalRuntimeError
 from consumer.telemetry import Telemetry
-from handlers.detect import HoldNote
+from handlers.detect import FailureSeen, HoldNote
 from handlers.pipeline import Remediator
 from handlers.prevent import AssignmentIndex
 
@@ -143,29 +143,24 @@ class Dispatcher:
             self._routed[(topic, routed.op)] += 1
             self._done_here += 1
             return
-        key = routed.key if isinstance(routed, Signal) else ""
-        if (
-            not tracing
-            and isinstance(routed, Signal)
-            and isinstance(routed.found, HoldNote)
-            and not self._scheduler.has(key)
-            and not self.batches.has(key)
-        ):
-            # a hold announcement of a booking with nothing in flight: remembered now, in the stream's order
-            self._remediator.memory.remember(routed.found)
+        if isinstance(routed, Signal) and isinstance(routed.found, HoldNote) and self._free(routed.key):
+            # a hold announcement of a booking with nothing in flight: remembered now, in the stream's order, and
+            # done here (no offset tracked: the batch's read position covers it)
+            if tracing:
+                span = self._consumer_span(message, topic, partition, offset)
+                span.set_attribute("allocguard.cdc.op", routed.op)
+                span.set_attribute("allocguard.signal", routed.kind)
+                with trace.use_span(span, end_on_exit=True):  # the remembering is a span of its own
+                    self._remediator.remember(routed.found)
+            else:
+                self._remediator.memory.remember(routed.found)
             self._routed[(topic, routed.op)] += 1
             self._held += 1
             self._done_here += 1
             return
         self._tracker.started(topic, partition, offset)  # work that ends later holds its partition's commit
         telemetry = self._telemetry
-        span = (
-            telemetry.consumer_span(
-                topic, partition, offset, message.key(), header_list(message), self.settings.group_id
-            )
-            if tracing
-            else trace.INVALID_SPAN
-        )
+        span = self._consumer_span(message, topic, partition, offset) if tracing else trace.INVALID_SPAN
         if isinstance(routed, DeadLetter):
             self._dead_letters.send(message, routed.error, span)
             telemetry.end(span, routed.error)
@@ -178,18 +173,22 @@ class Dispatcher:
             return
         if tracing:
             span.set_attribute("allocguard.signal", routed.kind)
-        free = not self._scheduler.has(key)
-        if isinstance(routed.found, HoldNote):
-            if free and not self.batches.has(key):
-                with trace.use_span(span, end_on_exit=True):  # traced: the remembering is a span of its own
-                    self._remediator.remember(routed.found)
-                self._held += 1
-                self._partitions.complete(topic, partition, offset)
-                return
-        elif self.batches.offer(key, (routed, message, span), self._batching and free):
+        key = routed.key
+        if isinstance(routed.found, FailureSeen) and self.batches.offer(
+            key, (routed, message, span), self._batching and not self._scheduler.has(key)
+        ):
             return
         # caught up (no backlog), or this booking has work in flight (it waits behind it): its own work item
         self.submit(routed, message, span)
+
+    def _free(self, key: str) -> bool:
+        """Nothing of this booking is in flight: neither a work item nor a queued batch."""
+        return not self._scheduler.has(key) and not self.batches.has(key)
+
+    def _consumer_span(self, message: Message, topic: str, partition: int, offset: int) -> Span:
+        return self._telemetry.consumer_span(
+            topic, partition, offset, message.key(), header_list(message), self.settings.group_id
+        )
 
     def _watch(self, routed: Watched, message: Message, span: Span) -> None:
         # resolved here, in the loop's order: a key-only assignment delete is named by the rows seen before it

@@ -30,9 +30,6 @@ from handlers.store.holds import (
     hold_announcements as hold_announcements,
 )
 from handlers.store.holds import (
-    holds_json as holds_json,
-)
-from handlers.store.holds import (
     recall_hold as recall_hold,
 )
 from handlers.store.holds import (
@@ -82,9 +79,6 @@ from handlers.store.incidents import (
 )
 from handlers.store.incidents import (
     signal_events_between as signal_events_between,
-)
-from handlers.store.incidents import (
-    triage as triage,
 )
 from handlers.store.incidents import (
     was_processed as was_processed,

@@ -108,13 +108,6 @@ def remember_and_triage(conn: Conn, holds: list[HoldNote], failures: list[Failur
     return _triaged(cursor.fetchall()) if failures else []
 
 
-def triage(conn: Conn, failure: FailureSeen) -> Triage:
-    """What :func:`was_processed`, :func:`recall_hold` and :func:`booking_window` read for one failure, in one
-    statement (instead of up to five)."""
-    with conn.cursor(row_factory=dict_row) as cursor:
-        return _triaged(cursor.execute(_TRIAGE, (_triage_json([failure]),)).fetchall())[0]
-
-
 def _triage_json(failures: list[FailureSeen]) -> str:
     rows = [
         {

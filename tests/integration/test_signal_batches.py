@@ -296,7 +296,7 @@ def test_the_batched_read_is_the_one_at_a_time_reads(
             )
             for f in failures
         ]
-        one_by_one = [store.triage(conn, f) for f in failures]  # what on_failure reads
+        one_by_one = [store.remember_and_triage(conn, [], [f])[0] for f in failures]  # what on_failure reads
     assert batched == alone
     assert one_by_one == alone
     assert alone[0].booking is not None, "the scenario has a window"
