@@ -5,6 +5,7 @@ crash loop. Runs in CI (one PostgreSQL outage each); the long chaos run (``make 
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Callable
@@ -20,7 +21,7 @@ from consumer.local.stack import LocalStack
 from consumer.runtime.offsets import watermarks
 from tests.chaos.test_chaos import LONG
 from tests.e2e.test_shutdown import member, played_while_stopped, status_of
-from tests.support.process import RuntimeProcess, wait_for
+from tests.support.process import RuntimeProcess, run_cli, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.stack]
 Conn = psycopg.Connection[Any]
@@ -70,6 +71,31 @@ def failure_readable(stack_settings: StackSettings, victim: object, unique: str)
         reader.close()
 
 
+#: one-shot commands that read the database, run during a real stop of it (the CLI contract's closed-port and
+#: silent-listener cases are in tests/unit/test_cli_contract.py)
+DB_COMMANDS = [["check"], ["diagnose"], ["remediate"], ["reconcile"], ["plans", "list"]]
+
+
+def one_shot_commands_say_unavailable(victim: str) -> None:
+    """With PostgreSQL really stopped: exit 3, one line on stderr and no traceback; with ``--json`` the error as
+    JSON (``check``'s answer is its report, the database's items FAIL)."""
+    for command in DB_COMMANDS:
+        args = [*command, victim] if command[0] in ("diagnose", "remediate") else command
+        done = run_cli(*args, timeout=60)
+        lines = [line for line in done.stderr.splitlines() if line.strip()]
+        assert done.returncode == 3, f"{args}: {done.returncode}\n{done.stdout}{done.stderr}"
+        assert "Traceback" not in done.stderr, f"{args}: {done.stderr}"
+        assert len(lines) == 1, f"{args}: {done.stderr}"
+        done = run_cli(*args, "--json", timeout=60)
+        assert done.returncode == 3, f"{args} --json: {done.returncode}\n{done.stdout}{done.stderr}"
+        printed = json.loads(done.stdout)
+        if command == ["check"]:
+            assert any(item["status"] == "FAIL" and "database" in json.dumps(item).lower() for item in printed), printed
+        else:
+            assert printed["error"]["exit_code"] == 3, printed
+            assert printed["error"]["kind"] == "dependency unavailable", printed
+
+
 def test_work_resumes_within_seconds_of_postgres_coming_back(
     stack_settings: StackSettings,
     platform_connect: Callable[[], Conn],
@@ -77,7 +103,8 @@ def test_work_resumes_within_seconds_of_postgres_coming_back(
     unique: str,
 ) -> None:
     """An incident in flight (its owner's row locked) when PostgreSQL goes down for DOWN_S: held back, not judged;
-    confirmed within RESUME_S of PostgreSQL accepting connections again."""
+    confirmed within RESUME_S of PostgreSQL accepting connections again. Meanwhile the one-shot commands say the
+    database is unavailable (exit 3, one line)."""
     stack = LocalStack(stack_settings, log=lambda line: None)
     group = f"chaos-pgdown-{unique}"
     scenario, owner = played_while_stopped(platform_connect, runtimes, group)
@@ -90,7 +117,9 @@ def test_work_resumes_within_seconds_of_postgres_coming_back(
     wait_for("the prune backing off", lambda: f"booking {victim}: database busy" in runtime.log(), timeout=30)
     stack.stop_component("postgres")  # the lock goes with the blocker's connection
     blocker.close()
-    time.sleep(DOWN_S)  # poll: the outage itself lasts this long
+    down = time.monotonic()
+    one_shot_commands_say_unavailable(str(victim))
+    time.sleep(max(0.0, DOWN_S - (time.monotonic() - down)))  # poll: the outage itself lasts this long
     try:
         assert "holding back booking" in runtime.log(), "the outage held the work back"
         back = back_up(stack, stack_settings.platform_dsn)
