@@ -70,6 +70,20 @@ def deploy_dir() -> Path:
     return Path(override) if override else REPO_ROOT / "deploy"
 
 
+#: libpq's socket settings for every connection allocguard opens (a DSN that sets one wins). A peer that is gone
+#: without a word (a partition, a failover's old primary, a NAT that forgot the flow) is found out by TCP, not by
+#: the kernel's ≈ 15 minutes of retransmissions: an idle connection after 10 s + 3 x 5 s of unanswered keepalives,
+#: a connection with unacknowledged bytes after 30 s (``tcp_user_timeout``, ms). A peer that acknowledges and never
+#: answers (a stalled proxy, a hung server) is not a TCP failure: the work waits for it (tests/chaos/test_network.py).
+PG_NETWORK_DEFAULTS: dict[str, int] = {
+    "keepalives": 1,
+    "keepalives_idle": 10,
+    "keepalives_interval": 5,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 30_000,
+}
+
+
 class RuntimeSettings(BaseSettings):
     """``allocguard run``: every field is ``ALLOCGUARD_<NAME>`` in the env, a ``.env`` line, or a flag."""
 
@@ -228,8 +242,15 @@ class RuntimeSettings(BaseSettings):
         return self.dlq_topic or f"{self.topic_prefix}.allocguard.dlq"
 
     def pg_connect_kwargs(self) -> dict[str, Any]:
-        """What every connection allocguard opens is given besides the DSN."""
-        return {"prepare_threshold": self.pg_prepare_threshold}
+        """What every connection allocguard opens is given besides the DSN: TCP keepalives and a user timeout
+        (``PG_NETWORK_DEFAULTS``) unless the DSN sets them, and the prepare threshold."""
+        from psycopg.conninfo import conninfo_to_dict
+
+        given = conninfo_to_dict(self.resolved_dsn()) if self.pg_dsn is not None else {}
+        return {
+            **{key: value for key, value in PG_NETWORK_DEFAULTS.items() if key not in given},
+            "prepare_threshold": self.pg_prepare_threshold,
+        }
 
     def assign_header_values(self) -> dict[str, str]:
         return {key: value.get_secret_value() for key, value in self.assign_headers.items()}

@@ -38,10 +38,13 @@ def group_protocol(given: dict[str, str]) -> dict[str, str | int]:
 
 
 def base_config(settings: RuntimeSettings) -> dict[str, Any]:
-    # back from a broker outage within a second of the broker (librdkafka's default backoff grows to 10 s)
+    # back from a broker outage within a second of the broker (librdkafka's default backoff grows to 10 s);
+    # keepalives on the broker connections (a silent peer is otherwise found only by socket.timeout.ms, 60 s, on a
+    # request in flight: an idle fetch connection behind a NAT or a partition would wait for the kernel)
     return {
         "bootstrap.servers": settings.resolved_bootstrap(),
         "reconnect.backoff.max.ms": 1000,
+        "socket.keepalive.enable": True,
         **settings.librdkafka(),
     }
 

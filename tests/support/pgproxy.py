@@ -1,6 +1,11 @@
 """A fault-injecting TCP proxy for PostgreSQL's wire protocol, for the hostile-network tests: it relays a client to
-the server and, on request, cuts a connection **after a COMMIT has reached the server and before its reply reaches
-the client** (the in-doubt commit: the transaction is committed, the client cannot know).
+the server and, on request,
+
+- cuts a connection **after a COMMIT has reached the server and before its reply reaches the client** (the in-doubt
+  commit: the transaction is committed, the client cannot know);
+- cuts a connection **in the middle of a transaction**: the COMMIT never reaches the server (it rolls back);
+- adds **latency** to everything it relays, both ways;
+- **stalls** every connection established so far: nothing moves either way until ``heal()``; new connections pass.
 
 What a proxy can and cannot simulate: it can delay, stall and cut established connections and drop replies; it
 cannot make the client's SYNs vanish (a true black hole needs netfilter), and a cut it makes is seen by both ends
@@ -12,6 +17,7 @@ import contextlib
 import socket
 import struct
 import threading
+import time
 from typing import Any
 
 _UNTYPED_CODES = {80877103, 80877104}  # SSLRequest, GSSENCRequest: answered by one byte, then the real startup
@@ -27,17 +33,49 @@ class PgProxy:
         self.port = int(self.server.getsockname()[1])
         #: after a statement containing this passes, the next COMMIT's reply is never delivered (one shot)
         self.arm_on: bytes | None = None
+        #: whether an armed connection's COMMIT reaches the server (in doubt) or not (cut mid-transaction)
+        self.commit_reaches_server = True
         self.cuts = 0
+        #: seconds added to every chunk relayed, each way
+        self.latency_s = 0.0
+        self._connections = 0
+        self._stalled_upto = -1  # connections numbered up to this one relay nothing
         self._lock = threading.Lock()
+        self._moved = threading.Condition(self._lock)
         self._closing = False
         threading.Thread(target=self._accept, name="pgproxy", daemon=True).start()
 
     def cut_commit_after(self, marker: bytes) -> None:
+        """The COMMIT after a statement containing ``marker`` reaches the server; its reply never comes back."""
         with self._lock:
-            self.arm_on = marker
+            self.arm_on, self.commit_reaches_server = marker, True
+
+    def cut_before_commit_after(self, marker: bytes) -> None:
+        """The connection is cut when the transaction that ran ``marker`` sends its COMMIT, which is not relayed."""
+        with self._lock:
+            self.arm_on, self.commit_reaches_server = marker, False
+
+    def stall(self) -> None:
+        """Every connection established so far relays nothing, either way, until ``heal()`` (no byte is lost)."""
+        with self._lock:
+            self._stalled_upto = self._connections
+
+    def heal(self) -> None:
+        with self._lock:
+            self._stalled_upto = -1
+            self._moved.notify_all()
+
+    def _gate(self, state: dict[str, Any], arrived: float) -> None:
+        with self._lock:
+            while state["id"] <= self._stalled_upto and not self._closing:
+                self._moved.wait(0.5)
+            latency = self.latency_s
+        if latency > 0:
+            time.sleep(max(0.0, arrived + latency - time.monotonic()))
 
     def close(self) -> None:
         self._closing = True
+        self.heal()
         self.server.close()
 
     def _accept(self) -> None:
@@ -47,7 +85,10 @@ class PgProxy:
             except OSError:
                 return
             upstream = socket.create_connection(self.target)
-            state = {"armed": False, "cut": False, "replied": threading.Event()}
+            with self._lock:
+                self._connections += 1
+                number = self._connections
+            state = {"id": number, "armed": False, "cut": False, "replied": threading.Event()}
             threading.Thread(target=self._client_side, args=(client, upstream, state), daemon=True).start()
             threading.Thread(target=self._server_side, args=(upstream, client, state), daemon=True).start()
 
@@ -60,6 +101,7 @@ class PgProxy:
                 chunk = client.recv(65536)
                 if not chunk:
                     break
+                self._gate(state, time.monotonic())
                 buffer += chunk
                 while True:
                     if not typed:
@@ -78,6 +120,8 @@ class PgProxy:
                             break
                         message, buffer = buffer[:length], buffer[length:]
                         self._inspect(message, state)
+                    if state["cut"] and not state["reaches"]:
+                        raise ConnectionAbortedError  # the COMMIT is not relayed: the server rolls back
                     upstream.sendall(message)
                     if state["cut"]:
                         # the server's reply to the COMMIT is its proof that it committed; it is never relayed
@@ -97,7 +141,7 @@ class PgProxy:
             return
         with self._lock:
             if self.arm_on is not None and self.arm_on in body:
-                state["armed"] = True
+                state["armed"], state["reaches"] = True, self.commit_reaches_server
                 self.arm_on = None
             elif state["armed"] and b"COMMIT" in body.upper():
                 state["cut"] = True
@@ -110,6 +154,7 @@ class PgProxy:
                 if not chunk or state["cut"]:
                     state["replied"].set()
                     break
+                self._gate(state, time.monotonic())
                 client.sendall(chunk)
         except OSError:
             pass
