@@ -37,6 +37,13 @@ class StackSettings(BaseSettings):
     undo_user: str = "allocguard_operator"
     kafka_port: int = 59092
     kafka_controller_port: int = 59093
+    #: a second client listener for the hostile-network tests: it advertises ``kafka_faults_proxy_port``, where a
+    #: test's fault-injecting proxy relays to it, so every connection a client opens (bootstrap, then the broker
+    #: metadata names) goes through the proxy
+    kafka_faults_port: int = 59094
+    #: where the hostile-network tests' proxy listens (the FAULTS listener's advertised port); nothing listens there
+    #: outside those tests
+    kafka_faults_proxy_port: int = 59095
     connect_port: int = 58083
     topic_prefix: str = "platform"
     topic_partitions: int = 3

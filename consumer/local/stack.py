@@ -494,17 +494,18 @@ class LocalStack:
         folder = self.dir / "kafka"
         folder.mkdir(parents=True, exist_ok=True)
         port, cport = self.settings.kafka_port, self.settings.kafka_controller_port
+        faults, proxied = self.settings.kafka_faults_port, self.settings.kafka_faults_proxy_port
         props = folder / "server.properties"
         _write_properties(
             props,
             {
                 "process.roles": "broker,controller",
                 "node.id": "1",
-                "listeners": f"PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{cport}",
-                "advertised.listeners": f"PLAINTEXT://127.0.0.1:{port}",
+                "listeners": f"PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{cport},FAULTS://127.0.0.1:{faults}",
+                "advertised.listeners": f"PLAINTEXT://127.0.0.1:{port},FAULTS://127.0.0.1:{proxied}",
                 "controller.listener.names": "CONTROLLER",
                 "inter.broker.listener.name": "PLAINTEXT",
-                "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+                "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,FAULTS:PLAINTEXT",
                 "controller.quorum.bootstrap.servers": f"127.0.0.1:{cport}",
                 "log.dirs": str(folder / "data"),
                 "num.partitions": str(self.settings.topic_partitions),
@@ -546,6 +547,7 @@ class LocalStack:
         else:
             self._claim_port(self.settings.kafka_port, "Kafka")
             self._claim_port(self.settings.kafka_controller_port, "the Kafka controller")
+            self._claim_port(self.settings.kafka_faults_port, "Kafka's listener for the fault proxy")
             lib = self.jars("broker")
             id_file = self.dir / "kafka" / "cluster.id"
             if not id_file.exists():
