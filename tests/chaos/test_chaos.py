@@ -1,7 +1,9 @@
 """A chaos suite of our own: a driver plays independent incidents while faults are injected into the real stack
 (kill -9 of `allocguard run` at random moments, a broker stop/start, a Connect restart, a PostgreSQL restart and
-an outage, a group member killed), then a ledger built from the database counts incidents played, remediated,
-lost and doubled, the dead letters of well-formed events, tracebacks, and the recovery time after each fault.
+an outage, a group member killed) and into the network between allocguard and each of PostgreSQL and Kafka (the
+members connect through relays, tests/support/tcpproxy.py: every connection cut, every connection stalled, 200 ms
+each way), then a ledger built from the database counts incidents played, remediated, lost and doubled, the dead
+letters of well-formed events, tracebacks, and the recovery time after each fault.
 
 CI runs the short form; `make chaos` (ALLOCGUARD_CHAOS=long) runs the long one (≥ 50 kills, PostgreSQL down
 30 s). The stack is the local one: the suite stops and starts its processes, so it refuses external services.
@@ -16,18 +18,20 @@ import random
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
 import pytest
 from confluent_kafka import Consumer
+from psycopg.conninfo import make_conninfo
 
 from consumer.local.settings import StackSettings
 from consumer.local.simulator import PlatformApp, orphan_by_reseat
 from consumer.local.stack import LocalStack
-from tests.support.process import RuntimeProcess, wait_for
+from tests.support.process import RuntimeProcess, free_port, wait_for
+from tests.support.tcpproxy import TcpProxy
 
 pytestmark = [pytest.mark.e2e, pytest.mark.stack]
 Conn = psycopg.Connection[Any]
@@ -150,9 +154,19 @@ def report(connect: Callable[[], Conn], ledger: Ledger, confirmed: dict[uuid.UUI
     }
 
 
+@pytest.fixture
+def relays(stack_settings: StackSettings) -> Iterator[tuple[TcpProxy, TcpProxy]]:
+    pg_relay = TcpProxy(free_port(), stack_settings.pg_port)
+    kafka_relay = TcpProxy(stack_settings.kafka_faults_proxy_port, stack_settings.kafka_faults_port)
+    yield pg_relay, kafka_relay
+    pg_relay.close()
+    kafka_relay.close()
+
+
 @pytest.mark.timeout(1800 if LONG else 600)
 def test_chaos(
     stack_settings: StackSettings,
+    relays: tuple[TcpProxy, TcpProxy],
     platform_connect: Callable[[], Conn],
     runtimes: Callable[..., RuntimeProcess],
     unique: str,
@@ -161,9 +175,16 @@ def test_chaos(
         pytest.fail("the chaos suite stops and starts the stack's processes: it needs the local stack")
     stack = LocalStack(stack_settings, log=lambda line: None)
     group = f"chaos-{unique}"
+    # the members reach PostgreSQL and Kafka through relays (the broker's FAULTS listener advertises the relay)
+    pg_relay, kafka_relay = relays
+    relayed = {
+        "ALLOCGUARD_PG_DSN": make_conninfo(stack_settings.pg_dsn, port=str(pg_relay.port)),
+        "ALLOCGUARD_KAFKA_BOOTSTRAP": f"127.0.0.1:{kafka_relay.port}",
+    }
 
     def members(name: str, group: str) -> RuntimeProcess:
-        return runtimes(name, group, env={"ALLOCGUARD_DLQ_TOPIC": f"{group}-dlq", "ALLOCGUARD_SHUTDOWN_TIMEOUT_S": "5"})
+        env = {"ALLOCGUARD_DLQ_TOPIC": f"{group}-dlq", "ALLOCGUARD_SHUTDOWN_TIMEOUT_S": "5", **relayed}
+        return runtimes(name, group, env=env)
 
     rng = random.Random(int(unique, 16))
     ledger = Ledger()
@@ -203,13 +224,41 @@ def test_chaos(
         time.sleep(2)  # poll: let the group settle with two members, then one dies
         second.kill()
 
+    def stalled(relay: TcpProxy, stall_s: float) -> Callable[[], None]:
+        def stall() -> None:
+            relay.stall()
+            time.sleep(stall_s)  # poll: the stall itself lasts this long
+            relay.heal()
+
+        return stall
+
+    def slow(relay: TcpProxy, for_s: float) -> Callable[[], None]:
+        def latency() -> None:
+            relay.latency_s = 0.2
+            time.sleep(for_s)  # poll: the slow network lasts this long
+            relay.latency_s = 0.0
+
+        return latency
+
+    def cut(relay: TcpProxy) -> Callable[[], None]:
+        def sever() -> None:
+            relay.cut()
+
+        return sever
+
     plan: list[tuple[str, Callable[[], None]]] = [("kill -9", kill_at_random) for _ in range(50 if LONG else 3)]
     plan += [
         ("broker stop/start", component("kafka", 20.0 if LONG else 3.0)),
         ("connect restart", component("connect")),
         ("postgres restart", component("postgres")),
         ("member killed", member_killed),
+        ("postgres network cut", cut(pg_relay)),
+        ("kafka network cut", cut(kafka_relay)),
+        ("postgres network stalled", stalled(pg_relay, 30.0 if LONG else 5.0)),
+        ("kafka network stalled", stalled(kafka_relay, 30.0 if LONG else 8.0)),
     ]
+    if LONG:
+        plan += [("postgres 200 ms each way", slow(pg_relay, 20.0)), ("kafka 200 ms each way", slow(kafka_relay, 20.0))]
     if LONG:
         plan += [("postgres down 30s", component("postgres", 30.0)), ("broker stop/start", component("kafka", 20.0))]
     rng.shuffle(plan)
@@ -233,6 +282,8 @@ def test_chaos(
     finally:
         watching.set()
         operator.join(timeout=10)
+        pg_relay.heal()
+        kafka_relay.heal()
     result = report(platform_connect, ledger, confirmed)
     result["dlq"] = dead_letters(stack_settings.kafka_bootstrap, f"{group}-dlq")
     result["tracebacks"] = sum(process.log().count("Traceback") for process in logs)
