@@ -1,12 +1,13 @@
 """The runtime's clients: how the Kafka consumer and the dead-letter producer are configured (a refused property is
-a configuration error), and the database pool."""
+a configuration error), the admin client that reads topic ids, and the database pool."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicCollection
+from confluent_kafka.admin import AdminClient
 from psycopg_pool import ConnectionPool
 
 from consumer.config import ConfigurationError, RuntimeSettings
@@ -85,6 +86,25 @@ def producer_config(settings: RuntimeSettings, on_error: Callable[[KafkaError], 
         "error_cb": on_error,
         "logger": kafka_log,
     }
+
+
+def topic_ids(config: dict[str, Any]) -> Callable[[list[str]], dict[str, str]]:
+    """Topic name → id (Kafka's topic UUID) for the topics the broker describes, by one admin client made on first
+    use; a topic the broker does not describe (gone, not yet created, not authorised) is left out."""
+    admins: list[AdminClient] = []
+
+    def describe(topics: list[str]) -> dict[str, str]:
+        if not admins:
+            admins.append(AdminClient(cast(dict[str, Any], {**config, "logger": kafka_log})))
+        ids: dict[str, str] = {}
+        for name, future in admins[0].describe_topics(TopicCollection(topics), request_timeout=5).items():
+            try:
+                ids[name] = str(future.result().topic_id)
+            except KafkaException:
+                continue
+        return ids
+
+    return describe
 
 
 def client(kind: Callable[[dict[str, Any]], _Client], config: dict[str, Any]) -> _Client:

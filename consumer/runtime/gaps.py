@@ -21,22 +21,39 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
-#: the committed offset's metadata: the Kafka timestamp (ms) of an event at or before the last one handled
-_PREFIX = "allocguard:handled_ms="
+#: the committed offset's metadata: ``allocguard:handled_ms=<ms>;topic_id=<id>`` — the Kafka timestamp (ms) of an
+#: event at or before the last one handled, and the id of the topic the offset belongs to (Kafka's topic UUID: a
+#: topic deleted and created again under the same name has another). Either may be missing; the previous format
+#: (``allocguard:handled_ms=<ms>``) reads as a time with no id.
+_PREFIX = "allocguard:"
 
 
-def handled_metadata(timestamp_ms: int) -> str:
-    return f"{_PREFIX}{timestamp_ms}"
+def handled_metadata(timestamp_ms: int | None, topic_id: str | None = None) -> str | None:
+    fields = [f"handled_ms={timestamp_ms}"] if timestamp_ms is not None else []
+    fields += [f"topic_id={topic_id}"] if topic_id else []
+    return _PREFIX + ";".join(fields) if fields else None
+
+
+def _fields(metadata: str | None) -> dict[str, str]:
+    if not metadata or not metadata.startswith(_PREFIX):
+        return {}
+    return dict(item.partition("=")[::2] for item in metadata[len(_PREFIX) :].split(";") if "=" in item)
 
 
 def handled_at(metadata: str | None) -> datetime | None:
     """The time kept with a commit by :func:`handled_metadata`; None for a commit without it."""
-    if not metadata or not metadata.startswith(_PREFIX):
+    value = _fields(metadata).get("handled_ms")
+    if value is None:
         return None
     try:
-        return datetime.fromtimestamp(int(metadata[len(_PREFIX) :]) / 1000, UTC)
+        return datetime.fromtimestamp(int(value) / 1000, UTC)
     except (ValueError, OverflowError, OSError):
         return None
+
+
+def committed_topic_id(metadata: str | None) -> str | None:
+    """The topic id kept with a commit by :func:`handled_metadata`; None for a commit without it."""
+    return _fields(metadata).get("topic_id") or None
 
 
 @dataclass(frozen=True)
@@ -49,6 +66,8 @@ class Gap:
     lost_to: int
     #: when the last handled event of the partition happened (None: not kept with the commit)
     since: datetime | None
+    #: the topic was deleted and created again since the commit (its id changed)
+    recreated: bool = False
 
     @property
     def key(self) -> tuple[str, int]:
@@ -59,16 +78,23 @@ class Gap:
         return f"{self.topic}[{self.partition}]"
 
     def describe(self) -> str:
+        since = self.since.isoformat() if self.since else "an unknown time (no time kept with the commit)"
+        backfill = f"backfilling from observability_events since {since}"
+        if self.recreated:
+            return (
+                f"records lost in {self.where}: the topic was deleted and created again after offset {self.lost_from}"
+                f" was committed (its id changed); reading resumes at offset {self.lost_to}, the new log's first;"
+                f" {backfill}"
+            )
         if self.lost_from > self.lost_to:  # the log restarted below the position: re-created or truncated
             lost = f"position {self.lost_from} is beyond the log (the topic was re-created or truncated)"
         else:
             lost = (
                 f"offsets {self.lost_from}..{self.lost_to - 1} ({self.lost_to - self.lost_from} records) were deleted"
             )
-        since = self.since.isoformat() if self.since else "an unknown time (no time kept with the commit)"
         return (
             f"records lost in {self.where}: {lost} before they were handled; reading resumes at offset "
-            f"{self.lost_to}, the earliest retained; backfilling from observability_events since {since}"
+            f"{self.lost_to}, the earliest retained; {backfill}"
         )
 
 

@@ -34,6 +34,7 @@ from consumer.runtime.clients import (
     connection_pool,
     consumer_config,
     producer_config,
+    topic_ids,
 )
 from consumer.runtime.deadletter import DeadLetters
 from consumer.runtime.dispatch import Dispatcher
@@ -129,6 +130,7 @@ class Runtime:
             drain=self._drain,
             stop=self._stop,
             on_gap=self.backfill.start,
+            describe=topic_ids(base_config(settings)),
         )
         self.dead_letters = DeadLetters(
             self.producer,

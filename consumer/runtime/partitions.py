@@ -20,6 +20,7 @@ from consumer.runtime.health import Health, Outage
 from consumer.runtime.lag import LagSampler
 from consumer.runtime.offsets import OffsetTracker
 from consumer.runtime.retention import Gaps
+from consumer.runtime.topics import Describe, Topics
 from consumer.telemetry import Metrics
 
 log = logging.getLogger("allocguard.runtime")
@@ -41,6 +42,7 @@ class Partitions:
         drain: Callable[[float], None],
         stop: threading.Event,
         on_gap: Callable[[Gap], None],
+        describe: Describe,
     ) -> None:
         self.consumer = consumer
         self.settings = settings
@@ -64,8 +66,8 @@ class Partitions:
         #: the next offsets to store, by partition
         self._positions: dict[Key, int] = {}
         self._lag = LagSampler(consumer, health, metrics)
-        #: per topic, its partition count when this process first saw it, and whether the group had read it before
-        self._topics: dict[str, tuple[int, bool]] = {}
+        #: partition counts, whether the group read a topic before, topic ids (consumer/runtime/topics.py)
+        self.topics = Topics(describe)
         #: retention gaps: positions out of range, lost ranges being backfilled
         self.gaps = Gaps(
             consumer,
@@ -100,7 +102,8 @@ class Partitions:
             self.health.assigned |= {(p.topic, p.partition) for p in partitions}
             self.lost_at = None
             return
-        self._first_sight(consumer, positioned)
+        self.topics.first_sight(consumer, positioned)
+        self.topics.refresh(p.topic for p in positioned)
         fresh: list[TopicPartition] = []
         now_ms = int(time.time() * 1000)
         for partition in positioned:
@@ -109,9 +112,12 @@ class Partitions:
                 self._handled_ms[(partition.topic, partition.partition)] = int(handled.timestamp() * 1000)
             if partition.offset >= 0:
                 # a committed offset the log no longer holds comes back from the first fetch as
-                # _AUTO_OFFSET_RESET (auto.offset.reset=error): reposition names the gap and fills it
+                # _AUTO_OFFSET_RESET (auto.offset.reset=error): reposition names the gap and fills it; one made on
+                # a topic since deleted and created again may be inside the new log: told by the topic's id
+                if self.topics.recreated(partition):
+                    self.gaps.recreated(partition, handled)
                 continue
-            latest = self.settings.auto_offset_reset == "latest" and not self._added(partition)
+            latest = self.settings.auto_offset_reset == "latest" and not self.topics.added(partition)
             try:
                 low, high = (int(mark) for mark in consumer.get_watermark_offsets(partition, timeout=10))
             except KafkaException:  # librdkafka resolves it: _AUTO_OFFSET_RESET, then reposition
@@ -134,24 +140,6 @@ class Partitions:
         self.health.assigned |= {(p.topic, p.partition) for p in partitions}
         self.lost_at = None
         log.info("assigned %s", [f"{p.topic}[{p.partition}]@{p.offset}" for p in positioned])
-
-    def _first_sight(self, consumer: Consumer, positioned: list[TopicPartition]) -> None:
-        """For each topic seen for the first time: how many partitions it had, and whether the group had read it
-        before this process (a committed offset on any of its partitions)."""
-        for topic in {p.topic for p in positioned} - set(self._topics):
-            committed = any(p.offset >= 0 for p in positioned if p.topic == topic)
-            try:
-                count = len(consumer.list_topics(topic, timeout=5).topics[topic].partitions)
-            except (KafkaException, KeyError):
-                count = 1 + max(p.partition for p in positioned if p.topic == topic)
-            self._topics[topic] = (count, committed)
-
-    def _added(self, partition: TopicPartition) -> bool:
-        """A partition with no committed offset that is new to a topic the group reads — added while this process
-        ran, or while the group was away: its records are all new to the group, so it starts at its beginning (a
-        new group's partitions start at the end: ``latest``)."""
-        count, group_read_it = self._topics.get(partition.topic, (0, False))
-        return group_read_it or partition.partition >= count
 
     def on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         """Finish (within a bound) the work of the revoked partitions, store and commit their offsets."""
@@ -262,10 +250,10 @@ class Partitions:
             self._handled_ms[key] = handled_ms
         elif mark is not None and mark[0] < offset:
             self._handled_ms[key] = mark[1]
-        handled = self._handled_ms.get(key)
-        if handled is None:
+        metadata = handled_metadata(self._handled_ms.get(key), self.topics.id_of(key[0]))
+        if metadata is None:
             return TopicPartition(key[0], key[1], offset)
-        return TopicPartition(key[0], key[1], offset, metadata=handled_metadata(handled))
+        return TopicPartition(key[0], key[1], offset, metadata=metadata)
 
     def backpressure(self) -> None:
         """Pause every assigned partition while too much is in flight, or while an infrastructure failure holds

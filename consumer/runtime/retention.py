@@ -96,6 +96,19 @@ class Gaps:
             if gap is not None:
                 self._found(gap)
 
+    def recreated(self, committed: TopicPartition, since: datetime | None) -> None:
+        """At assignment: ``committed`` was made on a topic since deleted and created again (its id changed). The
+        partition starts at the new log's beginning (its offset is set here, before it is assigned) and the time
+        since the commit is backfilled."""
+        try:
+            low = int(self._consumer.get_watermark_offsets(TopicPartition(committed.topic, committed.partition), 5)[0])
+        except KafkaException:
+            low = 0
+        gap = Gap(committed.topic, committed.partition, committed.offset, low, since, recreated=True)
+        committed.offset = low
+        self._tracker.forget(committed.topic, committed.partition)  # what was in flight belongs to the old log
+        self._found(gap)
+
     def _found(self, gap: Gap) -> None:
         log.error("%s", gap.describe())
         self._metrics.gaps.add(1, {"topic": gap.topic})

@@ -63,6 +63,7 @@ def partitions_over(client: Client, metrics: Metrics, assigned: set[tuple[str, i
         drain=lambda timeout: None,
         stop=threading.Event(),
         on_gap=lambda gap: None,
+        describe=lambda topics: {},
     )
 
 
