@@ -178,6 +178,7 @@ def database_items(target: Target) -> Iterator[Item]:
         ("rows", lambda: _visibility_items(conn)),
         ("publication", lambda: _publication_items(conn, target)),
         ("prune cost", lambda: _prune_cost_items(conn)),
+        ("replication slot", lambda: _slot_items(conn)),
     ]
     with conn:
         for name, group in groups:
@@ -361,6 +362,51 @@ def _prune_cost_items(conn: psycopg.Connection[Any]) -> Iterator[Item]:
         "; ".join(f"CREATE INDEX CONCURRENTLY ON {table} ({column})" for table, column, _ in rows)
         + " (the platform's owner)",
     )
+
+
+SLOT_FIX = (
+    "re-create the connector: drop the slot, register the connector again (a new slot, a new snapshot); allocguard "
+    "handles the snapshot's failures it had not handled and nothing twice (docs/runbook.md, AllocguardSlotLost)"
+)
+
+
+def _slot_items(conn: psycopg.Connection[Any]) -> Iterator[Item]:
+    """The logical replication slots of this database (Debezium's). One PostgreSQL invalidated (``wal_status``
+    lost: it fell more than ``max_slot_wal_keep_size`` behind) has lost the change stream for good; none at all is
+    how a database looks after a failover (PostgreSQL 16 and before keep no logical slot on a promoted standby) —
+    or before the connector's first registration. Reported, never waited for: allocguard reads Kafka, not the slot."""
+    slots = conn.execute(
+        "SELECT slot_name, plugin, coalesce(wal_status, 'unknown'), active FROM pg_replication_slots"
+        " WHERE database = current_database() AND slot_type = 'logical' ORDER BY slot_name"
+    ).fetchall()
+    if not slots:
+        yield Item(
+            "replication slot",
+            Status.WARN,
+            "no logical replication slot in this database: no connector streams its changes (not registered yet, "
+            "or the slot was lost: a failover to a standby keeps none)",
+            SLOT_FIX,
+        )
+        return
+    for name, plugin, wal_status, active in slots:
+        state = f"{name} ({plugin}): wal_status {wal_status}, {'streaming' if active else 'no client'}"
+        if wal_status == "lost":
+            yield Item(
+                "replication slot",
+                Status.FAIL,
+                f"{state} — invalidated: the changes it had not delivered are not in Kafka and never will be",
+                SLOT_FIX,
+                unavailable="replication slot",
+            )
+        elif wal_status == "unreserved":
+            yield Item(
+                "replication slot",
+                Status.WARN,
+                f"{state} — past max_slot_wal_keep_size: invalidated at the next checkpoint unless it catches up",
+                "get the connector streaming (docs/runbook.md, AllocguardSlotWalNearLimit)",
+            )
+        else:
+            yield Item("replication slot", Status.OK, state)
 
 
 def _has_column_privilege(conn: psycopg.Connection[Any], table: str, column: str, privilege: str) -> bool:

@@ -79,6 +79,22 @@ def test_a_correct_deployment_passes(platform: Platform) -> None:
     assert strict.exit_code == 1, "--strict: a warning is not a pass"
 
 
+def test_the_replication_slot_is_reported(platform: Platform, stack_settings: StackSettings) -> None:
+    """No slot in the database (no connector yet, or a failover lost it): a warning; a slot: OK with its
+    wal_status."""
+    _, items = platform.check()
+    assert items["replication slot"]["status"] == "WARN"
+    assert "no logical replication slot" in items["replication slot"]["detail"]
+    slot = f"{platform.name}_slot"
+    platform.owner(f"SELECT pg_create_logical_replication_slot('{slot}', 'pgoutput')")
+    try:
+        _, items = platform.check()
+        assert items["replication slot"]["status"] == "OK", items["replication slot"]
+        assert items["replication slot"]["detail"].startswith(f"{slot} (pgoutput): wal_status reserved")
+    finally:
+        drop_slot(stack_settings.dsn_for("postgres"), slot)
+
+
 def test_foreign_keys_to_allocations_without_an_index_are_a_prune_cost_warning(platform: Platform) -> None:
     """The platform's dump has three foreign keys to allocations with no index (so has the reference model): each
     prune reads those tables whole. A warning that names them; none once the owner indexes them."""
