@@ -176,6 +176,15 @@ class RuntimeSettings(BaseSettings):
     #: a retention gap whose commit carries no time of the last handled event is backfilled from this long before
     #: the first retained record (Kafka's default retention: 7 days)
     backfill_window_s: float = Field(default=7 * 86_400.0, gt=0)
+    #: a decision request — a plan waiting for a person, and a warning before it expires — is POSTed here as JSON
+    #: (evidence summary, trace and console links; may carry a token: never printed)
+    decision_webhook_url: SecretStr | None = None
+    #: the same decision request as a Slack-compatible incoming-webhook message (its URL is a secret)
+    decision_slack_webhook_url: SecretStr | None = None
+    #: seconds before a pending plan expires that a warning is sent
+    decision_warn_before_s: float = Field(default=900.0, gt=0)
+    #: the console's base URL: a decision request links to the plan's page there ({console_url}/plans/{id})
+    console_url: str | None = None
     #: a trace UI's page for one trace, with ``{trace_id}`` (Jaeger: http://host:16686/trace/{trace_id}; Grafana
     #: Tempo: its explore URL with the id in the query); ``diagnose`` and the demo print it
     trace_ui_url: str | None = None
@@ -188,11 +197,22 @@ class RuntimeSettings(BaseSettings):
             ("http://", "https://")
         ):
             raise ValueError("ALLOCGUARD_ASSIGN_ENDPOINT must be an http(s) URL")
+        for name in ("decision_webhook_url", "decision_slack_webhook_url"):
+            value: SecretStr | None = getattr(self, name)
+            if value is not None and not value.get_secret_value().startswith(("http://", "https://")):
+                raise ValueError(f"ALLOCGUARD_{name.upper()} must be an http(s) URL")
+        if self.console_url is not None and not self.console_url.startswith(("http://", "https://")):
+            raise ValueError("ALLOCGUARD_CONSOLE_URL must be an http(s) URL")
         if self.trace_ui_url is not None and (
             "{trace_id}" not in self.trace_ui_url or not self.trace_ui_url.startswith(("http://", "https://"))
         ):
             raise ValueError("ALLOCGUARD_TRACE_UI_URL must be an http(s) URL with {trace_id} in it")
         return self
+
+    def decision_targets(self) -> dict[str, str]:
+        """Where decision requests go: target name → URL (secret: never logged)."""
+        given = {"webhook": self.decision_webhook_url, "slack": self.decision_slack_webhook_url}
+        return {name: url.get_secret_value() for name, url in given.items() if url is not None}
 
     def trace_link(self, trace_id: str | None) -> str | None:
         """The trace UI's page for ``trace_id``, when a UI is configured and the id is known."""

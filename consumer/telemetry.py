@@ -337,6 +337,10 @@ class Metrics:
             description="time to handle a signal event, or a batch of them in one round trip (one observation each)",
         )
         self.signals = meter.create_counter("allocguard.signals.handled", description="signal events handled")
+        self.decision_requests = meter.create_counter(
+            "allocguard.decision.requests",
+            description="decision requests sent to a webhook, by kind, target and outcome (delivered, failed, moot)",
+        )
         self.resolution = meter.create_histogram(
             "allocguard.resolution.duration",
             unit="s",

@@ -119,6 +119,20 @@ class TriageStatus(StrEnum):
     PARKED = "parked"
 
 
+class OutboxKind(StrEnum):
+    """``allocguard.outbox.kind``: what a decision request says."""
+
+    PLAN_PENDING = "plan_pending"
+    PLAN_EXPIRING = "plan_expiring"
+
+
+class OutboxOutcome(StrEnum):
+    """``allocguard.outbox.outcome``: delivered to every target, or moot (the plan was decided first)."""
+
+    DELIVERED = "delivered"
+    MOOT = "moot"
+
+
 #: the "victim" of a reconcile sweep: no booking is waiting, the database is swept for what would block one
 NO_VICTIM = UUID(int=0)
 

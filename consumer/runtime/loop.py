@@ -42,6 +42,7 @@ from consumer.runtime.gauges import StateRefresher, heartbeat_age
 from consumer.runtime.gauges import register_runtime as register_runtime_gauges
 from consumer.runtime.health import _UNREACHABLE, Health, Outage, kafka_log, serve_health
 from consumer.runtime.jobs import Jobs, build_remediator
+from consumer.runtime.notify import Notifier
 from consumer.runtime.offsets import OffsetTracker
 from consumer.runtime.outcomes import Outcomes
 from consumer.runtime.partitions import Partitions
@@ -253,6 +254,8 @@ class Runtime:
                 incidents=acts,
                 flags=self.guard is not None,
             ).start()
+        if settings.decision_targets():
+            Notifier(self._stop, self._connect, settings, self.metrics).start()
         partitions, dispatcher, consumer, health = self.partitions, self.dispatcher, self.consumer, self.health
         partitions.subscribe()
         idle_since = time.monotonic()

@@ -11,6 +11,7 @@ from psycopg.types.json import Jsonb
 
 from handlers.store.common import Conn
 from handlers.store.incidents import set_incident_status
+from handlers.store.outbox import enqueue_pending
 from schemas.records import Plan
 
 
@@ -32,26 +33,30 @@ def create_pending_plan(
     ttl: timedelta,
     trace: tuple[str, str] | None = None,
 ) -> tuple[UUID, bool]:
-    """Record the plan as waiting for a person (one pending plan per incident). Returns (id, created now)."""
+    """Record the plan as waiting for a person (one pending plan per incident), and a request for a decision in the
+    outbox (sent by ``run`` when a webhook is configured). Returns (id, created now)."""
     kind = "release" if plan.release_ids else "prune"
-    row = conn.execute(
-        "INSERT INTO allocguard.plans (incident_id, kind, restaurant_id, booking_id, allocation_ids, plan,"
-        " why_pending, expires_at, trace_id, span_id)"
-        " VALUES (%s, %s, %s, %s, %s, %s, %s, now() + %s, %s, %s)"
-        " ON CONFLICT (incident_id) WHERE status = 'pending' DO NOTHING RETURNING id",
-        (
-            incident_id,
-            kind,
-            plan.incident.restaurant_id,
-            plan.incident.booking_id,
-            [*plan.prune_ids, *plan.release_ids],
-            Jsonb(plan.model_dump(mode="json")),
-            why,
-            ttl,
-            trace[0] if trace else None,
-            trace[1] if trace else None,
-        ),
-    ).fetchone()
+    with conn.transaction():  # the plan and its decision request, together or not at all
+        row = conn.execute(
+            "INSERT INTO allocguard.plans (incident_id, kind, restaurant_id, booking_id, allocation_ids, plan,"
+            " why_pending, expires_at, trace_id, span_id)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, now() + %s, %s, %s)"
+            " ON CONFLICT (incident_id) WHERE status = 'pending' DO NOTHING RETURNING id",
+            (
+                incident_id,
+                kind,
+                plan.incident.restaurant_id,
+                plan.incident.booking_id,
+                [*plan.prune_ids, *plan.release_ids],
+                Jsonb(plan.model_dump(mode="json")),
+                why,
+                ttl,
+                trace[0] if trace else None,
+                trace[1] if trace else None,
+            ),
+        ).fetchone()
+        if row is not None:
+            enqueue_pending(conn, row[0])
     if row is not None:
         return row[0], True
     existing = conn.execute(

@@ -14,6 +14,8 @@ import pytest
 from schemas.records import (
     FlagStatus,
     IncidentStatus,
+    OutboxKind,
+    OutboxOutcome,
     PlanKind,
     PlanStatus,
     RecordedMode,
@@ -34,6 +36,8 @@ COLUMNS: list[tuple[str, str, type[StrEnum]]] = [
     ("plans", "status", PlanStatus),
     ("prevention_flags", "status", FlagStatus),
     ("dlq_triage", "status", TriageStatus),
+    ("outbox", "kind", OutboxKind),
+    ("outbox", "outcome", OutboxOutcome),
 ]
 
 

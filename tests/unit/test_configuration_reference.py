@@ -55,6 +55,8 @@ def test_the_chart_names_documented_variables_and_every_setting_of_run() -> None
         "ALLOCGUARD_KAFKA_CONFIG",
         "ALLOCGUARD_ASSIGN_ENDPOINT",
         "ALLOCGUARD_ASSIGN_HEADERS",
+        "ALLOCGUARD_DECISION_WEBHOOK_URL",
+        "ALLOCGUARD_DECISION_SLACK_WEBHOOK_URL",
         "ALLOCGUARD_HEALTH_HOST",
         "ALLOCGUARD_HEALTH_PORT",
         "ALLOCGUARD_ARTIFACTS_DIR",
