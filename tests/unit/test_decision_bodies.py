@@ -15,6 +15,8 @@ PLAN = uuid.UUID("00000000-0000-4000-8000-0000000000aa")
 BOOKING = uuid.UUID("00000000-0000-4000-8000-0000000000bb")
 ALLOCATION = uuid.UUID("00000000-0000-4000-8000-0000000000cc")
 OWNER = uuid.UUID("00000000-0000-4000-8000-0000000000dd")
+CREATED = datetime.now(UTC).replace(microsecond=0)
+EXPIRES = CREATED + timedelta(hours=2)
 
 
 def settings(**given: Any) -> RuntimeSettings:
@@ -44,8 +46,8 @@ def row(kind: str = "plan_pending", **overrides: Any) -> dict[str, Any]:
         "booking_id": BOOKING,
         "allocation_ids": [ALLOCATION],
         "why_pending": "mode approve",
-        "created_at": datetime(2030, 1, 1, 12, 0, tzinfo=UTC),
-        "expires_at": datetime(2030, 1, 1, 14, 0, tzinfo=UTC),
+        "created_at": CREATED,
+        "expires_at": EXPIRES,
         "trace_id": "4bf92f3577b34da6a3ce929d0e0e4736",
         "plan": {"evidence": [evidence], "incident": {"booking_id": str(BOOKING)}},
         **overrides,
@@ -71,7 +73,7 @@ def test_the_generic_body_carries_the_plan_its_evidence_and_links() -> None:
         "trace": "https://t.example/4bf92f3577b34da6a3ce929d0e0e4736",
         "page": f"https://c.example/plans/{PLAN}",
     }
-    assert body["plan"]["expires_at"] == "2030-01-01T14:00:00+00:00"
+    assert body["plan"]["expires_at"] == EXPIRES.isoformat()
     json.dumps(body)  # serialisable as sent
 
 
@@ -85,7 +87,7 @@ def test_the_slack_message_says_what_to_decide() -> None:
     assert message["text"].startswith(f"allocguard: plan `{PLAN}` waits for a decision: prune 1 allocation(s)")
     assert f"<https://c.example/plans/{PLAN}|console>" in message["blocks"][0]["text"]["text"]
     warning = slack_body(row("plan_expiring"), settings())
-    assert f"plan `{PLAN}` expires at 2030-01-01T14:00:00+00:00 without a decision" in warning["text"]
+    assert f"plan `{PLAN}` expires at {EXPIRES.isoformat()} without a decision" in warning["text"]
 
 
 def test_back_off_doubles_to_five_minutes() -> None:
