@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import sys
+import threading
 import time
 import urllib.error
 import uuid
@@ -847,6 +848,99 @@ dlq.command("unpark", help="Let parked dead letters be replayed again.")(
 
 
 # ---- pending plans: a person decides -------------------------------------------------------------
+
+
+@main.command()
+@click.option("--host", envvar="ALLOCGUARD_SERVE_HOST", default="127.0.0.1", show_default=True)
+@click.option("--port", envvar="ALLOCGUARD_SERVE_PORT", type=click.IntRange(0, 65535), default=8090, show_default=True)
+@click.option(
+    "--identity-header",
+    envvar="ALLOCGUARD_SERVE_IDENTITY_HEADER",
+    help="Behind an authenticating proxy only: trust this header as the operator's name (e.g. X-Forwarded-User) "
+    "instead of bearer tokens.",
+)
+@click.option("--artifacts-dir", type=click.Path(path_type=Path), default=Path("artifacts"), show_default=True)
+@click.option("--dsn", help="allocguard's database login (ALLOCGUARD_PG_DSN).")
+def serve(host: str, port: int, identity_header: str | None, artifacts_dir: Path, dsn: str | None) -> None:
+    """The approval API (its own process): list plans and incidents, show one with its evidence, approve or reject
+    with an identity — an operator's bearer token (`allocguard tokens add`) or a trusted proxy's header."""
+
+    from consumer.operations.serve import Api
+    from consumer.operations.serve import serve as start
+
+    settings = _runtime_settings(("database",), dsn=dsn)
+    api = Api(settings, artifacts_dir=artifacts_dir, identity_header=identity_header)
+    try:
+        server = start(api, host, port)
+    except OSError as exc:
+        _missing([f"cannot listen on {host}:{port}: {exc.strerror or exc}"])
+        return
+    done = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: done.set())
+    click.echo(f"allocguard serve: http://{host}:{server.server_address[1]}/api/plans", err=True)
+    done.wait()
+    server.shutdown()
+
+
+@main.group()
+def tokens() -> None:
+    """Operators' bearer tokens for `allocguard serve` (the tables' owner writes them: ALLOCGUARD_ADMIN_DSN)."""
+
+
+def _owner_dsn(dsn: str | None) -> str:
+    if not dsn:
+        _missing(["missing ALLOCGUARD_ADMIN_DSN (or --dsn): only the tables' owner writes tokens"])
+    assert dsn is not None
+    return dsn
+
+
+@tokens.command("add")
+@click.argument("name")
+@click.option("--role", type=click.Choice(["viewer", "approver"]), default="approver", show_default=True)
+@click.option("--dsn", envvar="ALLOCGUARD_ADMIN_DSN", help="The tables' owner (ALLOCGUARD_ADMIN_DSN).")
+def tokens_add(name: str, role: str, dsn: str | None) -> None:
+    """Make NAME's token and print it — the only time it is shown (the database keeps its SHA-256)."""
+    from consumer.operations.tokens import TokenRole, add
+
+    try:
+        click.echo(add(_owner_dsn(dsn), name, TokenRole(role)))
+    except LookupError as exc:
+        raise click.ClickException(str(exc)) from None
+    except psycopg.errors.CheckViolation:
+        raise click.UsageError("NAME: letters, digits and . _ @ - only, at most 64") from None
+
+
+@tokens.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("--dsn", envvar="ALLOCGUARD_ADMIN_DSN", help="The tables' owner (ALLOCGUARD_ADMIN_DSN).")
+def tokens_list(as_json: bool, dsn: str | None) -> None:
+    """Who has a token, with which role, since when; revoked ones too."""
+    from consumer.operations.tokens import listed
+
+    rows = listed(_owner_dsn(dsn))
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    for row in rows:
+        revoked = f"  revoked {row['revoked_at']}" if row["revoked_at"] else ""
+        click.echo(f"{row['name']:<24} {row['role']:<9} since {row['created_at']}{revoked}")
+    if not rows:
+        click.echo("(no tokens)")
+
+
+@tokens.command("revoke")
+@click.argument("name")
+@click.option("--dsn", envvar="ALLOCGUARD_ADMIN_DSN", help="The tables' owner (ALLOCGUARD_ADMIN_DSN).")
+def tokens_revoke(name: str, dsn: str | None) -> None:
+    """Revoke NAME's token at once (its next request is 401)."""
+    from consumer.operations.tokens import revoke
+
+    try:
+        revoke(_owner_dsn(dsn), name)
+    except LookupError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"revoked the token of {name}")
 
 
 @main.group()

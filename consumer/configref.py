@@ -56,6 +56,13 @@ OTHERS = (
         True,
     ),
     Other("ALLOCGUARD_OPERATOR", "the OS user", "who decides a plan or runs a reconcile (recorded with the decision)"),
+    Other("ALLOCGUARD_SERVE_HOST", "127.0.0.1", "`serve`: the address the approval API listens on"),
+    Other("ALLOCGUARD_SERVE_PORT", "8090", "`serve`: the approval API's port"),
+    Other(
+        "ALLOCGUARD_SERVE_IDENTITY_HEADER",
+        "—",
+        "`serve` behind an authenticating proxy only: the header it sets to the operator's name (instead of tokens)",
+    ),
     Other("ALLOCGUARD_LOG_FORMAT", "text", "`run`: text, or json (one object per line, with trace and span ids)"),
     Other("ALLOCGUARD_DEPLOY_DIR", "the checkout's deploy/", "where deploy/ is (the image sets it)"),
     Other("ALLOCGUARD_PLATFORM_DSN", "—", "`simulate` and the tests: the platform's own back-end role", True),

@@ -96,6 +96,9 @@ from handlers.store.plans import (
     lock_plan as lock_plan,
 )
 from handlers.store.plans import (
+    plan_row as plan_row,
+)
+from handlers.store.plans import (
     plan_rows as plan_rows,
 )
 from handlers.store.plans import (

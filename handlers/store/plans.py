@@ -77,6 +77,12 @@ def plan_rows(conn: Conn, status: str | None = None, limit: int = 200) -> list[d
         ).fetchall()
 
 
+def plan_row(conn: Conn, plan_id: UUID) -> dict[str, Any] | None:
+    """One plan as it is (no lock), with its plan and evidence."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute("SELECT * FROM allocguard.plans WHERE id = %s", (plan_id,)).fetchone()
+
+
 def lock_plan(conn: Conn, plan_id: UUID) -> dict[str, Any] | None:
     """The plan row, locked for the decision (inside the caller's transaction), with ``expired`` computed."""
     with conn.cursor(row_factory=dict_row) as cur:

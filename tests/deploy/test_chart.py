@@ -39,7 +39,9 @@ def test_the_production_values_render_every_kind() -> None:
     kinds = sorted(doc["kind"] for doc in PRODUCTION)
     assert kinds == sorted(
         ["ConfigMap", "ConfigMap", "Deployment", "Job", "KafkaConnector", "KafkaTopic", "KafkaUser", "NetworkPolicy",
-         "PodDisruptionBudget", "PrometheusRule", "Service", "ServiceAccount", "ServiceMonitor"]
+         "PodDisruptionBudget", "PrometheusRule", "Service", "ServiceAccount", "ServiceMonitor",
+         # the approval API (serve.enabled)
+         "Deployment", "Service", "NetworkPolicy"]
     )  # fmt: skip
 
 
@@ -112,3 +114,24 @@ def test_the_chart_refuses_values_that_cannot_work(setting: str, message: str) -
     result = run_helm("template", "allocguard", str(CHART), "--set", setting)
     assert result.returncode != 0, result.stdout
     assert message in result.stderr, result.stderr
+
+
+def test_the_approval_api_is_its_own_pods() -> None:
+    """serve's pods carry labels disjoint from the consumer's: neither Deployment, Service, PDB nor NetworkPolicy of
+    one selects the other's pods; its ingress is the API port only, its egress DNS and PostgreSQL only."""
+    by_name = {(d["kind"], d["metadata"]["name"]): d for d in PRODUCTION}
+    serve = by_name[("Deployment", "allocguard-serve")]
+    consumer = by_name[("Deployment", "allocguard")]
+    serve_labels = serve["spec"]["template"]["metadata"]["labels"]
+    for kind, name in (("Deployment", "allocguard"), ("Service", "allocguard"), ("NetworkPolicy", "allocguard"),
+                       ("PodDisruptionBudget", "allocguard")):  # fmt: skip
+        spec = by_name[(kind, name)]["spec"]
+        selector = (
+            spec.get("selector", {}).get("matchLabels") or spec.get("selector") or spec["podSelector"]["matchLabels"]
+        )
+        assert not set(selector.items()) <= set(serve_labels.items()), f"{kind} {name} selects serve's pods"
+    assert serve["spec"]["template"]["spec"]["containers"][0]["args"][0] == "serve"
+    assert consumer["spec"]["template"]["spec"]["containers"][0]["args"] == ["run"]
+    policy = by_name[("NetworkPolicy", "allocguard-serve")]["spec"]
+    assert [p["port"] for rule in policy["ingress"] for p in rule["ports"]] == [8090]
+    assert sorted({p["port"] for rule in policy["egress"] for p in rule["ports"]}) == [53, 5432]

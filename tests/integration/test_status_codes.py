@@ -11,6 +11,7 @@ from typing import Any
 import psycopg
 import pytest
 
+from consumer.operations.tokens import TokenRole
 from schemas.records import (
     FlagStatus,
     IncidentStatus,
@@ -38,6 +39,7 @@ COLUMNS: list[tuple[str, str, type[StrEnum]]] = [
     ("dlq_triage", "status", TriageStatus),
     ("outbox", "kind", OutboxKind),
     ("outbox", "outcome", OutboxOutcome),
+    ("api_tokens", "role", TokenRole),
 ]
 
 

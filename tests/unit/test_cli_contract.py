@@ -40,6 +40,9 @@ COMMANDS: list[tuple[list[str], bool]] = [
     (["db", "init"], False),
     (["undo", PLAN], True),
     (["connector", "register"], False),
+    (["tokens", "list"], True),
+    (["tokens", "add", "ops"], False),
+    (["tokens", "revoke", "ops"], False),
 ]
 IDS = [" ".join(args[:2]) for args, _ in COMMANDS]
 
