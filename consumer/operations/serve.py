@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import secrets
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,7 +30,7 @@ from uuid import UUID
 import psycopg
 
 from consumer.config import RuntimeSettings
-from consumer.operations import tokens
+from consumer.operations import console, tokens
 from consumer.operations.plans import decide
 from handlers import store
 from handlers.pipeline import PlanDecisionError
@@ -38,7 +39,14 @@ log = logging.getLogger("allocguard.serve")
 
 _PLAN = re.compile(r"^/api/plans/([0-9a-fA-F-]{36})$")
 _DECISION = re.compile(r"^/api/plans/([0-9a-fA-F-]{36})/(approve|reject)$")
+_PAGE = re.compile(r"^/plans/([0-9a-fA-F-]{36})$")
+_FORM = re.compile(r"^/plans/([0-9a-fA-F-]{36})/(approve|reject)$")
 _CHALLENGE = (("WWW-Authenticate", 'Bearer realm="allocguard"'),)
+#: the console's cookies: the operator's token (HttpOnly), and the CSRF token its forms carry
+SESSION_COOKIE = "agtoken"
+#: pages run no script, load nothing from elsewhere, post only here, and are never framed
+_CSP = "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'"
+CSRF_COOKIE = "agcsrf"
 #: incidents that need a person
 NEEDS_A_PERSON = ("awaiting_approval", "manual_review")
 
@@ -46,8 +54,32 @@ NEEDS_A_PERSON = ("awaiting_approval", "manual_review")
 @dataclass(frozen=True)
 class Answer:
     status: int
+    #: JSON, or a page's HTML (a str)
     body: Any
     headers: tuple[tuple[str, str], ...] = ()
+
+
+def _html(status: int, text: str, *headers: tuple[str, str]) -> Answer:
+    return Answer(status, text, headers)
+
+
+def _see(location: str, *headers: tuple[str, str]) -> Answer:
+    return Answer(303, "", (("Location", location), *headers))
+
+
+def _cookies(headers: dict[str, str]) -> dict[str, str]:
+    jar: dict[str, str] = {}
+    for part in headers.get("cookie", "").split(";"):
+        name, _, value = part.strip().partition("=")
+        if name:
+            jar[name] = value
+    return jar
+
+
+def _cookie(name: str, value: str, *, http_only: bool, secure: bool) -> tuple[str, str]:
+    flags = "; HttpOnly" if http_only else ""
+    flags += "; Secure" if secure else ""
+    return ("Set-Cookie", f"{name}={value}; Path=/; SameSite=Strict{flags}")
 
 
 def _plain(value: Any) -> Any:
@@ -82,7 +114,8 @@ class Api:
         if url.path == "/healthz":
             return Answer(200, {"status": "ok"})
         if not url.path.startswith("/api/"):
-            return Answer(404, {"error": "not found"})
+            with self._connect() as conn:
+                return self._console(conn, method, url.path, {k.lower(): v for k, v in headers.items()}, body)
         with self._connect() as conn:
             operator = self._operator(conn, headers)
             if operator is None:
@@ -104,9 +137,79 @@ class Api:
             name = lowered.get(self._identity_header.lower(), "").strip()
             return tokens.Operator(name, tokens.TokenRole.APPROVER) if name else None
         given = lowered.get("authorization", "")
-        if not given.lower().startswith("bearer "):
-            return None
-        return tokens.verify(conn, given[7:].strip())
+        if given.lower().startswith("bearer "):
+            return tokens.verify(conn, given[7:].strip())
+        kept = _cookies(lowered).get(SESSION_COOKIE)  # the console's sign-in
+        return tokens.verify(conn, kept) if kept else None
+
+    # -- the console (consumer/operations/console.py) --
+
+    def _console(
+        self, conn: psycopg.Connection[Any], method: str, path: str, headers: dict[str, str], body: bytes
+    ) -> Answer:
+        secure = headers.get("x-forwarded-proto", "").lower() == "https"
+        if path == "/login":
+            if method == "POST":
+                given = parse_qs(body.decode(errors="replace")).get("token", [""])[-1].strip()
+                if tokens.verify(conn, given) is None:
+                    return _html(401, console.login("That token is not valid (unknown or revoked)."))
+                return _see("/", _cookie(SESSION_COOKIE, given, http_only=True, secure=secure))
+            return _html(200, console.login())
+        operator = self._operator(conn, headers)
+        if operator is None:
+            return _see("/login")
+        jar = _cookies(headers)
+        csrf = jar.get(CSRF_COOKIE) or secrets.token_urlsafe(24)
+        fresh = () if CSRF_COOKIE in jar else (_cookie(CSRF_COOKIE, csrf, http_only=False, secure=secure),)
+        decision = _FORM.match(path)
+        if method == "POST" and decision is not None:
+            form = {k: v[-1] for k, v in parse_qs(body.decode(errors="replace")).items()}
+            origin = headers.get("origin")
+            host = headers.get("host", "")
+            if (
+                not jar.get(CSRF_COOKIE)
+                or form.get("csrf") != jar[CSRF_COOKIE]
+                or (origin and origin.split("://", 1)[-1] != host)
+            ):
+                return _html(403, console.page("refused", operator.name, "<p>The form is stale or not ours.</p>"))
+            if not operator.may_decide:
+                return _html(403, console.page("refused", operator.name, "<p>Your token may read, not decide.</p>"))
+            plan_id = UUID(decision.group(1))
+            answer = self._decide(conn, plan_id, decision.group(2) == "approve", operator, b"{}", form.get("note"))
+            if answer.status == 404:
+                return _html(404, console.page("not found", operator.name, "<p>No such plan.</p>"))
+            return _see(f"/plans/{plan_id}")
+        if method != "GET":
+            return _html(405, console.page("not allowed", operator.name, ""))
+        if path == "/":
+            store.expire_plans(conn)
+            plans = store.plan_rows(conn, "pending")
+            decided = [p for p in store.plan_rows(conn, None, limit=50) if p["status"] != "pending"][:20]
+            incidents = conn.execute(
+                "SELECT id, booking_id, status, status_reason FROM allocguard.incidents WHERE status = 'manual_review'"
+                " ORDER BY updated_at DESC LIMIT 50"
+            ).fetchall()
+            keys = ("id", "booking_id", "status", "status_reason")
+            listed = [dict(zip(keys, row, strict=True)) for row in incidents]
+            return _html(200, console.index(operator.name, plans, listed, decided), *fresh)
+        page = _PAGE.match(path)
+        if page is not None:
+            store.expire_plans(conn)
+            row = store.plan_row(conn, UUID(page.group(1)))
+            if row is None:
+                return _html(404, console.page("not found", operator.name, "<p>No such plan.</p>"))
+            found = conn.execute("SELECT status FROM allocguard.incidents WHERE id = %s", (row["incident_id"],))
+            incident = found.fetchone()
+            text = console.plan_page(
+                operator.name,
+                operator.may_decide,
+                row,
+                incident[0] if incident else None,
+                self._settings.trace_link(row.get("trace_id")),
+                csrf,
+            )
+            return _html(200, text, *fresh)
+        return _html(404, console.page("not found", operator.name, ""))
 
     def _read(self, conn: psycopg.Connection[Any], path: str, query: dict[str, str]) -> Answer:
         if path == "/api/plans":
@@ -131,10 +234,16 @@ class Api:
         return Answer(404, {"error": "not found"})
 
     def _decide(
-        self, conn: psycopg.Connection[Any], plan_id: UUID, approve: bool, operator: tokens.Operator, body: bytes
+        self,
+        conn: psycopg.Connection[Any],
+        plan_id: UUID,
+        approve: bool,
+        operator: tokens.Operator,
+        body: bytes,
+        note: str | None = None,
     ) -> Answer:
         try:
-            note = json.loads(body or b"{}").get("note")
+            note = note or json.loads(body or b"{}").get("note")
         except (ValueError, AttributeError):
             return Answer(400, {"error": 'the body is JSON: {"note": "…"}'})
         store.expire_plans(conn)
@@ -172,10 +281,17 @@ def serve(api: Api, host: str, port: int, stop: threading.Event | None = None) -
             except Exception as exc:  # one request fails, the server stays up; the cause is logged, not sent
                 log.warning("%s %s failed: %s: %s", method, self.path.split("?")[0], type(exc).__name__, exc)
                 answer = Answer(500, {"error": "internal error (logged)"})
-            payload = json.dumps(answer.body).encode()
+            is_page = isinstance(answer.body, str)
+            payload = answer.body.encode() if is_page else json.dumps(answer.body).encode()
             try:
                 self.send_response(answer.status)
-                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Type", "text/html; charset=utf-8" if is_page else "application/json")
+                if is_page:
+                    self.send_header(
+                        "Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'"
+                    )
+                    self.send_header("X-Frame-Options", "DENY")
+                    self.send_header("Cache-Control", "no-store")
                 self.send_header("Content-Length", str(len(payload)))
                 for name, value in answer.headers:
                     self.send_header(name, value)

@@ -27,20 +27,22 @@ def free_ports(count: int) -> list[int]:
 
 
 def test_up_twice_then_down(tmp_path: Path) -> None:
-    pg_port, kafka_port, controller_port, connect_port = free_ports(4)
+    pg_port, kafka_port, controller_port, connect_port, faults_port, faults_proxy_port = free_ports(6)
     settings = StackSettings(
         stack_dir=tmp_path / "stack",
         pg_port=pg_port,
         kafka_port=kafka_port,
         kafka_controller_port=controller_port,
         connect_port=connect_port,
+        kafka_faults_port=faults_port,
+        kafka_faults_proxy_port=faults_proxy_port,
         topic_prefix="lifecycle",
         kafka_bootstrap_override=None,
         pg_dsn_override=None,
         connect_url_override=None,
     )
     local = LocalStack(settings, log=lambda line: print(f"[lifecycle] {line}"))
-    ports = [pg_port, kafka_port, controller_port, connect_port]
+    ports = [pg_port, kafka_port, controller_port, connect_port, faults_port]
     pids: dict[str, int | None] = {}
     try:
         cold = local.up()
