@@ -478,6 +478,7 @@ def remediate(
         grace=timedelta(seconds=grace_s),
         artifacts_dir=artifacts_dir,
         policy=_runtime_settings().policy(),
+        requested_by=_operator(),  # a plan this makes waits for another person's approval
     )
     remediator = Remediator(
         connect,

@@ -129,6 +129,8 @@ class RuntimeSettings(BaseSettings):
     stale_by_status: Annotated[Literal["off", "approve", "auto"], BeforeValidator(_lower)] = "approve"
     #: seconds a pending plan waits for a decision before it expires
     plan_ttl_s: float = Field(default=7200.0, gt=0)
+    #: the person whose command made a plan (`remediate --mode approve`) may approve it too (default: another must)
+    allow_self_approval: bool = False
     #: also consume bookings, booking_table_assignments and allocations: an allocation the platform leaves behind
     #: is flagged (and, per policy, pruned after its grace) before any booking is blocked by it
     prevention: bool = False
@@ -230,6 +232,7 @@ class RuntimeSettings(BaseSettings):
             deny_restaurants=frozenset(self.deny_restaurants),
             stale_by_status=StalePolicy(self.stale_by_status),
             plan_ttl=timedelta(seconds=self.plan_ttl_s),
+            allow_self_approval=self.allow_self_approval,
         )
 
     def missing(self, *, kafka: bool = True, database: bool = True) -> list[str]:

@@ -45,12 +45,18 @@ class PlanDecisionError(RuntimeError):
     retryable = False
 
 
+class SelfApprovalError(PlanDecisionError):
+    """The person who requested a plan tried to approve it: another person must (policy ``allow_self_approval``)."""
+
+
 class RemediationSettings(BaseModel):
     model_config = ConfigDict(frozen=True)
     mode: Mode = Mode.DRY_RUN
     #: an allocation younger than this is never pruned (a confirm may be between its writes)
     grace: timedelta = timedelta(minutes=2)
     actor: str = "allocguard"
+    #: the person whose one-off command this is: the plans it makes are theirs (never approved by them alone)
+    requested_by: str | None = None
     artifacts_dir: Path | None = Path("artifacts")
     retry: RetryPolicy = Field(default_factory=RetryPolicy)
     #: how many times a newly appeared blocker triggers a fresh detection and plan
@@ -404,7 +410,7 @@ class Remediator:
                 why = approval_needed(plan, s.mode, s.policy, lambda r: store.remediations_last_hour(conn, r))
                 if why is not None:
                     plan_id, _ = store.create_pending_plan(
-                        conn, incident_id, plan, why, s.policy.plan_ttl, result.trace
+                        conn, incident_id, plan, why, s.policy.plan_ttl, result.trace, s.requested_by
                     )
                     result.plan_id = plan_id
                     return self._settle(conn, result, "awaiting_approval", f"plan {plan_id} waits for a person: {why}")
@@ -497,6 +503,16 @@ class Remediator:
             with conn.transaction():
                 row = store.lock_plan(conn, plan_id)
                 refusal = _undecidable(row, plan_id)
+                if (
+                    refusal is None
+                    and row is not None
+                    and row["requested_by"] == by
+                    and not self.settings.policy.allow_self_approval
+                ):
+                    raise SelfApprovalError(
+                        f"plan {plan_id} was requested by {by}: another person must approve it"
+                        " (ALLOCGUARD_ALLOW_SELF_APPROVAL allows it)"
+                    )
                 if refusal is None and row is not None and row["expired"]:
                     store.decide_plan(conn, plan_id, "expired", by, "approval came after the plan expired")
                     store.set_incident_status(conn, row["incident_id"], "expired", "the pending plan expired")

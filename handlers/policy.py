@@ -42,6 +42,8 @@ class Policy(BaseModel):
     stale_by_status: StalePolicy = StalePolicy.APPROVE
     #: a pending plan not decided within this expires (the world it was proven in is gone by then)
     plan_ttl: timedelta = timedelta(hours=2)
+    #: the person whose command made a plan may approve it too (four eyes otherwise)
+    allow_self_approval: bool = False
 
 
 def approval_needed(plan: Plan, mode: Mode, policy: Policy, recent: Callable[[UUID], int]) -> str | None:

@@ -33,7 +33,7 @@ from consumer.config import RuntimeSettings
 from consumer.operations import console, tokens
 from consumer.operations.plans import decide
 from handlers import store
-from handlers.pipeline import PlanDecisionError
+from handlers.pipeline import PlanDecisionError, SelfApprovalError
 
 log = logging.getLogger("allocguard.serve")
 
@@ -178,6 +178,8 @@ class Api:
             answer = self._decide(conn, plan_id, decision.group(2) == "approve", operator, b"{}", form.get("note"))
             if answer.status == 404:
                 return _html(404, console.page("not found", operator.name, "<p>No such plan.</p>"))
+            if answer.status == 403:
+                return _html(403, console.page("refused", operator.name, f"<p>{console.esc(answer.body['error'])}</p>"))
             return _see(f"/plans/{plan_id}")
         if method != "GET":
             return _html(405, console.page("not allowed", operator.name, ""))
@@ -254,6 +256,8 @@ class Api:
             return Answer(409, {"error": f"plan {plan_id} is already {row['status']}", "decided_by": row["decided_by"]})
         try:
             result = decide(self._settings, plan_id, approve, operator.name, note, self._artifacts)
+        except SelfApprovalError as exc:  # four eyes: the plan's requester may not approve it alone
+            return Answer(403, {"error": str(exc)})
         except PlanDecisionError as exc:  # decided by someone else in between
             return Answer(409, {"error": str(exc)})
         log.info("plan %s %s by %s", plan_id, "approved" if approve else "rejected", operator.name)

@@ -32,6 +32,7 @@ def create_pending_plan(
     why: str,
     ttl: timedelta,
     trace: tuple[str, str] | None = None,
+    requested_by: str | None = None,
 ) -> tuple[UUID, bool]:
     """Record the plan as waiting for a person (one pending plan per incident), and a request for a decision in the
     outbox (sent by ``run`` when a webhook is configured). Returns (id, created now)."""
@@ -39,8 +40,8 @@ def create_pending_plan(
     with conn.transaction():  # the plan and its decision request, together or not at all
         row = conn.execute(
             "INSERT INTO allocguard.plans (incident_id, kind, restaurant_id, booking_id, allocation_ids, plan,"
-            " why_pending, expires_at, trace_id, span_id)"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s, now() + %s, %s, %s)"
+            " why_pending, expires_at, trace_id, span_id, requested_by)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, now() + %s, %s, %s, %s)"
             " ON CONFLICT (incident_id) WHERE status = 'pending' DO NOTHING RETURNING id",
             (
                 incident_id,
@@ -53,6 +54,7 @@ def create_pending_plan(
                 ttl,
                 trace[0] if trace else None,
                 trace[1] if trace else None,
+                requested_by,
             ),
         ).fetchone()
         if row is not None:

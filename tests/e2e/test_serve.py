@@ -152,3 +152,37 @@ def test_behind_a_proxy_its_identity_header(tmp_path: Path) -> None:
         assert status == 200
     finally:
         assert proxied.stop() == 0
+
+
+def test_the_person_who_asked_for_a_plan_may_not_approve_it_alone(
+    server: Server,
+    stack_settings: StackSettings,
+    platform_connect: Callable[[], Conn],
+    connect: Callable[[], Conn],
+    unique: str,
+) -> None:
+    """Four eyes: ``allocguard remediate --mode approve`` run by carol makes a plan carol may not approve herself
+    (403, nothing touched); dave may. ``ALLOCGUARD_ALLOW_SELF_APPROVAL`` would allow it."""
+    carol, dave = f"carol-{unique}", f"dave-{unique}"
+    carols, daves = token(stack_settings, carol, "approver"), token(stack_settings, dave, "approver")
+    with platform_connect() as conn:
+        scenario = orphan_by_reseat(PlatformApp(conn), job_attempts=0)
+    victim = scenario.victim_id
+    assert victim is not None
+    asked = run_cli("remediate", str(victim), "--mode", "approve", env={**os.environ, "ALLOCGUARD_OPERATOR": carol})
+    assert asked.returncode == 0, asked.stdout + asked.stderr
+    with connect() as conn:
+        row = conn.execute(
+            "SELECT id, requested_by FROM allocguard.plans WHERE booking_id = %s AND status = 'pending'", (victim,)
+        ).fetchone()
+    assert row is not None
+    plan, requester = str(row[0]), row[1]
+    assert requester == carol
+    status, refused, _ = server.call("POST", f"/api/plans/{plan}/approve", carols)
+    assert status == 403, refused
+    assert "another person must approve it" in refused["error"]
+    assert not confirmed(connect, victim), "nothing touched"
+    status, decided, _ = server.call("POST", f"/api/plans/{plan}/approve", daves)
+    assert status == 200, decided
+    assert decided["by"] == dave
+    assert confirmed(connect, victim)
