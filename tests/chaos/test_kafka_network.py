@@ -109,7 +109,7 @@ def test_a_stall_of_every_broker_connection(
             incident, seated = status_of(connect, victim)
             assert incident is None, "no verdict: the failure cannot have been read"
             assert not seated
-            time.sleep(1)
+            time.sleep(1)  # poll: look again while the stall lasts
     finally:
         relay.heal()
     healed = time.monotonic()

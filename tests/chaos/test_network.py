@@ -155,7 +155,7 @@ def test_a_stall_of_every_established_connection(
             incident, seated = status_of(connect, victim)
             assert incident != "resolved", "no verdict while every connection allocguard had is stalled"
             assert not seated
-            time.sleep(1)
+            time.sleep(1)  # poll: look again while the stall lasts
     finally:
         proxy.heal()
     healed = time.monotonic()

@@ -20,11 +20,14 @@ import threading
 import time
 from typing import Any
 
+from tests.support.tcpproxy import Faults
+
 _UNTYPED_CODES = {80877103, 80877104}  # SSLRequest, GSSENCRequest: answered by one byte, then the real startup
 
 
-class PgProxy:
+class PgProxy(Faults):
     def __init__(self, target_port: int, target_host: str = "127.0.0.1") -> None:
+        super().__init__()
         self.target = (target_host, target_port)
         self.server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -36,13 +39,6 @@ class PgProxy:
         #: whether an armed connection's COMMIT reaches the server (in doubt) or not (cut mid-transaction)
         self.commit_reaches_server = True
         self.cuts = 0
-        #: seconds added to every chunk relayed, each way
-        self.latency_s = 0.0
-        self._connections = 0
-        self._stalled_upto = -1  # connections numbered up to this one relay nothing
-        self._lock = threading.Lock()
-        self._moved = threading.Condition(self._lock)
-        self._closing = False
         threading.Thread(target=self._accept, name="pgproxy", daemon=True).start()
 
     def cut_commit_after(self, marker: bytes) -> None:
@@ -54,24 +50,6 @@ class PgProxy:
         """The connection is cut when the transaction that ran ``marker`` sends its COMMIT, which is not relayed."""
         with self._lock:
             self.arm_on, self.commit_reaches_server = marker, False
-
-    def stall(self) -> None:
-        """Every connection established so far relays nothing, either way, until ``heal()`` (no byte is lost)."""
-        with self._lock:
-            self._stalled_upto = self._connections
-
-    def heal(self) -> None:
-        with self._lock:
-            self._stalled_upto = -1
-            self._moved.notify_all()
-
-    def _gate(self, state: dict[str, Any], arrived: float) -> None:
-        with self._lock:
-            while state["id"] <= self._stalled_upto and not self._closing:
-                self._moved.wait(0.5)
-            latency = self.latency_s
-        if latency > 0:
-            time.sleep(max(0.0, arrived + latency - time.monotonic()))
 
     def close(self) -> None:
         self._closing = True
@@ -85,10 +63,7 @@ class PgProxy:
             except OSError:
                 return
             upstream = socket.create_connection(self.target)
-            with self._lock:
-                self._connections += 1
-                number = self._connections
-            state = {"id": number, "armed": False, "cut": False, "replied": threading.Event()}
+            state = {"id": self._numbered(), "armed": False, "cut": False, "replied": threading.Event()}
             threading.Thread(target=self._client_side, args=(client, upstream, state), daemon=True).start()
             threading.Thread(target=self._server_side, args=(upstream, client, state), daemon=True).start()
 
@@ -101,7 +76,7 @@ class PgProxy:
                 chunk = client.recv(65536)
                 if not chunk:
                     break
-                self._gate(state, time.monotonic())
+                self._hold(state["id"], time.monotonic())
                 buffer += chunk
                 while True:
                     if not typed:
@@ -154,7 +129,7 @@ class PgProxy:
                 if not chunk or state["cut"]:
                     state["replied"].set()
                     break
-                self._gate(state, time.monotonic())
+                self._hold(state["id"], time.monotonic())
                 client.sendall(chunk)
         except OSError:
             pass

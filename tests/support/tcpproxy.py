@@ -12,24 +12,20 @@ import threading
 import time
 
 
-class TcpProxy:
-    def __init__(self, listen_port: int, target_port: int, host: str = "127.0.0.1") -> None:
-        self.target = (host, target_port)
-        self.server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.server.bind((host, listen_port))
-        self.server.listen(128)
-        self.port = listen_port
+class Faults:
+    """What a relay does to the bytes it passes, whatever the protocol (this relay and tests/support/pgproxy.py):
+    latency each way, and a stall of every connection established so far — nothing moves either way until
+    ``heal()``, no byte is lost; connections opened afterwards pass."""
+
+    def __init__(self) -> None:
         #: seconds added to every chunk relayed, each way
         self.latency_s = 0.0
+        #: connections relayed so far; each is numbered in order
         self.accepted = 0
-        self.cuts = 0
-        self._open: dict[int, tuple[socket.socket, socket.socket]] = {}
-        self._stalled_upto = -1
+        self._stalled_upto = -1  # connections numbered up to this one relay nothing
         self._lock = threading.Lock()
         self._moved = threading.Condition(self._lock)
         self._closing = False
-        threading.Thread(target=self._accept, name="tcpproxy", daemon=True).start()
 
     def stall(self) -> None:
         with self._lock:
@@ -39,6 +35,34 @@ class TcpProxy:
         with self._lock:
             self._stalled_upto = -1
             self._moved.notify_all()
+
+    def _numbered(self) -> int:
+        with self._lock:
+            self.accepted += 1
+            return self.accepted
+
+    def _hold(self, number: int, arrived: float) -> None:
+        """Before a chunk that arrived at ``arrived`` on connection ``number`` is passed on."""
+        with self._lock:
+            while number <= self._stalled_upto and not self._closing:
+                self._moved.wait(0.5)
+            latency = self.latency_s
+        if latency > 0:
+            time.sleep(max(0.0, arrived + latency - time.monotonic()))  # poll: the injected latency itself
+
+
+class TcpProxy(Faults):
+    def __init__(self, listen_port: int, target_port: int, host: str = "127.0.0.1") -> None:
+        super().__init__()
+        self.target = (host, target_port)
+        self.server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.server.bind((host, listen_port))
+        self.server.listen(128)
+        self.port = listen_port
+        self.cuts = 0
+        self._open: dict[int, tuple[socket.socket, socket.socket]] = {}
+        threading.Thread(target=self._accept, name="tcpproxy", daemon=True).start()
 
     def cut(self) -> int:
         """Close every open connection (both ends see it at once); returns how many."""
@@ -70,9 +94,8 @@ class TcpProxy:
             except OSError:
                 client.close()
                 continue
+            number = self._numbered()
             with self._lock:
-                self.accepted += 1
-                number = self.accepted
                 self._open[number] = (client, upstream)
             for source, sink in ((client, upstream), (upstream, client)):
                 threading.Thread(target=self._relay, args=(number, source, sink), daemon=True).start()
@@ -83,13 +106,7 @@ class TcpProxy:
                 chunk = source.recv(65536)
                 if not chunk:
                     break
-                arrived = time.monotonic()
-                with self._lock:
-                    while number <= self._stalled_upto and not self._closing:
-                        self._moved.wait(0.5)
-                    latency = self.latency_s
-                if latency > 0:
-                    time.sleep(max(0.0, arrived + latency - time.monotonic()))
+                self._hold(number, time.monotonic())
                 sink.sendall(chunk)
         except OSError:
             pass
