@@ -116,8 +116,10 @@ class KeyedScheduler:
 class SignalBatches(Generic[T]):
     """Signals handled many at a time by one thread, in arrival order, with no wait for the loop.
 
-    The loop offers a signal; the thread takes what has queued meanwhile — the longest prefix in which no key
-    repeats, at most ``limit`` — and hands it to ``handle``; whatever arrives while it runs (or lingers, below)
+    The loop offers a signal; the thread takes what has queued meanwhile — in arrival order, each key's first
+    signal, at most ``limit``; a key's later signals stay queued, in their order, for a later batch (a failure
+    storm queues a dozen events per booking: cutting the batch at the first repeat made batches of one) — and
+    hands it to ``handle``; whatever arrives while it runs (or lingers, below)
     forms the next batch, so batches grow with the wait for the database. A key stays marked from offer until its
     batch has been handled, so a booking's later signal can queue behind it (:meth:`offer`) or wait for it
     (:meth:`wait_clear`): one booking's work stays in order. A batch that never ran (closing) leaves its events in
@@ -199,12 +201,18 @@ class SignalBatches(Generic[T]):
                 return None
             batch: list[T] = []
             seen: set[str] = set()
-            while self._queue and len(batch) < self._limit:
-                key = self._key_of(self._queue[0])
+            later: deque[T] = deque()
+            queue = self._queue
+            while queue and len(batch) < self._limit:
+                item = queue.popleft()
+                key = self._key_of(item)
                 if key in seen:
-                    break
+                    later.append(item)  # stays queued, in its order, for a later batch
+                    continue
                 seen.add(key)
-                batch.append(self._queue.popleft())
+                batch.append(item)
+            later.extend(queue)
+            self._queue = later
             self._running = True
             return batch
 

@@ -157,17 +157,18 @@ def batcher(recorder: Recorder, limit: int = 500) -> SignalBatches[tuple[str, in
     return SignalBatches(recorder, lambda item: item[0], limit=limit)
 
 
-def test_what_queues_while_a_batch_runs_is_the_next_batch_cut_where_a_key_repeats() -> None:
+def test_what_queues_while_a_batch_runs_is_the_next_batch_with_a_repeated_key_left_for_later() -> None:
     recorder = Recorder(hold_first=True)
     batches = batcher(recorder)
     assert batches.offer("x", ("x", 0), True)
     assert recorder.entered.wait(5)
-    for item in (("a", 1), ("b", 2), ("a", 3), ("c", 4)):
+    for item in (("a", 1), ("b", 2), ("a", 3), ("c", 4), ("a", 5), ("b", 6)):
         assert batches.offer(item[0], item, True)
     recorder.release.set()
-    wait_until("three batches", lambda: len(recorder.batches) == 3)
-    assert recorder.batches == [[("x", 0)], [("a", 1), ("b", 2)], [("a", 3), ("c", 4)]], (
-        "arrival order; a batch never holds one key twice (a booking's signals stay in order)"
+    wait_until("four batches", lambda: len(recorder.batches) == 4)
+    assert recorder.batches == [[("x", 0)], [("a", 1), ("b", 2), ("c", 4)], [("a", 3), ("b", 6)], [("a", 5)]], (
+        "arrival order; a batch never holds one key twice, and a key's later signals wait for a later batch in"
+        " their order (a booking's signals stay in order)"
     )
     wait_until("idle", lambda: not batches.busy())
     batches.close()
