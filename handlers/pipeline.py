@@ -27,6 +27,7 @@ from handlers.execute import PruneResult, apply_plan
 from handlers.holds import HoldMemory
 from handlers.policy import Policy, StalePolicy, approval_needed
 from handlers.retry import AssignRequest, AssignStrategy, Attempt, RetryOutcome, RetryPolicy, run_retry
+from handlers.settled import Settled, SettledMemory
 from schemas.records import Decision, Incident, Mode, Plan
 from schemas.rows import ObservabilityEvent
 
@@ -83,6 +84,8 @@ class IncidentResult:
     recheck_at: datetime | None = None
     #: the pending plan that waits for a person
     plan_id: UUID | None = None
+    #: for a duplicate: the status the incident was already in
+    settled_as: str | None = None
 
 
 def incident_for(conn: Conn, failure: FailureSeen, hold: HoldSeen | None) -> Incident | None:
@@ -203,6 +206,8 @@ class Remediator:
         self.hooks = hooks or Hooks(on_attempt=on_attempt)
         #: announced holds, written down only when a failure recalls one (handlers/holds.py)
         self.memory = HoldMemory()
+        #: incidents settled for good: their later failure events are answered without a round trip
+        self.settled = SettledMemory()
 
     def observe(self, event: ObservabilityEvent) -> IncidentResult | None:
         """Handle one ``observability_events`` row (a backfill's, re-read from the database); None when it is not
@@ -276,7 +281,34 @@ class Remediator:
             self.memory.remember(hold)
         return list(found.values())
 
+    def known_incident(self, failure: FailureSeen) -> Settled | None:
+        """The incident settled for good that this failure is one more event of, known in memory (its hold, in
+        the stream's order, names the window); None when only :meth:`on_failure` can tell. The caller folds the
+        event into it (:func:`handlers.store.fold_duplicates`) before its offset is committed. Only a mode that
+        marks events processed answers here (a dry run's incidents are planned again)."""
+        if not self.settings.mode.acts:
+            return None
+        return self.settled.answer(failure, self.memory.recall(failure))
+
     def on_failure(self, failure: FailureSeen) -> IncidentResult:
+        result = self._on_failure(failure)
+        if result.incident is not None and result.incident_id is not None and self.settings.mode.acts:
+            self.settled.note(result.incident, result.incident_id, result.settled_as or result.status, result.trace)
+        return result
+
+    def answered(self, failure: FailureSeen, known: Settled) -> None:
+        """The span of a failure event answered in memory (when tracing records): one more event of the incident,
+        linked to the span that handled it, as the database path's duplicate is."""
+        attributes = {
+            **failure_attributes(failure),
+            "allocguard.incident.id": str(known.incident_id),
+            "allocguard.outcome.status": "duplicate",
+            "allocguard.answered": "memory",
+        }
+        with self.hooks.span("allocguard.incident", attributes, [known.trace] if known.trace else None):
+            pass
+
+    def _on_failure(self, failure: FailureSeen) -> IncidentResult:
         span = self.hooks.span
         attributes = failure_attributes(failure)
         with self._connect() as conn:
@@ -312,7 +344,13 @@ class Remediator:
                         store.mark_processed(conn, failure.event_id, incident_id, "duplicate")
                     incident_span.set("allocguard.outcome.status", "duplicate")
                     return IncidentResult(
-                        "duplicate", f"incident already {status}", incident_id, incident, event_count=count
+                        "duplicate",
+                        f"incident already {status}",
+                        incident_id,
+                        incident,
+                        event_count=count,
+                        settled_as=status,
+                        trace=first_trace,
                     )
                 store.set_incident_trace(conn, incident_id, incident_span.trace_ids())
                 result = self.remediate(conn, incident_id, incident, failure.event_id, incident_span)

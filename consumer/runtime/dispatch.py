@@ -19,6 +19,7 @@ from consumer.config import RuntimeSettings
 from consumer.runtime.batching import BatchHandler, Item
 from consumer.runtime.clients import header_list
 from consumer.runtime.deadletter import DeadLetters
+from consumer.runtime.folds import Fold, Folds
 from consumer.runtime.health import kafka_log
 from consumer.runtime.jobs import Jobs
 from consumer.runtime.partitions import Partitions
@@ -29,6 +30,7 @@ from consumer.telemetry import Telemetry
 from handlers.detect import FailureSeen, HoldNote
 from handlers.pipeline import Remediator
 from handlers.prevent import AssignmentIndex
+from handlers.settled import Settled
 
 #: the scheduler key of a change that named no booking (answered by a sweep, one at a time)
 SWEEP_KEY = "prevention-sweep"
@@ -41,6 +43,7 @@ class Dispatcher:
         *,
         remediator: Remediator,
         jobs: Jobs,
+        folds: Callable[[Callable[[Fold], None]], Folds],
         scheduler: KeyedScheduler,
         partitions: Partitions,
         dead_letters: DeadLetters,
@@ -79,6 +82,8 @@ class Dispatcher:
         self.batches: SignalBatches[Item] = SignalBatches(
             self.batch.handle, lambda item: item[0].key, linger_s=settings.batch_linger_s
         )
+        #: failure events of incidents settled for good, answered in memory and written many at a time
+        self.folds = folds(self._fold_usual)
 
     def take(self, messages: list[Message]) -> None:
         """One poll batch. Most CDC events cannot be signals: the byte test rules them out unread, they are
@@ -174,6 +179,13 @@ class Dispatcher:
         if tracing:
             span.set_attribute("allocguard.signal", routed.kind)
         key = routed.key
+        if isinstance(routed.found, FailureSeen) and self._free(key):
+            # one more event of an incident settled for good: answered now, written with others (its offset waits)
+            known = self._remediator.known_incident(routed.found)
+            if known is not None:
+                self._fold(routed.found, known, _event(message, key, _nothing, span), span)
+                telemetry.end(span)
+                return
         if isinstance(routed.found, FailureSeen) and self.batches.offer(
             key, (routed, message, span), self._batching and not self._scheduler.has(key)
         ):
@@ -210,15 +222,48 @@ class Dispatcher:
 
         self._scheduler.submit(_event(message, key, prevent_in_span, span))
 
-    def submit(self, routed: Signal, message: Message, span: Span) -> None:
-        """A signal as its booking's own work item."""
+    def submit(self, routed: Signal, message: Message, span: Span, *, memory: bool = True) -> None:
+        """A signal as its booking's own work item. A failure that turns out, when its turn comes, to be one more
+        event of an incident settled for good (the booking's earlier work settled it) is answered in memory: its
+        offset completes when the folds write it, not when the work ends."""
         found, row, key, jobs = routed.found, routed.row, routed.key, self._jobs
+        event = _event(message, key, _nothing, span)
+        known = self._remediator.known_incident if memory and isinstance(found, FailureSeen) else None
 
         def run_in_span() -> None:
             with trace.use_span(span, end_on_exit=False):
+                if known is not None:
+                    assert isinstance(found, FailureSeen)
+                    settled = known(found)
+                    if settled is not None:
+                        event.handed_over = True
+                        self._fold(found, settled, event, span)
+                        return
                 jobs.signal(found, row, key)
 
-        self._scheduler.submit(_event(message, key, run_in_span, span))
+        event.run = run_in_span
+        self._scheduler.submit(event)
+
+    def _fold(self, failure: FailureSeen, known: Settled, event: Event, span: Span) -> None:
+        """An event answered in memory: its span (when sampled) and its write, with others, by the folds."""
+        if span.is_recording():
+            with trace.use_span(span, end_on_exit=False):
+                self._remediator.answered(failure, known)
+        where = (event.key, event.topic, event.partition, event.offset)
+        self.folds.add(Fold(failure, known.incident_id, *where, event.message))
+
+    def _fold_usual(self, fold: Fold) -> None:
+        """An answered event the folds could not write: its own work item, on the database path."""
+        if fold.message is None:
+            return
+        span = trace.INVALID_SPAN
+        row = None
+        routed = Signal("c", row, fold.key, "FailureSeen", fold.failure)
+        self.submit(routed, fold.message, span, memory=False)
+
+
+def _nothing() -> None:
+    return None
 
 
 def _event(message: Message, key: str, run: Callable[[], None], span: Span) -> Event:

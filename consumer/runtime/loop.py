@@ -38,6 +38,7 @@ from consumer.runtime.clients import (
 )
 from consumer.runtime.deadletter import DeadLetters
 from consumer.runtime.dispatch import Dispatcher
+from consumer.runtime.folds import Folds
 from consumer.runtime.gauges import StateRefresher, heartbeat_age
 from consumer.runtime.gauges import register_runtime as register_runtime_gauges
 from consumer.runtime.health import _UNREACHABLE, Health, Outage, kafka_log, serve_health
@@ -145,6 +146,15 @@ class Runtime:
             settings,
             remediator=self.remediator,
             jobs=self.jobs,
+            folds=lambda usual: Folds(
+                self.remediator,
+                connect,
+                self.ride,
+                self.jobs.outcomes,
+                done=self.completions.put,
+                usual=usual,
+                linger_s=settings.batch_linger_s,
+            ),
             scheduler=self.scheduler,
             partitions=self.partitions,
             dead_letters=self.dead_letters,
@@ -195,7 +205,9 @@ class Runtime:
                 if error is not None and (isinstance(error, Abandoned) or infrastructure_cause(error) is not None):
                     pass  # only while stopping: the event stays uncommitted and is redelivered after restart
                 elif isinstance(work, Event):
-                    if error is not None and work.message is not None:
+                    if work.handed_over:
+                        pass  # the folds complete it once written
+                    elif error is not None and work.message is not None:
                         # a bug or a permanent refusal: the event goes to the DLQ with the reason, then counts as done
                         self.dead_letters.send(work.message, error)
                     else:
@@ -293,11 +305,12 @@ class Runtime:
         its backoff, is abandoned without a verdict (status and offset untouched, so the next owner redoes it);
         what finished is committed; the pool closes last. Every step that can block is bounded by what is left."""
         budget = Budget(self._stopping_since or time.monotonic(), self.settings.shutdown_timeout_s)
-        batches, scheduler = self.dispatcher.batches, self.scheduler
+        batches, scheduler, folds = self.dispatcher.batches, self.scheduler, self.dispatcher.folds
         batches.close()  # the running batch finishes (it may still place work: the scheduler drops it)
         scheduler.shutdown()
+        folds.close()  # what is answered is written once more, if the database takes it
         drain_until = time.monotonic() + budget.left(0.6)
-        while (scheduler.busy() or batches.busy()) and time.monotonic() < drain_until:
+        while (scheduler.busy() or batches.busy() or folds.busy()) and time.monotonic() < drain_until:
             self.producer.poll(0)
             self._drain(timeout=0.05)
         self.producer.flush(min(budget.left(0.3), 5.0))

@@ -49,6 +49,8 @@ class Event(Work):
     partition: int
     offset: int
     message: Message | None = None
+    #: its offset was handed to another owner (the folds) that completes it
+    handed_over: bool = False
 
 
 @dataclass(kw_only=True)

@@ -54,6 +54,9 @@ from handlers.store.incidents import (
     first_trace_id as first_trace_id,
 )
 from handlers.store.incidents import (
+    fold_duplicates as fold_duplicates,
+)
+from handlers.store.incidents import (
     incident_of_booking as incident_of_booking,
 )
 from handlers.store.incidents import (

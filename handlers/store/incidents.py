@@ -203,6 +203,47 @@ def mark_processed(conn: Conn, event_id: UUID, incident_id: UUID | None, outcome
     )
 
 
+#: failure events of settled incidents, folded many per statement: each event not yet processed is marked processed
+#: (``duplicate``) and counted into its incident once — as :func:`record_incident` + :func:`mark_processed` would,
+#: one event at a time — and the ids of events whose incident is gone come back (the caller takes the usual path)
+_FOLD_MANY = (
+    "WITH n AS (SELECT * FROM unnest(%s::uuid[], %s::uuid[], %s::text[], %s::text[], %s::timestamptz[])"
+    "   AS n(event_id, incident_id, source, event_type, created_at)),"
+    " known AS (SELECT n.* FROM n JOIN allocguard.incidents i ON i.id = n.incident_id),"
+    " marked AS (INSERT INTO allocguard.processed_events (event_id, incident_id, outcome)"
+    "   SELECT event_id, incident_id, 'duplicate' FROM known ON CONFLICT (event_id) DO NOTHING RETURNING event_id),"
+    " fresh AS (SELECT k.incident_id, jsonb_build_object('event_id', k.event_id::text, 'source', k.source,"
+    "   'event_type', k.event_type) AS source_event, k.created_at FROM known k JOIN marked m USING (event_id)),"
+    " folded AS (SELECT f.incident_id, count(*) AS events, jsonb_agg(f.source_event) AS sources,"
+    "   max(f.created_at) AS last_at FROM fresh f JOIN allocguard.incidents i ON i.id = f.incident_id"
+    "   WHERE NOT i.source_events @> jsonb_build_array(f.source_event) GROUP BY f.incident_id),"
+    " updated AS (UPDATE allocguard.incidents i SET event_count = i.event_count + f.events,"
+    "   source_events = i.source_events || f.sources, last_event_at = greatest(i.last_event_at, f.last_at),"
+    "   updated_at = now() FROM folded f WHERE i.id = f.incident_id)"
+    " SELECT n.event_id FROM n WHERE NOT EXISTS (SELECT 1 FROM known k WHERE k.event_id = n.event_id)"
+)
+
+
+def fold_duplicates(conn: Conn, folds: list[tuple[FailureSeen, UUID]]) -> set[UUID]:
+    """Failure events of settled incidents (each with its incident's id) written in one statement and one
+    transaction (a data-modifying ``WITH`` runs to completion whatever the outer query reads); the events whose
+    incident no longer exists are left untouched and returned. An event twice in ``folds`` counts once."""
+    folds = list({f.event_id: (f, i) for f, i in folds}.values())
+    if not folds:
+        return set()
+    rows = conn.execute(
+        _FOLD_MANY,
+        (
+            [f.event_id for f, _ in folds],
+            [i for _, i in folds],
+            [f.source for f, _ in folds],
+            [f.event_type for f, _ in folds],
+            [f.created_at for f, _ in folds],
+        ),
+    ).fetchall()
+    return {row[0] for row in rows}
+
+
 def incident_rows(conn: Conn, booking_id: UUID) -> list[dict[str, Any]]:
     with conn.cursor(row_factory=dict_row) as cur:
         return cur.execute(

@@ -26,10 +26,13 @@ import psycopg
 import pytest
 from confluent_kafka import Consumer
 from psycopg.conninfo import make_conninfo
+from psycopg.rows import dict_row
 
 from consumer.local.settings import StackSettings
 from consumer.local.simulator import PlatformApp, orphan_by_reseat
 from consumer.local.stack import LocalStack
+from handlers.detect import DetectionRules, FailureSeen, classify
+from schemas.rows import ObservabilityEvent
 from tests.support.process import RuntimeProcess, free_port, wait_for
 from tests.support.tcpproxy import TcpProxy
 
@@ -97,6 +100,50 @@ def settle(connect: Callable[[], Conn], ledger: Ledger, timeout: float) -> dict[
         if all(done.get(v) is not None for v in ledger.played) or time.monotonic() > deadline:
             return {v: done.get(v) for v in ledger.played}
         time.sleep(0.5)  # poll: the consumer is catching up
+
+
+def unfolded(connect: Callable[[], Conn], ledger: Ledger, timeout: float) -> dict[str, int]:
+    """Every failure event of a played incident marked processed and counted into its incident once — the first as
+    the incident, the rest folded in (in memory, written many at a time, handlers/settled.py): per booking, its
+    failure events (as the detection rules classify the platform's rows) not marked processed, and the difference
+    between their number and its incidents' ``event_count``. Polled until both are zero or ``timeout`` passes
+    (folds are written shortly after the victim is confirmed)."""
+    rules = DetectionRules()
+    deadline = time.monotonic() + timeout
+    while True:
+        with connect() as conn, conn.cursor(row_factory=dict_row) as cur:
+            rows = cur.execute(
+                "SELECT id, created_at, source, event_type, severity, context::text AS context, restaurant_id,"
+                " booking_id FROM public.observability_events WHERE booking_id = ANY(%s)",
+                (list(ledger.played),),
+            ).fetchall()
+            failures: dict[uuid.UUID, set[uuid.UUID]] = {}
+            for row in rows:
+                if isinstance(classify(ObservabilityEvent.model_validate(row), rules), FailureSeen):
+                    failures.setdefault(row["booking_id"], set()).add(row["id"])
+            every = [e for events in failures.values() for e in events]
+            marked = {
+                r["event_id"]
+                for r in cur.execute(
+                    "SELECT event_id FROM allocguard.processed_events WHERE event_id = ANY(%s)", (every,)
+                )
+            }
+            counted = {
+                r["booking_id"]: int(r["n"])
+                for r in cur.execute(
+                    "SELECT booking_id, sum(event_count) AS n FROM allocguard.incidents WHERE mode = 'auto'"
+                    " AND booking_id = ANY(%s) GROUP BY 1",
+                    (list(failures),),
+                )
+            }
+        result = {
+            "unmarked": len(set(every) - marked),
+            "miscounted": sum(1 for b, events in failures.items() if counted.get(b) != len(events)),
+            "failure_events": len(every),
+        }
+        if (not result["unmarked"] and not result["miscounted"]) or time.monotonic() > deadline:
+            return result
+        time.sleep(0.5)  # poll: the last folds are being written
 
 
 def dead_letters(bootstrap: str, topic: str) -> int:
@@ -285,6 +332,7 @@ def test_chaos(
         pg_relay.heal()
         kafka_relay.heal()
     result = report(platform_connect, ledger, confirmed)
+    result.update(unfolded(platform_connect, ledger, timeout=60))
     result["dlq"] = dead_letters(stack_settings.kafka_bootstrap, f"{group}-dlq")
     result["tracebacks"] = sum(process.log().count("Traceback") for process in logs)
     # a position the log no longer held (nothing here deletes records: any would be a skip, even if backfilled)
@@ -294,6 +342,8 @@ def test_chaos(
     assert result["played"] >= 10
     assert result["lost"] == []
     assert result["doubled"] == []
+    assert result["unmarked"] == 0, "a failure event's offset committed without its processed marker"
+    assert result["miscounted"] == 0, "an incident's event count is not its failure events, each once"
     assert result["outcome_mismatches"] == []
     assert result["dlq"] == 0
     assert result["tracebacks"] == 0

@@ -356,7 +356,11 @@ def test_a_caught_up_stream_sends_signals_on_at_once_and_a_backlog_batches_them(
     sent: list[int] = []
     batched: list[int] = []
     dispatcher = runtime.dispatcher
-    dispatcher.submit = lambda routed, message, span: sent.append(message.offset() or 0)  # type: ignore[method-assign]
+
+    def submit(routed: Signal, message: Message, span: object, *, memory: bool = True) -> None:
+        sent.append(message.offset() or 0)
+
+    dispatcher.submit = submit  # type: ignore[method-assign]
 
     def offer(key: str, item: Item, free: bool) -> bool:
         if free:
