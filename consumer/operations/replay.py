@@ -183,11 +183,14 @@ def read_file(path: Path, progress: Callable[[int, int], None], tally: dict[str,
 _END = object()
 
 
-def read_ahead(source: Iterator[Raw], depth: int = 10_000) -> Iterator[Raw]:
+def read_ahead(source: Iterator[Raw], depth: int = 10_000, chunk: int = 256) -> Iterator[Raw]:
     """``source``, read by a thread of its own while the caller works on what it has already yielded: a replay's
-    database round trips (evidence, plans) then overlap the reading instead of stalling it. Order is kept; an
-    error in the reader is raised here; a caller that stops early stops the reader too."""
-    items: queue.Queue[object] = queue.Queue(maxsize=depth)
+    database round trips (evidence, plans) then overlap the reading instead of stalling it. Handed over ``chunk``
+    items at a time (a queue hand-over per item cost more than the hold announcement it carried), at most
+    ``depth`` items ahead. Order is kept; an error in the reader is raised here; a caller that stops early stops
+    the reader too."""
+    size = max(1, min(chunk, depth))
+    items: queue.Queue[object] = queue.Queue(maxsize=max(1, depth // size))
     stop = threading.Event()
     failure: list[BaseException] = []
 
@@ -201,16 +204,22 @@ def read_ahead(source: Iterator[Raw], depth: int = 10_000) -> Iterator[Raw]:
         return False
 
     def read() -> None:
+        pending: list[Raw] = []
         try:
             for raw in source:
-                if not put(raw):
-                    break
+                pending.append(raw)
+                if len(pending) >= size:
+                    if not put(pending):
+                        break
+                    pending = []
         except BaseException as exc:  # handed to the caller's thread
             failure.append(exc)
         finally:
             close = getattr(source, "close", None)
             if close is not None:
                 close()  # a generator's finally (the consumer's close) runs in this thread
+            if pending:  # what was read before an error still reaches the caller, then the error
+                put(pending)
             put(_END)
 
     reader = threading.Thread(target=read, name="allocguard-replay-reader", daemon=True)
@@ -220,7 +229,7 @@ def read_ahead(source: Iterator[Raw], depth: int = 10_000) -> Iterator[Raw]:
             item = items.get()
             if item is _END:
                 break
-            yield item  # type: ignore[misc]
+            yield from item  # type: ignore[misc]
     finally:
         stop.set()
         reader.join(timeout=10)
@@ -385,6 +394,7 @@ def replay(
         rules,
     )
     relevant = Relevance(rules)
+    remember = remediator.memory.remember  # no spans here (a one-off command's remediator has no hooks)
     report = ReplayReport()
     started = time.monotonic()
     try:
@@ -403,7 +413,7 @@ def replay(
                     continue
                 report.signals += 1
                 if not isinstance(found, FailureSeen):
-                    remediator.handle(found)  # a hold: kept in memory, as `run` keeps it
+                    remember(found)  # a hold: kept in memory, as `run` keeps it
                     continue
                 result = remediator.on_failure(found)
                 report.failure_events += 1
