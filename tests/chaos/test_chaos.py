@@ -78,12 +78,29 @@ class Driver:
         while not self._stop.wait(self._every):
             try:
                 with psycopg.connect(self._dsn, autocommit=True, connect_timeout=2) as conn:
-                    scenario = orphan_by_reseat(PlatformApp(conn), job_attempts=0)
+                    app = PlatformApp(conn)
+                    scenario = orphan_by_reseat(app, job_attempts=0)
+                    if scenario.victim_id is not None:
+                        with self._ledger.lock:
+                            self._ledger.played[scenario.victim_id] = time.time()
+                        repeat_failure(app, scenario.victim_id)
             except psycopg.Error:
-                continue  # the platform is down too: nothing was played
-            if scenario.victim_id is not None:
-                with self._ledger.lock:
-                    self._ledger.played[scenario.victim_id] = time.time()
+                continue  # the platform is down too: nothing (more) was played
+
+
+def repeat_failure(app: PlatformApp, victim: uuid.UUID, times: int = 3) -> None:
+    """More events of the same failed attempt, as the platform's auto-assign emits them (a failed attempt emits 12
+    or 13): they reach allocguard while the incident is in flight or after it settled — answered in memory and
+    written many at a time (handlers/settled.py), which the ledger's ``unmarked``/``miscounted`` check."""
+    booking = app.booking(victim)
+    for index in range(times):
+        app.emit(
+            "auto_assign",
+            "auto_assign.attempt_error",
+            {"attempt_index": index, "error": "allocations_no_overlap", "reasonCode": "transient.rpc_error"},
+            booking=booking,
+            severity="warning",
+        )
 
 
 def settle(connect: Callable[[], Conn], ledger: Ledger, timeout: float) -> dict[uuid.UUID, float | None]:
