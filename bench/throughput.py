@@ -24,11 +24,12 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from bench import local_stack, traffic
+from bench import local_stack, statements, traffic
 from consumer.config import RuntimeSettings
 from consumer.local.settings import StackSettings
 from consumer.local.stack import LocalStack
@@ -220,10 +221,17 @@ def process_consume(prefix: str, topic: str, count: int, folder: Path) -> tuple[
 
 
 def measure(
-    stack: StackSettings, batch: list[tuple[bytes, bytes]], signals: int, args: argparse.Namespace
+    stack: StackSettings,
+    batch: list[tuple[bytes, bytes]],
+    signals: int,
+    args: argparse.Namespace,
+    fresh: Callable[[int], list[tuple[bytes, bytes]]] | None = None,
 ) -> dict[str, object]:
     """One topic: raw, allocguard in process, ``allocguard run`` as its own process, the Quix app — interleaved,
-    ``--repeats`` times; medians and ratios."""
+    ``--repeats`` times; medians and ratios. With ``fresh`` (a mix that writes incidents: the storm), each
+    allocguard run reads a topic of its own, written just before it from another seed — the same shape, other
+    bookings and event ids (a topic read twice would meet its own processed events) — and the in-process runs
+    count the statements and transactions per incident and per duplicate event."""
     prefix = f"bench{uuid.uuid4().hex[:8]}"
     topic = f"{prefix}.public.observability_events"
     LocalStack(stack, log=lambda line: None).ensure_topics([topic])
@@ -231,12 +239,31 @@ def measure(
     write(stack.kafka_bootstrap, topic, batch)
     runs: dict[str, list[float]] = {"raw": [], "allocguard": [], "allocguard_run_process": [], "quix": []}
     peaks: list[float] = []
+    counts: list[dict[str, object]] = []
+
+    def own_topic() -> tuple[str, str, int]:
+        if fresh is None:
+            return prefix, topic, count
+        own = f"bench{uuid.uuid4().hex[:8]}"
+        own_topic = f"{own}.public.observability_events"
+        LocalStack(stack, log=lambda line: None).ensure_topics([own_topic])
+        messages = fresh(random.randrange(8, 1 << 30))  # never the main topic's 7, never a past run's
+        write(stack.kafka_bootstrap, own_topic, messages)
+        return own, own_topic, len(messages)
+
     with tempfile.TemporaryDirectory() as folder:
         for _ in range(args.repeats):
             runs["raw"].append(raw_consume(stack.kafka_bootstrap, topic, count))
-            runs["allocguard"].append(allocguard_consume(prefix, count)[0])
+            own, _, own_count = own_topic()
+            if fresh is not None:
+                with statements.counted() as counted:
+                    runs["allocguard"].append(allocguard_consume(own, own_count)[0])
+                counts.append(counted.report())
+            else:
+                runs["allocguard"].append(allocguard_consume(own, own_count)[0])
             if args.process:
-                rate, peak = process_consume(prefix, topic, count, Path(folder))
+                own, own_name, own_count = own_topic()
+                rate, peak = process_consume(own, own_name, own_count, Path(folder))
                 runs["allocguard_run_process"].append(rate)
                 peaks.append(peak)
             if args.quix:
@@ -255,6 +282,8 @@ def measure(
             entry["allocguard_run_process_vs_quix"] = round(statistics.median(runs["allocguard_run_process"]) / quix, 2)
     if peaks:
         entry["allocguard_run_peak_rss_mb"] = round(max(peaks), 1)
+    if counts:
+        entry["database_work"] = counts
     entry["runs"] = {k: [round(v) for v in vs] for k, vs in runs.items() if vs}
     return entry
 
@@ -279,7 +308,13 @@ def main() -> None:
     results: list[dict[str, object]] = []
     for mix in [m for m in args.mixes.split(",") if m]:
         batch, signals = traffic.messages(args.messages, mix, "bench")
-        entry = {"mix": mix, **measure(stack, batch, signals, args)}
+        fresh = None
+        if mix == "storm":  # each allocguard run reads storms of its own (its incidents are written)
+
+            def fresh(seed: int, mix: str = mix) -> list[tuple[bytes, bytes]]:
+                return traffic.messages(args.messages, mix, "bench", seed=seed)[0]
+
+        entry = {"mix": mix, **measure(stack, batch, signals, args, fresh)}
         results.append(entry)
         print(json.dumps(entry), flush=True)
     for ratio in [float(r) for r in args.ratios.split(",") if r]:
