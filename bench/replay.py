@@ -10,9 +10,14 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import statistics
+import subprocess
+import sys
 import time
 import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from bench import local_stack, traffic
 from bench.throughput import produce, quix_consume, raw_consume, write
@@ -36,6 +41,36 @@ def replay_dry_run(prefix: str, count: int) -> tuple[float, float, dict[str, obj
     assert report.messages == count, report.summary()
     reading = ended - tally["first_read_ns"] / 1e9
     return count / reading, count / (ended - started), report.summary()
+
+
+#: runs a command as its only child and prints the child's peak resident set (KB) last
+_PEAK = (
+    "import resource, subprocess, sys; done = subprocess.run(sys.argv[1:], capture_output=True, text=True);"
+    " sys.stdout.write(done.stdout); print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss);"
+    " sys.exit(done.returncode)"
+)
+
+
+def replay_process(prefix: str, count: int) -> tuple[float, float]:
+    """``allocguard replay --dry-run --json`` as its own process over the whole topic: (events/s of the whole
+    command, its peak RSS in MB)."""
+    allocguard = str(Path(sys.executable).with_name("allocguard"))
+    since = (datetime.now(UTC) - timedelta(days=1)).isoformat()  # before the topic was written: all of it
+    env = {**os.environ, "ALLOCGUARD_TOPIC_PREFIX": prefix, "OTEL_TRACES_EXPORTER": "none"}
+    started = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-c", _PEAK, allocguard, "replay", "--since", since, "--dry-run", "--json"],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+        timeout=1800,
+    )
+    took = time.monotonic() - started
+    lines = done.stdout.strip().splitlines()
+    report = json.loads("\n".join(lines[:-1]))
+    assert report["summary"]["messages"] == count, report["summary"]
+    return count / took, int(lines[-1]) / 1024
 
 
 def main() -> None:
@@ -64,6 +99,7 @@ def main() -> None:
         runs["replay_whole_command"].append(whole)
         if args.quix:
             runs["quix"].append(quix_consume(stack.kafka_bootstrap, topic, args.messages))
+    process_rate, peak_mb = replay_process(prefix, args.messages)
     raw, ours = statistics.median(runs["raw"]), statistics.median(runs["replay"])
     result: dict[str, object] = {
         "benchmark": "replay",
@@ -73,6 +109,8 @@ def main() -> None:
         "replay_dry_run_events_per_s": round(ours),
         "replay_vs_raw": round(ours / raw, 3),
         "replay_whole_command_events_per_s": round(statistics.median(runs["replay_whole_command"])),
+        "replay_process_whole_command_events_per_s": round(process_rate),
+        "replay_process_peak_rss_mb": round(peak_mb, 1),
         "runs": {k: [round(v) for v in vs] for k, vs in runs.items() if vs},
     }
     if runs["quix"]:

@@ -114,6 +114,8 @@ def read_range(
             "enable.auto.commit": False,
             "enable.auto.offset.store": False,
             "fetch.queue.backoff.ms": 10,
+            # the prefetched messages waiting for the replay (librdkafka's default is 64 MB), as `run` caps them
+            "queued.max.messages.kbytes": 32768,
             "logger": kafka_log,
         }
     )
@@ -183,7 +185,7 @@ def read_file(path: Path, progress: Callable[[int, int], None], tally: dict[str,
 _END = object()
 
 
-def read_ahead(source: Iterator[Raw], depth: int = 10_000, chunk: int = 256) -> Iterator[Raw]:
+def read_ahead(source: Iterator[Raw], depth: int = 4096, chunk: int = 256) -> Iterator[Raw]:
     """``source``, read by a thread of its own while the caller works on what it has already yielded: a replay's
     database round trips (evidence, plans) then overlap the reading instead of stalling it. Handed over ``chunk``
     items at a time (a queue hand-over per item cost more than the hold announcement it carried), at most
