@@ -30,6 +30,25 @@ from schemas.rows import ObservabilityEvent, Severity
 CREATED = b'{"before":null,"after":{'
 #: the canonical text of a uuid, as PostgreSQL prints it: what ``str(UUID(text)) == text`` holds for
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}").fullmatch
+
+#: canonical uuid texts seen before: a venue's restaurant and table ids come back in every announcement of it
+_SEEN_UUIDS: set[str] = set()
+_SEEN_LIMIT = 50_000
+
+
+def _known_uuid(value: str) -> bool:
+    """:data:`_UUID` for the ids that repeat (restaurants, tables), remembered (a set lookup instead of a regex
+    match); the set is emptied when full. ``value`` must be a str."""
+    if value in _SEEN_UUIDS:
+        return True
+    if _UUID(value) is None:
+        return False
+    if len(_SEEN_UUIDS) >= _SEEN_LIMIT:
+        _SEEN_UUIDS.clear()
+    _SEEN_UUIDS.add(value)
+    return True
+
+
 _SEVERITIES = frozenset(s.value for s in Severity)
 _SCHEMA, _TABLE = ObservabilityEvent.table.split(".")
 #: an integer the models surely accept (orjson reads one past 64 bits as a float, which the models refuse;
@@ -122,7 +141,7 @@ def read_hold(key: bytes | None, value: bytes, rules: DetectionRules) -> tuple[s
         return None
     booking_id, restaurant_id = row.booking_id, row.restaurant_id
     # a hold whose ids come from its context instead: the full path
-    if booking_id is None or restaurant_id is None or _UUID(booking_id) is None or _UUID(restaurant_id) is None:
+    if booking_id is None or restaurant_id is None or _UUID(booking_id) is None or not _known_uuid(restaurant_id):
         return None
     if _UUID(row.id) is None or _instant(row.created_at) is None or row.context is None:
         return None
@@ -160,7 +179,7 @@ def _note(context: dict[str, Any], booking_id: str, restaurant_id: str, rules: D
     if type(hold_id) is not str or _UUID(hold_id) is None or type(tables) is not list or not tables:
         return None
     for table in tables:
-        if type(table) is not str or _UUID(table) is None:
+        if type(table) is not str or not _known_uuid(table):
             return None
     start, end = _instant(context.get(hold.start_key)), _instant(context.get(hold.end_key))
     if start is None or end is None or start >= end:
