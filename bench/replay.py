@@ -19,9 +19,10 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from bench import local_stack, traffic
+from bench import local_stack, scratch_topics, traffic
 from bench.throughput import produce, quix_consume, raw_consume, write
 from consumer.config import RuntimeSettings
+from consumer.local.settings import StackSettings
 from consumer.local.stack import LocalStack
 from consumer.operations.replay import Window, read_range, replay
 from consumer.runtime.routing import Relevance
@@ -85,7 +86,14 @@ def main() -> None:
     stack = local_stack()
     prefix = f"replay{uuid.uuid4().hex[:8]}"
     topic = f"{prefix}.public.observability_events"
-    LocalStack(stack, log=lambda line: None).ensure_topics([topic])
+    with scratch_topics(stack) as written:
+        written.append(topic)
+        LocalStack(stack, log=lambda line: None).ensure_topics([topic])
+        result = _run(stack, prefix, topic, args)
+    print(json.dumps(result, indent=2))
+
+
+def _run(stack: StackSettings, prefix: str, topic: str, args: argparse.Namespace) -> dict[str, object]:
     if args.mix:
         write(stack.kafka_bootstrap, topic, traffic.messages(args.messages, args.mix, prefix)[0])
     else:
@@ -116,7 +124,7 @@ def main() -> None:
     if runs["quix"]:
         result["quix_events_per_s"] = round(statistics.median(runs["quix"]))
         result["replay_vs_quix"] = round(ours / statistics.median(runs["quix"]), 2)
-    print(json.dumps(result, indent=2))
+    return result
 
 
 if __name__ == "__main__":

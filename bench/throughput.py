@@ -29,7 +29,7 @@ from pathlib import Path
 
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from bench import local_stack, statements, traffic
+from bench import local_stack, scratch_topics, statements, traffic
 from consumer.config import RuntimeSettings
 from consumer.local.settings import StackSettings
 from consumer.local.stack import LocalStack
@@ -232,9 +232,22 @@ def measure(
     allocguard run reads a topic of its own, written just before it from another seed — the same shape, other
     bookings and event ids (a topic read twice would meet its own processed events) — and the in-process runs
     count the statements and transactions per incident and per duplicate event."""
+    with scratch_topics(stack) as written:
+        return _measure(stack, batch, signals, args, fresh, written)
+
+
+def _measure(
+    stack: StackSettings,
+    batch: list[tuple[bytes, bytes]],
+    signals: int,
+    args: argparse.Namespace,
+    fresh: Callable[[int], list[tuple[bytes, bytes]]] | None,
+    written: list[str],
+) -> dict[str, object]:
     prefix = f"bench{uuid.uuid4().hex[:8]}"
     topic = f"{prefix}.public.observability_events"
     LocalStack(stack, log=lambda line: None).ensure_topics([topic])
+    written.append(topic)
     count = len(batch)
     write(stack.kafka_bootstrap, topic, batch)
     runs: dict[str, list[float]] = {"raw": [], "allocguard": [], "allocguard_run_process": [], "quix": []}
@@ -247,6 +260,7 @@ def measure(
         own = f"bench{uuid.uuid4().hex[:8]}"
         own_topic = f"{own}.public.observability_events"
         LocalStack(stack, log=lambda line: None).ensure_topics([own_topic])
+        written.append(own_topic)
         messages = fresh(random.randrange(8, 1 << 30))  # never the main topic's 7, never a past run's
         write(stack.kafka_bootstrap, own_topic, messages)
         return own, own_topic, len(messages)
