@@ -115,7 +115,7 @@ def read_range(
             "enable.auto.offset.store": False,
             "fetch.queue.backoff.ms": 10,
             # the prefetched messages waiting for the replay (librdkafka's default is 64 MB), as `run` caps them
-            "queued.max.messages.kbytes": 32768,
+            "queued.max.messages.kbytes": 16384,
             "logger": kafka_log,
         }
     )

@@ -64,8 +64,10 @@ def consumer_config(settings: RuntimeSettings, on_error: Callable[[KafkaError], 
         # a backlog must not starve the loop: librdkafka's default waits 1 s before refilling the queue
         "fetch.queue.backoff.ms": 10,
         # the prefetched messages waiting for the loop (librdkafka's default is 64 MB): with a loop slower than the
-        # broker (a backlog of hold announcements), the queue stays full, and that is resident memory
-        "queued.max.messages.kbytes": 32768,
+        # broker (a backlog of hold announcements), the queue stays full, and that is resident memory. 16 MB:
+        # peak RSS of `run` 137 -> 114 MB (healthy) and 143 -> 124 MB (storm) against 32 MB, rates within the
+        # runs' spread (bench.throughput, 300k messages, two interleaved runs each)
+        "queued.max.messages.kbytes": 16384,
         **group_protocol(settings.librdkafka()),
         **({"group.instance.id": settings.instance_id} if settings.instance_id else {}),
         **settings.librdkafka(),
