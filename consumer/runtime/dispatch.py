@@ -23,7 +23,7 @@ from consumer.runtime.folds import Fold, Folds
 from consumer.runtime.health import kafka_log
 from consumer.runtime.jobs import Jobs
 from consumer.runtime.partitions import Partitions
-from consumer.runtime.routing import DeadLetter, Relevance, Signal, Skip, Watched, route
+from consumer.runtime.routing import FAILURE, DeadLetter, Relevance, Signal, Skip, Watched, route
 from consumer.runtime.scheduler import KeyedScheduler, SignalBatches
 from consumer.runtime.work import BatchDone, Event, FatalRuntimeError
 from consumer.telemetry import Telemetry
@@ -183,7 +183,7 @@ class Dispatcher:
             # one more event of an incident settled for good: answered now, written with others (its offset waits)
             known = self._remediator.known_incident(routed.found)
             if known is not None:
-                self._fold(routed.found, known, _event(message, key, _nothing, span), span)
+                self._fold(routed.found, known, key, message, span)
                 telemetry.end(span)
                 return
         if isinstance(routed.found, FailureSeen) and self.batches.offer(
@@ -237,29 +237,25 @@ class Dispatcher:
                     settled = known(found)
                     if settled is not None:
                         event.handed_over = True
-                        self._fold(found, settled, event, span)
+                        self._fold(found, settled, key, message, span)
                         return
                 jobs.signal(found, row, key)
 
         event.run = run_in_span
         self._scheduler.submit(event)
 
-    def _fold(self, failure: FailureSeen, known: Settled, event: Event, span: Span) -> None:
+    def _fold(self, failure: FailureSeen, known: Settled, key: str, message: Message, span: Span) -> None:
         """An event answered in memory: its span (when sampled) and its write, with others, by the folds."""
         if span.is_recording():
             with trace.use_span(span, end_on_exit=False):
                 self._remediator.answered(failure, known)
-        where = (event.key, event.topic, event.partition, event.offset)
-        self.folds.add(Fold(failure, known.incident_id, *where, event.message))
+        where = (message.topic() or "", message.partition() or 0, message.offset() or 0)
+        self.folds.add(Fold(failure, known.incident_id, key, *where, message))
 
     def _fold_usual(self, fold: Fold) -> None:
         """An answered event the folds could not write: its own work item, on the database path."""
-        if fold.message is None:
-            return
-        span = trace.INVALID_SPAN
-        row = None
-        routed = Signal("c", row, fold.key, "FailureSeen", fold.failure)
-        self.submit(routed, fold.message, span, memory=False)
+        routed = Signal("c", None, fold.key, FAILURE, fold.failure)
+        self.submit(routed, fold.message, trace.INVALID_SPAN, memory=False)
 
 
 def _nothing() -> None:

@@ -45,7 +45,7 @@ class Fold:
     topic: str
     partition: int
     offset: int
-    message: Message | None
+    message: Message
 
 
 class Folds:
