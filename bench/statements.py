@@ -3,7 +3,8 @@ first steps read together (``triage``, the batch thread), an incident on the dat
 :meth:`Remediator.on_failure`), more events of a settled incident written together (``duplicates``: the folds).
 A statement is a cursor ``execute``; a transaction is an explicit ``transaction()`` block, a pipeline (one
 implicit transaction), or a statement outside both (autocommit). Counted by patching psycopg and the three entry
-points for the duration of a ``with`` block (a bench's instrument, never the product's)."""
+points — and the answering of an event in memory (``answer``: it should send none) — for the duration of a
+``with`` block (a bench's instrument, never the product's)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from typing import Any
 
 import psycopg
 
+from consumer.runtime.dispatch import Dispatcher
 from consumer.runtime.folds import Folds
 from handlers.pipeline import IncidentResult, Remediator
 
@@ -42,7 +44,8 @@ class Counts:
             "duplicates_on_the_database_path": on_path,
             "statements_per_duplicate_in_memory": per(self.statements["duplicates"], self.folded),
             "transactions_per_duplicate_in_memory": per(self.transactions["duplicates"], self.folded),
-            "own_round_trips_per_duplicate_in_memory": 0,
+            # measured, not assumed: statements sent while an event was being answered in memory
+            "own_statements_per_duplicate_in_memory": per(self.statements["answer"], self.folded),
             "statements": dict(self.statements),
             "transactions": dict(self.transactions),
         }
@@ -125,6 +128,8 @@ def counted() -> Iterator[Counts]:
     patch(Remediator, "on_failure", labelled("incident"))
     patch(Remediator, "triage", labelled("triage"))
     patch(Folds, "_write", labelled("duplicates"))
+    patch(Remediator, "known_incident", labelled("answer"))
+    patch(Dispatcher, "_fold", labelled("answer"))
     try:
         yield counts
     finally:
