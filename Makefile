@@ -9,7 +9,7 @@ BIN    := $(VENV)/bin
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-13s %s\n", $$1, $$2}'
 
-$(BIN)/allocguard: pyproject.toml setup.py consumer/_bytetest.c
+$(BIN)/allocguard: pyproject.toml setup.py consumer/_bytetest.c handlers/_holdscan.c
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e ".[dev]"

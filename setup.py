@@ -1,7 +1,8 @@
-"""Only the native byte test lives here (everything else is in pyproject.toml).
+"""Only the native parts live here (everything else is in pyproject.toml): the byte test and the hold scanner.
 
-The extension is optional: where no C compiler is available the build goes on without it and
-``consumer.runtime.routing`` uses the pure-Python byte test, which makes the same decisions (tested equal), only slower.
+Both extensions are optional: where no C compiler is available the build goes on without them;
+``consumer.runtime.routing`` then uses the pure-Python byte test, and ``handlers.announcements`` the msgspec reader,
+which make the same decisions (tested equal), only slower.
 """
 
 from setuptools import Extension, setup
@@ -9,5 +10,6 @@ from setuptools import Extension, setup
 setup(
     ext_modules=[
         Extension("consumer._bytetest", ["consumer/_bytetest.c"], optional=True, extra_compile_args=["-O2"]),
+        Extension("handlers._holdscan", ["handlers/_holdscan.c"], optional=True, extra_compile_args=["-O2"]),
     ]
 )

@@ -60,7 +60,9 @@ class Traffic:
             restaurant_id=restaurant,
             booking_id=booking,
         )
-        block = dict(self.template["source"], lsn=self.lsn, sequence=json.dumps([str(self.lsn - 512), str(self.lsn)]))
+        # source.sequence as Debezium writes it: compact (["100001024","100001536"])
+        sequence = json.dumps([str(self.lsn - 512), str(self.lsn)], separators=(",", ":"))
+        block = dict(self.template["source"], lsn=self.lsn, sequence=sequence)
         value = dict(self.template, after=after, source=block)
         return json.dumps(value, separators=(",", ":")).encode()  # compact, as JsonConverter writes it
 

@@ -12,6 +12,12 @@ boolean, a ``transaction`` block, a column the table gained), a missing field, a
 it answers ``None`` and the message takes the full path, whose verdict (skip, signal or dead letter) stands. So it
 never decides differently from the models: where it answers, it answers what the full path would
 (tests/unit/test_announcements.py drives both with generated messages, valid and broken, and compares).
+
+Before it, the plainest shape of all — compact, every text plain ASCII without an escape, the context as
+PostgreSQL's jsonb prints it — is read in one pass in C (``handlers/_holdscan.c``, built where a compiler is):
+no envelope or context objects are made, only the texts the note keeps. It answers only where the msgspec reader
+answers, and the same (the same tests compare the three); where it is not built, or not sure, the msgspec reader
+reads as before.
 """
 
 from __future__ import annotations
@@ -25,6 +31,14 @@ import orjson
 
 from handlers.detect import DetectionRules, HoldNote, hold_expiry
 from schemas.rows import ObservabilityEvent, Severity
+
+try:
+    from handlers import _holdscan as native
+except ImportError:  # pragma: no cover - not compiled here: the msgspec reader reads every announcement
+    native = None  # type: ignore[assignment]
+
+#: whether the C scanner (handlers/_holdscan.c) is built here
+SCANNER_IS_NATIVE = native is not None
 
 #: how a create/read begins in the compact form (no schema wrapper, no before-image)
 CREATED = b'{"before":null,"after":{'
@@ -122,6 +136,89 @@ def _instant(value: object) -> datetime | None:
 def read_hold(key: bytes | None, value: bytes, rules: DetectionRules) -> tuple[str, HoldNote] | None:
     """The CDC op and the hold a message of the ``observability_events`` topic announces, or None: not sure — the
     full path decides (it is not a hold announcement in the plain shape, or not one at all)."""
+    if native is not None:
+        read = scan_hold(key, value, rules)
+        if read is not None:
+            return read
+    return read_hold_decoded(key, value, rules)
+
+
+#: the scanner's spec per rules (by identity; the rules are kept with it, so an id is not reused under it)
+_SPECS: dict[int, tuple[DetectionRules, tuple[Any, ...] | None]] = {}
+_PATH_MAX = 8
+
+
+def _spec(rules: DetectionRules) -> tuple[Any, ...] | None:
+    known = _SPECS.get(id(rules))
+    if known is not None and known[0] is rules:
+        return known[1]
+    hold = rules.hold
+    path = tuple(part.encode() for part in hold.require_adjacency_path.split("."))
+    spec = (
+        hold.source.encode(),
+        hold.event_type.encode(),
+        _SCHEMA.encode(),
+        _TABLE.encode(),
+        tuple(sorted(s.encode() for s in _SEVERITIES)),
+        hold.hold_id_key.encode(),
+        hold.table_ids_key.encode(),
+        hold.start_key.encode(),
+        hold.end_key.encode(),
+        hold.expires_key.encode(),
+        path,
+    )
+    _SPECS[id(rules)] = (rules, spec if len(path) <= _PATH_MAX else None)
+    _WINDOWS.clear()  # they were judged with another rule's memory
+    return _SPECS[id(rules)][1]
+
+
+#: a window's texts (start, end, announced expiry) and what :func:`_note` makes of them — start, end, expiry — or
+#: None (not a window the reader answers for). A venue's seatings repeat, so do these texts; bounded, emptied when
+#: full, and when the rules change (the expiry depends on their hold memory).
+_Window = tuple[datetime, datetime, datetime] | None
+_WINDOWS: dict[tuple[str, str, str | None, int], _Window] = {}
+_WINDOWS_LIMIT = 4096
+
+
+def _window(start_text: str, end_text: str, raw_expiry: str | None, rules: DetectionRules) -> _Window:
+    start, end = _instant(start_text), _instant(end_text)
+    if start is None or end is None or start >= end:
+        return None
+    announced = None if raw_expiry is None else _instant(raw_expiry)
+    try:  # as _note
+        expires = max(announced, end) + rules.hold_memory if announced is not None else None
+    except OverflowError:
+        expires = None
+    if expires is None:
+        expires = hold_expiry(end, raw_expiry, rules.hold_memory)
+    return start, end, expires
+
+
+def scan_hold(key: bytes | None, value: bytes, rules: DetectionRules) -> tuple[str, HoldNote] | None:
+    """:func:`read_hold` by the C scanner alone (None where it is not built, or not sure)."""
+    spec = _spec(rules) if native is not None else None
+    if spec is None:
+        return None
+    scanned = native.scan(key, value, spec)
+    if scanned is None:
+        return None
+    op, booking_id, restaurant_id, created_at, hold_id, tables, start_text, end_text, raw_expiry, adjacency = scanned
+    texts = (start_text, end_text, raw_expiry, id(rules))
+    try:
+        window = _WINDOWS[texts]
+    except KeyError:
+        window = _window(start_text, end_text, raw_expiry, rules)
+        if len(_WINDOWS) >= _WINDOWS_LIMIT:
+            _WINDOWS.clear()
+        _WINDOWS[texts] = window
+    if window is None or _instant(created_at) is None:
+        return None
+    start, end, expires = window
+    return op, HoldNote(hold_id, booking_id, restaurant_id, tables, start, end, adjacency, expires)
+
+
+def read_hold_decoded(key: bytes | None, value: bytes, rules: DetectionRules) -> tuple[str, HoldNote] | None:
+    """:func:`read_hold` by the msgspec reader alone: the specification the C scanner agrees with."""
     if not value.startswith(CREATED):
         return None
     try:

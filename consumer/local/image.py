@@ -21,7 +21,7 @@ from consumer.local.settings import StackSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 SUITE = "bookworm"
-#: what each base brings: the build stage compiles the byte test (consumer/_bytetest.c); the runtime has no compiler
+#: what each base brings: the build stage compiles the byte test and the hold scanner (C); the runtime has no compiler
 BASES: dict[str, tuple[str, ...]] = {
     "build": ("python3", "python3-venv", "python3-dev", "gcc", "libc6-dev", "ca-certificates"),
     "run": ("python3", "ca-certificates"),

@@ -22,7 +22,7 @@ from consumer.runtime.clients import group_protocol
 from consumer.runtime.health import Health
 from consumer.runtime.service import Service
 from consumer.telemetry import Metrics
-from consumer.version import byte_test_is_native, version
+from consumer.version import byte_test_is_native, hold_scanner_is_native, version
 from schemas.envelope import HEARTBEAT_TOPIC_PREFIX
 
 log = logging.getLogger("allocguard.runtime")
@@ -268,6 +268,7 @@ def register_runtime(
         build={
             "version": version(),
             "byte_test": "native" if byte_test_is_native() else "python",
+            "hold_scanner": "native" if hold_scanner_is_native() else "msgspec",
             "group_protocol": str(group_protocol(settings.librdkafka()).get("group.protocol", "classic")),
             "mode": str(settings.mode),
         },

@@ -35,6 +35,7 @@ def test_the_image_says_its_byte_test_is_native_as_a_non_root_user(built: str) -
     result = image.podman(*image.run_args({}), built, "--version", check=False)
     assert result.returncode == 0, result.stderr
     assert "byte test: native" in result.stdout, result.stdout
+    assert "hold scanner: native" in result.stdout, result.stdout
     who = image.podman("run", "--rm", "--entrypoint", "id", built, "-u", check=False)
     assert who.stdout.strip() == "10001", who.stdout + who.stderr
     # the root filesystem is read-only at run time: nothing but the artifacts tmpfs is writable

@@ -84,4 +84,5 @@ def test_a_scrape_exports_every_metric_the_rules_and_the_dashboard_use(
     assert 0 <= found["allocguard_debezium_heartbeat_age_seconds"][0][1] < 60
     assert found["allocguard_build_info"][0][1] == 1
     assert 'byte_test="native"' in found["allocguard_build_info"][0][0]
+    assert 'hold_scanner="native"' in found["allocguard_build_info"][0][0]
     assert runtime.stop()[0] == 0

@@ -13,8 +13,9 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from consumer.runtime.routing import HOLD, Signal, route, route_decoded
-from handlers.announcements import read_hold
-from handlers.detect import DetectionRules, HoldNote
+from handlers import announcements
+from handlers.announcements import read_hold, read_hold_decoded, scan_hold
+from handlers.detect import DetectionRules, HoldNote, HoldRule
 from tests.support.clock import hold_window, iso_from_now
 
 RULES = DetectionRules()
@@ -189,10 +190,16 @@ KEYS = st.one_of(
 )
 
 
-def agree(key: bytes | None, value: bytes) -> HoldNote | None:
-    """The fast reader's answer, checked against the full path's; the note when the reader answered."""
-    read = read_hold(key, value, RULES)
-    full = route_decoded(TOPIC, 0, 0, key, value, RULES)
+def agree(key: bytes | None, value: bytes, rules: DetectionRules = RULES) -> HoldNote | None:
+    """The fast reader's answer, checked against the full path's; the note when the reader answered. Its two
+    parts are checked apart too: where the C scanner answers, the msgspec reader answers the same."""
+    scanned = scan_hold(key, value, rules)
+    decoded = read_hold_decoded(key, value, rules)
+    if scanned is not None:
+        assert scanned == decoded, f"the C scanner answers {scanned!r} where the msgspec reader says {decoded!r}"
+    read = read_hold(key, value, rules)
+    assert read == (scanned if scanned is not None else decoded)
+    full = route_decoded(TOPIC, 0, 0, key, value, rules)
     if read is None:
         return None
     op, note = read
@@ -202,7 +209,7 @@ def agree(key: bytes | None, value: bytes) -> HoldNote | None:
     assert full.key == note.booking_id
     assert full.found == note, "the reader's note differs from the classified hold's"
     # and route (which tries the reader first) answers the same
-    assert route(TOPIC, 0, 0, key, value, RULES) == Signal(op, None, full.key, HOLD, note)
+    assert route(TOPIC, 0, 0, key, value, rules) == Signal(op, None, full.key, HOLD, note)
     return note
 
 
@@ -210,6 +217,15 @@ def test_the_plain_shape_is_read_by_the_fast_reader() -> None:
     doc = base()
     assert agree(b'{"id":"x"}', encode(doc, True, False)) is not None
     assert agree(None, encode(base(), True, False)) is not None
+
+
+def test_the_plain_shape_is_read_by_the_c_scanner() -> None:
+    """Built here (as in CI and the image), and it answers for what Debezium and jsonb write."""
+    assert announcements.SCANNER_IS_NATIVE, "handlers/_holdscan.c is not compiled"
+    for key in (None, b'{"booking_id":"x"}', b'{"id":1,"n":null,"b":true}', b"{}"):
+        value = encode(base(), True, False)
+        assert scan_hold(key, value, RULES) is not None, key
+        assert agree(key, value) is not None
 
 
 @settings(max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -303,3 +319,117 @@ def test_every_single_bend() -> None:
                     mutate(doc, (how, place, name, odd))
                     answered += agree(None, encode(doc, True, False)) is not None
     assert answered > 100
+
+
+#: the context's values as jsonb prints them: whatever the platform adds to a hold's context next to what it reads
+JSON_VALUES = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=12)
+    | st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=12),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    extra=st.dictionaries(st.text(max_size=10), JSON_VALUES, max_size=4),
+    metadata=JSON_VALUES,
+    hold_id=st.one_of(st.just("ok"), JSON_VALUES),
+    tables=st.one_of(st.just("ok"), st.lists(st.just("ok"), min_size=1, max_size=70), JSON_VALUES),
+    ascii_only=st.booleans(),
+)
+def test_the_c_scanner_reads_any_context_as_the_models_do(
+    extra: dict[str, Any], metadata: Any, hold_id: Any, tables: Any, ascii_only: bool
+) -> None:
+    """Generated contexts (any JSON next to the hold's keys, the keys themselves of any type, up to 70 tables,
+    texts with escapes and beyond ASCII as jsonb prints them): the scanner steps aside or agrees."""
+    doc = base()
+    context = doc["after"]["context"]
+    context.update(extra)
+    context["metadata"] = metadata
+    if hold_id != "ok":
+        context["holdId"] = hold_id
+    if tables == "ok":
+        pass
+    elif isinstance(tables, list) and all(t == "ok" for t in tables):
+        context["tableIds"] = [str(uuid.uuid4()) for _ in tables]
+    else:
+        context["tableIds"] = tables
+    doc["after"]["context"] = json.dumps(context, ensure_ascii=ascii_only)
+    agree(None, json.dumps(doc, separators=(",", ":"), ensure_ascii=ascii_only).encode())
+
+
+def test_what_the_c_scanner_leaves_to_the_msgspec_reader() -> None:
+    """Legal but not the plainest: the scanner steps aside, the msgspec reader still answers (the same note as
+    the full path's); and what neither may answer."""
+    plain = encode(base(), True, False)
+    legal = {
+        "an escape in a context text": plain.replace(b'\\"startAt\\"', b'\\"x\\": \\"a\\\\\\"b\\", \\"startAt\\"', 1),
+        "a context key twice (orjson keeps the last)": plain.replace(
+            b'\\"startAt\\"', b'\\"holdId\\": \\"' + str(uuid.uuid4()).encode() + b'\\", \\"startAt\\"', 1
+        ),
+        "the adjacency flag twice": plain.replace(
+            b'\\"requireAdjacency\\": true', b'\\"requireAdjacency\\": false, \\"requireAdjacency\\": true', 1
+        ),
+        "a sequence with spaces": plain.replace(b'"[\\"1\\",\\"2\\"]"', b'"[\\"1\\", \\"2\\"]"', 1),
+        "whitespace after the envelope": plain + b" ",
+        "a context nested 20 deep": plain.replace(
+            b'\\"startAt\\"', b'\\"n\\": ' + b"[" * 20 + b"]" * 20 + b', \\"startAt\\"', 1
+        ),
+        "a 19-digit lsn past 64 bits' half": plain.replace(b'"lsn":9', b'"lsn":9223372036854775807', 1),
+    }
+    for name, value in legal.items():
+        assert value != plain, name
+        assert scan_hold(None, value, RULES) is None or name.startswith("a 19-digit"), name
+        assert agree(None, value) is not None, name
+    refused = {
+        "an lsn past 64 bits": plain.replace(b'"lsn":9', b'"lsn":9223372036854775808', 1),
+        "a huge number in the context": plain.replace(b'\\"startAt\\"', b'\\"n\\": 1e400, \\"startAt\\"', 1),
+        "a context cut short": plain.replace(b'}}","restaurant_id"', b'}","restaurant_id"', 1),
+        "a context nested deeper than JSON parsers go": plain.replace(
+            b'\\"startAt\\"', b'\\"n\\": ' + b"[" * 1100 + b"]" * 1100 + b', \\"startAt\\"', 1
+        ),
+    }
+    for name, value in refused.items():
+        assert value != plain, name
+        assert scan_hold(None, value, RULES) is None, name
+        agree(None, value)
+
+
+def test_the_c_scanner_follows_the_rules() -> None:
+    """Other keys and adjacency paths (one part, three parts, a part met twice on the way): as the models."""
+    doc = base()
+    context = doc["after"]["context"]
+    context["flags"] = {"deep": {"adjacent": False}, "requireAdjacency": True}
+    context["hold"] = context.pop("holdId")
+    value = encode(doc, True, False)
+    for rule in (
+        HoldRule(hold_id_key="hold", require_adjacency_path="flags.deep.adjacent"),
+        HoldRule(hold_id_key="hold", require_adjacency_path="flags.requireAdjacency"),
+        HoldRule(hold_id_key="hold", require_adjacency_path="flags"),
+        HoldRule(hold_id_key="hold", require_adjacency_path="flags.deep.adjacent.more"),
+        HoldRule(hold_id_key="hold", require_adjacency_path="a.b.c.d.e.f.g.h.i"),
+        HoldRule(hold_id_key="hold", start_key="hold"),
+    ):
+        rules = DetectionRules(hold=rule)
+        note = agree(None, value, rules)
+        if rule.start_key == "hold":
+            assert note is None
+            continue
+        assert note is not None, rule
+        assert (scan_hold(None, value, rules) is not None) == (len(rule.require_adjacency_path.split(".")) <= 8)
+
+
+@settings(max_examples=600, deadline=None)
+@given(at=st.integers(min_value=0, max_value=2000), junk=st.binary(min_size=1, max_size=12), width=st.integers(0, 3))
+def test_bytes_spliced_into_a_context(at: int, junk: bytes, width: int) -> None:
+    """Junk in the one part the scanner unescapes and parses itself, replacing or adding bytes."""
+    value = encode(base(), True, False)
+    begin = value.index(b'"context":"') + len(b'"context":"')
+    end = value.index(b'","restaurant_id"')
+    at = begin + at % (end - begin)
+    agree(None, value[:at] + junk + value[at + width :])
