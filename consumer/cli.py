@@ -1263,10 +1263,11 @@ def replay_command(
     progress = Progress((lambda line: None) if as_json else click.echo)
     window = _window(since, until, offsets)
     tally: dict[str, int] = {}
+    keep = Relevance(DetectionRules())
     source = (
-        read_file(from_file, progress, tally)
+        read_file(from_file, progress, tally, keep=keep)
         if from_file
-        else read_range(settings, window, progress, keep=Relevance(DetectionRules()), tally=tally)
+        else read_range(settings, window, progress, keep=keep, tally=tally)
     )
     result = replay(settings, source, apply=apply, booking=booking, restaurant=restaurant, tally=tally)
     click.echo(json.dumps(result.as_json(), indent=2) if as_json else result.table())

@@ -171,13 +171,22 @@ def read_range(
         consumer.close()
 
 
-def read_file(path: Path, progress: Callable[[int, int], None], tally: dict[str, int] | None = None) -> Iterator[Raw]:
+def read_file(
+    path: Path,
+    progress: Callable[[int, int], None],
+    tally: dict[str, int] | None = None,
+    keep: Relevance | None = None,
+) -> Iterator[Raw]:
+    """The messages of a capture file; with ``keep`` (the live path's byte test), only candidates are yielded;
+    every message read is counted in ``tally``."""
     lines = path.read_text().splitlines()
     counts = tally if tally is not None else {}
     for number, line in enumerate(lines, start=1):
         if line.strip():
             counts["read"] = counts.get("read", 0) + 1
-            yield Raw.from_json(json.loads(line))
+            raw = Raw.from_json(json.loads(line))
+            if keep is None or keep(raw.topic, raw.value):
+                yield raw
         if number % 1000 == 0 or number == len(lines):
             progress(number, len(lines))
 
@@ -237,6 +246,38 @@ def read_ahead(source: Iterator[Raw], depth: int = 4096, chunk: int = 256) -> It
         reader.join(timeout=10)
     if failure:
         raise failure[0]
+
+
+class ReadAhead:
+    """``source``, read in the caller's thread until :meth:`start` — then by :func:`read_ahead`'s thread. A stream
+    of hold announcements costs nothing but reading, and a second thread handing it over cost a quarter of the
+    rate (the two contend for the GIL); once work that waits on the database begins (a failure's plan), reading
+    overlaps it. Order is kept across the switch; closing this closes the source, switched or not."""
+
+    def __init__(self, source: Iterator[Raw]) -> None:
+        self._source = source
+        self._ahead: Iterator[Raw] | None = None
+
+    def start(self) -> None:
+        """From the next item on, read ahead (once; later calls change nothing)."""
+        if self._ahead is None:
+            self._ahead = read_ahead(self._source)
+
+    def __iter__(self) -> Iterator[Raw]:
+        source = self._source
+        try:
+            while self._ahead is None:
+                try:
+                    raw = next(source)
+                except StopIteration:
+                    return
+                yield raw
+            yield from self._ahead
+        finally:
+            ahead = self._ahead if self._ahead is not None else source
+            close = getattr(ahead, "close", None)
+            if close is not None:
+                close()
 
 
 def capture(settings: RuntimeSettings, window: Window, out: Path, echo: Callable[[str], None]) -> int:
@@ -386,7 +427,9 @@ def replay(
     restaurant: UUID | None = None,
     tally: dict[str, int] | None = None,
 ) -> ReplayReport:
-    """Every message through the live path's byte test and routing, every signal through the remediator."""
+    """Every message of ``source`` through the live path's routing, every signal through the remediator. The
+    source applies the byte test (``keep`` of :func:`read_range` and :func:`read_file`): what it leaves out cannot
+    be a signal, and a message routed in full without it is decided the same, only later."""
     rules = DetectionRules()
     remediator, connect = standalone_remediator(
         settings,
@@ -395,16 +438,14 @@ def replay(
         settings.artifacts_dir if apply else None,
         rules,
     )
-    relevant = Relevance(rules)
     remember = remediator.memory.remember  # no spans here (a one-off command's remediator has no hooks)
     report = ReplayReport()
     started = time.monotonic()
+    ahead = ReadAhead(source)
     try:
         with poll_batches_gc():  # the reader holds a batch of 1,000 messages at a time
-            for raw in read_ahead(source):
+            for raw in ahead:
                 report.messages += 1  # (a source that pre-filters reports the messages it read in ``tally``)
-                if not relevant(raw.topic, raw.value):
-                    continue
                 routed = route(raw.topic, raw.partition, raw.offset, raw.key, raw.value, rules)
                 if not isinstance(routed, Signal):
                     continue
@@ -417,6 +458,7 @@ def replay(
                 if not isinstance(found, FailureSeen):
                     remember(found)  # a hold: kept in memory, as `run` keeps it
                     continue
+                ahead.start()  # the database work from here on overlaps the reading
                 result = remediator.on_failure(found)
                 report.failure_events += 1
                 key, outcome, why = _outcome(remediator, connect, result, found.booking_id)
