@@ -9,6 +9,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
+from typing import cast
 from uuid import UUID
 
 from confluent_kafka import KafkaError, Message
@@ -23,10 +24,21 @@ from consumer.runtime.folds import Fold, Folds
 from consumer.runtime.health import kafka_log
 from consumer.runtime.jobs import Jobs
 from consumer.runtime.partitions import Partitions
-from consumer.runtime.routing import FAILURE, DeadLetter, Relevance, Signal, Skip, Watched, route
+from consumer.runtime.routing import (
+    FAILURE,
+    HOLD,
+    DeadLetter,
+    Relevance,
+    Routed,
+    Signal,
+    Skip,
+    Watched,
+    route_decoded,
+)
 from consumer.runtime.scheduler import KeyedScheduler, SignalBatches
 from consumer.runtime.work import BatchDone, Event, FatalRuntimeError
 from consumer.telemetry import Telemetry
+from handlers.announcements import CREATED, read_hold
 from handlers.detect import FailureSeen, HoldNote
 from handlers.pipeline import Remediator
 from handlers.prevent import AssignmentIndex
@@ -139,10 +151,30 @@ class Dispatcher:
 
     def _route(self, message: Message, tracing: bool) -> None:
         """A candidate: decoded and classified; a span only for what becomes a signal or a dead letter."""
-        topic, partition, offset = message.topic() or "", message.partition() or 0, message.offset() or 0
+        topic = message.topic() or ""
         if not self._stats["first_at"]:
             self._stats["first_at"] = time.monotonic()
-        routed = route(topic, partition, offset, message.key(), message.value(), self._rules)
+        value = message.value()
+        # route(), with its first case (a hold announcement in the plain shape, one event in ten) taken here
+        read = (
+            read_hold(message.key(), value, self._rules)
+            if value is not None and value.startswith(CREATED) and self._relevant.signal_topic(topic)
+            else None
+        )
+        if read is not None and not tracing and self._free(cast(str, read[1].booking_id)):  # read with a booking id
+            # a hold announcement of a booking with nothing in flight: remembered now, in the stream's order, and
+            # done here (no offset tracked: the batch's read position covers it)
+            self._remediator.memory.remember(read[1])
+            self._routed[(topic, read[0])] += 1
+            self._held += 1
+            self._done_here += 1
+            return
+        partition, offset = message.partition() or 0, message.offset() or 0
+        routed: Routed
+        if read is not None:
+            routed = Signal(read[0], None, cast(str, read[1].booking_id), HOLD, read[1])
+        else:
+            routed = route_decoded(topic, partition, offset, message.key(), value, self._rules)
         if isinstance(routed, Skip):
             # done here and now, as a message the byte test skipped: the batch's read position covers it
             self._routed[(topic, routed.op)] += 1

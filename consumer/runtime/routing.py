@@ -192,7 +192,8 @@ class Relevance:
         #: False runs the Python twin (the specification) even where the C byte test is built
         self.native = native is not None
 
-    def _signal_topic(self, topic: str) -> bool:
+    def signal_topic(self, topic: str) -> bool:
+        """Whether ``topic`` carries the platform's ``observability_events`` (signals come from it only)."""
         known = self._topics.get(topic)
         if known is None:
             known = self._topics[topic] = table_of_topic(topic) == ObservabilityEvent.table
@@ -206,7 +207,7 @@ class Relevance:
 
     def topic_class(self, topic: str) -> int:
         """0: nothing from this topic is wanted; 1: its values take the byte test; 2: every change is wanted."""
-        if self._signal_topic(topic):
+        if self.signal_topic(topic):
             return 1
         return 2 if self._watched_topic(topic) else 0
 
@@ -242,7 +243,7 @@ class Relevance:
                     skipped[current or ""] = skipped.get(current or "", 0) + count
                     count = 0
                 current = topic
-                signal_topic = self._signal_topic(topic)
+                signal_topic = self.signal_topic(topic)
             value = message.value()
             if value is None:
                 count += 1
@@ -277,7 +278,7 @@ class Relevance:
         when it cannot be either."""
         if value is None:
             return False
-        if not self._signal_topic(topic):
+        if not self.signal_topic(topic):
             return self._watched_topic(topic)
         if self._fast:
             kind = first_event_type(value)
