@@ -56,7 +56,11 @@ OTHERS = (
         True,
     ),
     Other("ALLOCGUARD_OPERATOR", "the OS user", "who decides a plan or runs a reconcile (recorded with the decision)"),
-    Other("ALLOCGUARD_SERVE_HOST", "127.0.0.1", "`serve`: the address the approval API listens on"),
+    Other(
+        "ALLOCGUARD_SERVE_HOST",
+        "— (required)",
+        "`serve`: the address the approval API listens on (0.0.0.0 in a pod, 127.0.0.1 on one machine)",
+    ),
     Other("ALLOCGUARD_SERVE_PORT", "8090", "`serve`: the approval API's port"),
     Other(
         "ALLOCGUARD_SERVE_IDENTITY_HEADER",

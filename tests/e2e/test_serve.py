@@ -35,7 +35,7 @@ class Server:
         self.log_path = log
         self._log = log.open("ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "consumer.cli", "serve", "--port", str(self.port), *args],
+            [sys.executable, "-m", "consumer.cli", "serve", "--host", "127.0.0.1", "--port", str(self.port), *args],
             env=os.environ.copy(),
             stdout=self._log,
             stderr=subprocess.STDOUT,
