@@ -5,6 +5,7 @@ path decides) or it answers exactly what the full path answers: a hold signal wi
 
 from __future__ import annotations
 
+import copy
 import json
 import uuid
 from typing import Any
@@ -168,8 +169,8 @@ def mutate(doc: dict[str, Any], mutation: tuple[str, str, str, Any]) -> None:
         return
     if how == "drop":
         target.pop(name, None)
-    else:
-        target[name] = value
+    else:  # a copy: the odd values are shared by every example, and a later mutation may write into this one
+        target[name] = copy.deepcopy(value)
 
 
 def encode(doc: dict[str, Any], context_as_text: bool, spacing: bool) -> bytes:
@@ -395,6 +396,15 @@ def test_what_the_c_scanner_leaves_to_the_msgspec_reader() -> None:
         ),
     }
     for name, value in refused.items():
+        assert value != plain, name
+        assert scan_hold(None, value, RULES) is None, name
+        agree(None, value)
+    twice = {  # a field met twice: the scanner never guesses which one a parser keeps
+        "a row field": plain.replace(b'"severity":"info"', b'"severity":"info","severity":"info"', 1),
+        "a source field": plain.replace(b'"db":"platform"', b'"db":"platform","db":"other"', 1),
+        "an envelope field": plain.replace(b'"op":"c"', b'"op":"c","op":"c"', 1),
+    }
+    for name, value in twice.items():
         assert value != plain, name
         assert scan_hold(None, value, RULES) is None, name
         agree(None, value)
