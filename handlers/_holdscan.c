@@ -107,38 +107,44 @@ static int plain_text(cur_t *c, span_t *out) {
     return 0;
 }
 
+/* the digits at the cursor, read past: how many */
+static Py_ssize_t digits(cur_t *c) {
+    const char *begin = c->p;
+    while (c->p < c->end && *c->p >= '0' && *c->p <= '9') c->p++;
+    return c->p - begin;
+}
+
+/* an optional minus, then an integer's digits without a leading zero, at most ``most`` of them */
+static int integer_part(cur_t *c, Py_ssize_t most, const char **begin, Py_ssize_t *n) {
+    eat(c, '-');
+    *begin = c->p;
+    *n = digits(c);
+    return *n > 0 && *n <= most && !(*n > 1 && **begin == '0');
+}
+
 /* an integer of a signed 64-bit field: -?(0|[1-9][0-9]*) of magnitude at most 2**63 - 1 (nanoseconds since the
  * epoch have 19 digits), not followed by a fraction or an exponent */
 static int short_integer(cur_t *c) {
-    eat(c, '-');
-    const char *begin = c->p;
-    while (c->p < c->end && *c->p >= '0' && *c->p <= '9') c->p++;
-    Py_ssize_t n = c->p - begin;
-    if (n == 0 || n > 19 || (n > 1 && *begin == '0')) return 0;
+    const char *begin;
+    Py_ssize_t n;
+    if (!integer_part(c, 19, &begin, &n)) return 0;
     if (n == 19 && memcmp(begin, "9223372036854775807", 19) > 0) return 0;
-    if (c->p < c->end && (*c->p == '.' || *c->p == 'e' || *c->p == 'E')) return 0;
-    return 1;
+    return !(c->p < c->end && (*c->p == '.' || *c->p == 'e' || *c->p == 'E'));
 }
 
 /* a JSON number any parser reads alike: at most 18 integer digits, 18 fraction digits, a 2-digit exponent */
 static int short_number(cur_t *c) {
-    eat(c, '-');
-    const char *begin = c->p;
-    while (c->p < c->end && *c->p >= '0' && *c->p <= '9') c->p++;
-    Py_ssize_t n = c->p - begin;
-    if (n == 0 || n > 18 || (n > 1 && *begin == '0')) return 0;
+    const char *begin;
+    Py_ssize_t n;
+    if (!integer_part(c, 18, &begin, &n)) return 0;
     if (eat(c, '.')) {
-        begin = c->p;
-        while (c->p < c->end && *c->p >= '0' && *c->p <= '9') c->p++;
-        n = c->p - begin;
+        n = digits(c);
         if (n == 0 || n > 18) return 0;
     }
     if (c->p < c->end && (*c->p == 'e' || *c->p == 'E')) {
         c->p++;
         if (!eat(c, '+')) eat(c, '-');
-        begin = c->p;
-        while (c->p < c->end && *c->p >= '0' && *c->p <= '9') c->p++;
-        n = c->p - begin;
+        n = digits(c);
         if (n == 0 || n > 2) return 0;
     }
     return 1;
@@ -377,52 +383,7 @@ typedef struct {
     span_t id, created_at, source, event_type, severity, restaurant_id, booking_id, op, schema, table;
     char context[CONTEXT_BUFFER];
     Py_ssize_t context_length;
-    int has_context;
 } found_t;
-
-#define ONCE(bit)                      \
-    do {                               \
-        if (seen & (1u << (bit))) return 0; \
-        seen |= 1u << (bit);           \
-    } while (0)
-
-static int row(cur_t *c, found_t *f) {
-    unsigned seen = 0;
-    if (!eat(c, '{')) return 0;
-    do {
-        span_t name;
-        if (!plain_text(c, &name) || !eat(c, ':')) return 0;
-        if (equal_text(name, "id")) {
-            ONCE(0);
-            if (!plain_text(c, &f->id)) return 0;
-        } else if (equal_text(name, "created_at")) {
-            ONCE(1);
-            if (!plain_text(c, &f->created_at)) return 0;
-        } else if (equal_text(name, "source")) {
-            ONCE(2);
-            if (!plain_text(c, &f->source)) return 0;
-        } else if (equal_text(name, "event_type")) {
-            ONCE(3);
-            if (!plain_text(c, &f->event_type)) return 0;
-        } else if (equal_text(name, "severity")) {
-            ONCE(4);
-            if (!plain_text(c, &f->severity)) return 0;
-        } else if (equal_text(name, "context")) {
-            ONCE(5);
-            if (!context_text(c, f->context, &f->context_length)) return 0;
-            f->has_context = 1;
-        } else if (equal_text(name, "restaurant_id")) {
-            ONCE(6);
-            if (!plain_text(c, &f->restaurant_id)) return 0;
-        } else if (equal_text(name, "booking_id")) {
-            ONCE(7);
-            if (!plain_text(c, &f->booking_id)) return 0;
-        } else {
-            return 0; /* a column the reader does not know */
-        }
-    } while (eat(c, ','));
-    return eat(c, '}') && seen == 0xffu;
-}
 
 /* Debezium's usual source.sequence: "[\"digits\",null,…]" (what _PLAIN_SEQUENCE matches, as JSON text) */
 static int plain_sequence(cur_t *c) {
@@ -430,109 +391,127 @@ static int plain_sequence(cur_t *c) {
     do {
         if (is_null(c)) continue;
         if (!literal(c, "\\\"", 2)) return 0;
-        while (c->p < c->end && *c->p >= '0' && *c->p <= '9') c->p++;
+        digits(c);
         if (!literal(c, "\\\"", 2)) return 0;
     } while (eat(c, ','));
     return literal(c, "]\"", 2);
 }
 
-static int source_block(cur_t *c, found_t *f) {
-    unsigned seen = 0;
+/* what a field's value may be */
+typedef enum { TEXT, TEXT_OR_NULL, INTEGER, INTEGER_OR_NULL, TEXT_INTEGER_OR_NULL, NULL_ONLY, SEQUENCE, CONTEXT, ROW, SOURCE } kind_t;
+
+/* a field of an object the scanner knows: its name, what its value may be, where a text is kept (offsetof in
+ * found_t, or -1), whether it must be there */
+typedef struct {
+    const char *name;
+    Py_ssize_t size;
+    kind_t kind;
+    Py_ssize_t keep;
+    int required;
+} field_t;
+
+#define FIELD(name, kind, keep, required) {name, (Py_ssize_t)sizeof(name) - 1, kind, keep, required}
+#define KEEP(member) ((Py_ssize_t)offsetof(found_t, member))
+
+static const field_t ROW_FIELDS[] = {
+    FIELD("id", TEXT, KEEP(id), 1),
+    FIELD("created_at", TEXT, KEEP(created_at), 1),
+    FIELD("source", TEXT, KEEP(source), 1),
+    FIELD("event_type", TEXT, KEEP(event_type), 1),
+    FIELD("severity", TEXT, KEEP(severity), 1),
+    FIELD("context", CONTEXT, -1, 1),
+    FIELD("restaurant_id", TEXT, KEEP(restaurant_id), 1),
+    FIELD("booking_id", TEXT, KEEP(booking_id), 1),
+};
+
+static const field_t SOURCE_FIELDS[] = {
+    FIELD("version", TEXT, -1, 1),
+    FIELD("connector", TEXT, -1, 1),
+    FIELD("name", TEXT, -1, 1),
+    FIELD("ts_ms", INTEGER, -1, 1),
+    FIELD("db", TEXT, -1, 1),
+    FIELD("schema", TEXT, KEEP(schema), 1),
+    FIELD("table", TEXT, KEEP(table), 1),
+    FIELD("snapshot", TEXT, -1, 0),
+    FIELD("sequence", SEQUENCE, -1, 0),
+    FIELD("ts_us", INTEGER_OR_NULL, -1, 0),
+    FIELD("ts_ns", INTEGER_OR_NULL, -1, 0),
+    FIELD("txId", INTEGER_OR_NULL, -1, 0),
+    FIELD("lsn", INTEGER_OR_NULL, -1, 0),
+    FIELD("xmin", INTEGER_OR_NULL, -1, 0),
+    FIELD("origin", TEXT_OR_NULL, -1, 0),
+    FIELD("origin_lsn", TEXT_INTEGER_OR_NULL, -1, 0),
+};
+
+static const field_t ENVELOPE_FIELDS[] = {
+    FIELD("before", NULL_ONLY, -1, 1),
+    FIELD("after", ROW, -1, 1),
+    FIELD("source", SOURCE, -1, 1),
+    FIELD("op", TEXT, KEEP(op), 1),
+    FIELD("ts_ms", INTEGER_OR_NULL, -1, 0),
+    FIELD("ts_us", INTEGER_OR_NULL, -1, 0),
+    FIELD("ts_ns", INTEGER_OR_NULL, -1, 0),
+    FIELD("transaction", NULL_ONLY, -1, 0),
+};
+
+#define COUNT(table) ((int)(sizeof(table) / sizeof(table[0])))
+
+static int fields(cur_t *c, found_t *f, const field_t *table, int count);
+
+static int field_value(cur_t *c, found_t *f, const field_t *field) {
     span_t text;
+    span_t *kept = field->keep >= 0 ? (span_t *)((char *)f + field->keep) : &text;
+    switch (field->kind) {
+    case TEXT:
+        return plain_text(c, kept);
+    case TEXT_OR_NULL:
+        return text_or_null(c, kept);
+    case INTEGER:
+        return short_integer(c);
+    case INTEGER_OR_NULL:
+        return integer_or_null(c);
+    case TEXT_INTEGER_OR_NULL: /* a failed text stops at a byte no integer begins with */
+        return text_or_null(c, kept) || short_integer(c);
+    case NULL_ONLY:
+        return is_null(c);
+    case SEQUENCE:
+        return is_null(c) || plain_sequence(c);
+    case CONTEXT:
+        return context_text(c, f->context, &f->context_length);
+    case ROW:
+        return fields(c, f, ROW_FIELDS, COUNT(ROW_FIELDS));
+    case SOURCE:
+        return fields(c, f, SOURCE_FIELDS, COUNT(SOURCE_FIELDS));
+    }
+    return 0;
+}
+
+/* a compact object of the fields in ``table``: each one known, met at most once, of its kind; the required ones
+ * all there. Fields are looked for from the one after the last found (Debezium writes them in the table's order:
+ * one comparison each) */
+static int fields(cur_t *c, found_t *f, const field_t *table, int count) {
+    unsigned seen = 0, required = 0;
+    for (int i = 0; i < count; i++) required |= (unsigned)table[i].required << i;
     if (!eat(c, '{')) return 0;
+    int next = 0;
     do {
         span_t name;
         if (!plain_text(c, &name) || !eat(c, ':')) return 0;
-        if (equal_text(name, "version")) {
-            ONCE(0);
-            if (!plain_text(c, &text)) return 0;
-        } else if (equal_text(name, "connector")) {
-            ONCE(1);
-            if (!plain_text(c, &text)) return 0;
-        } else if (equal_text(name, "name")) {
-            ONCE(2);
-            if (!plain_text(c, &text)) return 0;
-        } else if (equal_text(name, "ts_ms")) {
-            ONCE(3);
-            if (!short_integer(c)) return 0;
-        } else if (equal_text(name, "db")) {
-            ONCE(4);
-            if (!plain_text(c, &text)) return 0;
-        } else if (equal_text(name, "schema")) {
-            ONCE(5);
-            if (!plain_text(c, &f->schema)) return 0;
-        } else if (equal_text(name, "table")) {
-            ONCE(6);
-            if (!plain_text(c, &f->table)) return 0;
-        } else if (equal_text(name, "snapshot")) {
-            ONCE(7);
-            if (!plain_text(c, &text)) return 0;
-        } else if (equal_text(name, "sequence")) {
-            ONCE(8);
-            if (!is_null(c) && !plain_sequence(c)) return 0;
-        } else if (equal_text(name, "ts_us")) {
-            ONCE(9);
-            if (!integer_or_null(c)) return 0;
-        } else if (equal_text(name, "ts_ns")) {
-            ONCE(10);
-            if (!integer_or_null(c)) return 0;
-        } else if (equal_text(name, "txId")) {
-            ONCE(11);
-            if (!integer_or_null(c)) return 0;
-        } else if (equal_text(name, "lsn")) {
-            ONCE(12);
-            if (!integer_or_null(c)) return 0;
-        } else if (equal_text(name, "xmin")) {
-            ONCE(13);
-            if (!integer_or_null(c)) return 0;
-        } else if (equal_text(name, "origin")) {
-            ONCE(14);
-            if (!text_or_null(c, &text)) return 0;
-        } else if (equal_text(name, "origin_lsn")) {
-            ONCE(15);
-            if (!text_or_null(c, &text) && !short_integer(c)) return 0;
-        } else {
-            return 0;
+        int found = -1;
+        for (int k = 0; k < count && found < 0; k++) {
+            int i = (next + k) % count;
+            if (name.size == table[i].size && memcmp(name.data, table[i].name, (size_t)name.size) == 0) found = i;
         }
+        if (found < 0 || (seen & (1u << found))) return 0; /* a field the reader does not know, or met twice */
+        seen |= 1u << found;
+        if (!field_value(c, f, &table[found])) return 0;
+        next = found + 1;
     } while (eat(c, ','));
-    return eat(c, '}') && (seen & 0x7fu) == 0x7fu; /* version … table: required */
+    return eat(c, '}') && (seen & required) == required;
 }
 
 static int envelope(cur_t *c, found_t *f) {
-    unsigned seen = 0;
-    if (!eat(c, '{')) return 0;
-    do {
-        span_t name;
-        if (!plain_text(c, &name) || !eat(c, ':')) return 0;
-        if (equal_text(name, "before")) {
-            ONCE(0);
-            if (!is_null(c)) return 0;
-        } else if (equal_text(name, "after")) {
-            ONCE(1);
-            if (!row(c, f)) return 0;
-        } else if (equal_text(name, "source")) {
-            ONCE(2);
-            if (!source_block(c, f)) return 0;
-        } else if (equal_text(name, "op")) {
-            ONCE(3);
-            if (!plain_text(c, &f->op)) return 0;
-        } else if (equal_text(name, "ts_ms")) {
-            ONCE(4);
-            if (!integer_or_null(c)) return 0;
-        } else if (equal_text(name, "ts_us")) {
-            ONCE(5);
-            if (!integer_or_null(c)) return 0;
-        } else if (equal_text(name, "ts_ns")) {
-            ONCE(6);
-            if (!integer_or_null(c)) return 0;
-        } else if (equal_text(name, "transaction")) {
-            ONCE(7);
-            if (!is_null(c)) return 0;
-        } else {
-            return 0;
-        }
-    } while (eat(c, ','));
-    return eat(c, '}') && c->p == c->end && (seen & 0xfu) == 0xfu; /* before, after, source, op: required */
+    return fields(c, f, ENVELOPE_FIELDS, COUNT(ENVELOPE_FIELDS)) && c->p == c->end;
 }
 
 /* as _first_event_type: the first "event_type":" text after the create prefix, unescaped */
@@ -575,7 +554,6 @@ static PyObject *scan(PyObject *self, PyObject *args) {
     found_t *f = &found;
     memset(f, 0, offsetof(found_t, context));
     f->context_length = 0;
-    f->has_context = 0;
     PyObject *result = NULL;
     cur_t c = {v, v + n};
     if (!envelope(&c, f)) goto aside;
@@ -586,7 +564,6 @@ static PyObject *scan(PyObject *self, PyObject *args) {
     for (Py_ssize_t i = 0; i < spec.severity_count && !severity; i++) severity = equal(f->severity, spec.severities[i]);
     if (!severity || !first_event_type_is(v, n, spec.event_type)) goto aside;
     if (!canonical_uuid(f->booking_id) || !canonical_uuid(f->restaurant_id) || !canonical_uuid(f->id)) goto aside;
-    if (!f->has_context) goto aside;
 
     context_t ctx;
     memset(&ctx, 0, sizeof(ctx));
