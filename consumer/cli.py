@@ -856,8 +856,8 @@ dlq.command("unpark", help="Let parked dead letters be replayed again.")(
     "--host",
     envvar="ALLOCGUARD_SERVE_HOST",
     required=True,
-    help="The address to listen on, always given: 0.0.0.0 in a pod (the chart sets it), 127.0.0.1 to keep the "
-    "approval API on this machine.",
+    help="The address to listen on, always given: 0.0.0.0 in a pod (the chart sets it), the loopback address to "
+    "keep the approval API on this machine.",
 )
 @click.option("--port", envvar="ALLOCGUARD_SERVE_PORT", type=click.IntRange(0, 65535), default=8090, show_default=True)
 @click.option(

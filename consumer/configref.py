@@ -59,7 +59,7 @@ OTHERS = (
     Other(
         "ALLOCGUARD_SERVE_HOST",
         "— (required)",
-        "`serve`: the address the approval API listens on (0.0.0.0 in a pod, 127.0.0.1 on one machine)",
+        "`serve`: the address the approval API listens on (0.0.0.0 in a pod, the loopback address on one machine)",
     ),
     Other("ALLOCGUARD_SERVE_PORT", "8090", "`serve`: the approval API's port"),
     Other(
