@@ -418,6 +418,13 @@ def _outcome(
     return str(incident_id), outcome, why
 
 
+def _folded(connect: Connect, failure: FailureSeen, incident_id: UUID) -> bool:
+    """One more event of an incident settled for good, written as ``run`` writes it (its processed marker, the
+    incident's count and sources; one statement) — False when the incident is gone (the database path decides)."""
+    with connect() as conn:
+        return not store.fold_duplicates(conn, [(failure, incident_id)])
+
+
 def replay(
     settings: RuntimeSettings,
     source: Iterator[Raw],
@@ -459,8 +466,13 @@ def replay(
                     remember(found)  # a hold: kept in memory, as `run` keeps it
                     continue
                 ahead.start()  # the database work from here on overlaps the reading
-                result = remediator.on_failure(found)
                 report.failure_events += 1
+                known = remediator.known_incident(found)  # (applying only: a dry run plans every event again)
+                entry = report.incidents.get(str(known.incident_id)) if known is not None else None
+                if known is not None and entry is not None and _folded(connect, found, known.incident_id):
+                    entry["events"] += 1  # one more event of an incident this replay settled: as `run` answers it
+                    continue
+                result = remediator.on_failure(found)
                 key, outcome, why = _outcome(remediator, connect, result, found.booking_id)
                 entry = report.incidents.get(key)
                 if entry is None:

@@ -1,7 +1,7 @@
 """More failure events of an incident settled for good are answered in memory (handlers/settled.py) and written
-many per statement (consumer/runtime/folds.py): the incident's count and sources and each event's processed marker
-as the database path writes them — with no statement of their own, and their offsets completed only once written.
-As allocguard's login role, on the real database."""
+many per statement (consumer/runtime/folds.py; ``replay --apply``: one statement each): the incident's count and
+sources and each event's processed marker as the database path writes them — with no statement of their own, and
+their offsets completed only once written. As allocguard's login role, on the real database."""
 
 from __future__ import annotations
 
@@ -18,10 +18,11 @@ from confluent_kafka import Message
 
 from consumer.config import RuntimeSettings
 from consumer.local.settings import StackSettings
+from consumer.operations.replay import Raw, replay
 from consumer.runtime.loop import Runtime
 from consumer.runtime.work import BatchDone, Completion, Event
 from handlers.detect import FailureSeen
-from handlers.pipeline import IncidentResult
+from handlers.pipeline import IncidentResult, Remediator
 from tests.integration.test_signal_batches import TOPIC, announcement, failure_value
 from tests.support.process import free_port, wait_for
 
@@ -208,3 +209,42 @@ def test_a_database_outage_holds_the_answered_events_back_until_they_are_written
     done, _ = completions(runtime, {2, 3}, timeout=15)
     assert done == {2, 3}, "written once the database is back, and only then completed"
     assert incident_of(connect, booking) == (3, 3)
+
+
+def test_a_replay_applies_more_events_of_a_settled_incident_as_run_does(
+    stack_settings: StackSettings, connect: Callable[[], Conn], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``replay --apply`` over a failed attempt's events: the first is the incident (the database path), each more
+    one a fold of one statement — counted into the incident once, marked processed, reported under it; applied
+    again, nothing is counted twice."""
+    paths: list[uuid.UUID] = []
+    original = Remediator.on_failure
+
+    def counted(self: Remediator, failure: FailureSeen) -> IncidentResult:
+        paths.append(failure.event_id)
+        return original(self, failure)
+
+    monkeypatch.setattr(Remediator, "on_failure", counted)
+    booking, hold = uuid.uuid4(), uuid.uuid4()
+    events = [uuid.uuid4() for _ in range(6)]
+    raws = [Raw(TOPIC, 0, 0, 0, None, announcement(hold, booking, uuid.uuid4()))]
+    raws += [
+        Raw(TOPIC, 0, 1 + n, 0, None, failure_value(e, booking, hold if n % 2 == 0 else None))
+        for n, e in enumerate(events)
+    ]
+    settings = RuntimeSettings(mode="auto", artifacts_dir=None)
+
+    report = replay(settings, iter(raws), apply=True)
+    assert paths == [events[0]], "one database path: the incident's"
+    assert report.failure_events == 6
+    (entry,) = report.incidents.values()
+    assert (entry["booking_id"], entry["events"], entry["outcome"]) == (str(booking), 6, "not_needed")
+    assert incident_of(connect, booking) == (6, 6), "counted into the incident, each once"
+    outcomes = marked(connect, events)
+    assert outcomes[events[0]] == "not_needed"
+    assert {outcomes.get(e) for e in events[1:]} == {"duplicate"}
+
+    paths.clear()
+    again = replay(settings, iter(raws), apply=True)
+    assert again.failure_events == 6
+    assert incident_of(connect, booking) == (6, 6), "applied again: nothing counted twice"
