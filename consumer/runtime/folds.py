@@ -22,6 +22,7 @@ from confluent_kafka import Message
 
 from consumer.runtime.outcomes import Outcomes
 from consumer.runtime.rideout import RideOut
+from consumer.runtime.scheduler import linger
 from consumer.runtime.work import Abandoned, BatchDone
 from handlers import store
 from handlers.detect import FailureSeen
@@ -99,12 +100,7 @@ class Folds:
                 if self._closing:
                     return None
                 self._changed.wait()
-            deadline = time.monotonic() + self._linger_s
-            while len(self._queue) < LIMIT and not self._closing:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    break
-                self._changed.wait(left)
+            linger(self._changed, lambda: len(self._queue) >= LIMIT or self._closing, self._linger_s)
             batch = [self._queue.popleft() for _ in range(min(LIMIT, len(self._queue)))]
             self._running = True
             return batch

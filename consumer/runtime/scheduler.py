@@ -113,6 +113,17 @@ class KeyedScheduler:
             self._wake.notify_all()
 
 
+def linger(changed: threading.Condition, ready: Callable[[], bool], seconds: float) -> None:
+    """With ``changed`` held: wait until ``ready()`` or for ``seconds``, whichever comes first (a batch thread's
+    linger for a fuller batch: the signals' and the folds')."""
+    deadline = time.monotonic() + seconds
+    while not ready():
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return
+        changed.wait(left)
+
+
 class SignalBatches(Generic[T]):
     """Signals handled many at a time by one thread, in arrival order, with no wait for the loop.
 
@@ -191,12 +202,7 @@ class SignalBatches(Generic[T]):
             while not self._queue and not self._closing:
                 self._changed.wait()
             self._idle = False
-            deadline = time.monotonic() + self._linger_s
-            while len(self._queue) < self._limit and not self._closing:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    break
-                self._changed.wait(left)
+            linger(self._changed, lambda: len(self._queue) >= self._limit or self._closing, self._linger_s)
             if self._closing:
                 return None
             batch: list[T] = []
