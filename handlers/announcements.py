@@ -37,9 +37,6 @@ try:
 except ImportError:  # pragma: no cover - not compiled here: the msgspec reader reads every announcement
     native = None  # type: ignore[assignment]
 
-#: whether the C scanner (handlers/_holdscan.c) is built here
-SCANNER_IS_NATIVE = native is not None
-
 #: how a create/read begins in the compact form (no schema wrapper, no before-image)
 CREATED = b'{"before":null,"after":{'
 #: the canonical text of a uuid, as PostgreSQL prints it: what ``str(UUID(text)) == text`` holds for
@@ -168,26 +165,27 @@ def _spec(rules: DetectionRules) -> tuple[Any, ...] | None:
         path,
     )
     _SPECS[id(rules)] = (rules, spec if len(path) <= _PATH_MAX else None)
-    _WINDOWS.clear()  # they were judged with another rule's memory
     return _SPECS[id(rules)][1]
 
 
 #: a window's texts (start, end, announced expiry) and what :func:`_note` makes of them — start, end, expiry — or
-#: None (not a window the reader answers for). A venue's seatings repeat, so do these texts; bounded, emptied when
-#: full, and when the rules change (the expiry depends on their hold memory).
+#: None (not a window the reader answers for), by the rules too (the expiry depends on their hold memory). A
+#: venue's seatings repeat, so do these texts; bounded, emptied when full.
 _Window = tuple[datetime, datetime, datetime] | None
 _WINDOWS: dict[tuple[str, str, str | None, int], _Window] = {}
 _WINDOWS_LIMIT = 4096
 
 
-def _window(start_text: str, end_text: str, raw_expiry: str | None, rules: DetectionRules) -> _Window:
-    start, end = _instant(start_text), _instant(end_text)
+def _window(raw_start: object, raw_end: object, raw_expiry: object, rules: DetectionRules) -> _Window:
+    """A hold's window and how long it is remembered, from its context's values; None when the window is not one
+    the reader answers for (the full path decides)."""
+    start, end = _instant(raw_start), _instant(raw_end)
     if start is None or end is None or start >= end:
         return None
-    announced = None if raw_expiry is None else _instant(raw_expiry)
-    try:  # as _note
+    announced = _instant(raw_expiry)
+    try:  # hold_expiry's plain case, inline (its parse and _instant agree on what _instant reads)
         expires = max(announced, end) + rules.hold_memory if announced is not None else None
-    except OverflowError:
+    except OverflowError:  # past the calendar's end: hold_expiry saturates
         expires = None
     if expires is None:
         expires = hold_expiry(end, raw_expiry, rules.hold_memory)
@@ -278,20 +276,13 @@ def _note(context: dict[str, Any], booking_id: str, restaurant_id: str, rules: D
     for table in tables:
         if type(table) is not str or not _known_uuid(table):
             return None
-    start, end = _instant(context.get(hold.start_key)), _instant(context.get(hold.end_key))
-    if start is None or end is None or start >= end:
+    window = _window(context.get(hold.start_key), context.get(hold.end_key), context.get(hold.expires_key), rules)
+    if window is None:
         return None
+    start, end, expires = window
     adjacency: Any = context
     for part in hold.require_adjacency_path.split("."):
         adjacency = adjacency.get(part) if type(adjacency) is dict else None
-    raw_expiry = context.get(hold.expires_key)
-    announced = _instant(raw_expiry)
-    try:  # hold_expiry's plain case, inline (its parse and _instant agree on what _instant reads)
-        expires = max(announced, end) + rules.hold_memory if announced is not None else None
-    except OverflowError:  # past the calendar's end: hold_expiry saturates
-        expires = None
-    if expires is None:
-        expires = hold_expiry(end, raw_expiry, rules.hold_memory)
     return HoldNote(
         hold_id,
         booking_id,

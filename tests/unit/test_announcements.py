@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from consumer.runtime.routing import HOLD, Signal, route, route_decoded
-from handlers import announcements
+from consumer.version import hold_scanner_is_native
 from handlers.announcements import read_hold, read_hold_decoded, scan_hold
 from handlers.detect import DetectionRules, HoldNote, HoldRule
 from tests.support.clock import hold_window, iso_from_now
@@ -222,7 +222,7 @@ def test_the_plain_shape_is_read_by_the_fast_reader() -> None:
 
 def test_the_plain_shape_is_read_by_the_c_scanner() -> None:
     """Built here (as in CI and the image), and it answers for what Debezium and jsonb write."""
-    assert announcements.SCANNER_IS_NATIVE, "handlers/_holdscan.c is not compiled"
+    assert hold_scanner_is_native(), "handlers/_holdscan.c is not compiled"
     for key in (None, b'{"booking_id":"x"}', b'{"id":1,"n":null,"b":true}', b"{}"):
         value = encode(base(), True, False)
         assert scan_hold(key, value, RULES) is not None, key
