@@ -29,16 +29,16 @@ from consumer.runtime.routing import (
     HOLD,
     DeadLetter,
     Relevance,
-    Routed,
     Signal,
     Skip,
     Watched,
+    hold_signal,
+    plain_hold,
     route_decoded,
 )
 from consumer.runtime.scheduler import KeyedScheduler, SignalBatches
 from consumer.runtime.work import BatchDone, Event, FatalRuntimeError
 from consumer.telemetry import Telemetry
-from handlers.announcements import CREATED, read_hold
 from handlers.detect import FailureSeen, HoldNote
 from handlers.pipeline import Remediator
 from handlers.prevent import AssignmentIndex
@@ -155,45 +155,24 @@ class Dispatcher:
         if not self._stats["first_at"]:
             self._stats["first_at"] = time.monotonic()
         value = message.value()
-        # route(), with its first case (a hold announcement in the plain shape, one event in ten) taken here
-        read = (
-            read_hold(message.key(), value, self._rules)
-            if value is not None and value.startswith(CREATED) and self._relevant.signal_topic(topic)
-            else None
-        )
-        if read is not None and not tracing and self._free(cast(str, read[1].booking_id)):  # read with a booking id
-            # a hold announcement of a booking with nothing in flight: remembered now, in the stream's order, and
-            # done here (no offset tracked: the batch's read position covers it)
-            self._remediator.memory.remember(read[1])
-            self._routed[(topic, read[0])] += 1
-            self._held += 1
-            self._done_here += 1
+        # route(), its first case (one event in ten) read before partition and offset, which a free hold never needs
+        read = plain_hold(self._relevant.signal_topic(topic), message.key(), value, self._rules)
+        if read is not None and self._free(cast(str, read[1].booking_id)):  # read only with a booking id
+            self._hold_here(message, topic, *read, tracing)
             return
         partition, offset = message.partition() or 0, message.offset() or 0
-        routed: Routed
-        if read is not None:
-            routed = Signal(read[0], None, cast(str, read[1].booking_id), HOLD, read[1])
-        else:
-            routed = route_decoded(topic, partition, offset, message.key(), value, self._rules)
+        routed = (
+            hold_signal(*read)
+            if read is not None
+            else route_decoded(topic, partition, offset, message.key(), value, self._rules)
+        )
         if isinstance(routed, Skip):
             # done here and now, as a message the byte test skipped: the batch's read position covers it
             self._routed[(topic, routed.op)] += 1
             self._done_here += 1
             return
         if isinstance(routed, Signal) and isinstance(routed.found, HoldNote) and self._free(routed.key):
-            # a hold announcement of a booking with nothing in flight: remembered now, in the stream's order, and
-            # done here (no offset tracked: the batch's read position covers it)
-            if tracing:
-                span = self._consumer_span(message, topic, partition, offset)
-                span.set_attribute("allocguard.cdc.op", routed.op)
-                span.set_attribute("allocguard.signal", routed.kind)
-                with trace.use_span(span, end_on_exit=True):  # the remembering is a span of its own
-                    self._remediator.remember(routed.found)
-            else:
-                self._remediator.memory.remember(routed.found)
-            self._routed[(topic, routed.op)] += 1
-            self._held += 1
-            self._done_here += 1
+            self._hold_here(message, topic, routed.op, routed.found, tracing)
             return
         self._tracker.started(topic, partition, offset)  # work that ends later holds its partition's commit
         telemetry = self._telemetry
@@ -224,6 +203,21 @@ class Dispatcher:
             return
         # caught up (no backlog), or this booking has work in flight (it waits behind it): its own work item
         self.submit(routed, message, span)
+
+    def _hold_here(self, message: Message, topic: str, op: str, note: HoldNote, tracing: bool) -> None:
+        """A hold announcement of a booking with nothing in flight: remembered now, in the stream's order, and done
+        here (no offset tracked: the batch's read position covers it)."""
+        if tracing:
+            span = self._consumer_span(message, topic, message.partition() or 0, message.offset() or 0)
+            span.set_attribute("allocguard.cdc.op", op)
+            span.set_attribute("allocguard.signal", HOLD)
+            with trace.use_span(span, end_on_exit=True):  # the remembering is a span of its own
+                self._remediator.remember(note)
+        else:
+            self._remediator.memory.remember(note)
+        self._routed[(topic, op)] += 1
+        self._held += 1
+        self._done_here += 1
 
     def _free(self, key: str) -> bool:
         """Nothing of this booking is in flight: neither a work item nor a queued batch."""

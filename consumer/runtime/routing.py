@@ -72,14 +72,24 @@ HOLD, FAILURE = "HoldSeen", "FailureSeen"
 def route(
     topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None, rules: DetectionRules
 ) -> Routed:
-    if value is not None and value.startswith(CREATED) and table_of_topic(topic) == ObservabilityEvent.table:
-        # a hold announcement in the plain shape (every booking attempt makes one): read without the models,
-        # deciding as they would (handlers/announcements.py); anything else is decoded in full
-        read = read_hold(key, value, rules)
-        if read is not None:
-            op, note = read
-            return Signal(op, None, cast(str, note.booking_id), HOLD, note)  # read only with a booking id
-    return route_decoded(topic, partition, offset, key, value, rules)
+    read = plain_hold(table_of_topic(topic) == ObservabilityEvent.table, key, value, rules)
+    return hold_signal(*read) if read is not None else route_decoded(topic, partition, offset, key, value, rules)
+
+
+def plain_hold(
+    signal_topic: bool, key: bytes | None, value: bytes | None, rules: DetectionRules
+) -> tuple[str, HoldNote] | None:
+    """:func:`route`'s first case: a hold announcement in the plain shape (every booking attempt makes one), read
+    without the models, deciding as they would (handlers/announcements.py) — its op and note; None: anything else,
+    which is decoded in full."""
+    if signal_topic and value is not None and value.startswith(CREATED):
+        return read_hold(key, value, rules)
+    return None
+
+
+def hold_signal(op: str, note: HoldNote) -> Signal:
+    """The signal of a hold :func:`plain_hold` read."""
+    return Signal(op, None, cast(str, note.booking_id), HOLD, note)  # read only with a booking id
 
 
 def route_decoded(
