@@ -23,7 +23,7 @@ from handlers import platform, store
 from handlers.detect import DetectionRules, FailureSeen, HoldNote, HoldSeen, classify
 from handlers.errors import HoldConflictError, NewBlockerError
 from handlers.evidence import make_plan
-from handlers.execute import PruneResult, apply_plan
+from handlers.execute import PruneResult, apply_plan, write_artifacts
 from handlers.holds import HoldMemory
 from handlers.policy import Policy, StalePolicy, approval_needed
 from handlers.retry import AssignRequest, AssignStrategy, Attempt, RetryOutcome, RetryPolicy, run_retry
@@ -409,9 +409,21 @@ class Remediator:
         event_id: UUID | None = None,
         incident_span: SpanHandle | None = None,
     ) -> IncidentResult:
-        s = self.settings
         result = IncidentResult("open", "", incident_id, incident, event_id=event_id)
         result.trace = incident_span.trace_ids() if incident_span is not None else None
+        try:
+            return self._remediate(conn, result, incident_id, incident)
+        finally:
+            self._write_evidence(result)
+
+    def _write_evidence(self, result: IncidentResult) -> None:
+        """The evidence files of the incident's committed prunes, once the victim's retry is done (off its path)."""
+        if self.settings.artifacts_dir is not None:
+            for prune in result.prunes:
+                write_artifacts(prune, self.settings.artifacts_dir)
+
+    def _remediate(self, conn: Conn, result: IncidentResult, incident_id: UUID, incident: Incident) -> IncidentResult:
+        s = self.settings
         replans = s.replans
         while True:
             with self.hooks.span("allocguard.plan", {"allocguard.incident.id": str(incident_id)}, None) as span:
@@ -464,12 +476,16 @@ class Remediator:
     def _prune(
         self, conn: Conn, result: IncidentResult, plan: Plan, incident_id: UUID, actor: str | None = None
     ) -> PruneResult:
+        def pruned(cursor: psycopg.Cursor[Any], prune: PruneResult) -> None:
+            # in the prune's own transaction: the incident says "pruned" exactly when the prune is committed
+            store.set_incident_status(cursor, incident_id, "pruned", _pruned_reason(prune))
+
         with self.hooks.span(
             "allocguard.prune",
             {"allocguard.prune.planned": len(plan.prune_ids), "allocguard.release.planned": len(plan.release_ids)},
             None,
         ) as sp:
-            prune = self._apply(conn, plan, incident_id, result.trace, actor)
+            prune = self._apply(conn, plan, incident_id, result.trace, actor, then=pruned)
             sp.set("allocguard.prune.status", prune.status)
             sp.set("allocguard.prune.pruned_ids", [str(i) for i in prune.pruned_ids])
             sp.set("allocguard.prune.skipped", len(prune.skipped))
@@ -478,11 +494,8 @@ class Remediator:
         result.prunes.append(prune)
         if self.hooks.on_pruned is not None:
             self.hooks.on_pruned(prune)
-        if prune.status in ("pruned", "already_done"):
-            done = f"pruned {len(prune.pruned_ids)} orphan(s)"
-            if prune.released:
-                done += f", released {len(prune.released)} stale-by-status assignment(s)"
-            store.set_incident_status(conn, incident_id, "pruned", done)
+        if prune.status == "already_done":
+            store.set_incident_status(conn, incident_id, "pruned", _pruned_reason(prune))
         return prune
 
     def _retry(
@@ -579,7 +592,10 @@ class Remediator:
             if not executed:
                 reasons = "; ".join(sorted(set(prune.skipped.values()))) or prune.status
                 return self._settle(conn, result, "manual_review", f"approved plan refused by the re-check: {reasons}")
-            settled = self._retry(conn, result, plan.incident, incident_id, plan)
+            try:
+                settled = self._retry(conn, result, plan.incident, incident_id, plan)
+            finally:
+                self._write_evidence(result)
             if settled is None:
                 return self._settle(conn, result, "manual_review", "a new blocker appeared after the approved prune")
             return settled
@@ -600,7 +616,13 @@ class Remediator:
                 raise PlanDecisionError(refusal)
 
     def _apply(
-        self, conn: Conn, plan: Plan, incident_id: UUID, trace: tuple[str, str] | None, actor: str | None = None
+        self,
+        conn: Conn,
+        plan: Plan,
+        incident_id: UUID,
+        trace: tuple[str, str] | None,
+        actor: str | None = None,
+        then: Callable[[psycopg.Cursor[Any], PruneResult], None] | None = None,
     ) -> PruneResult:
         s = self.settings
         return apply_plan(
@@ -612,6 +634,9 @@ class Remediator:
             incident_id=incident_id,
             artifacts_dir=s.artifacts_dir,
             trace=trace,
+            then=then,
+            # the evidence files wait until the victim's retry is done (written by _record_outcome)
+            defer_artifacts=then is not None,
         )
 
     def _settle(self, conn: Conn, result: IncidentResult, status: str, reason: str) -> IncidentResult:
@@ -666,6 +691,13 @@ _EVENT_TYPES = {
     "manual_review": "allocguard.manual_review",
     "awaiting_approval": "allocguard.plan_pending",
 }
+
+
+def _pruned_reason(prune: PruneResult) -> str:
+    done = f"pruned {len(prune.pruned_ids)} orphan(s)"
+    if prune.released:
+        done += f", released {len(prune.released)} stale-by-status assignment(s)"
+    return done
 
 
 def _undecidable(row: dict[str, Any] | None, plan_id: UUID) -> str | None:

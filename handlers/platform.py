@@ -50,11 +50,10 @@ def archive(db: Executor, allocation_ids: Sequence[UUID]) -> None:
     )
 
 
-def delete_allocations(db: Executor, allocation_ids: Sequence[UUID]) -> int:
-    """Delete exactly these (proven) allocations; how many went."""
-    return db.execute(
-        "DELETE FROM public.allocations WHERE id = ANY(%s) RETURNING id", (list(allocation_ids),)
-    ).rowcount
+def delete_allocations(cursor: psycopg.Cursor[Any], allocation_ids: Sequence[UUID]) -> psycopg.Cursor[Any]:
+    """Delete exactly these (proven) allocations; the cursor's rows are the ids that went (in a pipeline, read them
+    when they are needed)."""
+    return cursor.execute("DELETE FROM public.allocations WHERE id = ANY(%s) RETURNING id", (list(allocation_ids),))
 
 
 def unassign(db: Executor, owner: UUID, table_ids: Sequence[UUID]) -> None:
@@ -70,14 +69,15 @@ def assign(
     require_adjacency: bool | None,
     start_at: datetime | None,
     end_at: datetime | None,
-) -> list[Any]:
-    """``assign_tables_atomic_v2`` with all seven named arguments; its rows (none: a ledger replay)."""
+) -> psycopg.Cursor[Any]:
+    """``assign_tables_atomic_v2`` with all seven named arguments; the cursor's rows are its rows (none: a ledger
+    replay) — in a pipeline, read them when they are needed."""
     return db.execute(
         "SELECT * FROM public.assign_tables_atomic_v2(p_booking_id := %s, p_table_ids := %s::uuid[],"
         " p_idempotency_key := %s, p_require_adjacency := %s, p_assigned_by := NULL,"
         " p_start_at := %s, p_end_at := %s)",
         (booking_id, list(table_ids), idempotency_key, require_adjacency, start_at, end_at),
-    ).fetchall()
+    )
 
 
 def confirm(db: Executor, booking_id: UUID, previous: Any, reason: str, metadata: dict[str, Any]) -> None:

@@ -137,13 +137,23 @@ def classify_db_error(exc: psycopg.Error) -> RemediationError:
 
 
 def verify_assigned(conn: Conn, request: AssignRequest) -> None:
-    row = conn.execute(
+    verified(request, queue_verification(conn, request))
+
+
+def queue_verification(conn: Conn, request: AssignRequest) -> psycopg.Cursor[Any]:
+    """The statement that counts the victim's assignment and allocation rows on the tables (in a pipeline, sent
+    with the statements before it; :func:`verified` reads it)."""
+    return conn.cursor().execute(
         "SELECT (SELECT count(*) FROM public.booking_table_assignments"
         "         WHERE booking_id = %(b)s AND table_id = ANY(%(t)s)),"
         "       (SELECT count(*) FROM public.allocations WHERE booking_id = %(b)s AND resource_type = 'table'"
         "         AND resource_id = ANY(%(t)s) AND NOT shadow)",
         {"b": request.booking_id, "t": list(request.table_ids)},
-    ).fetchone()
+    )
+
+
+def verified(request: AssignRequest, counts: psycopg.Cursor[Any]) -> None:
+    row = counts.fetchone()
     want = len(set(request.table_ids))
     if row is None or row[0] != want or row[1] != want:
         raise VerificationError(f"expected {want} assignment(s) and allocation(s), found {row}")
@@ -156,14 +166,17 @@ def check_still_needed(conn: Conn, booking_id: UUID, *, lock: bool) -> str:
         if lock
         else "SELECT status::text FROM public.bookings WHERE id = %s"
     )
-    row = conn.execute(query, (booking_id,)).fetchone()
+    # both sent at once in a pipeline: the count runs after the lock is held, on what was committed before it
+    status = conn.cursor().execute(query, (booking_id,))
+    count = conn.cursor().execute(
+        "SELECT count(*) FROM public.booking_table_assignments WHERE booking_id = %s", (booking_id,)
+    )
+    row = status.fetchone()
     if row is None:
         raise NotNeededError("the booking no longer exists")
     if row[0] not in ("pending", "pending_allocation"):
         raise NotNeededError(f"the booking is {row[0]}")
-    tables = conn.execute(
-        "SELECT count(*) FROM public.booking_table_assignments WHERE booking_id = %s", (booking_id,)
-    ).fetchone()
+    tables = count.fetchone()
     if tables is not None and tables[0]:
         raise NotNeededError("the booking has gained table assignments")
     return str(row[0])
@@ -180,10 +193,12 @@ class SqlAssign:
 
     def assign(self, request: AssignRequest) -> None:
         try:
-            with self._connect() as conn, conn.transaction():
+            # three round trips in one pipeline: the lock and the checks; the writes and the verification; COMMIT
+            # (sent only once every check passed — a failed one rolls everything back)
+            with self._connect() as conn, conn.pipeline(), conn.transaction():
                 previous = check_still_needed(conn, request.booking_id, lock=True)
                 self._clear_ledger_traps(conn, request)
-                rows = platform.assign(
+                assigned = platform.assign(
                     conn,
                     request.booking_id,
                     request.table_ids,
@@ -192,11 +207,12 @@ class SqlAssign:
                     request.window.lower,
                     request.window.upper,
                 )
-                if not rows:
-                    raise VerificationError("assign_tables_atomic_v2 returned no rows (ledger replay)")
                 metadata = {"source": "remediation-consumer", "actor": self._actor, "key": request.idempotency_key}
                 platform.confirm(conn, request.booking_id, previous, request.reason, metadata)
-                verify_assigned(conn, request)
+                counts = queue_verification(conn, request)
+                if not assigned.fetchall():
+                    raise VerificationError("assign_tables_atomic_v2 returned no rows (ledger replay)")
+                verified(request, counts)
         except psycopg.Error as exc:
             raise classify_db_error(exc) from exc
 

@@ -10,6 +10,7 @@ from typing import Any
 from uuid import UUID
 
 import orjson
+import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
@@ -179,7 +180,7 @@ def set_incident_trace(conn: Conn, incident_id: UUID, trace: tuple[str, str] | N
 
 
 def set_incident_status(
-    conn: Conn, incident_id: UUID, status: str, reason: str, outcome: dict[str, Any] | None = None
+    conn: Conn | psycopg.Cursor[Any], incident_id: UUID, status: str, reason: str, outcome: dict[str, Any] | None = None
 ) -> None:
     """Any status but a scheduled wait (:func:`schedule_recheck`) clears the wake-up."""
     conn.execute(
