@@ -217,25 +217,27 @@ class Remediator:
             return None
         return self.handle(HoldNote.of(signal) if isinstance(signal, HoldSeen) else signal)
 
-    def handle(self, signal: HoldNote | FailureSeen) -> IncidentResult | None:
-        """Handle one signal, as the consumer classified it: a hold remembered (None), a failure's incident."""
+    def handle(self, signal: HoldNote | FailureSeen, triaged: store.Triage | None = None) -> IncidentResult | None:
+        """Handle one signal, as the consumer classified it: a hold remembered (None), a failure's incident
+        (``triaged``: its first steps, when a batch read them already)."""
         if isinstance(signal, HoldNote):
             self.remember(signal)
             return None
-        return self.on_failure(signal)
+        return self.on_failure(signal, triaged)
 
     def remember(self, hold: HoldNote) -> None:
         """A hold announcement, kept in memory (with the span that saw it, when tracing)."""
         with self.hooks.span("allocguard.hold.remembered", hold_attributes(hold), None) as span:
             self.memory.remember(traced(hold, span.trace_ids()))
 
-    def triage(self, failures: list[FailureSeen]) -> list[IncidentResult | None]:
+    def triage(self, failures: list[FailureSeen]) -> list[tuple[IncidentResult | None, store.Triage]]:
         """Many failures' first steps in one statement (after the holds they recall are written, in the same round
         trip): for each failure, the outcome when it is settled before anything is written (a duplicate, no
-        window), else None (it needs :meth:`on_failure`, which reads them again)."""
+        window), else None (it needs :meth:`on_failure`, which is given what was read here: not read twice), and
+        what was read."""
         with self._connect() as conn:
             found = store.remember_and_triage(conn, self._holds_for(conn, failures), failures)
-        return [settled_early(failure, row) for failure, row in zip(failures, found, strict=True)]
+        return [(settled_early(failure, row), row) for failure, row in zip(failures, found, strict=True)]
 
     def _holds_for(self, conn: Conn, failures: list[FailureSeen]) -> list[HoldNote]:
         """The holds these failures recall, to be written before their first steps read them: from memory, else
@@ -290,8 +292,8 @@ class Remediator:
             return None
         return self.settled.answer(failure, self.memory.recall(failure))
 
-    def on_failure(self, failure: FailureSeen) -> IncidentResult:
-        result = self._on_failure(failure)
+    def on_failure(self, failure: FailureSeen, triaged: store.Triage | None = None) -> IncidentResult:
+        result = self._on_failure(failure, triaged)
         if result.incident is not None and result.incident_id is not None and self.settings.mode.acts:
             self.settled.note(result.incident, result.incident_id, result.settled_as or result.status, result.trace)
         return result
@@ -308,11 +310,13 @@ class Remediator:
         with self.hooks.span("allocguard.incident", attributes, [known.trace] if known.trace else None):
             pass
 
-    def _on_failure(self, failure: FailureSeen) -> IncidentResult:
+    def _on_failure(self, failure: FailureSeen, triaged: store.Triage | None) -> IncidentResult:
+        """``triaged``: the first steps a batch read for this failure (its hold is written, it was not processed
+        then; each later step reads the database again, and the executor re-proves every fact under its locks)."""
         span = self.hooks.span
         attributes = failure_attributes(failure)
         with self._connect() as conn:
-            found = store.remember_and_triage(conn, self._holds_for(conn, [failure]), [failure])[0]
+            found = triaged or store.remember_and_triage(conn, self._holds_for(conn, [failure]), [failure])[0]
             if found.processed:
                 return IncidentResult("duplicate", "event already processed")
             with span("allocguard.detect", attributes, None) as detect:

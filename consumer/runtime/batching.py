@@ -92,8 +92,9 @@ class BatchHandler:
         outcomes = self._outcomes
         done: list[Message] = []
         settled: Counter[str] = Counter()
-        for (routed, message, span), result in zip(failures, verdicts, strict=True):
+        for (routed, message, span), (result, found) in zip(failures, verdicts, strict=True):
             if result is None:
+                routed.triaged = found  # its work item is given what was read here, not read again
                 self._send_on(routed, message, span)
                 continue
             if telemetry.tracing and result.status != "duplicate":

@@ -265,7 +265,7 @@ class Dispatcher:
                         event.handed_over = True
                         self._fold(found, settled, key, message, span)
                         return
-                jobs.signal(found, row, key)
+                jobs.signal(found, row, key, routed.triaged)
 
         event.run = run_in_span
         self._scheduler.submit(event)

@@ -20,6 +20,7 @@ from handlers.detect import FailureSeen, HoldNote
 from handlers.pipeline import Connect, Hooks, RemediationSettings, Remediator
 from handlers.prevent import Flagged, Guard
 from handlers.retry import AssignStrategy, Attempt, HttpAssign, RetryPolicy, SqlAssign
+from handlers.store import Triage
 from schemas.records import Mode
 from schemas.rows import ObservabilityEvent
 
@@ -34,10 +35,13 @@ class Jobs:
         #: what is recorded about each outcome (the batch thread records its own there too)
         self.outcomes = outcomes
 
-    def signal(self, found: HoldNote | FailureSeen, event: ObservabilityEvent | None, key: str) -> None:
-        """A signal the consumer classified: a hold remembered, a failure's incident handled."""
+    def signal(
+        self, found: HoldNote | FailureSeen, event: ObservabilityEvent | None, key: str, triaged: Triage | None = None
+    ) -> None:
+        """A signal the consumer classified: a hold remembered, a failure's incident handled (``triaged``: its
+        first steps, read by a batch)."""
         started = time.monotonic()
-        result = self._ride.run(key, lambda: self._remediator.handle(found))
+        result = self._ride.run(key, lambda: self._remediator.handle(found, triaged))
         self.outcomes.handled("failure" if result else "hold", time.monotonic() - started)
         if result is not None:
             self.outcomes.incident(key, result, event)

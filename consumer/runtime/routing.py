@@ -26,6 +26,7 @@ except ImportError:  # pragma: no cover - a build without a C compiler
 from handlers.announcements import CREATED, read_hold
 from handlers.detect import DetectionRules, FailureSeen, HoldNote, HoldSeen, classify
 from handlers.prevent import WATCHED_TABLES, Watch, watched
+from handlers.store import Triage
 from schemas import ChangeEvent, Heartbeat, Tombstone, decode_message
 from schemas.envelope import table_of_topic
 from schemas.errors import CdcDecodeError
@@ -48,6 +49,8 @@ class Signal:
     kind: str
     #: what ``classify`` found; it travels on with the work and is never classified again
     found: HoldNote | FailureSeen
+    #: a failure's first steps, when a batch read them already (its work item does not read them again)
+    triaged: Triage | None = None
 
 
 @dataclass(frozen=True, slots=True)

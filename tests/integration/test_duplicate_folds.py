@@ -21,6 +21,7 @@ from consumer.local.settings import StackSettings
 from consumer.operations.replay import Raw, replay
 from consumer.runtime.loop import Runtime
 from consumer.runtime.work import BatchDone, Completion, Event
+from handlers import store
 from handlers.detect import FailureSeen
 from handlers.pipeline import IncidentResult, Remediator
 from tests.integration.test_signal_batches import TOPIC, announcement, failure_value
@@ -57,9 +58,9 @@ class Calls:
         remediator = runtime.remediator
         original = remediator.on_failure
 
-        def counted(failure: FailureSeen) -> IncidentResult:
+        def counted(failure: FailureSeen, triaged: store.Triage | None = None) -> IncidentResult:
             self.failures.append(failure.event_id)
-            return original(failure)
+            return original(failure, triaged)
 
         remediator.on_failure = counted  # type: ignore[method-assign]
 

@@ -240,9 +240,56 @@ def test_a_batch_settles_what_needs_no_work_and_sends_the_rest_on(
         failure = settled[0].found
         assert isinstance(failure, FailureSeen)
         alone = runtime.remediator.on_failure(failure)
-        verdict = runtime.remediator.triage([failure])[0]
+        verdict, _ = runtime.remediator.triage([failure])[0]
         assert verdict is not None
         assert (verdict.status, verdict.reason) == (alone.status, alone.reason)
+
+
+def test_what_a_batch_read_goes_on_with_its_failures_and_is_not_read_again(
+    runtime: Runtime,
+    platform_connect: Callable[[], Conn],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The failures a batch sends on carry their first steps: their work reads them no second time, and makes the
+    incident they would make alone (the booking's window; the hold written in the batch's round trip)."""
+    with platform_connect() as conn:
+        venue = create_venue(conn, tables=2, capacity=4)
+        booked = create_booking(conn, venue, day=tomorrow(), start=dtime(19, 0), end=dtime(21, 0))
+    named_hold, held = uuid.uuid4(), uuid.uuid4()
+    hold = item(announcement(named_hold, held, uuid.uuid4()), 0)
+    runtime.remediator.remember(cast_hold(hold[0]))
+    real = item(failure_value(uuid.uuid4(), booked), 1)
+    names_hold = item(failure_value(uuid.uuid4(), held, named_hold), 2)
+    sent: list[Signal] = []
+    handler = BatchHandler(
+        runtime.remediator,
+        runtime.scheduler,
+        runtime.telemetry,
+        runtime.metrics,
+        runtime.jobs,
+        submit=lambda routed, message, span: sent.append(routed),
+        done=runtime.completions.put,
+    )
+    handler.flush([real, names_hold])
+    assert [s.triaged is not None for s in sent] == [True, True]
+    reads: list[int] = []
+    original = store.remember_and_triage
+
+    def counted(*args: Any) -> list[store.Triage]:
+        reads.append(1)
+        return original(*args)
+
+    monkeypatch.setattr(store, "remember_and_triage", counted)
+    results = [runtime.remediator.handle(s.found, s.triaged) for s in sent]
+    assert reads == [], "the work items read their first steps again"
+    sources = [r.incident.window_source if r is not None and r.incident is not None else None for r in results]
+    assert sources == ["booking", "hold"], results
+    monkeypatch.setattr(store, "remember_and_triage", original)
+    again = item(failure_value(uuid.uuid4(), booked), 3)
+    alone = runtime.remediator.handle(cast_failure(again[0]))  # nothing handed over: read as before
+    assert alone is not None
+    assert alone.incident is not None
+    assert alone.incident.window_source == "booking"
 
 
 def test_the_batched_read_is_the_one_at_a_time_reads(
@@ -322,6 +369,11 @@ def event(hold_id: uuid.UUID, table: uuid.UUID) -> ObservabilityEvent:
 
 def cast_hold(routed: Signal) -> HoldNote:
     assert isinstance(routed.found, HoldNote)
+    return routed.found
+
+
+def cast_failure(routed: Signal) -> FailureSeen:
+    assert isinstance(routed.found, FailureSeen)
     return routed.found
 
 
