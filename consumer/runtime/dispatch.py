@@ -32,7 +32,9 @@ from consumer.runtime.routing import (
     Signal,
     Skip,
     Watched,
+    failure_signal,
     hold_signal,
+    plain_failure,
     plain_hold,
     route_decoded,
 )
@@ -156,14 +158,18 @@ class Dispatcher:
             self._stats["first_at"] = time.monotonic()
         value = message.value()
         # route(), its first case (one event in ten) read before partition and offset, which a free hold never needs
-        read = plain_hold(self._relevant.signal_topic(topic), message.key(), value, self._rules)
+        signal_topic = self._relevant.signal_topic(topic)
+        read = plain_hold(signal_topic, message.key(), value, self._rules)
         if read is not None and self._free(cast(str, read[1].booking_id)):  # read only with a booking id
             self._hold_here(message, topic, *read, tracing)
             return
         partition, offset = message.partition() or 0, message.offset() or 0
+        failure = plain_failure(signal_topic, message.key(), value, self._rules) if read is None else None
         routed = (
             hold_signal(*read)
             if read is not None
+            else failure_signal(*failure)
+            if failure is not None
             else route_decoded(topic, partition, offset, message.key(), value, self._rules)
         )
         if isinstance(routed, Skip):
@@ -252,7 +258,7 @@ class Dispatcher:
         """A signal as its booking's own work item. A failure that turns out, when its turn comes, to be one more
         event of an incident settled for good (the booking's earlier work settled it) is answered in memory: its
         offset completes when the folds write it, not when the work ends."""
-        found, row, key, jobs = routed.found, routed.row, routed.key, self._jobs
+        found, key, jobs = routed.found, routed.key, self._jobs
         event = _event(message, key, _nothing, span)
         known = self._remediator.known_incident if memory and isinstance(found, FailureSeen) else None
 
@@ -265,7 +271,7 @@ class Dispatcher:
                         event.handed_over = True
                         self._fold(found, settled, key, message, span)
                         return
-                jobs.signal(found, row, key, routed.triaged)
+                jobs.signal(found, key, routed.triaged)
 
         event.run = run_in_span
         self._scheduler.submit(event)

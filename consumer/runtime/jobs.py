@@ -35,16 +35,15 @@ class Jobs:
         #: what is recorded about each outcome (the batch thread records its own there too)
         self.outcomes = outcomes
 
-    def signal(
-        self, found: HoldNote | FailureSeen, event: ObservabilityEvent | None, key: str, triaged: Triage | None = None
-    ) -> None:
+    def signal(self, found: HoldNote | FailureSeen, key: str, triaged: Triage | None = None) -> None:
         """A signal the consumer classified: a hold remembered, a failure's incident handled (``triaged``: its
         first steps, read by a batch)."""
         started = time.monotonic()
         result = self._ride.run(key, lambda: self._remediator.handle(found, triaged))
         self.outcomes.handled("failure" if result else "hold", time.monotonic() - started)
         if result is not None:
-            self.outcomes.incident(key, result, event)
+            assert isinstance(found, FailureSeen)
+            self.outcomes.incident(key, result, found.created_at)
 
     def event(self, event: ObservabilityEvent, key: str) -> None:
         """An event re-read from the database (a backfill): classified here, then handled as a signal."""
@@ -52,7 +51,7 @@ class Jobs:
         result = self._ride.run(key, lambda: self._remediator.observe(event))
         self.outcomes.handled("failure" if result else "hold", time.monotonic() - started)
         if result is not None:
-            self.outcomes.incident(key, result, event)
+            self.outcomes.incident(key, result, event.created_at)
 
     def recheck(self, incident_id: UUID, key: str) -> None:
         """A waiting incident whose wake-up fell due: planned again."""

@@ -11,7 +11,6 @@ from consumer.telemetry import Metrics
 from handlers.pipeline import IncidentResult
 from handlers.prevent import Flagged
 from schemas.records import FlagStatus
-from schemas.rows import ObservabilityEvent
 
 log = logging.getLogger("allocguard.runtime")
 
@@ -32,11 +31,12 @@ class Outcomes:
         metrics.handling.record(seconds, attributes)
         metrics.signals.add(count, attributes)
 
-    def incident(self, key: str, result: IncidentResult, event: ObservabilityEvent | None = None) -> None:
-        """A failure's (or a wake-up's) outcome: counted, logged; with its event, what it did in detail."""
+    def incident(self, key: str, result: IncidentResult, event_at: datetime | None = None) -> None:
+        """A failure's (or a wake-up's) outcome: counted, logged; with its event's time (a failure event's, not a
+        wake-up's), what it did in detail and how long the failure waited."""
         metrics = self._metrics
         metrics.incidents.add(1, {"status": result.status})
-        if event is not None:
+        if event_at is not None:
             pruned = {i for prune in result.prunes for i in prune.pruned_ids}
             if result.plans:
                 for evidence in result.plans[0].evidence:
@@ -49,7 +49,7 @@ class Outcomes:
             for attempt in result.retry.attempts if result.retry else []:
                 metrics.attempts.add(1, {"outcome": attempt.outcome})
             if result.status in _SETTLING:
-                waited = (datetime.now(UTC) - event.created_at).total_seconds()
+                waited = (datetime.now(UTC) - event_at).total_seconds()
                 metrics.resolution.record(max(waited, 0.0), {"status": result.status})
         self.log(key, result)
 

@@ -23,7 +23,7 @@ try:  # the same byte test in C (setup.py builds it; optional — tested to deci
 except ImportError:  # pragma: no cover - a build without a C compiler
     native = None  # type: ignore[assignment]
 
-from handlers.announcements import CREATED, read_hold
+from handlers.announcements import CREATED, read_failure, read_hold
 from handlers.detect import DetectionRules, FailureSeen, HoldNote, HoldSeen, classify
 from handlers.prevent import WATCHED_TABLES, Watch, watched
 from handlers.store import Triage
@@ -42,7 +42,7 @@ class Skip:
 @dataclass(slots=True)  # not frozen: made once per signal on the poll loop (a frozen __init__ costs 3 times more)
 class Signal:
     op: str
-    #: the decoded row (a failure's; a hold announcement read by the fast reader has none)
+    #: the decoded row, when the models read the message (a hold or failure the fast readers read has none)
     row: ObservabilityEvent | None
     #: the booking whose work this is (one booking's work runs in order)
     key: str
@@ -75,8 +75,14 @@ HOLD, FAILURE = "HoldSeen", "FailureSeen"
 def route(
     topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None, rules: DetectionRules
 ) -> Routed:
-    read = plain_hold(table_of_topic(topic) == ObservabilityEvent.table, key, value, rules)
-    return hold_signal(*read) if read is not None else route_decoded(topic, partition, offset, key, value, rules)
+    signal_topic = table_of_topic(topic) == ObservabilityEvent.table
+    read = plain_hold(signal_topic, key, value, rules)
+    if read is not None:
+        return hold_signal(*read)
+    failure = plain_failure(signal_topic, key, value, rules)
+    if failure is not None:
+        return failure_signal(*failure)
+    return route_decoded(topic, partition, offset, key, value, rules)
 
 
 def plain_hold(
@@ -93,6 +99,22 @@ def plain_hold(
 def hold_signal(op: str, note: HoldNote) -> Signal:
     """The signal of a hold :func:`plain_hold` read."""
     return Signal(op, None, cast(str, note.booking_id), HOLD, note)  # read only with a booking id
+
+
+def plain_failure(
+    signal_topic: bool, key: bytes | None, value: bytes | None, rules: DetectionRules
+) -> tuple[str, FailureSeen] | None:
+    """:func:`route`'s second case: an ``allocations_no_overlap`` failure in the plain shape (a failed attempt
+    emits a dozen), read without the models, deciding as they would (handlers/announcements.py) — its op and what
+    it reports; None: anything else, which is decoded in full."""
+    if signal_topic and value is not None and value.startswith(CREATED):
+        return read_failure(key, value, rules)
+    return None
+
+
+def failure_signal(op: str, failure: FailureSeen) -> Signal:
+    """The signal of a failure :func:`plain_failure` read (no row: the failure carries what its work needs)."""
+    return Signal(op, None, str(failure.booking_id), FAILURE, failure)
 
 
 def route_decoded(
