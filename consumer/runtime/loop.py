@@ -270,15 +270,21 @@ class Runtime:
             Notifier(self._stop, self._connect, settings, self.metrics).start()
         partitions, dispatcher, consumer, health = self.partitions, self.dispatcher, self.consumer, self.health
         partitions.subscribe()
-        idle_since = time.monotonic()
+        idle_since = producer_polled = time.monotonic()
+        backlog = False
         try:
             with poll_batches_gc():  # the loop holds a poll batch of messages at a time
                 while not self._stop.is_set():
                     health.last_loop = time.monotonic()
                     # poll returns as soon as one message is there; consume(timeout=0) then takes what is buffered
-                    # (consume with a timeout would wait it out whenever fewer than num_messages are available)
-                    first = consumer.poll(0.1)
-                    messages = [first, *consumer.consume(num_messages=999, timeout=0)] if first is not None else []
+                    # (consume with a timeout would wait it out whenever fewer than num_messages are available).
+                    # Behind a backlog (the last batch was full) what is buffered is taken at once: one call, one
+                    # GIL hand-over a turn instead of two; an empty take falls back to the waiting poll
+                    messages = consumer.consume(num_messages=1000, timeout=0) if backlog else []
+                    if not messages:
+                        first = consumer.poll(0.1)
+                        messages = [first, *consumer.consume(num_messages=999, timeout=0)] if first is not None else []
+                    backlog = len(messages) >= 1000
                     if messages:
                         dispatcher.take(messages)
                     if partitions.gaps.unpositioned:
@@ -288,7 +294,11 @@ class Runtime:
                     partitions.backpressure()
                     partitions.watch_group()
                     partitions.sample_lag()
-                    self.producer.poll(0)
+                    # the producer only sends dead letters: its delivery reports are served while any is on its
+                    # way, and its errors once a second — not a GIL hand-over on every turn of the loop
+                    if len(self.producer) or health.last_loop - producer_polled > 1.0:
+                        self.producer.poll(0)
+                        producer_polled = health.last_loop
                     if self.once:
                         if messages or self.tracker.in_flight():
                             idle_since = time.monotonic()
