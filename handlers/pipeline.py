@@ -664,7 +664,7 @@ class Remediator:
             "mode": self.settings.mode.value,
             "plan_id": str(result.plan_id) if result.plan_id else None,
         }
-        with conn.transaction():
+        with conn.pipeline(), conn.transaction():  # one round trip: the status, the marker, the event, COMMIT
             store.set_incident_status(conn, result.incident_id, status, reason, outcome)
             if result.event_id is not None and self.settings.mode.acts:
                 store.mark_processed(conn, result.event_id, result.incident_id, status)
