@@ -20,6 +20,8 @@ from tests.support.clock import iso_from_now
 from tests.unit.test_announcements import KEYS, ODD, TOPIC, base, encode
 
 RULES = DetectionRules()
+NO_ZONE = "2030-01-01T00:00:00"  # date-lint: recorded (a form the reader leaves to the models; never compared to now)
+BC = "2030-01-01 00:00:00 BC"  # date-lint: recorded
 #: the three failure events of a failed attempt (bench/traffic.py, shared/domain.md §3): source, type, text key
 KINDS = [
     ("capacity.atomic_confirm", "transaction.failed", "error"),
@@ -142,10 +144,8 @@ def test_what_it_leaves_to_the_models() -> None:
         "a second event type": lambda d: d["after"].update(
             source="auto_assign", event_type="auto_assign.quote", extra=None
         ),
-        "a time without a zone": lambda d: d["after"].update(created_at="2030-01-01T00:00:00"),  # date-lint: recorded
-        "a time in another form": lambda d: d["after"].update(
-            created_at="2030-01-01 00:00:00 BC"
-        ),  # date-lint: recorded
+        "a time without a zone": lambda d: d["after"].update(created_at=NO_ZONE),
+        "a time in another form": lambda d: d["after"].update(created_at=BC),
         "a sequence that is no list": lambda d: d["source"].update(sequence='{"a":1}'),
         "a hold announcement": lambda d: d["after"].update(source="capacity.hold", event_type="capacity.hold.created"),
     }
