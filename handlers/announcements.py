@@ -23,6 +23,7 @@ reads as before.
 from __future__ import annotations
 
 import re
+from collections.abc import Container
 from datetime import datetime
 from typing import Annotated, Any
 from uuid import UUID
@@ -216,50 +217,16 @@ def scan_hold(key: bytes | None, value: bytes, rules: DetectionRules) -> tuple[s
     return op, HoldNote(hold_id, booking_id, restaurant_id, tables, start, end, adjacency, expires)
 
 
-def read_hold_decoded(key: bytes | None, value: bytes, rules: DetectionRules) -> tuple[str, HoldNote] | None:
-    """:func:`read_hold` by the msgspec reader alone: the specification the C scanner agrees with."""
-    if not value.startswith(CREATED):
-        return None
-    try:
-        envelope = _decode(value)
-        if key is not None:
-            key_doc = orjson.loads(key)
-            if type(key_doc) is not dict or key_doc.keys() == {"schema", "payload"}:
-                return None
-    except (ValueError, RecursionError):  # not JSON, not UTF-8, too deep, another type: the full path decides
-        return None
-    row, source, hold = envelope.after, envelope.source, rules.hold
-    if row.source != hold.source or row.event_type != hold.event_type or envelope.op not in ("c", "r"):
-        return None
-    if source.schema != _SCHEMA or source.table != _TABLE or row.severity not in _SEVERITIES:
-        return None
-    if _first_event_type(value) != hold.event_type:  # a duplicate key: the full path names it
-        return None
-    booking_id, restaurant_id = row.booking_id, row.restaurant_id
-    # a hold whose ids come from its context instead: the full path
-    if booking_id is None or restaurant_id is None or _UUID(booking_id) is None or not _known_uuid(restaurant_id):
-        return None
-    if _UUID(row.id) is None or _instant(row.created_at) is None or row.context is None:
-        return None
-    if source.sequence is not None and not _sequence(source.sequence):
-        return None
-    try:
-        context = orjson.loads(row.context)
-    except orjson.JSONDecodeError:
-        return None
-    if type(context) is not dict:
-        return None
-    note = _note(context, booking_id, restaurant_id, rules)
-    return None if note is None else (envelope.op, note)
-
-
-def read_failure(key: bytes | None, value: bytes, rules: DetectionRules) -> tuple[str, FailureSeen] | None:
-    """The CDC op and the ``allocations_no_overlap`` failure a message of the ``observability_events`` topic
-    reports, read by the same msgspec structs as a hold announcement (a failure storm brings twelve of them per
-    failed booking, and the full decode costs ≈ 100 µs each) — or None: not sure, the full path decides (not the
-    plain shape, not a failure, or anything the models might judge otherwise: an id, a time or a hold id in
-    another spelling, a context that is not a JSON object)."""
-    if not value.startswith(CREATED) or _first_event_type(value) not in _failure_kinds(rules):
+def _plain(
+    key: bytes | None, value: bytes, kinds: Container[str | None]
+) -> tuple[_Envelope, dict[str, Any], datetime] | None:
+    """What both readers require of a message before they read it: a create or snapshot read in the compact
+    shape whose first event type is one of ``kinds`` and is the one the structs decode (no duplicate key), the
+    key as the models read it, the source block and row as the models accept them (canonical id, an instant with
+    its zone, a severity they know, a plain ``source.sequence``), and a context that is a JSON object — the
+    envelope, that context and the row's time; None: not sure (the full path decides)."""
+    first = _first_event_type(value) if value.startswith(CREATED) else None
+    if first not in kinds:
         return None
     try:
         envelope = _decode(value)
@@ -272,12 +239,7 @@ def read_failure(key: bytes | None, value: bytes, rules: DetectionRules) -> tupl
     row, source = envelope.after, envelope.source
     if envelope.op not in ("c", "r") or source.schema != _SCHEMA or source.table != _TABLE:
         return None
-    if row.severity not in _SEVERITIES or _first_event_type(value) != row.event_type:
-        return None
-    if row.source == rules.hold.source and row.event_type == rules.hold.event_type:
-        return None  # a hold announcement (classify looks for one first)
-    booking_id, restaurant_id = row.booking_id, row.restaurant_id
-    if booking_id is None or _UUID(booking_id) is None or not (restaurant_id is None or _known_uuid(restaurant_id)):
+    if row.severity not in _SEVERITIES or row.event_type != first:  # a duplicate key: the full path names it
         return None
     created_at = _instant(row.created_at)
     if _UUID(row.id) is None or created_at is None or row.context is None:
@@ -288,7 +250,42 @@ def read_failure(key: bytes | None, value: bytes, rules: DetectionRules) -> tupl
         context = orjson.loads(row.context)
     except orjson.JSONDecodeError:
         return None
-    if type(context) is not dict:
+    return (envelope, context, created_at) if type(context) is dict else None
+
+
+def read_hold_decoded(key: bytes | None, value: bytes, rules: DetectionRules) -> tuple[str, HoldNote] | None:
+    """:func:`read_hold` by the msgspec reader alone: the specification the C scanner agrees with."""
+    hold = rules.hold
+    plain = _plain(key, value, (hold.event_type,))
+    if plain is None:
+        return None
+    envelope, context, _ = plain
+    row = envelope.after
+    booking_id, restaurant_id = row.booking_id, row.restaurant_id
+    if row.source != hold.source:
+        return None
+    # a hold whose ids come from its context instead: the full path
+    if booking_id is None or restaurant_id is None or _UUID(booking_id) is None or not _known_uuid(restaurant_id):
+        return None
+    note = _note(context, booking_id, restaurant_id, rules)
+    return None if note is None else (envelope.op, note)
+
+
+def read_failure(key: bytes | None, value: bytes, rules: DetectionRules) -> tuple[str, FailureSeen] | None:
+    """The CDC op and the ``allocations_no_overlap`` failure a message of the ``observability_events`` topic
+    reports, read by the same msgspec structs as a hold announcement (a failure storm brings twelve of them per
+    failed booking, and the full decode costs ≈ 100 µs each) — or None: not sure, the full path decides (not the
+    plain shape, not a failure, or anything the models might judge otherwise: an id, a time or a hold id in
+    another spelling, a context that is not a JSON object)."""
+    plain = _plain(key, value, _failure_kinds(rules))
+    if plain is None:
+        return None
+    envelope, context, created_at = plain
+    row = envelope.after
+    if row.source == rules.hold.source and row.event_type == rules.hold.event_type:
+        return None  # a hold announcement (classify looks for one first)
+    booking_id, restaurant_id = row.booking_id, row.restaurant_id
+    if booking_id is None or _UUID(booking_id) is None or not (restaurant_id is None or _known_uuid(restaurant_id)):
         return None
     for rule in rules.failures:
         if row.source != rule.source or row.event_type != rule.event_type:

@@ -148,9 +148,16 @@ FIELDS = {
     "context": ["holdId", "tableIds", "startAt", "endAt", "expiresAt", "metadata", "bookingId", "restaurantId"],
     "metadata": ["requireAdjacency"],
 }
-MUTATION = st.sampled_from(sorted(FIELDS)).flatmap(
-    lambda place: st.tuples(st.sampled_from(["set", "drop"]), st.just(place), st.sampled_from(FIELDS[place]), ODD)
-)
+
+
+def mutations_of(fields: dict[str, list[str]]) -> st.SearchStrategy[tuple[str, str, str, Any]]:
+    """One bend: set a field of one place to an odd value, or drop it (for :func:`mutate`)."""
+    return st.sampled_from(sorted(fields)).flatmap(
+        lambda place: st.tuples(st.sampled_from(["set", "drop"]), st.just(place), st.sampled_from(fields[place]), ODD)
+    )
+
+
+MUTATION = mutations_of(FIELDS)
 
 
 def mutate(doc: dict[str, Any], mutation: tuple[str, str, str, Any]) -> None:

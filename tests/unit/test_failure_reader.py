@@ -6,7 +6,6 @@ the full path answers: a failure signal with the same op, key and failure."""
 
 from __future__ import annotations
 
-import copy
 import uuid
 from typing import Any
 
@@ -17,7 +16,7 @@ from consumer.runtime.routing import FAILURE, Signal, route, route_decoded
 from handlers.announcements import read_failure
 from handlers.detect import DetectionRules, FailureRule, FailureSeen
 from tests.support.clock import iso_from_now
-from tests.unit.test_announcements import KEYS, ODD, TOPIC, base, encode
+from tests.unit.test_announcements import KEYS, TOPIC, base, encode, mutate, mutations_of
 
 RULES = DetectionRules()
 NO_ZONE = "2030-01-01T00:00:00"  # date-lint: recorded (a form the reader leaves to the models; never compared to now)
@@ -58,26 +57,7 @@ FIELDS = {
     ],
     "context": ["error", "planner_error", "holdId", "attempt_index", "bookingId"],
 }
-MUTATION = st.sampled_from(sorted(FIELDS)).flatmap(
-    lambda place: st.tuples(st.sampled_from(["set", "drop"]), st.just(place), st.sampled_from(FIELDS[place]), ODD)
-)
-
-
-def mutate(doc: dict[str, Any], mutation: tuple[str, str, str, Any]) -> None:
-    how, place, name, value = mutation
-    after = doc.get("after")
-    target: Any = {
-        "envelope": doc,
-        "source": doc.get("source"),
-        "after": after,
-        "context": after.get("context") if isinstance(after, dict) else None,
-    }[place]
-    if not isinstance(target, dict):
-        return
-    if how == "drop":
-        target.pop(name, None)
-    else:  # a copy: the odd values are shared by every example
-        target[name] = copy.deepcopy(value)
+MUTATION = mutations_of(FIELDS)
 
 
 def agree(key: bytes | None, value: bytes, rules: DetectionRules = RULES) -> FailureSeen | None:
