@@ -639,7 +639,7 @@ class Remediator:
             artifacts_dir=s.artifacts_dir,
             trace=trace,
             then=then,
-            # the evidence files wait until the victim's retry is done (written by _record_outcome)
+            # the evidence files wait until the victim's retry is done (written by _write_evidence)
             defer_artifacts=then is not None,
         )
 
