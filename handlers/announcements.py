@@ -274,9 +274,9 @@ def read_hold_decoded(key: bytes | None, value: bytes, rules: DetectionRules) ->
 def read_failure(key: bytes | None, value: bytes, rules: DetectionRules) -> tuple[str, FailureSeen] | None:
     """The CDC op and the ``allocations_no_overlap`` failure a message of the ``observability_events`` topic
     reports, read by the same msgspec structs as a hold announcement (a failure storm brings twelve of them per
-    failed booking, and the full decode costs ≈ 100 µs each) — or None: not sure, the full path decides (not the
-    plain shape, not a failure, or anything the models might judge otherwise: an id, a time or a hold id in
-    another spelling, a context that is not a JSON object)."""
+    failed booking: route() takes ≈ 26 µs for one instead of ≈ 34 µs through the models) — or None: not sure,
+    the full path decides (not the plain shape, not a failure, or anything the models might judge otherwise: an
+    id, a time or a hold id in another spelling, a context that is not a JSON object)."""
     plain = _plain(key, value, _failure_kinds(rules))
     if plain is None:
         return None
