@@ -184,6 +184,26 @@ def dead_letters(bootstrap: str, topic: str) -> int:
     return count
 
 
+def mismatched(connect: Callable[[], Conn], ledger: Ledger, timeout: float) -> list[str]:
+    """The played bookings whose record does not say what allocguard did — its own assignment (its idempotency
+    key) ⇔ "resolved" — polled until there are none or ``timeout`` passes: the outcome is written in its own
+    transaction just after the assignment's (a victim confirmed at the end of the run may be a moment ahead of its
+    record; a kill between the two is settled on redelivery)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with connect() as conn:
+            rows = conn.execute(
+                "SELECT i.booking_id, i.status, EXISTS (SELECT 1 FROM booking_table_assignments x"
+                "  WHERE x.booking_id = i.booking_id AND x.idempotency_key LIKE 'allocguard-%%')"
+                " FROM allocguard.incidents i WHERE i.mode = 'auto' AND i.booking_id = ANY(%s)",
+                (list(ledger.played),),
+            ).fetchall()
+        wrong = sorted(str(b) for b, status, ours in rows if (status == "resolved") != bool(ours))
+        if not wrong or time.monotonic() > deadline:
+            return wrong
+        time.sleep(0.5)  # poll: the last outcomes are being written
+
+
 def report(connect: Callable[[], Conn], ledger: Ledger, confirmed: dict[uuid.UUID, float | None]) -> dict[str, Any]:
     with connect() as conn:
         rows = conn.execute(
@@ -192,15 +212,7 @@ def report(connect: Callable[[], Conn], ledger: Ledger, confirmed: dict[uuid.UUI
             (list(ledger.played),),
         ).fetchall()
     prunes = {row[0]: int(row[1]) for row in rows}
-    with connect() as conn:
-        # the record must say what allocguard did: its own assignment (its idempotency key) ⇔ "resolved"
-        mismatches = conn.execute(
-            "SELECT i.booking_id, i.status, EXISTS (SELECT 1 FROM booking_table_assignments x"
-            "  WHERE x.booking_id = i.booking_id AND x.idempotency_key LIKE 'allocguard-%%')"
-            " FROM allocguard.incidents i WHERE i.mode = 'auto' AND i.booking_id = ANY(%s)",
-            (list(ledger.played),),
-        ).fetchall()
-    wrong = sorted(str(b) for b, status, ours in mismatches if (status == "resolved") != bool(ours))
+    wrong = mismatched(connect, ledger, timeout=60)
     recovery = {}
     for fault in ledger.faults:
         during = [confirmed.get(v) for v, at in ledger.played.items() if fault.began <= at <= fault.ended]
