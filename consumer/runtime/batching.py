@@ -1,7 +1,8 @@
-"""The batch thread's work: under a backlog, a batch of failures (distinct bookings) is handled together — the holds
-they recall written and their first steps read in one round trip; what that settles is settled here, everything
-else goes the usual way (its own work item). (Hold announcements never come here: they are kept in memory on the
-poll loop, handlers/holds.py.) Runs on the batch thread of
+"""The batch thread's work: under a backlog, a batch of failures (each booking's first) is handled together — the
+holds they recall written and their first steps read in one round trip; what that settles is settled here,
+everything else goes the usual way (its own work item), and a booking's later signals follow its first. (Hold
+announcements come here only behind a queued failure of their booking, to keep its order; the rest are kept in
+memory on the poll loop, handlers/holds.py.) Runs on the batch thread of
 :class:`~consumer.runtime.scheduler.SignalBatches`."""
 
 from __future__ import annotations
@@ -51,23 +52,42 @@ class BatchHandler:
         #: the batch's messages already placed (completed or submitted)
         self._placed: set[int] = set()
 
-    def handle(self, batch: list[Item]) -> None:
-        """A booking whose earlier failure went to a worker meanwhile goes behind it; the rest are handled
-        together."""
+    def handle(self, batch: list[Item]) -> list[Item]:
+        """A booking whose earlier work went to a worker meanwhile goes behind it; each other booking's first
+        failure is handled with the others'. A booking's later signals wait for that: behind its failure's work
+        item when it got one, else (the batch settled it) held back — returned, for a batch of their own."""
         failures: list[Item] = []
+        later: list[Item] = []
+        read: set[str] = set()  # bookings whose first failure this batch reads
         self._placed.clear()
+        scheduler = self._scheduler
         try:
             for item in batch:
-                if self._scheduler.has(item[0].key) or not isinstance(item[0].found, FailureSeen):
+                key = item[0].key
+                if key in read:
+                    later.append(item)
+                elif scheduler.has(key) or not isinstance(item[0].found, FailureSeen):
                     self._send_on(*item)
                 else:
                     failures.append(item)
+                    read.add(key)
             self.flush(failures)
+            kept: list[Item] = []
+            held: set[str] = set()
+            for item in later:
+                key = item[0].key
+                if key not in held and scheduler.has(key):
+                    self._send_on(*item)
+                else:
+                    held.add(key)  # and every later signal of the booking, in its order
+                    kept.append(item)
+            return kept
         except Exception:  # a bug, not the database (that is handled inside): what is not placed goes the usual way
             log.exception("handling %d signal(s) together failed: each goes the usual way", len(batch))
             for item in batch:
                 if id(item[1]) not in self._placed:
                     self._send_on(*item)
+            return []
 
     def flush(self, failures: list[Item]) -> None:
         """A batch's failures' first steps read in one round trip (processed already? the hold they recall —

@@ -203,8 +203,11 @@ class Dispatcher:
                 self._fold(routed.found, known, key, message, span)
                 telemetry.end(span)
                 return
-        if isinstance(routed.found, FailureSeen) and self.batches.offer(
-            key, (routed, message, span), self._batching and not self._scheduler.has(key)
+        is_failure = isinstance(routed.found, FailureSeen)
+        batches = self.batches
+        # a failure under a backlog is batched; any signal of a booking queued there goes behind it (its order)
+        if (is_failure or batches.has(key)) and batches.offer(
+            key, (routed, message, span), is_failure and self._batching and not self._scheduler.has(key)
         ):
             return
         # caught up (no backlog), or this booking has work in flight (it waits behind it): its own work item

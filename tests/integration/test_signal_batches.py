@@ -292,6 +292,85 @@ def test_what_a_batch_read_goes_on_with_its_failures_and_is_not_read_again(
     assert alone.incident.window_source == "booking"
 
 
+class _Scheduler:
+    """What the handler asks the scheduler: whether a booking has work in flight (what it sent on)."""
+
+    def __init__(self) -> None:
+        self.keys: set[str] = set()
+
+    def has(self, key: str) -> bool:
+        return key in self.keys
+
+
+def test_a_bookings_later_signals_follow_its_first_failure_or_wait_for_a_batch_of_their_own(
+    runtime: Runtime, platform_connect: Callable[[], Conn]
+) -> None:
+    """A storm's dozen events per booking are one batch's: those behind a failure sent on go behind its work item
+    at once, in order; those behind a failure the batch settled itself are held back for the next batch (they
+    may need reading in their turn), with everything after them of the same booking."""
+    with platform_connect() as conn:
+        venue = create_venue(conn, tables=2, capacity=4)
+        booked = create_booking(conn, venue, day=tomorrow(), start=dtime(19, 0), end=dtime(21, 0))
+    unknown = uuid.uuid4()  # no booking row, no hold: its first failure is settled by the batch (no window)
+    batch = [
+        item(failure_value(uuid.uuid4(), booked), 0),  # an incident: its own work item
+        item(failure_value(uuid.uuid4(), unknown), 1),
+        item(failure_value(uuid.uuid4(), booked), 2),
+        item(announcement(uuid.uuid4(), unknown, uuid.uuid4()), 3),
+        item(failure_value(uuid.uuid4(), booked), 4),
+        item(failure_value(uuid.uuid4(), unknown), 5),
+    ]
+    scheduler = _Scheduler()
+    submitted: list[int] = []
+
+    def submit(routed: Signal, message: Message, span: object) -> None:
+        scheduler.keys.add(routed.key)
+        submitted.append(message.offset() or 0)
+
+    handler = BatchHandler(
+        runtime.remediator,
+        scheduler,  # type: ignore[arg-type]
+        runtime.telemetry,
+        runtime.metrics,
+        runtime.jobs,
+        submit=submit,
+        done=runtime.completions.put,
+    )
+    kept = handler.handle(batch)
+    assert submitted == [0, 2, 4], "the incident's failure, then its booking's later ones behind it, in order"
+    assert completed(runtime) == [1], "the failure with no window, settled by the batch"
+    assert [m.offset() for _, m, _ in kept] == [3, 5], "its booking's later signals wait, in order, for the next"
+    assert handler.handle(kept) == []
+    assert submitted == [0, 2, 4, 3, 5], "the next batch: the hold goes on, and the failure behind it follows it"
+    assert completed(runtime) == []
+
+
+def test_a_hold_of_a_booking_queued_for_a_batch_goes_behind_it(runtime: Runtime) -> None:
+    """A booking whose failure waits for a batch: its next hold announcement is queued behind it (remembered in
+    the stream's order, never before the failure is read); a booking with nothing queued keeps its hold in memory
+    at once, as before."""
+    dispatcher = runtime.dispatcher
+    queued, other = uuid.uuid4(), uuid.uuid4()
+    offered: list[tuple[str, int, bool]] = []
+
+    def offer(key: str, item: Item, free: bool) -> bool:
+        offered.append((key, item[1].offset() or 0, free))
+        return key == str(queued)
+
+    dispatcher.batches.offer = offer  # type: ignore[method-assign]
+    dispatcher.batches.has = lambda key: key == str(queued)  # type: ignore[method-assign]
+    dispatcher.submit = lambda *a, **k: pytest.fail("nothing goes its own way here")  # type: ignore[method-assign]
+    remembered = len(runtime.remediator.memory)
+    dispatcher.take(
+        [
+            Message(topic=TOPIC, partition=0, offset=7, value=announcement(uuid.uuid4(), queued, uuid.uuid4())),
+            Message(topic=TOPIC, partition=0, offset=8, value=announcement(uuid.uuid4(), other, uuid.uuid4())),
+        ]
+    )
+    assert offered == [(str(queued), 7, False)], "only the queued booking's hold is offered, and only behind it"
+    assert len(runtime.remediator.memory) == remembered + 1, "the other booking's hold: in memory at once"
+
+
 def test_the_batched_read_is_the_one_at_a_time_reads(
     connect: Callable[[], psycopg.Connection[Any]], platform_connect: Callable[[], Conn]
 ) -> None:

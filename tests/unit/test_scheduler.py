@@ -53,6 +53,53 @@ def test_one_key_in_order_other_keys_alongside() -> None:
     scheduler.shutdown()
 
 
+def test_a_keys_next_work_goes_on_in_the_same_thread_unless_other_work_waits_its_turn() -> None:
+    """The events queued behind a booking's work (a storm's dozen behind its incident) go on in the thread that
+    ran it — no other thread woken for each — while work already waiting for a thread keeps its turn."""
+    threads: dict[tuple[str, int], int] = {}
+    ran: list[tuple[str, int]] = []
+    gate = threading.Event()
+
+    def step(key: str, offset: int, block: bool = False) -> Work:
+        def body() -> None:
+            if block:
+                gate.wait(5)
+            threads[(key, offset)] = threading.get_ident()
+            ran.append((key, offset))
+
+        return work(key, offset, body)
+
+    scheduler = KeyedScheduler(4, lambda w: None)
+    scheduler.submit(step("a", 1, block=True))
+    for offset in range(2, 12):
+        scheduler.submit(step("a", offset))
+    woken: list[int] = []
+    notify = scheduler._wake.notify
+
+    def counted(n: int = 1) -> None:
+        woken.append(n)
+        notify(n)
+
+    scheduler._wake.notify = counted  # type: ignore[method-assign]
+    gate.set()
+    wait_until("a's work finished", lambda: scheduler.busy() == 0)
+    assert woken == [], "a thread was woken for each queued event"
+    assert len({threads[("a", o)] for o in range(1, 12)}) == 1, "one thread ran the key's queued work"
+    assert [o for _, o in ran] == list(range(1, 12))
+    scheduler.shutdown()
+
+    gate.clear()
+    ran.clear()
+    alone = KeyedScheduler(1, lambda w: None)
+    alone.submit(step("a", 1, block=True))
+    alone.submit(step("a", 2))
+    alone.submit(step("b", 3))  # ready for a thread before a's second event is
+    gate.set()
+    wait_until("all finished", lambda: alone.busy() == 0)
+    assert ran == [("a", 1), ("b", 3), ("a", 2)], "b waited for a thread first: it goes first"
+    alone.shutdown()
+
+
 def test_shutdown_starts_nothing_new_and_does_not_wait_for_it() -> None:
     """Work queued behind a running key, or not yet picked up, is dropped at stop: busy() falls to 0 as soon as the
     running work ends (before the fix, it waited out the shutdown budget: 15 s of a 30 s one)."""
@@ -157,7 +204,7 @@ def batcher(recorder: Recorder, limit: int = 500) -> SignalBatches[tuple[str, in
     return SignalBatches(recorder, lambda item: item[0], limit=limit)
 
 
-def test_what_queues_while_a_batch_runs_is_the_next_batch_with_a_repeated_key_left_for_later() -> None:
+def test_what_queues_while_a_batch_runs_is_the_next_batch_with_each_keys_signals_in_order() -> None:
     recorder = Recorder(hold_first=True)
     batches = batcher(recorder)
     assert batches.offer("x", ("x", 0), True)
@@ -165,12 +212,41 @@ def test_what_queues_while_a_batch_runs_is_the_next_batch_with_a_repeated_key_le
     for item in (("a", 1), ("b", 2), ("a", 3), ("c", 4), ("a", 5), ("b", 6)):
         assert batches.offer(item[0], item, True)
     recorder.release.set()
-    wait_until("four batches", lambda: len(recorder.batches) == 4)
-    assert recorder.batches == [[("x", 0)], [("a", 1), ("b", 2), ("c", 4)], [("a", 3), ("b", 6)], [("a", 5)]], (
-        "arrival order; a batch never holds one key twice, and a key's later signals wait for a later batch in"
-        " their order (a booking's signals stay in order)"
+    wait_until("two batches", lambda: len(recorder.batches) == 2)
+    assert recorder.batches == [[("x", 0)], [("a", 1), ("b", 2), ("a", 3), ("c", 4), ("a", 5), ("b", 6)]], (
+        "arrival order, a booking's later signals with its first (a storm's dozen events per booking took a dozen"
+        " batches when a batch held each key once)"
     )
     wait_until("idle", lambda: not batches.busy())
+    assert not batches.has("a")
+    batches.close()
+
+
+def test_what_the_handler_holds_back_comes_first_in_the_next_batch_and_keeps_its_key() -> None:
+    seen: list[list[tuple[str, int]]] = []
+    release = threading.Event()
+
+    def handle(batch: list[tuple[str, int]]) -> list[tuple[str, int]]:
+        seen.append(batch)
+        if len(seen) == 1:
+            assert release.wait(5)
+            return [item for item in batch if item in (("a", 3), ("a", 5))]  # a's later signals: held back
+        return []
+
+    batches = SignalBatches(handle, lambda item: item[0])
+    for item in (("a", 1), ("b", 2), ("a", 3), ("a", 5)):
+        assert batches.offer(item[0], item, True)
+    wait_until("first batch running", lambda: len(seen) == 1)
+    assert batches.offer("a", ("a", 7), False), "queued here (its key is in the running batch): behind it"
+    assert batches.offer("c", ("c", 8), True)
+    release.set()
+    wait_until("second batch", lambda: len(seen) == 2)
+    assert seen == [[("a", 1), ("b", 2), ("a", 3), ("a", 5)], [("a", 3), ("a", 5), ("a", 7), ("c", 8)]], (
+        "what was held back goes ahead of what arrived meanwhile, in its order"
+    )
+    wait_until("idle", lambda: not batches.busy())
+    assert not batches.has("a"), "every signal has left: no key stays marked"
+    assert not batches.has("b")
     batches.close()
 
 
@@ -192,7 +268,8 @@ def test_a_key_held_elsewhere_is_refused_unless_it_is_queued_here() -> None:
     batches = batcher(recorder)
     assert not batches.offer("a", ("a", 1), False), "the key has work in flight elsewhere: not batched"
     assert batches.offer("a", ("a", 1), True)
-    assert batches.offer("a", ("a", 2), False), "queued here already: it goes behind, whatever free says"
+    assert recorder.entered.wait(5)
+    assert batches.offer("a", ("a", 2), False), "in the running batch: it goes behind, whatever free says"
     recorder.release.set()
     wait_until("both handled", lambda: len(recorder.batches) == 2)
     assert recorder.batches == [[("a", 1)], [("a", 2)]]
