@@ -160,10 +160,14 @@ class RuntimeSettings(BaseSettings):
     revoke_timeout_s: float = Field(default=20.0, ge=0)
     #: partitions lost (session timeout) and no assignment since, with the broker reachable this long: re-subscribe
     rejoin_after_s: float = Field(default=30.0, gt=0)
-    #: psycopg prepares a statement after this many executions on a connection; "none" never prepares — needed
-    #: behind a transaction-mode pooler (Supabase's port 6543, PgBouncer in transaction mode), which cannot keep
-    #: prepared statements across transactions
-    pg_prepare_threshold: Annotated[int | None, BeforeValidator(_none_word)] = Field(default=5, ge=0)
+    #: psycopg prepares a statement after this many executions on a connection (0: at its first); "none" never
+    #: prepares — needed behind a transaction-mode pooler (Supabase's port 6543, PgBouncer in transaction mode),
+    #: which cannot keep prepared statements across transactions
+    pg_prepare_threshold: Annotated[int | None, BeforeValidator(_none_word)] = Field(default=0, ge=0)
+    #: the workers' connections plan each of allocguard's prepared statements once (plan_cache_mode
+    #: force_generic_plan; the platform's functions and triggers keep the server's setting: the retry, prune and
+    #: undo transactions reset it); off: the server's setting throughout. Only with prepared statements (above)
+    pg_generic_plans: bool = True
     #: how often the gauges read from the database and the heartbeat topic (plans, incidents, the replication
     #: slot, the heartbeat's age) are refreshed
     metrics_refresh_s: float = Field(default=15.0, ge=1)

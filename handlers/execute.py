@@ -111,6 +111,7 @@ def apply_plan(
     # read below still runs after the locks above it are held, and nothing is committed unless every check passed
     with conn.pipeline(), conn.transaction(), _Cursors(conn) as cursor:
         cursor().execute("SET LOCAL lock_timeout = '5s'")
+        platform.server_plans(cursor())
         done_q = cursor().execute(
             "SELECT id FROM allocguard.remediations WHERE plan_key = %s", (_mode_key(plan, mode),)
         )

@@ -24,6 +24,13 @@ ALLOCATION_COLUMNS = (
 )
 
 
+def server_plans(db: Executor) -> None:
+    """First in a transaction that runs the platform's own code (its functions, its triggers): the server's plan
+    cache setting there, not the generic plans allocguard's pooled connections use for its own statements
+    (:func:`handlers.store.configure`)."""
+    db.execute("SET LOCAL plan_cache_mode TO DEFAULT")
+
+
 def announce(
     db: Executor,
     source: str,

@@ -196,6 +196,7 @@ class SqlAssign:
             # three round trips in one pipeline: the lock and the checks; the writes and the verification; COMMIT
             # (sent only once every check passed — a failed one rolls everything back)
             with self._connect() as conn, conn.pipeline(), conn.transaction():
+                platform.server_plans(conn)
                 previous = check_still_needed(conn, request.booking_id, lock=True)
                 self._clear_ledger_traps(conn, request)
                 assigned = platform.assign(

@@ -123,6 +123,7 @@ def apply_undo(conn: Conn, remediation_id: UUID, *, actor: str, note: str | None
     """Re-plan under locks and apply, in one transaction; the undo's own remediation id. Raises
     :class:`UndoRefused` (nothing changed) when the plan has refusals."""
     with conn.transaction():
+        platform.server_plans(conn)
         undo = plan_undo(conn, remediation_id, lock=True)
         if undo.refusals:
             raise UndoRefused("; ".join(undo.refusals))

@@ -3,6 +3,7 @@ a configuration error), the admin client that reads topic ids, and the database 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any, TypeVar, cast
 
@@ -143,7 +144,9 @@ def connection_pool(settings: RuntimeSettings) -> ConnectionPool[TracedConnectio
         # give up a reconnection after a short while instead of backing off for minutes (1, 2, 4, 8, 16 s…):
         # the probe sees the database back within a second and starts a fresh attempt (RideOut.back)
         reconnect_timeout=_RECONNECT_GIVE_UP_S,
-        configure=store.use_orjson,
+        configure=functools.partial(
+            store.configure, generic_plans=settings.pg_generic_plans and settings.pg_prepare_threshold is not None
+        ),
         open=False,
         name="allocguard",
     )

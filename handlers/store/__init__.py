@@ -9,6 +9,9 @@ from handlers.store.common import (
     Conn as Conn,
 )
 from handlers.store.common import (
+    configure as configure,
+)
+from handlers.store.common import (
     database_now as database_now,
 )
 from handlers.store.common import (
