@@ -224,24 +224,29 @@ def test_what_queues_while_a_batch_runs_is_the_next_batch_with_each_keys_signals
 
 def test_what_the_handler_holds_back_comes_first_in_the_next_batch_and_keeps_its_key() -> None:
     seen: list[list[tuple[str, int]]] = []
-    release = threading.Event()
+    first, release = threading.Event(), threading.Event()
 
     def handle(batch: list[tuple[str, int]]) -> list[tuple[str, int]]:
         seen.append(batch)
-        if len(seen) == 1:
+        if len(seen) == 1:  # holds the thread while the next batch queues
+            assert first.wait(5)
+        if len(seen) == 2:
             assert release.wait(5)
             return [item for item in batch if item in (("a", 3), ("a", 5))]  # a's later signals: held back
         return []
 
     batches = SignalBatches(handle, lambda item: item[0])
+    assert batches.offer("x", ("x", 0), True)
+    wait_until("first batch running", lambda: len(seen) == 1)
     for item in (("a", 1), ("b", 2), ("a", 3), ("a", 5)):
         assert batches.offer(item[0], item, True)
-    wait_until("first batch running", lambda: len(seen) == 1)
+    first.set()
+    wait_until("second batch running", lambda: len(seen) == 2)
     assert batches.offer("a", ("a", 7), False), "queued here (its key is in the running batch): behind it"
     assert batches.offer("c", ("c", 8), True)
     release.set()
-    wait_until("second batch", lambda: len(seen) == 2)
-    assert seen == [[("a", 1), ("b", 2), ("a", 3), ("a", 5)], [("a", 3), ("a", 5), ("a", 7), ("c", 8)]], (
+    wait_until("third batch", lambda: len(seen) == 3)
+    assert seen[1:] == [[("a", 1), ("b", 2), ("a", 3), ("a", 5)], [("a", 3), ("a", 5), ("a", 7), ("c", 8)]], (
         "what was held back goes ahead of what arrived meanwhile, in its order"
     )
     wait_until("idle", lambda: not batches.busy())
