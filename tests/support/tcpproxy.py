@@ -1,5 +1,6 @@
 """A fault-injecting TCP relay for any protocol (the Kafka side of the hostile-network tests): it adds latency each
-way, stalls every connection established so far (nothing moves either way until ``heal()``; new connections pass),
+way, stalls every connection established so far (nothing moves either way until ``heal()``; new connections pass,
+unless the stall takes them too),
 and cuts every open connection at once. Kafka clients reach it through the local broker's FAULTS listener, which
 advertises the relay's port (``StackSettings.kafka_faults_proxy_port``), so the connections a client opens after
 reading the metadata come through here too. What it cannot simulate: SYNs that vanish (netfilter)."""
@@ -27,9 +28,11 @@ class Faults:
         self._moved = threading.Condition(self._lock)
         self._closing = False
 
-    def stall(self) -> None:
+    def stall(self, new_too: bool = False) -> None:
+        """Every connection established so far relays nothing until :meth:`heal`; with ``new_too``, every one
+        opened meanwhile too (the network itself stalled: no way through at all)."""
         with self._lock:
-            self._stalled_upto = self.accepted
+            self._stalled_upto = (1 << 62) if new_too else self.accepted
 
     def heal(self) -> None:
         with self._lock:
