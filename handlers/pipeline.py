@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from handlers import platform, store
 from handlers.detect import DetectionRules, FailureSeen, HoldNote, HoldSeen, classify
 from handlers.errors import HoldConflictError, NewBlockerError
-from handlers.evidence import make_plan
+from handlers.evidence import Snapshot, make_plan
 from handlers.execute import PruneResult, apply_plan, write_artifacts
 from handlers.holds import HoldMemory
 from handlers.policy import Policy, StalePolicy, approval_needed
@@ -325,7 +325,8 @@ class Remediator:
                 if incident is None:
                     detect.set("allocguard.outcome.status", "unresolvable")
                     return IncidentResult("unresolvable", _NO_WINDOW.format(failure.booking_id))
-                incident_id, status, count, first_trace = store.record_incident(
+                # the incident recorded and its snapshot read in one round trip (a settled one's is not used)
+                (incident_id, status, count, first_trace), snapshot = store.record_incident_and_snapshot(
                     conn, incident, failure, self.settings.mode.recorded
                 )
                 detect.set("allocguard.incident.id", str(incident_id))
@@ -357,7 +358,7 @@ class Remediator:
                         trace=first_trace,
                     )
                 store.set_incident_trace(conn, incident_id, incident_span.trace_ids())
-                result = self.remediate(conn, incident_id, incident, failure.event_id, incident_span)
+                result = self.remediate(conn, incident_id, incident, failure.event_id, incident_span, snapshot)
                 result.event_count = count
                 incident_span.set("allocguard.outcome.status", result.status)
                 return result
@@ -412,11 +413,13 @@ class Remediator:
         incident: Incident,
         event_id: UUID | None = None,
         incident_span: SpanHandle | None = None,
+        snapshot: Snapshot | None = None,
     ) -> IncidentResult:
+        """Plan (from ``snapshot`` first, when it was read already), act, retry, settle."""
         result = IncidentResult("open", "", incident_id, incident, event_id=event_id)
         result.trace = incident_span.trace_ids() if incident_span is not None else None
         try:
-            return self._remediate(conn, result, incident_id, incident)
+            return self._remediate(conn, result, incident_id, incident, snapshot)
         finally:
             self._write_evidence(result)
 
@@ -426,12 +429,15 @@ class Remediator:
             for prune in result.prunes:
                 write_artifacts(prune, self.settings.artifacts_dir)
 
-    def _remediate(self, conn: Conn, result: IncidentResult, incident_id: UUID, incident: Incident) -> IncidentResult:
+    def _remediate(
+        self, conn: Conn, result: IncidentResult, incident_id: UUID, incident: Incident, snapshot: Snapshot | None
+    ) -> IncidentResult:
         s = self.settings
         replans = s.replans
         while True:
             with self.hooks.span("allocguard.plan", {"allocguard.incident.id": str(incident_id)}, None) as span:
-                plan = self.plan(conn, incident)
+                plan = self.plan(conn, incident) if snapshot is None else make_plan(snapshot, s.grace)
+                snapshot = None  # a re-plan reads the database again
                 span.set("allocguard.plan.decision", plan.decision)
                 span.set("allocguard.plan.reason", plan.decision_reason)
                 for verdict, n in plan.counts().items():
@@ -664,29 +670,33 @@ class Remediator:
             "mode": self.settings.mode.value,
             "plan_id": str(result.plan_id) if result.plan_id else None,
         }
+        acts = self.settings.mode.acts
+        marked = result.event_id if acts else None
+        if not (acts and status in _EVENT_TYPES):  # the status and the marker: one statement, no transaction block
+            store.settle_incident(conn, result.incident_id, status, reason, outcome, marked)
+            return result
         with conn.pipeline(), conn.transaction():  # one round trip: the status, the marker, the event, COMMIT
             store.set_incident_status(conn, result.incident_id, status, reason, outcome)
-            if result.event_id is not None and self.settings.mode.acts:
-                store.mark_processed(conn, result.event_id, result.incident_id, status)
-            if self.settings.mode.acts and status in ("resolved", "manual_review", "awaiting_approval"):
-                incident = result.incident
-                platform.announce(
-                    conn,
-                    "allocguard.remediation",
-                    _EVENT_TYPES[status],
-                    {"resolved": "info", "awaiting_approval": "warning"}.get(status, "error"),
-                    {
-                        "incidentId": str(result.incident_id),
-                        "reason": reason,
-                        "tableIds": [str(t) for t in (result.plans[-1].target_tables if result.plans else ())],
-                        "window": incident.window.to_postgres(),
-                        "attempts": len(attempts),
-                        "traceId": result.trace[0] if result.trace else None,
-                        "planId": str(result.plan_id) if result.plan_id else None,
-                    },
-                    incident.restaurant_id,
-                    incident.booking_id,
-                )
+            if marked is not None:
+                store.mark_processed(conn, marked, result.incident_id, status)
+            incident = result.incident
+            platform.announce(
+                conn,
+                "allocguard.remediation",
+                _EVENT_TYPES[status],
+                {"resolved": "info", "awaiting_approval": "warning"}.get(status, "error"),
+                {
+                    "incidentId": str(result.incident_id),
+                    "reason": reason,
+                    "tableIds": [str(t) for t in (result.plans[-1].target_tables if result.plans else ())],
+                    "window": incident.window.to_postgres(),
+                    "attempts": len(attempts),
+                    "traceId": result.trace[0] if result.trace else None,
+                    "planId": str(result.plan_id) if result.plan_id else None,
+                },
+                incident.restaurant_id,
+                incident.booking_id,
+            )
         return result
 
 

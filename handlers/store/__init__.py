@@ -72,6 +72,9 @@ from handlers.store.incidents import (
     record_incident as record_incident,
 )
 from handlers.store.incidents import (
+    record_incident_and_snapshot as record_incident_and_snapshot,
+)
+from handlers.store.incidents import (
     remediation_rows as remediation_rows,
 )
 from handlers.store.incidents import (
@@ -82,6 +85,9 @@ from handlers.store.incidents import (
 )
 from handlers.store.incidents import (
     set_incident_trace as set_incident_trace,
+)
+from handlers.store.incidents import (
+    settle_incident as settle_incident,
 )
 from handlers.store.incidents import (
     signal_events_between as signal_events_between,

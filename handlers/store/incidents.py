@@ -15,8 +15,10 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from handlers.detect import FailureSeen, HoldNote, HoldSeen
+from handlers.evidence import Snapshot
 from handlers.store.common import Conn, to_pg_range
 from handlers.store.holds import _REMEMBER_MANY, _hold_of, holds_json
+from handlers.store.snapshot import snapshot_of, snapshot_params, snapshot_with
 from schemas.records import Incident
 from schemas.values import TstzRange
 
@@ -135,39 +137,66 @@ def _triaged(rows: list[dict[str, Any]]) -> list[Triage]:
     return out
 
 
-def record_incident(
-    conn: Conn, incident: Incident, failure: FailureSeen, mode: str = "auto"
-) -> tuple[UUID, str, int, tuple[str, str] | None]:
-    """Insert the incident or fold this failure event into it.
+#: the incident inserted, or this failure event folded into it; ``RETURNING`` its id, status, event count and the
+#: span that first handled it
+_RECORD = (
+    "INSERT INTO allocguard.incidents AS i (booking_id, restaurant_id, attempt_window, table_ids, hold_id,"
+    " require_adjacency, window_source, source_events, first_event_at, last_event_at, mode)"
+    " VALUES (%(booking)s, %(restaurant)s, %(window)s, %(tables)s, %(hold)s, %(adjacency)s, %(window_source)s,"
+    " %(source)s, %(at)s, %(at)s, %(mode)s)"
+    " ON CONFLICT ON CONSTRAINT incidents_booking_window_mode_key DO UPDATE SET"
+    "   event_count = i.event_count + CASE WHEN i.source_events @> EXCLUDED.source_events THEN 0 ELSE 1 END,"
+    "   source_events = CASE WHEN i.source_events @> EXCLUDED.source_events THEN i.source_events"
+    "                        ELSE i.source_events || EXCLUDED.source_events END,"
+    "   last_event_at = greatest(i.last_event_at, EXCLUDED.last_event_at), updated_at = now()"
+    " RETURNING id, status, event_count, trace_id, span_id"
+)
+#: :data:`_RECORD` and the incident's snapshot (:data:`handlers.store.snapshot.SNAPSHOT`) in one statement
+_RECORD_AND_SNAPSHOT = snapshot_with(
+    f"recorded AS ({_RECORD})",
+    "recorded.id AS incident_id, recorded.status AS incident_status, recorded.event_count,"
+    " recorded.trace_id, recorded.span_id",
+)
 
-    Returns (id, status, event_count, the (trace id, span id) of the span that first handled it)."""
+#: an incident recorded: (id, status, event_count, the (trace id, span id) of the span that first handled it)
+Recorded = tuple[UUID, str, int, tuple[str, str] | None]
+
+
+def _record_params(incident: Incident, failure: FailureSeen, mode: str) -> dict[str, Any]:
     source = {"event_id": str(failure.event_id), "source": failure.source, "event_type": failure.event_type}
-    row = conn.execute(
-        "INSERT INTO allocguard.incidents AS i (booking_id, restaurant_id, attempt_window, table_ids, hold_id,"
-        " require_adjacency, window_source, source_events, first_event_at, last_event_at, mode)"
-        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
-        " ON CONFLICT ON CONSTRAINT incidents_booking_window_mode_key DO UPDATE SET"
-        "   event_count = i.event_count + CASE WHEN i.source_events @> EXCLUDED.source_events THEN 0 ELSE 1 END,"
-        "   source_events = CASE WHEN i.source_events @> EXCLUDED.source_events THEN i.source_events"
-        "                        ELSE i.source_events || EXCLUDED.source_events END,"
-        "   last_event_at = greatest(i.last_event_at, EXCLUDED.last_event_at), updated_at = now()"
-        " RETURNING id, status, event_count, trace_id, span_id",
-        (
-            incident.booking_id,
-            incident.restaurant_id,
-            to_pg_range(incident.window),
-            list(incident.table_ids),
-            incident.hold_id,
-            incident.require_adjacency,
-            incident.window_source,
-            Jsonb([source]),
-            failure.created_at,
-            failure.created_at,
-            mode,
-        ),
-    ).fetchone()
+    return {
+        "booking": incident.booking_id,
+        "restaurant": incident.restaurant_id,
+        "window": to_pg_range(incident.window),
+        "tables": list(incident.table_ids),
+        "hold": incident.hold_id,
+        "adjacency": incident.require_adjacency,
+        "window_source": incident.window_source,
+        "source": Jsonb([source]),
+        "at": failure.created_at,
+        "mode": mode,
+    }
+
+
+def record_incident(conn: Conn, incident: Incident, failure: FailureSeen, mode: str = "auto") -> Recorded:
+    """Insert the incident or fold this failure event into it."""
+    row = conn.execute(_RECORD, _record_params(incident, failure, mode)).fetchone()
     assert row is not None
     return row[0], row[1], row[2], (row[3], row[4]) if row[3] and row[4] else None
+
+
+def record_incident_and_snapshot(
+    conn: Conn, incident: Incident, failure: FailureSeen, mode: str = "auto"
+) -> tuple[Recorded, Snapshot]:
+    """:func:`record_incident` and :func:`~handlers.store.snapshot.load_snapshot` in one statement, one round
+    trip: the snapshot is read as the statement starts (it reads no table the insert writes)."""
+    params = {**_record_params(incident, failure, mode), **snapshot_params(incident)}
+    with conn.cursor(row_factory=dict_row) as cursor:
+        row = cursor.execute(_RECORD_AND_SNAPSHOT, params).fetchone()
+    assert row is not None
+    trace = (row["trace_id"], row["span_id"]) if row["trace_id"] and row["span_id"] else None
+    recorded = (row["incident_id"], row["incident_status"], row["event_count"], trace)
+    return recorded, snapshot_of(incident, row)
 
 
 def set_incident_trace(conn: Conn, incident_id: UUID, trace: tuple[str, str] | None) -> None:
@@ -188,6 +217,27 @@ def set_incident_status(
         " outcome = coalesce(%s, outcome), next_check_at = NULL, claimed_by = NULL, updated_at = now()"
         " WHERE id = %s",
         (status, reason, Jsonb(outcome) if outcome is not None else None, incident_id),
+    )
+
+
+_SETTLE = (
+    "WITH settled AS (UPDATE allocguard.incidents SET status = %(status)s, status_reason = %(reason)s,"
+    " wait_code = NULL, outcome = coalesce(%(outcome)s, outcome), next_check_at = NULL, claimed_by = NULL,"
+    " updated_at = now() WHERE id = %(incident)s)"
+    " INSERT INTO allocguard.processed_events (event_id, incident_id, outcome)"
+    " SELECT %(event)s, %(incident)s, %(status)s WHERE %(event)s::uuid IS NOT NULL ON CONFLICT (event_id) DO NOTHING"
+)
+
+
+def settle_incident(
+    conn: Conn, incident_id: UUID, status: str, reason: str, outcome: dict[str, Any], event_id: UUID | None
+) -> None:
+    """:func:`set_incident_status` and, with an ``event_id``, :func:`mark_processed` — one statement, atomic on
+    its own (a data-modifying ``WITH`` runs to completion whatever the outer statement does): no transaction
+    block, one round trip."""
+    conn.execute(
+        _SETTLE,
+        {"status": status, "reason": reason, "outcome": Jsonb(outcome), "incident": incident_id, "event": event_id},
     )
 
 

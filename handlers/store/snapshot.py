@@ -1,89 +1,148 @@
-"""The snapshot a plan is made from: allocations on the tables, their owners, the victim."""
+"""The snapshot a plan is made from: allocations on the tables, their owners, the victim — one statement."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime
+from typing import Any
 from uuid import UUID
+
+from psycopg.rows import dict_row
 
 from handlers.evidence import AllocationRow, OwnerState, Snapshot
 from handlers.retry import ALLOCGUARD_KEY_PREFIX
-from handlers.store.common import Conn, from_pg_range, pipelined, to_pg_range
+from handlers.store.common import Conn, from_pg_range, to_pg_range
 from schemas.records import Incident
 
-#: the allocations on the incident's tables in its window, each with its owner's state read in the same statement
-#: (the booking's status, the tables it is assigned, the tables its live holds cover and when they expire — two
-#: arrays in the same order); parameters: restaurant, tables, window
-_ALLOCATIONS = """
-SELECT a.id, a.booking_id, a.restaurant_id, a.resource_type, a.resource_id, a."window", a.shadow, a.is_maintenance,
-       a.updated_at, p.pinned_by || coalesce(' (' || p.note || ')', '') AS pinned, b.status AS owner_status,
-       (SELECT array_agg(bta.table_id) FROM public.booking_table_assignments bta
-         WHERE bta.booking_id = a.booking_id) AS owner_assigned,
-       (SELECT array_agg(m.table_id ORDER BY m.table_id, h.expires_at) FROM public.table_holds h
-          JOIN public.table_hold_members m ON m.hold_id = h.id
-         WHERE h.booking_id = a.booking_id AND h.expires_at > now()) AS owner_held,
-       (SELECT array_agg(h.expires_at ORDER BY m.table_id, h.expires_at) FROM public.table_holds h
-          JOIN public.table_hold_members m ON m.hold_id = h.id
-         WHERE h.booking_id = a.booking_id AND h.expires_at > now()) AS owner_held_until
-  FROM public.allocations a
-  LEFT JOIN allocguard.pins p ON p.allocation_id = a.id
-  LEFT JOIN public.bookings b ON b.id = a.booking_id
- WHERE a.restaurant_id = %s AND a.resource_type = 'table' AND a.resource_id = ANY(%s) AND a."window" && %s
- ORDER BY a.resource_id, lower(a."window"), a.id
-"""
+#: the allocations on the incident's tables in its window, each with its owner's status (``n``: their order), and
+#: the owners that exist; parameters: restaurant, tables, window
+_CTES = """
+a AS MATERIALIZED (
+  SELECT a.id, a.booking_id, a.restaurant_id, a.resource_type, a.resource_id, a."window", a.shadow,
+         a.is_maintenance, a.updated_at, p.pinned_by || coalesce(' (' || p.note || ')', '') AS pinned,
+         b.status::text AS owner_status,
+         row_number() OVER (ORDER BY a.resource_id, lower(a."window"), a.id) AS n
+    FROM public.allocations a
+    LEFT JOIN allocguard.pins p ON p.allocation_id = a.id
+    LEFT JOIN public.bookings b ON b.id = a.booking_id
+   WHERE a.restaurant_id = %(restaurant)s AND a.resource_type = 'table' AND a.resource_id = ANY(%(tables)s)
+     AND a."window" && %(window)s
+), owners AS (SELECT DISTINCT booking_id FROM a WHERE booking_id IS NOT NULL AND owner_status IS NOT NULL)"""
+
+#: the database's clock, the victim (its status, its assigned tables, whether allocguard's key seated it), the
+#: allocations as arrays of their columns (in ``n``'s order), the owners' assignments as (booking, table) pairs
+#: and their live holds as (booking, table, expiry) triples; parameters: booking, prefix
+_COLUMNS = """
+now() AS now,
+(SELECT status::text FROM public.bookings WHERE id = %(booking)s) AS victim_status,
+(SELECT array_agg(table_id) FROM public.booking_table_assignments WHERE booking_id = %(booking)s) AS victim_tables,
+(SELECT coalesce(bool_or(starts_with(idempotency_key, %(prefix)s)), false)
+   FROM public.booking_table_assignments WHERE booking_id = %(booking)s) AS by_allocguard,
+r.*, s.*, h.*"""
+
+_FROM = """
+(SELECT array_agg(id ORDER BY n) AS ids, array_agg(booking_id ORDER BY n) AS bookings,
+        array_agg(restaurant_id ORDER BY n) AS restaurants, array_agg(resource_type ORDER BY n) AS types,
+        array_agg(resource_id ORDER BY n) AS resources, array_agg("window" ORDER BY n) AS windows,
+        array_agg(shadow ORDER BY n) AS shadows, array_agg(is_maintenance ORDER BY n) AS maintenance,
+        array_agg(updated_at ORDER BY n) AS updated, array_agg(pinned ORDER BY n) AS pins,
+        array_agg(owner_status ORDER BY n) AS owner_statuses
+   FROM a) r,
+(SELECT array_agg(bta.booking_id) AS assigned_owners, array_agg(bta.table_id) AS assigned_tables
+   FROM public.booking_table_assignments bta WHERE bta.booking_id IN (SELECT booking_id FROM owners)) s,
+(SELECT array_agg(h.booking_id) AS held_owners, array_agg(m.table_id) AS held_tables,
+        array_agg(h.expires_at) AS held_until
+   FROM public.table_holds h JOIN public.table_hold_members m ON m.hold_id = h.id
+  WHERE h.booking_id IN (SELECT booking_id FROM owners) AND h.expires_at > now()) h"""
+
+SNAPSHOT = f"WITH {_CTES}\nSELECT {_COLUMNS}\nFROM {_FROM}"
+
+
+def snapshot_with(cte: str, columns: str) -> str:
+    """The snapshot's statement with another data-modifying ``WITH`` before it (``cte``: ``name AS (…)``) and
+    more ``columns`` from it (joined as one row: the statement returns a row only when ``name`` returns one)."""
+    name = cte.split(None, 1)[0]
+    return f"WITH {cte},{_CTES}\nSELECT {columns}, {_COLUMNS}\nFROM {name}, {_FROM}"
+
+
+def snapshot_params(incident: Incident) -> dict[str, Any]:
+    return {
+        "restaurant": incident.restaurant_id,
+        "tables": list(incident.table_ids),
+        "window": to_pg_range(incident.window),
+        "booking": incident.booking_id,
+        "prefix": ALLOCGUARD_KEY_PREFIX,
+    }
 
 
 def load_snapshot(conn: Conn, incident: Incident) -> Snapshot:
     """What the planner judges: the victim, the allocations on the incident's tables in its window, and their
-    owners — four statements, one round trip (each allocation's owner read with it, in the same statement; the
-    executor re-proves every id under its locks anyway)."""
-    (now_row,), victims, victim_tables, rows = pipelined(
-        conn,
-        ("SELECT now() AS now", ()),
-        ("SELECT status FROM public.bookings WHERE id = %s", (incident.booking_id,)),
-        (
-            "SELECT table_id, idempotency_key FROM public.booking_table_assignments WHERE booking_id = %s",
-            (incident.booking_id,),
-        ),
-        (_ALLOCATIONS, (incident.restaurant_id, list(incident.table_ids), to_pg_range(incident.window))),
-    )
-    victim = victims[0] if victims else None
+    owners — one statement, one round trip (the executor re-proves every id under its locks anyway)."""
+    with conn.cursor(row_factory=dict_row) as cursor:
+        row = cursor.execute(SNAPSHOT, snapshot_params(incident)).fetchone()
+    assert row is not None
+    return snapshot_of(incident, row)
+
+
+def snapshot_of(incident: Incident, row: dict[str, Any]) -> Snapshot:
+    """The snapshot from the statement's row (:data:`SNAPSHOT`'s columns)."""
+    ids = row["ids"]
     owners: dict[UUID, OwnerState] = {}
-    for row in rows:
-        booking = row["booking_id"]
-        if booking is None or row["owner_status"] is None or booking in owners:
-            continue
-        held = list(zip(row["owner_held"] or (), row["owner_held_until"] or (), strict=True))
-        owners[booking] = OwnerState(
-            booking_id=booking,
-            status=str(row["owner_status"]),
-            assigned_tables=frozenset(row["owner_assigned"] or ()),
-            held_tables=frozenset(table for table, _ in held),
-            hold_expiry=_latest_expiry(held),
+    allocations: tuple[AllocationRow, ...] = ()
+    if ids:  # no allocation: every array is NULL
+        assigned: dict[UUID, set[UUID]] = {}
+        for booking, table in zip(row["assigned_owners"] or (), row["assigned_tables"] or (), strict=True):
+            assigned.setdefault(booking, set()).add(table)
+        held: dict[UUID, list[tuple[UUID, datetime]]] = {}
+        for booking, table, until in zip(
+            row["held_owners"] or (), row["held_tables"] or (), row["held_until"] or (), strict=True
+        ):
+            held.setdefault(booking, []).append((table, until))
+        for booking, status in zip(row["bookings"], row["owner_statuses"], strict=True):
+            if booking is None or status is None or booking in owners:
+                continue
+            holds = held.get(booking, [])
+            owners[booking] = OwnerState(
+                booking_id=booking,
+                status=status,
+                assigned_tables=frozenset(assigned.get(booking, ())),
+                held_tables=frozenset(table for table, _ in holds),
+                hold_expiry=_latest_expiry(holds),
+            )
+        allocations = tuple(
+            AllocationRow(
+                id=id_,
+                booking_id=booking,
+                restaurant_id=restaurant,
+                resource_type=kind,
+                resource_id=resource,
+                window=from_pg_range(window),
+                shadow=shadow,
+                is_maintenance=maintenance,
+                updated_at=updated,
+                pinned=pinned,
+            )
+            for id_, booking, restaurant, kind, resource, window, shadow, maintenance, updated, pinned in zip(
+                ids,
+                row["bookings"],
+                row["restaurants"],
+                row["types"],
+                row["resources"],
+                row["windows"],
+                row["shadows"],
+                row["maintenance"],
+                row["updated"],
+                row["pins"],
+                strict=True,
+            )
         )
     return Snapshot(
         incident=incident,
-        now=now_row["now"],
-        victim_status=str(victim["status"]) if victim is not None else None,
-        victim_assigned_tables=frozenset(v["table_id"] for v in victim_tables),
-        victim_assigned_by_allocguard=any(
-            str(v["idempotency_key"] or "").startswith(ALLOCGUARD_KEY_PREFIX) for v in victim_tables
-        ),
-        allocations=tuple(
-            AllocationRow(
-                id=r["id"],
-                booking_id=r["booking_id"],
-                restaurant_id=r["restaurant_id"],
-                resource_type=r["resource_type"],
-                resource_id=r["resource_id"],
-                window=from_pg_range(r["window"]),
-                shadow=r["shadow"],
-                is_maintenance=r["is_maintenance"],
-                updated_at=r["updated_at"],
-                pinned=r["pinned"],
-            )
-            for r in rows
-        ),
+        now=row["now"],
+        victim_status=row["victim_status"],
+        victim_assigned_tables=frozenset(row["victim_tables"] or ()),
+        victim_assigned_by_allocguard=row["by_allocguard"],
+        allocations=allocations,
         owners=owners,
     )
 
