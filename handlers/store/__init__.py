@@ -69,9 +69,6 @@ from handlers.store.incidents import (
     mark_processed as mark_processed,
 )
 from handlers.store.incidents import (
-    record_incident as record_incident,
-)
-from handlers.store.incidents import (
     record_incident_and_snapshot as record_incident_and_snapshot,
 )
 from handlers.store.incidents import (

@@ -151,7 +151,7 @@ _RECORD = (
     "   last_event_at = greatest(i.last_event_at, EXCLUDED.last_event_at), updated_at = now()"
     " RETURNING id, status, event_count, trace_id, span_id"
 )
-#: :data:`_RECORD` and the incident's snapshot (:data:`handlers.store.snapshot.SNAPSHOT`) in one statement
+#: the incident recorded and its snapshot (:data:`handlers.store.snapshot.SNAPSHOT`) in one statement
 _RECORD_AND_SNAPSHOT = snapshot_with(
     f"recorded AS ({_RECORD})",
     "recorded.id AS incident_id, recorded.status AS incident_status, recorded.event_count,"
@@ -178,18 +178,12 @@ def _record_params(incident: Incident, failure: FailureSeen, mode: str) -> dict[
     }
 
 
-def record_incident(conn: Conn, incident: Incident, failure: FailureSeen, mode: str = "auto") -> Recorded:
-    """Insert the incident or fold this failure event into it."""
-    row = conn.execute(_RECORD, _record_params(incident, failure, mode)).fetchone()
-    assert row is not None
-    return row[0], row[1], row[2], (row[3], row[4]) if row[3] and row[4] else None
-
-
 def record_incident_and_snapshot(
     conn: Conn, incident: Incident, failure: FailureSeen, mode: str = "auto"
 ) -> tuple[Recorded, Snapshot]:
-    """:func:`record_incident` and :func:`~handlers.store.snapshot.load_snapshot` in one statement, one round
-    trip: the snapshot is read as the statement starts (it reads no table the insert writes)."""
+    """Insert the incident or fold this failure event into it (once per event), and read its snapshot
+    (:func:`~handlers.store.snapshot.load_snapshot`) in the same statement, one round trip: the snapshot is read as
+    the statement starts (it reads no table the insert writes)."""
     params = {**_record_params(incident, failure, mode), **snapshot_params(incident)}
     with conn.cursor(row_factory=dict_row) as cursor:
         row = cursor.execute(_RECORD_AND_SNAPSHOT, params).fetchone()
@@ -208,22 +202,33 @@ def set_incident_trace(conn: Conn, incident_id: UUID, trace: tuple[str, str] | N
         )
 
 
+#: an incident's status set: any status but a scheduled wait (:func:`schedule_recheck`) clears the wake-up
+_SET_STATUS = (
+    "UPDATE allocguard.incidents SET status = %(status)s, status_reason = %(reason)s, wait_code = NULL,"
+    " outcome = coalesce(%(outcome)s, outcome), next_check_at = NULL, claimed_by = NULL, updated_at = now()"
+    " WHERE id = %(incident)s"
+)
+
+
 def set_incident_status(
     conn: Conn | psycopg.Cursor[Any], incident_id: UUID, status: str, reason: str, outcome: dict[str, Any] | None = None
 ) -> None:
     """Any status but a scheduled wait (:func:`schedule_recheck`) clears the wake-up."""
-    conn.execute(
-        "UPDATE allocguard.incidents SET status = %s, status_reason = %s, wait_code = NULL,"
-        " outcome = coalesce(%s, outcome), next_check_at = NULL, claimed_by = NULL, updated_at = now()"
-        " WHERE id = %s",
-        (status, reason, Jsonb(outcome) if outcome is not None else None, incident_id),
-    )
+    conn.execute(_SET_STATUS, _status_params(incident_id, status, reason, outcome))
 
 
+def _status_params(incident_id: UUID, status: str, reason: str, outcome: dict[str, Any] | None) -> dict[str, Any]:
+    return {
+        "status": status,
+        "reason": reason,
+        "outcome": Jsonb(outcome) if outcome is not None else None,
+        "incident": incident_id,
+    }
+
+
+#: :data:`_SET_STATUS` and the failure event's processed marker (none without an event)
 _SETTLE = (
-    "WITH settled AS (UPDATE allocguard.incidents SET status = %(status)s, status_reason = %(reason)s,"
-    " wait_code = NULL, outcome = coalesce(%(outcome)s, outcome), next_check_at = NULL, claimed_by = NULL,"
-    " updated_at = now() WHERE id = %(incident)s)"
+    f"WITH settled AS ({_SET_STATUS})"
     " INSERT INTO allocguard.processed_events (event_id, incident_id, outcome)"
     " SELECT %(event)s, %(incident)s, %(status)s WHERE %(event)s::uuid IS NOT NULL ON CONFLICT (event_id) DO NOTHING"
 )
@@ -235,10 +240,7 @@ def settle_incident(
     """:func:`set_incident_status` and, with an ``event_id``, :func:`mark_processed` — one statement, atomic on
     its own (a data-modifying ``WITH`` runs to completion whatever the outer statement does): no transaction
     block, one round trip."""
-    conn.execute(
-        _SETTLE,
-        {"status": status, "reason": reason, "outcome": Jsonb(outcome), "incident": incident_id, "event": event_id},
-    )
+    conn.execute(_SETTLE, {**_status_params(incident_id, status, reason, outcome), "event": event_id})
 
 
 def was_processed(conn: Conn, event_id: UUID) -> bool:
@@ -255,8 +257,9 @@ def mark_processed(conn: Conn, event_id: UUID, incident_id: UUID | None, outcome
 
 
 #: failure events of settled incidents, folded many per statement: each event not yet processed is marked processed
-#: (``duplicate``) and counted into its incident once — as :func:`record_incident` + :func:`mark_processed` would,
-#: one event at a time — and the ids of events whose incident is gone come back (the caller takes the usual path)
+#: (``duplicate``) and counted into its incident once — as :func:`record_incident_and_snapshot` and
+#: :func:`mark_processed` would, one event at a time — and the ids of events whose incident is gone come back (the
+#: caller takes the usual path)
 _FOLD_MANY = (
     "WITH n AS (SELECT * FROM unnest(%s::uuid[], %s::uuid[], %s::text[], %s::text[], %s::timestamptz[])"
     "   AS n(event_id, incident_id, source, event_type, created_at)),"

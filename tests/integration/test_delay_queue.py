@@ -76,7 +76,7 @@ def test_a_still_held_wait_is_deferred_again_in_one_statement(
         return (found[1] - store.database_now(conn)).total_seconds()
 
     with connect() as conn:
-        incident_id = store.record_incident(conn, incident, failure)[0]
+        incident_id = store.record_incident_and_snapshot(conn, incident, failure)[0][0]
         assert again(conn, 10, 60, 600) is None, "not a hold-conflict wait"
         # the first deferral (the retry met the hold): from any status, without the hold test
         store.set_incident_status(conn, incident_id, "pruned", "pruned 1 orphan(s)")

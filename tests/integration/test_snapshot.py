@@ -214,7 +214,7 @@ def test_every_kind_of_blocker_reads_the_same_in_one_statement(
 
 
 def test_the_incident_and_its_snapshot_in_one_statement(app: PlatformApp, connect: Callable[[], Conn]) -> None:
-    """The record folds a failure as :func:`store.record_incident` does, and the snapshot is the plain one."""
+    """The record folds a failure event into its incident once, and the snapshot is the plain one."""
     scenario = all_verdicts(app)
     assert scenario.victim_id is not None
     start, end = block_window(app.booking(scenario.victim_id))
@@ -238,9 +238,13 @@ def test_the_incident_and_its_snapshot_in_one_statement(app: PlatformApp, connec
         assert (status, count, trace) == ("open", 1, None)
         # the same event again changes nothing; another event of the incident is counted
         assert store.record_incident_and_snapshot(mine, incident, failure)[0] == (incident_id, "open", 1, None)
-        assert store.record_incident(mine, incident, failure_of(incident)) == (incident_id, "open", 2, None)
-        assert store.record_incident_and_snapshot(mine, incident, failure_of(incident))[0][:3] == (
+        assert store.record_incident_and_snapshot(mine, incident, failure_of(incident))[0] == (
             incident_id,
             "open",
-            3,
+            2,
+            None,
         )
+        # the span that first handled it comes back with every later event
+        store.set_incident_trace(mine, incident_id, ("a" * 32, "b" * 16))
+        again = store.record_incident_and_snapshot(mine, incident, failure_of(incident))[0]
+        assert again == (incident_id, "open", 3, ("a" * 32, "b" * 16))
