@@ -438,6 +438,10 @@ _TABLE = re.compile(
 #: a statement that calls a function: ``SELECT * FROM public.assign_tables_atomic_v2(…)``, ``SELECT f(…)``
 _CALL = re.compile(r"^\s*SELECT\s+(?:\*\s+FROM\s+)?(?:[a-z_][a-z0-9_]*\.)?([a-z_][a-z0-9_]*)\s*\(", re.IGNORECASE)
 _KEYWORDS = {"select", "lateral", "set", "values", "only", "where"}
+#: a common table expression's name (``name AS (``, ``name AS MATERIALIZED (``): not a table
+_CTE = re.compile(r"\b([a-z_][a-z0-9_]*)\s+AS\s+(?:NOT\s+)?(?:MATERIALIZED\s+)?\(", re.IGNORECASE)
+#: what a statement that starts with ``WITH`` does: the first write in it, else it reads
+_WRITE = re.compile(r"\b(INSERT|UPDATE|DELETE)\b", re.IGNORECASE)
 
 
 @functools.lru_cache(maxsize=2048)
@@ -447,10 +451,15 @@ def statement_summary(text: str) -> tuple[str, str, tuple[str, ...]]:
     conventions' ``{operation} {target}``; several tables are named together so that reads can be told apart)."""
     words = text.split(None, 1)
     operation = words[0].upper() if words else "SQL"
+    ctes: set[str] = set()
+    if operation == "WITH":  # named by what it does: its first write (a data-modifying WITH), else a read
+        write = _WRITE.search(text)
+        operation = write.group(1).upper() if write else "SELECT"
+        ctes = {name.lower() for name in _CTE.findall(text)}
     tables: list[str] = []
     for name in _TABLE.findall(text):
         short = name.lower().removeprefix("public.")
-        if short not in tables and short not in _KEYWORDS:
+        if short not in tables and short not in _KEYWORDS and short not in ctes:
             tables.append(short)
     if not tables:
         call = _CALL.match(text)

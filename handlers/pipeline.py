@@ -436,8 +436,12 @@ class Remediator:
         replans = s.replans
         while True:
             with self.hooks.span("allocguard.plan", {"allocguard.incident.id": str(incident_id)}, None) as span:
-                plan = self.plan(conn, incident) if snapshot is None else make_plan(snapshot, s.grace)
-                snapshot = None  # a re-plan reads the database again
+                if snapshot is None:
+                    plan = self.plan(conn, incident)
+                else:  # read in the incident's record statement (the detect span's)
+                    plan = make_plan(snapshot, s.grace)
+                    span.set("allocguard.plan.snapshot", "with_incident_record")
+                    snapshot = None  # a re-plan reads the database again
                 span.set("allocguard.plan.decision", plan.decision)
                 span.set("allocguard.plan.reason", plan.decision_reason)
                 for verdict, n in plan.counts().items():

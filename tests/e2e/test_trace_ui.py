@@ -172,7 +172,7 @@ def tree_shape(trace: JaegerTrace, incident_span_id: str, hold: tuple[str, str] 
     assert process.tags["messaging.system"] == "kafka"
     assert process.tags["messaging.destination.name"] == "platform.public.observability_events"
     assert str(SEED_VICTIM) in str(process.tags["messaging.kafka.message.key"])
-    only([s for s in trace.children(process) if s.name == "allocguard.detect"], "detect under the message")
+    detect = only([s for s in trace.children(process) if s.name == "allocguard.detect"], "detect under the message")
 
     assert incident.tags["allocguard.booking.id"] == str(SEED_VICTIM)
     assert incident.tags["allocguard.outcome.status"] in ("resolved", "not_needed")
@@ -180,10 +180,11 @@ def tree_shape(trace: JaegerTrace, incident_span_id: str, hold: tuple[str, str] 
     assert {"allocguard.plan", "allocguard.prune", "allocguard.outcome"} <= below, below
     plan = only([s for s in trace.children(incident) if s.name == "allocguard.plan"], "plan")
     assert plan.tags["allocguard.plan.decision"] == "prune_and_retry"
-    # the evidence reads are told apart by name (the operation and the tables, not "SELECT platform")
-    reads = {s.name for s in trace.children(plan) if s.kind == "client"}
-    assert len(reads) >= 2, reads
-    assert all(name.startswith("SELECT ") and not name.endswith(" platform") for name in reads), reads
+    # the evidence is read in the incident's record statement, under detect, named by its operation and the tables
+    # it reads (not "SELECT platform"); the plan says where its snapshot came from
+    assert plan.tags["allocguard.plan.snapshot"] == "with_incident_record"
+    reads = {s.name for s in trace.children(detect) if s.kind == "client"}
+    assert any(name.startswith("INSERT allocguard.incidents, allocations") for name in reads), reads
     assert plan.tags["allocguard.evidence.orphan"] == 1
     prune = only([s for s in trace.children(incident) if s.name == "allocguard.prune"], "prune")
     assert prune.tags["allocguard.prune.status"] == "pruned"

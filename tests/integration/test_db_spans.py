@@ -30,10 +30,23 @@ from consumer.telemetry import TracedConnection, TracedCursor, statement_summary
         ("SELECT * FROM public.assign_tables_atomic_v2(%s, %s)", "SELECT assign_tables_atomic_v2", ()),
         ("UPDATE allocguard.incidents SET status = %s", "UPDATE allocguard.incidents", ("allocguard.incidents",)),
         ("SELECT x FROM unnest(%s) AS u JOIN public.table_holds h ON true", "SELECT table_holds", ("table_holds",)),
+        # a WITH is named by what it does (its first write, else a read), its expressions' names are not tables
+        (
+            "WITH a AS MATERIALIZED (SELECT * FROM public.allocations), o AS (SELECT booking_id FROM a)"
+            " SELECT (SELECT count(*) FROM o), (SELECT 1 FROM public.bookings b JOIN a ON a.booking_id = b.id)",
+            "SELECT allocations, bookings",
+            ("allocations", "bookings"),
+        ),
+        (
+            "WITH recorded AS (INSERT INTO allocguard.incidents AS i (id) VALUES (%s) RETURNING id)"
+            " SELECT recorded.id FROM recorded JOIN public.allocations a ON true",
+            "INSERT allocguard.incidents, allocations",
+            ("allocguard.incidents", "allocations"),
+        ),
     ],
 )
 def test_statement_names(text: str, name: str, tables: tuple[str, ...]) -> None:
-    assert statement_summary(text) == (name, text.split()[0].upper(), tables)
+    assert statement_summary(text) == (name, name.split()[0], tables)
 
 
 @pytest.fixture
