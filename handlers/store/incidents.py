@@ -16,7 +16,7 @@ from psycopg.types.json import Jsonb
 
 from handlers.detect import FailureSeen, HoldNote, HoldSeen
 from handlers.evidence import Snapshot
-from handlers.store.common import Conn, to_pg_range
+from handlers.store.common import Conn
 from handlers.store.holds import _REMEMBER_MANY, _hold_of, holds_json
 from handlers.store.snapshot import snapshot_of, snapshot_params, snapshot_with
 from schemas.records import Incident
@@ -162,13 +162,15 @@ _RECORD_AND_SNAPSHOT = snapshot_with(
 Recorded = tuple[UUID, str, int, tuple[str, str] | None]
 
 
-def _record_params(incident: Incident, failure: FailureSeen, mode: str) -> dict[str, Any]:
+def record_incident_and_snapshot(
+    conn: Conn, incident: Incident, failure: FailureSeen, mode: str = "auto"
+) -> tuple[Recorded, Snapshot]:
+    """Insert the incident or fold this failure event into it (once per event), and read its snapshot
+    (:func:`~handlers.store.snapshot.load_snapshot`) in the same statement, one round trip: the snapshot is read as
+    the statement starts (it reads no table the insert writes)."""
     source = {"event_id": str(failure.event_id), "source": failure.source, "event_type": failure.event_type}
-    return {
-        "booking": incident.booking_id,
-        "restaurant": incident.restaurant_id,
-        "window": to_pg_range(incident.window),
-        "tables": list(incident.table_ids),
+    params = {  # the incident's booking, restaurant, window and tables are the snapshot's parameters too
+        **snapshot_params(incident),
         "hold": incident.hold_id,
         "adjacency": incident.require_adjacency,
         "window_source": incident.window_source,
@@ -176,15 +178,6 @@ def _record_params(incident: Incident, failure: FailureSeen, mode: str) -> dict[
         "at": failure.created_at,
         "mode": mode,
     }
-
-
-def record_incident_and_snapshot(
-    conn: Conn, incident: Incident, failure: FailureSeen, mode: str = "auto"
-) -> tuple[Recorded, Snapshot]:
-    """Insert the incident or fold this failure event into it (once per event), and read its snapshot
-    (:func:`~handlers.store.snapshot.load_snapshot`) in the same statement, one round trip: the snapshot is read as
-    the statement starts (it reads no table the insert writes)."""
-    params = {**_record_params(incident, failure, mode), **snapshot_params(incident)}
     with conn.cursor(row_factory=dict_row) as cursor:
         row = cursor.execute(_RECORD_AND_SNAPSHOT, params).fetchone()
     assert row is not None
