@@ -90,6 +90,10 @@ class Gaps:
             # a partition librdkafka stopped fetching takes no seek: assign it again at the start
             self._consumer.incremental_unassign([where])
             self._consumer.incremental_assign([TopicPartition(topic, partition, start)])
+            if start > 0:
+                # read up to here: what lies below is handled, in flight (still held) or the gap's (backfilled) —
+                # without it, a partition that gets nothing new kept its commit below the gap after the backfill
+                self._tracker.seen(topic, partition, start - 1)
             log.info(
                 "positioned %s[%d] at %d (requested %d; log %d..%d)", topic, partition, start, requested, low, high
             )

@@ -115,3 +115,90 @@ def test_a_retention_gap_is_backfilled_not_skipped(
     )
     assert "Traceback" not in log
     assert second.stop()[0] == 0
+
+
+def test_a_retention_cut_under_a_running_lagging_consumer_is_backfilled(
+    stack_settings: StackSettings,
+    platform_connect: Callable[[], Conn],
+    operator_connect: Callable[[], Conn],
+    runtimes: Callable[..., RuntimeProcess],
+    unique: str,
+) -> None:
+    """The group keeps running but lags: its work is held (an operator's lock on allocguard's incidents table, one
+    event in flight fills ``ALLOCGUARD_MAX_IN_FLIGHT=1``), so its partitions are paused while more failures reach
+    the topic, and retention deletes them before it reads them. When the lock goes, the paused work finishes, the
+    partitions resume, the fetch position is out of the log's range: the run itself names the gap, re-reads the
+    lost failures from ``observability_events`` and remediates each once — no restart, nothing skipped."""
+    topic = f"{stack_settings.topic_prefix}.public.observability_events"
+    bootstrap = stack_settings.kafka_bootstrap
+    group = f"chaos-lagging-{unique}"
+    running = runtimes("lagging", group, env={"ALLOCGUARD_SHUTDOWN_TIMEOUT_S": "5", "ALLOCGUARD_MAX_IN_FLIGHT": "1"})
+    running.wait_ready()
+
+    def paused() -> bool:
+        return metric_value(running.get("/metrics")[1], "allocguard_partitions_paused") > 0
+
+    cdc = CdcReader(bootstrap, [topic])
+    lock = operator_connect()
+    try:
+        lock.autocommit = False
+        lock.execute("LOCK TABLE allocguard.incidents IN ACCESS EXCLUSIVE MODE")  # held until the rollback
+        with platform_connect() as conn:
+            held = orphan_by_reseat(PlatformApp(conn), job_attempts=0).victim_id
+        assert held is not None
+        cdc.collect(failure_of(held), 1, timeout=60)
+        wait_for("the partitions paused behind the held work", paused, timeout=60)
+
+        victims: list[uuid.UUID] = []
+        with platform_connect() as conn:
+            for _ in range(LOST):
+                victim = orphan_by_reseat(PlatformApp(conn), job_attempts=0).victim_id
+                assert victim is not None
+                victims.append(victim)
+        for victim in victims:
+            cdc.collect(failure_of(victim), 1, timeout=60)
+        probe = Consumer({"bootstrap.servers": bootstrap, "group.id": f"probe-{unique}"})
+        try:
+            ends = {tp.partition: high for tp, (_, high) in watermarks(probe, [topic]).items()}
+        finally:
+            probe.close()
+        before = committed(bootstrap, group, topic, sorted(ends))
+        admin = AdminClient({"bootstrap.servers": bootstrap})
+        cut = [TopicPartition(topic, p, ends[p]) for p in ends if before[p] < ends[p]]
+        for future in admin.delete_records(cut).values():
+            future.result(timeout=30)
+        assert paused(), "still lagging when retention ran"
+        with platform_connect() as conn:  # not status_of: allocguard's incidents are locked
+            seated = conn.execute(
+                "SELECT count(*) FROM bookings WHERE id = ANY(%s) AND status = 'confirmed'", ([held, *victims],)
+            ).fetchone()
+        assert seated == (0,), "the victims wait"
+    finally:
+        cdc.close()
+        lock.rollback()
+        lock.close()
+
+    for victim in [held, *victims]:
+        wait_for(
+            f"victim {victim} confirmed",
+            lambda victim=victim: status_of(platform_connect, victim) == ("resolved", True),
+            timeout=90,
+        )
+
+    def whole_log() -> str:
+        return running.log_path.read_text(errors="replace")
+
+    wait_for("the gap named by the running consumer", lambda: f"records lost in {topic}[" in whole_log(), timeout=60)
+    wait_for("/readyz 200 once the gap is handled", lambda: running.get("/readyz")[0] == 200, timeout=60)
+    _, metrics = running.get("/metrics")
+    assert metric_value(metrics, "allocguard_kafka_gaps_total") >= 1
+    assert [auto_remediations(platform_connect, v) for v in [held, *victims]] == [1] * (LOST + 1), "each fixed once"
+    wait_for(
+        "the commit past the cut",
+        lambda: all(o >= ends[p] for p, o in committed(bootstrap, group, topic, sorted(ends)).items()),
+        timeout=30,
+    )
+    log = whole_log()
+    print("\n".join(line for line in log.splitlines() if "records lost" in line or " handled: " in line))
+    assert "Traceback" not in log
+    assert running.stop()[0] == 0

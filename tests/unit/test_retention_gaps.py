@@ -1,0 +1,78 @@
+"""A partition librdkafka stopped fetching mid-run (retention ran past its position) is positioned again at the
+earliest retained record: what may be committed there follows from where reading resumed, not from what the
+tracker saw before the gap — else a partition that gets nothing new keeps its commit below the gap after the
+backfill, and every restart finds the same gap again (the chaos file ``test_retention_gap.py`` plays it live)."""
+
+from __future__ import annotations
+
+import time
+
+from confluent_kafka import TopicPartition
+
+from consumer.runtime.gaps import Gap
+from consumer.runtime.health import Health
+from consumer.runtime.offsets import OffsetTracker
+from consumer.runtime.retention import Gaps
+from consumer.telemetry import Metrics
+
+TOPIC = "platform.public.observability_events"
+
+
+class Consumer:
+    """What :meth:`Gaps.reposition` asks of the consumer: the log's range, the group's commit, an assignment."""
+
+    def __init__(self, low: int, high: int, committed: int) -> None:
+        self.marks, self.commit = (low, high), committed
+        self.assigned: list[TopicPartition] = []
+
+    def get_watermark_offsets(self, where: TopicPartition, timeout: float) -> tuple[int, int]:
+        return self.marks
+
+    def committed(self, partitions: list[TopicPartition], timeout: float) -> list[TopicPartition]:
+        return [TopicPartition(p.topic, p.partition, self.commit) for p in partitions]
+
+    def incremental_unassign(self, partitions: list[TopicPartition]) -> None:
+        pass
+
+    def incremental_assign(self, partitions: list[TopicPartition]) -> None:
+        self.assigned += partitions
+
+
+def repositioned(tracker: OffsetTracker, requested: int, low: int) -> tuple[Consumer, list[Gap]]:
+    consumer = Consumer(low, low + 5, committed=requested - 10)
+    found: list[Gap] = []
+    gaps = Gaps(
+        consumer,  # type: ignore[arg-type]
+        Health(),
+        tracker,
+        Metrics(),
+        latest=True,
+        handled_ms=lambda key: int(time.time() * 1000),
+        on_gap=found.append,
+    )
+    gaps.out_of_range(TOPIC, 0, requested)
+    gaps.reposition()
+    return consumer, found
+
+
+def test_reading_resumes_past_a_gap_and_the_commit_follows_it() -> None:
+    tracker = OffsetTracker()
+    for offset in range(30, 38):  # read and done before the cut
+        tracker.started(TOPIC, 0, offset)
+        tracker.completed(TOPIC, 0, offset)
+    consumer, found = repositioned(tracker, requested=38, low=41)
+    assert [(g.lost_from, g.lost_to) for g in found] == [(38, 41)]
+    assert [(p.partition, p.offset) for p in consumer.assigned] == [(0, 41)]
+    assert tracker.position(TOPIC, 0) == 41, "nothing in flight: the commit may move to where reading resumed"
+
+
+def test_work_in_flight_from_before_the_gap_still_holds_the_commit() -> None:
+    tracker = OffsetTracker()
+    tracker.started(TOPIC, 0, 36)  # a slow signal, still in flight
+    tracker.started(TOPIC, 0, 37)
+    tracker.completed(TOPIC, 0, 37)
+    _, found = repositioned(tracker, requested=38, low=41)
+    assert len(found) == 1
+    assert tracker.position(TOPIC, 0) == 36, "the slow signal holds its partition's commit"
+    tracker.completed(TOPIC, 0, 36)
+    assert tracker.position(TOPIC, 0) == 41
