@@ -1,12 +1,15 @@
 """A retention gap's backfill (consumer/runtime/gaps.py): the lost range re-read from the source and sent through
-the live path, then a reconcile sweep of every window from now; then the partition's commit moves again. A side
-thread per gap; stopping leaves the gap for the next owner (its commit is still below it)."""
+the live path, then a reconcile sweep of every window from now; then the partition's commit moves again. One side
+thread fills the gaps found together — a retention cut reaches every partition it lags on, and the source's rows
+carry no partition — with one read of their joint time range and one sweep (a gap found while a fill runs goes
+into the next); stopping leaves the gaps for the next owner (their commits are still below them)."""
 
 from __future__ import annotations
 
 import functools
 import logging
 import threading
+import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from datetime import UTC, datetime, timedelta
@@ -56,28 +59,54 @@ class Backfill:
         self._metrics = metrics
         self._stop = stop
         self._filled = filled
+        self._changed = threading.Condition()
+        #: gaps found and not yet taken by a fill
+        self._pending: list[Gap] = []
+        self._running = False
 
     def start(self, gap: Gap) -> None:
-        threading.Thread(target=self.run, args=(gap,), name=f"allocguard-backfill-{gap.where}", daemon=True).start()
+        """A gap to fill: with the others found meanwhile (within ``linger_s`` of the first), by the fill thread."""
+        with self._changed:
+            self._pending.append(gap)
+            self._changed.notify_all()
+            if self._running:
+                return
+            self._running = True
+        threading.Thread(target=self._fill_all, name="allocguard-backfill", daemon=True).start()
 
-    def run(self, gap: Gap) -> None:
+    def _fill_all(self, linger_s: float = 0.5) -> None:
+        while True:
+            with self._changed:
+                deadline = time.monotonic() + linger_s  # the other partitions' gaps of the same cut
+                while time.monotonic() < deadline and not self._stop.is_set():
+                    self._changed.wait(deadline - time.monotonic())
+                gaps, self._pending = self._pending, []
+                if not gaps or self._stop.is_set():
+                    self._running = False
+                    return
+            self.run(gaps)
+
+    def run(self, gaps: list[Gap]) -> None:
         settings = self._settings
-        until = first_retained_time(self._kafka_config, gap.topic, gap.partition, gap.lost_to) or datetime.now(UTC)
-        since = gap.since or until - timedelta(seconds=settings.backfill_window_s)
+        now = datetime.now(UTC)
+        until = max(first_retained_time(self._kafka_config, g.topic, g.partition, g.lost_to) or now for g in gaps)
+        since = min(g.since or until - timedelta(seconds=settings.backfill_window_s) for g in gaps)
         margin = timedelta(minutes=1)  # Connect's clock (Kafka timestamps) and PostgreSQL's may differ a little
         rules = self._rules
         kinds = [(rule.source, rule.event_type) for rule in rules.failures] + [
             (rules.hold.source, rules.hold.event_type)
         ]
+        where = ", ".join(g.where for g in gaps)
+        sources = [g.topic for g in gaps if g.topic.endswith(".public.observability_events")]
         events: list[ObservabilityEvent] = []
-        if gap.topic.endswith(".public.observability_events"):
+        if sources:
 
             def read() -> list[ObservabilityEvent]:
                 with self._connect() as conn:
                     rows = store.signal_events_between(conn, since - margin, until + margin, kinds)
                 return [ObservabilityEvent.model_validate(row) for row in rows]
 
-            found = self._ride.until_through(read, f"the backfill of {gap.where}")
+            found = self._ride.until_through(read, f"the backfill of {where}")
             if found is None:
                 return
             events = found
@@ -98,23 +127,26 @@ class Backfill:
                 artifacts_dir=settings.artifacts_dir,
             )
 
-        swept = self._ride.until_through(sweep, f"the reconcile sweep after the gap in {gap.where}")
+        swept = self._ride.until_through(sweep, f"the reconcile sweep after the gap in {where}")
         if swept is None:
             return
-        self._metrics.backfilled.add(len(events), {"topic": gap.topic})
-        (log.error if failed else log.info)(
-            "gap in %s handled: %d signal events re-read from observability_events (%s .. %s)%s; reconcile sweep "
-            "(%s): %d finding(s), %d pruned",
-            gap.where,
-            len(events),
-            (since - margin).isoformat(),
-            (until + margin).isoformat(),
-            f", {len(failed)} could not be handled: {', '.join(failed[:10])}" if failed else "",
-            "applied" if mode is Mode.AUTO else "reported",
-            len(swept.findings),
-            swept.pruned,
-        )
-        self._filled(gap)
+        self._metrics.backfilled.add(len(events), {"topic": sources[0] if sources else gaps[0].topic})
+        together = f" (one read and one sweep for the {len(gaps)} gaps {where})" if len(gaps) > 1 else ""
+        for gap in gaps:  # one line per gap: what an SRE greps for names its partition
+            (log.error if failed else log.info)(
+                "gap in %s handled: %d signal events re-read from observability_events (%s .. %s)%s; reconcile "
+                "sweep (%s): %d finding(s), %d pruned%s",
+                gap.where,
+                len(events),
+                (since - margin).isoformat(),
+                (until + margin).isoformat(),
+                f", {len(failed)} could not be handled: {', '.join(failed[:10])}" if failed else "",
+                "applied" if mode is Mode.AUTO else "reported",
+                len(swept.findings),
+                swept.pruned,
+                together,
+            )
+            self._filled(gap)
 
     def _through_live_path(self, events: list[ObservabilityEvent]) -> list[str] | None:
         """Each event as live work of its booking (in order with the booking's own events; background lane, so

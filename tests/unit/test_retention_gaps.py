@@ -5,15 +5,26 @@ backfill, and every restart finds the same gap again (the chaos file ``test_rete
 
 from __future__ import annotations
 
+import threading
 import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from datetime import UTC, datetime, timedelta
 
+import pytest
 from confluent_kafka import TopicPartition
 
+from consumer.config import RuntimeSettings
+from consumer.operations.reconcile import Sweep
+from consumer.runtime import backfill
+from consumer.runtime.backfill import Backfill
 from consumer.runtime.gaps import Gap
 from consumer.runtime.health import Health
 from consumer.runtime.offsets import OffsetTracker
 from consumer.runtime.retention import Gaps
 from consumer.telemetry import Metrics
+from handlers import store
+from handlers.detect import DetectionRules
 
 TOPIC = "platform.public.observability_events"
 
@@ -76,3 +87,54 @@ def test_work_in_flight_from_before_the_gap_still_holds_the_commit() -> None:
     assert tracker.position(TOPIC, 0) == 36, "the slow signal holds its partition's commit"
     tracker.completed(TOPIC, 0, 36)
     assert tracker.position(TOPIC, 0) == 41
+
+
+def test_the_gaps_of_one_cut_are_filled_by_one_read_and_one_sweep(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cut reaches every partition the group lags on, and the source's rows carry no partition: the gaps found
+    together are filled by one read of their joint time range and one reconcile sweep (they were a read and a
+    sweep each), and each gap's commit moves on after it."""
+    reads: list[tuple[datetime, datetime]] = []
+    sweeps: list[str] = []
+    now = datetime.now(UTC)
+    retained = {0: now - timedelta(minutes=3), 1: now - timedelta(minutes=1), 2: now - timedelta(minutes=2)}
+    filled: list[Gap] = []
+
+    def read(conn: object, since: datetime, until: datetime, kinds: object) -> list[object]:
+        reads.append((since, until))
+        return []
+
+    def sweep(settings: object, **kwargs: object) -> Sweep:
+        sweeps.append(str(kwargs["actor"]))
+        return Sweep()
+
+    monkeypatch.setattr(backfill, "first_retained_time", lambda config, topic, partition, offset: retained[partition])
+    monkeypatch.setattr(store, "signal_events_between", read)
+    monkeypatch.setattr(backfill, "reconcile", sweep)
+
+    class Ride:
+        def until_through(self, work: Callable[[], object], what: str) -> object:
+            return work()
+
+    fill = Backfill(
+        RuntimeSettings(),
+        {},
+        lambda: nullcontext(object()),  # type: ignore[arg-type]
+        DetectionRules(),
+        None,  # type: ignore[arg-type]  # no event to hand to the scheduler
+        lambda event, key: None,
+        Ride(),  # type: ignore[arg-type]
+        Metrics(),
+        threading.Event(),
+        filled=filled.append,
+    )
+    found = [Gap(TOPIC, p, 10, 20, now - timedelta(minutes=10 - p)) for p in range(3)]
+    for gap in found:
+        fill.start(gap)
+    deadline = time.monotonic() + 10
+    while len(filled) < 3 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert sorted(g.partition for g in filled) == [0, 1, 2], "each gap's commit moves on"
+    assert len(reads) == 1, reads
+    assert len(sweeps) == 1, sweeps
+    margin = timedelta(minutes=1)
+    assert reads == [(now - timedelta(minutes=10) - margin, now - timedelta(minutes=1) + margin)], "the joint range"
