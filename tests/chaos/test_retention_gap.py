@@ -38,6 +38,28 @@ def failure_of(victim: uuid.UUID) -> Callable[[RawMessage], bool]:
     return match
 
 
+def failures_on_the_topic(platform_connect: Callable[[], Conn], cdc: CdcReader, count: int) -> list[uuid.UUID]:
+    """``count`` victims played on the platform, each failure seen on the topic."""
+    victims: list[uuid.UUID] = []
+    with platform_connect() as conn:
+        for _ in range(count):
+            victim = orphan_by_reseat(PlatformApp(conn), job_attempts=0).victim_id
+            assert victim is not None
+            victims.append(victim)
+    for victim in victims:
+        cdc.collect(failure_of(victim), 1, timeout=60)
+    return victims
+
+
+def log_ends(bootstrap: str, topic: str, unique: str) -> dict[int, int]:
+    """Each partition's high watermark."""
+    probe = Consumer({"bootstrap.servers": bootstrap, "group.id": f"probe-{unique}"})
+    try:
+        return {tp.partition: high for tp, (_, high) in watermarks(probe, [topic]).items()}
+    finally:
+        probe.close()
+
+
 def test_a_retention_gap_is_backfilled_not_skipped(
     stack_settings: StackSettings,
     platform_connect: Callable[[], Conn],
@@ -60,21 +82,10 @@ def test_a_retention_gap_is_backfilled_not_skipped(
     # failures arrive while nobody runs, reach the topic, and retention deletes them
     cdc = CdcReader(bootstrap, [topic])
     try:
-        victims: list[uuid.UUID] = []
-        with platform_connect() as conn:
-            for _ in range(LOST):
-                victim = orphan_by_reseat(PlatformApp(conn), job_attempts=0).victim_id
-                assert victim is not None
-                victims.append(victim)
-        for victim in victims:
-            cdc.collect(failure_of(victim), 1, timeout=60)
+        victims = failures_on_the_topic(platform_connect, cdc, LOST)
     finally:
         cdc.close()
-    probe = Consumer({"bootstrap.servers": bootstrap, "group.id": f"probe-{unique}"})
-    try:
-        ends = {tp.partition: high for tp, (_, high) in watermarks(probe, [topic]).items()}
-    finally:
-        probe.close()
+    ends = log_ends(bootstrap, topic, unique)
     before = committed(bootstrap, group, topic, sorted(ends))
     lost = {p: (before[p], ends[p]) for p in ends if before[p] < ends[p]}
     assert sum(high - low for low, high in lost.values()) >= LOST, (before, ends)
@@ -150,19 +161,8 @@ def test_a_retention_cut_under_a_running_lagging_consumer_is_backfilled(
         cdc.collect(failure_of(held), 1, timeout=60)
         wait_for("the partitions paused behind the held work", paused, timeout=60)
 
-        victims: list[uuid.UUID] = []
-        with platform_connect() as conn:
-            for _ in range(LOST):
-                victim = orphan_by_reseat(PlatformApp(conn), job_attempts=0).victim_id
-                assert victim is not None
-                victims.append(victim)
-        for victim in victims:
-            cdc.collect(failure_of(victim), 1, timeout=60)
-        probe = Consumer({"bootstrap.servers": bootstrap, "group.id": f"probe-{unique}"})
-        try:
-            ends = {tp.partition: high for tp, (_, high) in watermarks(probe, [topic]).items()}
-        finally:
-            probe.close()
+        victims = failures_on_the_topic(platform_connect, cdc, LOST)
+        ends = log_ends(bootstrap, topic, unique)
         before = committed(bootstrap, group, topic, sorted(ends))
         admin = AdminClient({"bootstrap.servers": bootstrap})
         cut = [TopicPartition(topic, p, ends[p]) for p in ends if before[p] < ends[p]]
