@@ -84,7 +84,10 @@ class Backfill:
                 if not gaps or self._stop.is_set():
                     self._running = False
                     return
-            self.run(gaps)
+            try:
+                self.run(gaps)
+            except Exception:  # a bug: these gaps stay open (their commits below them), the next ones still fill
+                log.exception("filling the gap(s) in %s failed", ", ".join(g.where for g in gaps))
 
     def run(self, gaps: list[Gap]) -> None:
         settings = self._settings

@@ -98,10 +98,15 @@ def test_the_gaps_of_one_cut_are_filled_by_one_read_and_one_sweep(monkeypatch: p
     sweeps: list[str] = []
     now = datetime.now(UTC)
     retained = {0: now - timedelta(minutes=3), 1: now - timedelta(minutes=1), 2: now - timedelta(minutes=2)}
+    retained |= {3: now, 4: now}
     filled: list[Gap] = []
+    broken: list[bool] = []  # the next read raises (a bug, not the database)
 
     def read(conn: object, since: datetime, until: datetime, kinds: object) -> list[object]:
         reads.append((since, until))
+        if broken:
+            broken.clear()
+            raise RuntimeError("a bug in the fill")
         return []
 
     def sweep(settings: object, **kwargs: object) -> Sweep:
@@ -137,3 +142,10 @@ def test_the_gaps_of_one_cut_are_filled_by_one_read_and_one_sweep(monkeypatch: p
     assert len(sweeps) == 1, sweeps
     margin = timedelta(minutes=1)
     assert reads == [(now - timedelta(minutes=10) - margin, now - timedelta(minutes=1) + margin)], "the joint range"
+
+    broken.append(True)
+    fill.start(Gap(TOPIC, 3, 10, 20, now))
+    wait_for("the broken fill tried", lambda: len(reads) == 2, timeout=10, interval=0.02)
+    fill.start(Gap(TOPIC, 4, 10, 20, now))
+    wait_for("a later gap filled", lambda: len(filled) == 4, timeout=10, interval=0.02)
+    assert [g.partition for g in filled[3:]] == [4], "the gap whose fill failed stays open; the next one fills"
