@@ -9,7 +9,6 @@ from __future__ import annotations
 import functools
 import logging
 import threading
-import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from datetime import UTC, datetime, timedelta
@@ -59,16 +58,15 @@ class Backfill:
         self._metrics = metrics
         self._stop = stop
         self._filled = filled
-        self._changed = threading.Condition()
+        self._lock = threading.Lock()
         #: gaps found and not yet taken by a fill
         self._pending: list[Gap] = []
         self._running = False
 
     def start(self, gap: Gap) -> None:
         """A gap to fill: with the others found meanwhile (within ``linger_s`` of the first), by the fill thread."""
-        with self._changed:
+        with self._lock:
             self._pending.append(gap)
-            self._changed.notify_all()
             if self._running:
                 return
             self._running = True
@@ -76,10 +74,8 @@ class Backfill:
 
     def _fill_all(self, linger_s: float = 0.5) -> None:
         while True:
-            with self._changed:
-                deadline = time.monotonic() + linger_s  # the other partitions' gaps of the same cut
-                while time.monotonic() < deadline and not self._stop.is_set():
-                    self._changed.wait(deadline - time.monotonic())
+            self._stop.wait(linger_s)  # the other partitions' gaps of the same cut
+            with self._lock:
                 gaps, self._pending = self._pending, []
                 if not gaps or self._stop.is_set():
                     self._running = False
