@@ -1342,6 +1342,7 @@ def capture_command(
 @click.option(
     "--log-level",
     type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"], case_sensitive=False),
+    envvar="ALLOCGUARD_LOG_LEVEL",
     default="INFO",
     show_default=True,
 )

@@ -68,6 +68,12 @@ OTHERS = (
         "`serve` behind an authenticating proxy only: the header it sets to the operator's name (instead of tokens)",
     ),
     Other("ALLOCGUARD_LOG_FORMAT", "text", "`run`: text, or json (one object per line, with trace and span ids)"),
+    Other(
+        "ALLOCGUARD_LOG_LEVEL",
+        "INFO",
+        "`run`: DEBUG, INFO, WARNING, ERROR or CRITICAL. Not librdkafka's `debug` in ALLOCGUARD_KAFKA_CONFIG: its "
+        "debug lines through the Python logger aborted the process inside `consume` (confluent-kafka 2.16)",
+    ),
     Other("ALLOCGUARD_DEPLOY_DIR", "the checkout's deploy/", "where deploy/ is (the image sets it)"),
     Other("ALLOCGUARD_PLATFORM_DSN", "—", "`simulate` and the tests: the platform's own back-end role", True),
     Other("ALLOCGUARD_FAILPOINT", "—", "tests only: after_prune or after_assign kills the process there (kill -9)"),
