@@ -14,6 +14,7 @@ from typing import Any
 import psycopg
 import pytest
 from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka.admin import AdminClient
 
 from consumer.local.settings import StackSettings
 from consumer.local.simulator import PlatformApp, orphan_by_reseat
@@ -69,6 +70,44 @@ def failure_readable(stack_settings: StackSettings, victim: object, unique: str)
         return time.monotonic()
     finally:
         reader.close()
+
+
+def what_the_member_saw(
+    stack_settings: StackSettings, runtime: RuntimeProcess, group: str, status: tuple[str | None, bool]
+) -> str:
+    """For a failure message: the incident's status, the member's /readyz and gauges, the group as the broker
+    describes it, and its committed offsets against the topic's ends."""
+    lines = [f"incident status, victim confirmed: {status}"]
+    try:
+        lines.append(f"/readyz: {runtime.get('/readyz')}")
+        exposition = runtime.get("/metrics")[1]
+        wanted = ("paused", "in_flight", "lag", "outage", "gap", "rejoin")
+        lines += [
+            line
+            for line in str(exposition).splitlines()
+            if line.startswith("allocguard_") and "_bucket" not in line and any(w in line.split("{")[0] for w in wanted)
+        ]
+    except Exception as exc:  # the failure message must still be written
+        lines.append(f"/metrics unavailable: {exc!r}")
+    topic = f"{stack_settings.topic_prefix}.public.observability_events"
+    admin = AdminClient({"bootstrap.servers": stack_settings.kafka_bootstrap})
+    try:
+        described = admin.describe_consumer_groups([group], request_timeout=10)[group].result(10)
+        if described is not None:
+            lines.append(f"group {group}: state {described.state}, type {getattr(described, 'type', '?')}")
+            for m in described.members:
+                assigned = [f"{tp.topic}[{tp.partition}]" for tp in m.assignment.topic_partitions]
+                lines.append(f"  member {m.member_id} assigned {assigned}")
+        reader = Consumer({"bootstrap.servers": stack_settings.kafka_bootstrap, "group.id": group})
+        try:
+            ends = watermarks(reader, [topic])
+            committed = reader.committed(list(ends), timeout=10)
+            lines += [f"  {tp.topic}[{tp.partition}] committed {tp.offset}, end {ends[tp][1]}" for tp in committed]
+        finally:
+            reader.close()
+    except Exception as exc:
+        lines.append(f"group unavailable: {exc!r}")
+    return "\n".join(lines)
 
 
 #: one-shot commands that read the database, run during a real stop of it (the CLI contract's closed-port and
@@ -211,7 +250,8 @@ def test_work_resumes_within_seconds_of_the_broker_coming_back(
     try:
         wait_for("the victim confirmed", lambda: status_of(platform_connect, victim) == ("resolved", True), timeout=60)
     except AssertionError as exc:
-        raise AssertionError(f"{exc}\nallocguard run's log:\n{runtime.log()}") from None
+        seen = what_the_member_saw(stack_settings, runtime, group, status_of(platform_connect, victim))
+        raise AssertionError(f"{exc}\n{seen}\nallocguard run's log:\n{runtime.log()}") from None
     resumed = time.monotonic() - readable
     print(
         f"broker down ≈{DOWN_S / 2:.0f}s: the failure readable {readable - restarted:.1f}s after the broker was "
