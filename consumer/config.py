@@ -160,6 +160,9 @@ class RuntimeSettings(BaseSettings):
     revoke_timeout_s: float = Field(default=20.0, ge=0)
     #: partitions lost (session timeout) and no assignment since, with the broker reachable this long: re-subscribe
     rejoin_after_s: float = Field(default=30.0, gt=0)
+    #: an assigned, unpaused partition whose position has not moved this long while its log goes on (the broker
+    #: reachable): its fetch is restarted; still stalled as long again, the member rejoins its group
+    fetch_stall_s: float = Field(default=10.0, gt=0)
     #: psycopg prepares a statement after this many executions on a connection (0: at its first); "none" never
     #: prepares — needed behind a transaction-mode pooler (Supabase's port 6543, PgBouncer in transaction mode),
     #: which cannot keep prepared statements across transactions

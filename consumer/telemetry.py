@@ -331,6 +331,11 @@ class Metrics:
             "allocguard.kafka.rejoins",
             description="times the consumer left and joined its group again: no assignment after partitions were lost",
         )
+        self.fetch_stalls = meter.create_counter(
+            "allocguard.kafka.fetch.stalls",
+            description="partitions that stopped fetching with the broker reachable and their log going on: action "
+            "restart (resume and seek) or rejoin (the member left and joined its group again)",
+        )
         self.handling = meter.create_histogram(
             "allocguard.handling.duration",
             unit="s",
@@ -366,6 +371,8 @@ class Metrics:
             (self.gaps, {}),
             (self.gap_records, {}),
             (self.rejoins, {}),
+            (self.fetch_stalls, {"action": "restart"}),
+            (self.fetch_stalls, {"action": "rejoin"}),
             (self.dlq, {}),
             (self.outages, {"dependency": "database"}),
             (self.outages, {"dependency": "kafka"}),

@@ -241,7 +241,9 @@ class Runtime:
             self._shutdown(server)
             return 0
         self.pool.open(wait=False)
-        Probe(self._stop, settings, self.db_outage, self.kafka_outage, self.ride.back).start()
+        Probe(
+            self._stop, settings, self.db_outage, self.kafka_outage, self.ride.back, fetches=self.partitions.fetches
+        ).start()
         register_runtime_gauges(
             self.metrics,
             settings,
@@ -293,6 +295,7 @@ class Runtime:
                     partitions.store()
                     partitions.backpressure()
                     partitions.watch_group()
+                    partitions.watch_fetch()
                     partitions.sample_lag()
                     # the producer only sends dead letters: its delivery reports are served while any is on its
                     # way, and its errors once a second — not a GIL hand-over on every turn of the loop

@@ -20,6 +20,7 @@ from consumer.runtime.health import Health, Outage
 from consumer.runtime.lag import LagSampler
 from consumer.runtime.offsets import OffsetTracker
 from consumer.runtime.retention import Gaps
+from consumer.runtime.stalls import FetchWatch
 from consumer.runtime.topics import Describe, Topics
 from consumer.telemetry import Metrics
 
@@ -68,6 +69,9 @@ class Partitions:
         self._lag = LagSampler(consumer, health, metrics)
         #: partition counts, whether the group read a topic before, topic ids (consumer/runtime/topics.py)
         self.topics = Topics(describe)
+        #: partitions whose fetch stopped (consumer/runtime/stalls.py); the probe reads the ends it asks for
+        self.fetches = FetchWatch(settings.fetch_stall_s)
+        self._fetch_due = 0.0
         #: retention gaps: positions out of range, lost ranges being backfilled
         self.gaps = Gaps(
             consumer,
@@ -197,9 +201,64 @@ class Partitions:
             now - lost_at,
         )
         self.lost_at = now
+        self._rejoin()
+
+    def _rejoin(self) -> None:
         self.metrics.rejoins.add(1)
+        self.fetches.reset()
         self.consumer.unsubscribe()
         self.subscribe()
+
+    def watch_fetch(self, every_s: float = 1.0) -> None:
+        """Once a second: an assigned partition that is not paused, with the broker reachable, whose position has
+        not moved for ``fetch_stall_s`` while the log goes on past it has stopped fetching
+        (consumer/runtime/stalls.py): its fetch is restarted; still stalled one period later, the member leaves
+        and joins its group again."""
+        now = time.monotonic()
+        if now < self._fetch_due:
+            return
+        self._fetch_due = now + every_s
+        watch, assigned = self.fetches, self.health.assigned
+        if self.paused or not assigned or self.kafka_outage.is_down or self.gaps.unpositioned:
+            watch.reset()
+            return
+        try:
+            read = self.consumer.position([TopicPartition(t, p) for t, p in assigned])
+        except KafkaException as exc:
+            log.debug("positions not read: %s", exc)
+            return
+        positions: dict[Key, int] = {}
+        for tp in read:
+            key = (tp.topic, tp.partition)
+            at = tp.offset if tp.offset >= 0 else self._starts.get(key, -1)
+            if at >= 0:
+                positions[key] = at
+        restart, rejoin = watch.judge(positions, now)
+        if restart:
+            stalled = [TopicPartition(t, p, positions[(t, p)]) for t, p in restart]
+            log.warning(
+                "nothing fetched for %.0fs with the broker reachable while the log goes on: restarting the fetch of %s",
+                watch.stall_s,
+                [
+                    f"{tp.topic}[{tp.partition}]@{tp.offset} (log end {watch.ends.get((tp.topic, tp.partition))})"
+                    for tp in stalled
+                ],
+            )
+            self.metrics.fetch_stalls.add(len(stalled), {"action": "restart"})
+            self.consumer.resume(stalled)
+            for tp in stalled:
+                try:
+                    self.consumer.seek(tp)
+                except KafkaException as exc:
+                    log.warning("could not seek %s[%d]: %s", tp.topic, tp.partition, exc)
+        if rejoin:
+            log.warning(
+                "still nothing fetched %.0fs after restarting the fetch of %s: leaving and joining again",
+                watch.stall_s,
+                [f"{t}[{p}]" for t, p in rejoin],
+            )
+            self.metrics.fetch_stalls.add(len(rejoin), {"action": "rejoin"})
+            self._rejoin()
 
     # -- progress and commits --
 

@@ -16,8 +16,8 @@ from datetime import timedelta
 from typing import Any
 
 import psycopg
-from confluent_kafka import KafkaException
-from confluent_kafka.admin import AdminClient
+from confluent_kafka import IsolationLevel, KafkaException, TopicPartition
+from confluent_kafka.admin import AdminClient, OffsetSpec  # type: ignore[attr-defined]
 
 from consumer.config import RuntimeSettings
 from consumer.redact import redact
@@ -25,6 +25,7 @@ from consumer.runtime.health import Health, Outage, kafka_log
 from consumer.runtime.jobs import Jobs
 from consumer.runtime.scheduler import KeyedScheduler
 from consumer.runtime.service import Service
+from consumer.runtime.stalls import FetchWatch
 from consumer.runtime.work import WakeUp
 from handlers import store
 from handlers.prevent import claim_due_flags
@@ -116,9 +117,11 @@ class Probe(Service):
         *,
         every_s: float = 1.0,
         kafka_every: int = 3,
+        fetches: FetchWatch | None = None,
     ) -> None:
         super().__init__(stop)
         self._settings = settings
+        self._fetches = fetches
         self._database = database
         self._kafka = kafka
         self._back = back
@@ -132,6 +135,7 @@ class Probe(Service):
         admin = AdminClient({**config, "logger": kafka_log})  # type: ignore[dict-item]
         conn: psycopg.Connection[Any] | None = None
         rounds = 0
+        ends_read = 0.0
         while not self.stop.wait(self._every_s):
             try:
                 if conn is None or conn.closed:
@@ -153,5 +157,36 @@ class Probe(Service):
                     self._back("kafka")
             except KafkaException as exc:
                 self._kafka.down(str(exc.args[0].str() if exc.args else exc))
+                continue
+            fetches = self._fetches
+            if fetches is not None and fetches.suspects and time.monotonic() - ends_read >= fetches.stall_s / 2:
+                # partitions whose position stood still: their ends, at most twice a stall period (a quiet
+                # stream's partitions are all still, all the time)
+                fetches.ends = log_ends(admin, fetches.suspects)
+                ends_read = time.monotonic()
         if conn is not None:
             conn.close()
+
+
+#: ListOffsets' "latest" (the end of the log)
+_LATEST = OffsetSpec.latest()  # type: ignore[no-untyped-call]
+
+
+def log_ends(admin: AdminClient, partitions: dict[tuple[str, int], int]) -> dict[tuple[str, int], int]:
+    """The committed ends of ``partitions`` (read_committed: an open transaction's records are not yet there to
+    fetch); the partitions whose end could not be read are left out."""
+    ends: dict[tuple[str, int], int] = {}
+    try:
+        asked = admin.list_offsets(
+            {TopicPartition(t, p): _LATEST for t, p in partitions},
+            isolation_level=IsolationLevel.READ_COMMITTED,
+            request_timeout=2,
+        )
+        for tp, future in asked.items():
+            try:
+                ends[(tp.topic, tp.partition)] = int(future.result().offset)
+            except KafkaException as exc:
+                log.debug("log end of %s[%d] not read: %s", tp.topic, tp.partition, exc)
+    except KafkaException as exc:
+        log.debug("log ends not read: %s", exc)
+    return ends

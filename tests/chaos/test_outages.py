@@ -81,7 +81,7 @@ def what_the_member_saw(
     try:
         lines.append(f"/readyz: {runtime.get('/readyz')}")
         exposition = runtime.get("/metrics")[1]
-        wanted = ("paused", "in_flight", "lag", "outage", "gap", "rejoin")
+        wanted = ("paused", "in_flight", "lag", "outage", "gap", "rejoin", "stall")
         lines += [
             line
             for line in str(exposition).splitlines()

@@ -36,6 +36,7 @@ EXPORTED = {
     "allocguard_events_consumed_total", "allocguard_dlq_messages_total", "allocguard_incidents_total",
     "allocguard_allocations_total", "allocguard_retry_attempts_total", "allocguard_dependency_outages_total",
     "allocguard_kafka_gaps_total", "allocguard_kafka_gap_records_total", "allocguard_kafka_rejoins_total",
+    "allocguard_kafka_fetch_stalls_total",
     "allocguard_db_statements_total", "allocguard_db_transactions_total", "allocguard_signals_handled_total",
     "allocguard_handling_duration_seconds_bucket", "allocguard_handling_duration_seconds_count",
     "allocguard_handling_duration_seconds_sum", "allocguard_resolution_duration_seconds_bucket",
