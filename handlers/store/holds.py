@@ -12,7 +12,7 @@ from handlers.detect import FailureSeen, HoldNote, HoldSeen
 from handlers.store.common import Conn, from_pg_range
 
 _REMEMBER_MANY = (
-    "INSERT INTO allocguard.hold_observations"
+    "INSERT INTO allocguard.hold_observations AS o"
     " (hold_id, booking_id, restaurant_id, table_ids, attempt_window, require_adjacency, expires_at,"
     "  trace_id, span_id)"
     " SELECT r.hold_id, r.booking_id, r.restaurant_id, r.table_ids, tstzrange(r.start, r.\"end\", '[)'),"
@@ -23,13 +23,18 @@ _REMEMBER_MANY = (
     " ON CONFLICT (hold_id) DO UPDATE SET table_ids = EXCLUDED.table_ids,"
     " attempt_window = EXCLUDED.attempt_window, require_adjacency = EXCLUDED.require_adjacency,"
     " expires_at = EXCLUDED.expires_at, trace_id = EXCLUDED.trace_id, span_id = EXCLUDED.span_id"
+    # the same announcement again (each failure of an attempt recalls its hold; a re-read of the topic brings them
+    # all again) is left as it is: no new row version, no index entries, its first trace link kept
+    " WHERE (o.table_ids, o.attempt_window, o.require_adjacency, o.expires_at)"
+    "   IS DISTINCT FROM (EXCLUDED.table_ids, EXCLUDED.attempt_window, EXCLUDED.require_adjacency,"
+    "   EXCLUDED.expires_at) OR (o.trace_id IS NULL AND EXCLUDED.trace_id IS NOT NULL)"
 )
 
 
 def remember_holds(conn: Conn, holds: list[HoldNote]) -> None:
     """Announcements in one statement (one round trip, atomic, and one statement text whatever their number, so
     psycopg and PostgreSQL parse and plan it once), as one at a time would leave them: a hold announced twice
-    keeps its last announcement."""
+    keeps its last announcement; the same announcement written again changes nothing (not even its row)."""
     conn.execute(_REMEMBER_MANY, (holds_json(holds),))
 
 

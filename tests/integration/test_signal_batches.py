@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from datetime import time as dtime
 from pathlib import Path
@@ -198,6 +199,49 @@ def test_a_hold_announced_twice_in_a_batch_keeps_the_last(connect: Callable[[], 
             "SELECT table_ids FROM allocguard.hold_observations WHERE hold_id = %s", (hold_id,)
         ).fetchone()
     assert row == (list(second.table_ids),)
+
+
+def test_the_same_announcement_written_again_leaves_its_row_alone(
+    connect: Callable[[], psycopg.Connection[Any]],
+) -> None:
+    """Each failure of an attempt recalls its hold, and a re-read of the topic brings every one again: the same
+    announcement is not a new row version (xmin), and keeps its first trace link; a changed one is written."""
+    seen = classify(event(uuid.uuid4(), uuid.uuid4()), DetectionRules())
+    assert isinstance(seen, HoldSeen)
+    note, first, later = (
+        HoldNote.of(seen),
+        ("0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331"),
+        ("1" * 32, "2" * 16),
+    )
+
+    def row() -> tuple[Any, ...]:
+        with connect() as conn:
+            found = conn.execute(
+                "SELECT xmin::text, trace_id, span_id, table_ids FROM allocguard.hold_observations WHERE hold_id = %s",
+                (note.hold_id,),
+            ).fetchone()
+        assert found is not None
+        return tuple(found)
+
+    with connect() as conn:
+        store.remember_holds(conn, [note])
+    untraced = row()
+    with connect() as conn:
+        store.remember_holds(conn, [traced(note, first)])
+    written = row()
+    assert written[0] != untraced[0], "a trace link where there was none is written"
+    assert written[1:3] == first
+    with connect() as conn:
+        store.remember_holds(conn, [note])
+        store.remember_holds(conn, [traced(note, later)])
+    assert row() == written, "the same announcement again: the row as it was, its first trace link"
+    moved = replace(note, table_ids=(str(uuid.uuid4()),))
+    with connect() as conn:
+        store.remember_holds(conn, [traced(moved, later)])
+    changed = row()
+    assert changed[0] != written[0], "a changed announcement is written"
+    assert changed[1:3] == later
+    assert changed[3] == [uuid.UUID(moved.table_ids[0])]
 
 
 def test_a_failed_round_trip_sends_every_signal_the_usual_way(runtime: Runtime) -> None:
