@@ -7,42 +7,44 @@ from __future__ import annotations
 
 import logging
 import time
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any, cast
 
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from consumer.config import RuntimeSettings
 from consumer.local.settings import StackSettings
-from consumer.local.stack import LocalStack
 from consumer.runtime.loop import Runtime
 from consumer.runtime.services import log_ends
-from tests.support.process import free_port, metric_value
+from tests.integration.test_rejoin import in_process_member
+from tests.support.process import metric_value
 
 pytestmark = pytest.mark.stack
 PARTITIONS = 3
 
 
+@dataclass
+class Member:
+    runtime: Runtime
+    topic: str
+    #: the probe's side: log ends read as the probe thread reads them
+    admin: AdminClient
+
+
 @pytest.fixture
-def member(stack_settings: StackSettings) -> Iterator[tuple[Runtime, str]]:
-    prefix = f"stall{uuid.uuid4().hex[:8]}"
-    topic = f"{prefix}.public.observability_events"
-    LocalStack(stack_settings, log=lambda line: None).ensure_topics([topic])
-    settings = RuntimeSettings(
-        topic_prefix=prefix,
-        group_id=f"stall-{uuid.uuid4()}",
-        auto_offset_reset="earliest",
-        health_host="127.0.0.1",
-        health_port=free_port(),
-        artifacts_dir=None,
-        fetch_stall_s=1.0,
-    )
-    runtime = Runtime(settings, once=True)
-    runtime.partitions.subscribe()
-    yield runtime, topic
+def member(stack_settings: StackSettings) -> Iterator[Member]:
+    """A member assigned every partition of its topic, with a few records written and read on each."""
+    runtime, topic = in_process_member(stack_settings, "stall", auto_offset_reset="earliest", fetch_stall_s=1.0)
+    joined = Member(runtime, topic, AdminClient({"bootstrap.servers": stack_settings.kafka_bootstrap}))
+    deadline = time.monotonic() + 30
+    while len(runtime.health.assigned) < PARTITIONS:
+        assert time.monotonic() < deadline, "assigned within 30s"
+        turn(joined)
+    write(stack_settings, topic, 3)
+    read(joined, 3 * PARTITIONS)
+    yield joined
     runtime.consumer.close()
 
 
@@ -54,55 +56,41 @@ def write(stack_settings: StackSettings, topic: str, per_partition: int) -> None
     assert producer.flush(10) == 0
 
 
-def turn(runtime: Runtime, admin: AdminClient) -> bool:
+def turn(member: Member) -> bool:
     """One turn as the loop and the probe take it: a poll, the fetch watch, the ends it asks for. True: a record."""
+    runtime = member.runtime
     message = runtime.consumer.poll(0.1)  # serves the group protocol and the rebalance callbacks
     watch = runtime.partitions.fetches
     runtime.partitions.watch_fetch(every_s=0.0)
     if watch.suspects:
-        watch.ends = log_ends(admin, watch.suspects)
+        watch.ends = log_ends(member.admin, watch.suspects)
     return message is not None and message.error() is None
 
 
-def read(
-    runtime: Runtime, admin: AdminClient, count: int, timeout: float = 30.0, after: Callable[[], None] = lambda: None
-) -> None:
-    """Turns until ``count`` records came (``after`` each turn)."""
+def read(member: Member, count: int, timeout: float = 30.0) -> None:
+    """Turns until ``count`` records came."""
     deadline, seen = time.monotonic() + timeout, 0
     while seen < count:
         assert time.monotonic() < deadline, f"{seen} of {count} records read within {timeout}s"
-        seen += turn(runtime, admin)
-        after()
+        seen += turn(member)
 
 
 def stalls(runtime: Runtime, action: str) -> float:
     return metric_value(runtime.metrics.exposition().decode(), "allocguard_kafka_fetch_stalls_total", action=action)
 
 
-def stall(runtime: Runtime, topic: str) -> None:
+def stall(member: Member) -> None:
     """The fetcher stops: every partition paused behind the runtime's back (it believes none is)."""
-    runtime.consumer.pause([TopicPartition(topic, p) for p in range(PARTITIONS)])
-    assert not runtime.partitions.paused
+    member.runtime.consumer.pause([TopicPartition(member.topic, p) for p in range(PARTITIONS)])
+    assert not member.runtime.partitions.paused
 
 
-def assigned(runtime: Runtime, admin: AdminClient, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while len(runtime.health.assigned) < PARTITIONS:
-        assert time.monotonic() < deadline, f"assigned within {timeout}s"
-        turn(runtime, admin)
-
-
-def test_a_stalled_fetch_is_restarted(member: tuple[Runtime, str], stack_settings: StackSettings) -> None:
-    runtime, topic = member
-    admin = AdminClient({"bootstrap.servers": stack_settings.kafka_bootstrap})
-    assigned(runtime, admin)
-    write(stack_settings, topic, 3)
-    read(runtime, admin, 3 * PARTITIONS)
-    stall(runtime, topic)
-    write(stack_settings, topic, 2)
-    read(runtime, admin, 2 * PARTITIONS)
-    assert stalls(runtime, "restart") >= 1
-    assert stalls(runtime, "rejoin") == 0, "the restart was enough"
+def test_a_stalled_fetch_is_restarted(member: Member, stack_settings: StackSettings) -> None:
+    stall(member)
+    write(stack_settings, member.topic, 2)
+    read(member, 2 * PARTITIONS)
+    assert stalls(member.runtime, "restart") >= 1
+    assert stalls(member.runtime, "rejoin") == 0, "the restart was enough"
 
 
 class StuckFetcher:
@@ -121,40 +109,32 @@ class StuckFetcher:
 
 
 def test_a_fetch_still_stalled_after_its_restart_rejoins(
-    member: tuple[Runtime, str], stack_settings: StackSettings, caplog: pytest.LogCaptureFixture
+    member: Member, stack_settings: StackSettings, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, "allocguard.runtime")
-    runtime, topic = member
-    admin = AdminClient({"bootstrap.servers": stack_settings.kafka_bootstrap})
-    assigned(runtime, admin)
-    write(stack_settings, topic, 3)
-    read(runtime, admin, 3 * PARTITIONS)
-    stall(runtime, topic)
+    runtime = member.runtime
+    stall(member)
     runtime.partitions.consumer = cast(Consumer, StuckFetcher(runtime.consumer))
-    write(stack_settings, topic, 2)
+    write(stack_settings, member.topic, 2)
     deadline = time.monotonic() + 30
     while not stalls(runtime, "rejoin"):
         assert time.monotonic() < deadline, "rejoined within 30s"
-        assert not turn(runtime, admin), "nothing is fetched while it is stuck"
+        assert not turn(member), "nothing is fetched while it is stuck"
     assert stalls(runtime, "restart") >= 1, "the fetch was restarted first"
     assert metric_value(runtime.metrics.exposition().decode(), "allocguard_kafka_rejoins_total") >= 1
     before = sum(r.getMessage().startswith("assigned [") for r in caplog.records)
     deadline = time.monotonic() + 30
     while sum(r.getMessage().startswith("assigned [") for r in caplog.records) == before:
         assert time.monotonic() < deadline, "assigned again within 30s of the rejoin"
-        turn(runtime, admin)
+        turn(member)
 
 
-def test_an_idle_partition_is_left_alone(member: tuple[Runtime, str], stack_settings: StackSettings) -> None:
-    runtime, topic = member
-    admin = AdminClient({"bootstrap.servers": stack_settings.kafka_bootstrap})
-    assigned(runtime, admin)
-    write(stack_settings, topic, 2)
-    read(runtime, admin, 2 * PARTITIONS)
+def test_an_idle_partition_is_left_alone(member: Member) -> None:
+    runtime = member.runtime
     asked = 0
     until = time.monotonic() + 4 * runtime.settings.fetch_stall_s
     while time.monotonic() < until:  # four stall periods with nothing new: every position still, every end there
-        assert not turn(runtime, admin)
+        assert not turn(member)
         asked += bool(runtime.partitions.fetches.suspects)
     assert asked, "the watch asked for the ends of the still partitions"
     assert stalls(runtime, "restart") == 0

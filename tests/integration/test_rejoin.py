@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -18,20 +19,30 @@ from tests.support.process import free_port
 pytestmark = pytest.mark.stack
 
 
+def in_process_member(stack_settings: StackSettings, name: str, **settings: Any) -> tuple[Runtime, str]:
+    """A runtime in this process, subscribed as a member of a group of its own to a topic of its own (not yet
+    polled: the test serves the group protocol), and that topic."""
+    prefix = f"{name}{uuid.uuid4().hex[:8]}"
+    topic = f"{prefix}.public.observability_events"
+    LocalStack(stack_settings, log=lambda line: None).ensure_topics([topic])
+    runtime = Runtime(
+        RuntimeSettings(
+            topic_prefix=prefix,
+            group_id=f"{name}-{uuid.uuid4()}",
+            health_host="127.0.0.1",
+            health_port=free_port(),
+            artifacts_dir=None,
+            **settings,
+        ),
+        once=True,
+    )
+    runtime.partitions.subscribe()
+    return runtime, topic
+
+
 @pytest.fixture
 def member(stack_settings: StackSettings) -> Iterator[Runtime]:
-    prefix = f"rejoin{uuid.uuid4().hex[:8]}"
-    LocalStack(stack_settings, log=lambda line: None).ensure_topics([f"{prefix}.public.observability_events"])
-    settings = RuntimeSettings(
-        topic_prefix=prefix,
-        group_id=f"rejoin-{uuid.uuid4()}",
-        health_host="127.0.0.1",
-        health_port=free_port(),
-        artifacts_dir=None,
-        rejoin_after_s=5.0,
-    )
-    runtime = Runtime(settings, once=True)
-    runtime.partitions.subscribe()
+    runtime, _ = in_process_member(stack_settings, "rejoin", rejoin_after_s=5.0)
     yield runtime
     runtime.consumer.close()
 
