@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
 
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
@@ -23,12 +24,17 @@ class LagSampler:
         #: when the gauge is sampled next (monotonic)
         self._lag_due = 0.0
 
-    def sample(self, starts: dict[Key, int], every_s: float = 5.0, unknown_s: float = 0.5) -> None:
+    def sample(
+        self, starts: dict[Key, int], every_s: float = 5.0, unknown_s: float = 0.5, ends: Mapping[Key, int] = {}
+    ) -> None:
         """Consumer lag per partition (end offset - position) for the lag gauge, from what the client already knows
         (cached high watermarks from its fetch responses): no broker round trip on the loop, nothing that can
-        fail when a broker is away. Until every owned partition has a value (its end is known after the first
-        fetch response), it samples again within ``unknown_s`` rather than ``every_s``: the gauge exists from the
-        member's first seconds, not only after its second full interval."""
+        fail when a broker is away. A partition that stopped fetching gets no fetch responses, so its cached end
+        stands still too: ``ends``, the log ends the fetch watch had read for partitions whose position stood
+        still (consumer/runtime/stalls.py), count where they are further. Until every owned partition has a
+        value (its end is known after the first fetch response), it samples again within ``unknown_s`` rather
+        than ``every_s``: the gauge exists from the member's first seconds, not only after its second full
+        interval."""
         now = time.monotonic()
         if now < self._lag_due or not self.health.assigned:
             return
@@ -39,8 +45,9 @@ class LagSampler:
                 key = (position.topic, position.partition)
                 at = position.offset if position.offset >= 0 else starts.get(key, -1)
                 marks = self.consumer.get_watermark_offsets(position, cached=True)
-                if marks and marks[1] >= 0 and at >= 0:
-                    self.metrics.lag[key] = max(0, int(marks[1]) - at)
+                end = max(int(marks[1]) if marks else -1, ends.get(key, -1))
+                if end >= 0 and at >= 0:
+                    self.metrics.lag[key] = max(0, end - at)
                     known += 1
         except KafkaException as exc:
             log.debug("lag not sampled: %s", exc)

@@ -328,5 +328,6 @@ class Partitions:
             self.paused = False
 
     def sample_lag(self, every_s: float = 5.0, unknown_s: float = 0.5) -> None:
-        """The lag gauge's sample (:class:`~consumer.runtime.lag.LagSampler`), from where each partition started."""
-        self._lag.sample(self._starts, every_s, unknown_s)
+        """The lag gauge's sample (:class:`~consumer.runtime.lag.LagSampler`), from where each partition started,
+        with the log ends the fetch watch read (a stalled fetch shows as lag)."""
+        self._lag.sample(self._starts, every_s, unknown_s, self.fetches.ends)

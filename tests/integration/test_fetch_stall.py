@@ -93,6 +93,20 @@ def test_a_stalled_fetch_is_restarted(member: Member, stack_settings: StackSetti
     assert stalls(member.runtime, "rejoin") == 0, "the restart was enough"
 
 
+def test_a_stalled_fetch_shows_as_lag(member: Member, stack_settings: StackSettings) -> None:
+    """The client's cached log ends stand still with its fetch: the lag gauge counts the ends the watch read."""
+    runtime = member.runtime
+    stall(member)
+    write(stack_settings, member.topic, 2)
+    deadline = time.monotonic() + 30
+    while not runtime.partitions.fetches.ends:  # the turn that reads the ends restarts nothing yet
+        assert time.monotonic() < deadline, "the watch read the log ends within 30s"
+        assert not turn(member)
+    assert stalls(runtime, "restart") == 0
+    runtime.partitions.sample_lag(every_s=0.0)
+    assert runtime.metrics.lag == {(member.topic, p): 2 for p in range(PARTITIONS)}
+
+
 class StuckFetcher:
     """The runtime's consumer, but resuming a partition does not make it fetch again (librdkafka keeps an
     application's pause across a rejoin, so this stall is not healed by one: what the test shows is the
