@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
@@ -25,7 +25,11 @@ class LagSampler:
         self._lag_due = 0.0
 
     def sample(
-        self, starts: dict[Key, int], every_s: float = 5.0, unknown_s: float = 0.5, ends: Mapping[Key, int] = {}
+        self,
+        positions: Callable[[], dict[Key, int]],
+        every_s: float = 5.0,
+        unknown_s: float = 0.5,
+        ends: Mapping[Key, int] = {},
     ) -> None:
         """Consumer lag per partition (end offset - position) for the lag gauge, from what the client already knows
         (cached high watermarks from its fetch responses): no broker round trip on the loop, nothing that can
@@ -34,21 +38,19 @@ class LagSampler:
         still (consumer/runtime/stalls.py), count where they are further. Until every owned partition has a
         value (its end is known after the first fetch response), it samples again within ``unknown_s`` rather
         than ``every_s``: the gauge exists from the member's first seconds, not only after its second full
-        interval."""
+        interval. ``positions``: where each owned partition is read to (asked only when a sample is due)."""
         now = time.monotonic()
         if now < self._lag_due or not self.health.assigned:
             return
-        assigned = [TopicPartition(t, p) for t, p in self.health.assigned]
+        assigned = len(self.health.assigned)
         known = 0
         try:
-            for position in self.consumer.position(assigned):
-                key = (position.topic, position.partition)
-                at = position.offset if position.offset >= 0 else starts.get(key, -1)
-                marks = self.consumer.get_watermark_offsets(position, cached=True)
+            for key, at in positions().items():
+                marks = self.consumer.get_watermark_offsets(TopicPartition(*key), cached=True)
                 end = max(int(marks[1]) if marks else -1, ends.get(key, -1))
-                if end >= 0 and at >= 0:
+                if end >= 0:
                     self.metrics.lag[key] = max(0, end - at)
                     known += 1
         except KafkaException as exc:
             log.debug("lag not sampled: %s", exc)
-        self._lag_due = now + (every_s if known == len(assigned) else unknown_s)
+        self._lag_due = now + (every_s if known == assigned else unknown_s)

@@ -223,16 +223,10 @@ class Partitions:
             watch.reset()
             return
         try:
-            read = self.consumer.position([TopicPartition(t, p) for t, p in assigned])
+            positions = self._read_to()
         except KafkaException as exc:
             log.debug("positions not read: %s", exc)
             return
-        positions: dict[Key, int] = {}
-        for tp in read:
-            key = (tp.topic, tp.partition)
-            at = tp.offset if tp.offset >= 0 else self._starts.get(key, -1)
-            if at >= 0:
-                positions[key] = at
         restart, rejoin = watch.judge(positions, now)
         if restart:
             stalled = [TopicPartition(t, p, positions[(t, p)]) for t, p in restart]
@@ -328,6 +322,17 @@ class Partitions:
             self.paused = False
 
     def sample_lag(self, every_s: float = 5.0, unknown_s: float = 0.5) -> None:
-        """The lag gauge's sample (:class:`~consumer.runtime.lag.LagSampler`), from where each partition started,
-        with the log ends the fetch watch read (a stalled fetch shows as lag)."""
-        self._lag.sample(self._starts, every_s, unknown_s, self.fetches.ends)
+        """The lag gauge's sample (:class:`~consumer.runtime.lag.LagSampler`), with the log ends the fetch watch
+        read (a stalled fetch shows as lag)."""
+        self._lag.sample(self._read_to, every_s, unknown_s, self.fetches.ends)
+
+    def _read_to(self) -> dict[Key, int]:
+        """Where each owned partition is read to: the consumer's position, else where it started (nothing consumed
+        there yet); a partition with neither is left out. Raises KafkaException."""
+        positions: dict[Key, int] = {}
+        for tp in self.consumer.position([TopicPartition(t, p) for t, p in self.health.assigned]):
+            key = (tp.topic, tp.partition)
+            at = tp.offset if tp.offset >= 0 else self._starts.get(key, -1)
+            if at >= 0:
+                positions[key] = at
+        return positions
