@@ -1,5 +1,6 @@
 """Statements and transactions allocguard sends, counted per kind of work while an in-process run goes: a failure's
-first steps read together (``triage``, the batch thread), an incident on the database path (``incident``:
+first steps read together (``triage``, the batch thread), incidents recorded and settled together (``together``:
+:meth:`Remediator.settle_together`, the batch thread), an incident on the database path (``incident``:
 :meth:`Remediator.on_failure`), more events of a settled incident written together (``duplicates``: the folds).
 A statement is a cursor ``execute``; a transaction is an explicit ``transaction()`` block, a pipeline (one
 implicit transaction), or a statement outside both (autocommit). Counted by patching psycopg and the three entry
@@ -27,7 +28,8 @@ class Counts:
     def __init__(self) -> None:
         self.statements: Counter[str] = Counter()
         self.transactions: Counter[str] = Counter()
-        #: on_failure outcomes (incidents, and duplicates that took the database path), events folded in memory
+        #: on_failure's and settle_together's outcomes (incidents, and duplicates that took the database path), events
+        #: folded in memory
         self.outcomes: Counter[str] = Counter()
         self.folded = 0
         self.lock = threading.Lock()
@@ -38,8 +40,8 @@ class Counts:
         per = self._per
         return {
             "incidents": incidents,
-            "statements_per_incident": per(self.statements["incident"] + self.statements["triage"], incidents),
-            "transactions_per_incident": per(self.transactions["incident"] + self.transactions["triage"], incidents),
+            "statements_per_incident": per(sum(self.statements[k] for k in _INCIDENT_WORK), incidents),
+            "transactions_per_incident": per(sum(self.transactions[k] for k in _INCIDENT_WORK), incidents),
             "duplicates_answered_in_memory": self.folded,
             "duplicates_on_the_database_path": on_path,
             "statements_per_duplicate_in_memory": per(self.statements["duplicates"], self.folded),
@@ -53,6 +55,10 @@ class Counts:
     @staticmethod
     def _per(count: int, of: int) -> float | None:
         return round(count / of, 3) if of else None
+
+
+#: the kinds of work an incident's statements are counted in
+_INCIDENT_WORK = ("triage", "together", "incident")
 
 
 def _label() -> str | None:
@@ -85,6 +91,9 @@ def counted() -> Iterator[Counts]:
                 if label == "incident" and isinstance(result, IncidentResult):
                     with counts.lock:
                         counts.outcomes[result.status] += 1
+                if label == "together":  # what it settled (the rest goes on to on_failure, counted there)
+                    with counts.lock:
+                        counts.outcomes.update(r.status for r, _ in result if r is not None)
                 if label == "duplicates":
                     with counts.lock:
                         counts.folded += len(args[1])
@@ -127,6 +136,7 @@ def counted() -> Iterator[Counts]:
     patch(psycopg.Connection, "pipeline", block)
     patch(Remediator, "on_failure", labelled("incident"))
     patch(Remediator, "triage", labelled("triage"))
+    patch(Remediator, "settle_together", labelled("together"))
     patch(Folds, "_write", labelled("duplicates"))
     patch(Remediator, "known_incident", labelled("answer"))
     patch(Dispatcher, "_fold", labelled("answer"))
