@@ -294,8 +294,7 @@ class Remediator:
 
     def on_failure(self, failure: FailureSeen, triaged: store.Triage | None = None) -> IncidentResult:
         result = self._on_failure(failure, triaged)
-        if result.incident is not None and result.incident_id is not None and self.settings.mode.acts:
-            self.settled.note(result.incident, result.incident_id, result.settled_as or result.status, result.trace)
+        self._note(result)
         return result
 
     def answered(self, failure: FailureSeen, known: Settled) -> None:
@@ -321,14 +320,19 @@ class Remediator:
                 return IncidentResult("duplicate", "event already processed")
             with span("allocguard.detect", attributes, None) as detect:
                 hold = found.hold
-                incident = incident_from(failure, hold, lambda: found.booking)
-                if incident is None:
-                    detect.set("allocguard.outcome.status", "unresolvable")
-                    return IncidentResult("unresolvable", _NO_WINDOW.format(failure.booking_id))
-                # the incident recorded and its snapshot read in one round trip (a settled one's is not used)
-                (incident_id, status, count, first_trace), snapshot = store.record_incident_and_snapshot(
-                    conn, incident, failure, self.settings.mode.recorded
-                )
+                if found.recorded is not None:  # a batch recorded it (settle_together) and read its snapshot
+                    incident, recorded, snapshot = found.recorded
+                else:
+                    maybe = incident_from(failure, hold, lambda: found.booking)
+                    if maybe is None:
+                        detect.set("allocguard.outcome.status", "unresolvable")
+                        return IncidentResult("unresolvable", _NO_WINDOW.format(failure.booking_id))
+                    incident = maybe
+                    # the incident recorded and its snapshot read in one round trip (a settled one's is not used)
+                    recorded, snapshot = store.record_incident_and_snapshot(
+                        conn, incident, failure, self.settings.mode.recorded
+                    )
+                incident_id, status, count, first_trace = recorded
                 detect.set("allocguard.incident.id", str(incident_id))
                 detect.set("allocguard.incident.event_count", count)
                 detect.set("allocguard.incident.window_source", incident.window_source)
@@ -344,24 +348,81 @@ class Remediator:
                 "allocguard.mode": self.settings.mode.value,
             }
             with span("allocguard.incident", incident_attributes, links) as incident_span:  # type: ignore[arg-type]
-                if status in SETTLED or (status == "dry_run" and self.settings.mode is Mode.DRY_RUN):
+                if self._settled_already(status):
                     if self.settings.mode.acts:
                         store.mark_processed(conn, failure.event_id, incident_id, "duplicate")
                     incident_span.set("allocguard.outcome.status", "duplicate")
-                    return IncidentResult(
-                        "duplicate",
-                        f"incident already {status}",
-                        incident_id,
-                        incident,
-                        event_count=count,
-                        settled_as=status,
-                        trace=first_trace,
-                    )
+                    return _duplicate(incident, recorded)
                 store.set_incident_trace(conn, incident_id, incident_span.trace_ids())
                 result = self.remediate(conn, incident_id, incident, failure.event_id, incident_span, snapshot)
                 result.event_count = count
                 incident_span.set("allocguard.outcome.status", result.status)
                 return result
+
+    def _settled_already(self, status: str) -> bool:
+        """An incident in this status takes no more work from a failure event: the event is one more of it."""
+        return status in SETTLED or (status == "dry_run" and self.settings.mode is Mode.DRY_RUN)
+
+    def settle_together(
+        self, failures: list[tuple[FailureSeen, store.Triage]]
+    ) -> list[tuple[IncidentResult | None, store.Triage]]:
+        """Failures that need their incident (:meth:`triage` settled none of them; each of another booking), taken
+        as far as they go without a plan that acts: their incidents recorded and snapshots read in one statement,
+        then what needs nothing more — one more event of a settled incident, a plan that finds nothing to do — settled
+        in one more statement, as :meth:`on_failure` would settle each (its status, outcome and processed marker).
+        For each failure, in order: that outcome, else None (its own work takes it from there: :meth:`on_failure`
+        given the returned triage, which carries the record and the snapshot); and the triage. Spans are not made
+        here: the caller sends a failure whose trace is sampled the usual way."""
+        incidents = [(self._incident_of(failure, found), failure) for failure, found in failures]
+        out: list[tuple[IncidentResult | None, store.Triage]] = []
+        settlements: list[store.Settlement] = []
+        with self._connect() as conn:
+            recorded = store.record_incidents_and_snapshots(conn, incidents, self.settings.mode.recorded)
+            for (incident, failure), (_, found), (record, snapshot) in zip(incidents, failures, recorded, strict=True):
+                result, settlement = self._without_acting(incident, failure, record, snapshot)
+                if settlement is not None:
+                    settlements.append(settlement)
+                out.append((result, replace(found, recorded=(incident, record, snapshot))))
+            store.settle_incidents(conn, settlements)
+        for result, _ in out:
+            if result is not None:
+                self._note(result)
+        return out
+
+    @staticmethod
+    def _incident_of(failure: FailureSeen, found: store.Triage) -> Incident:
+        incident = incident_from(failure, found.hold, lambda: found.booking)
+        if incident is None:
+            raise ValueError(f"booking {failure.booking_id}: no window (triage settles such a failure)")
+        return incident
+
+    def _without_acting(
+        self, incident: Incident, failure: FailureSeen, recorded: store.Recorded, snapshot: Snapshot
+    ) -> tuple[IncidentResult | None, store.Settlement | None]:
+        """:meth:`settle_together`'s judgement of one recorded incident: its outcome and what to write, when it
+        settles without a plan that acts (as :meth:`_on_failure` and :meth:`_remediate` would settle it); else
+        (None, None)."""
+        s = self.settings
+        incident_id, status, count, _ = recorded
+        marked = failure.event_id if s.mode.acts else None
+        if self._settled_already(status):
+            marker = store.Settlement(incident_id, None, None, None, marked, "duplicate") if marked else None
+            return _duplicate(incident, recorded), marker
+        plan = make_plan(snapshot, s.grace)
+        if plan.decision is not Decision.NOT_NEEDED or (plan.victim_assigned_by_allocguard and s.mode.acts):
+            return None, None
+        reason = plan.decision_reason
+        result = IncidentResult(
+            "not_needed", reason, incident_id, incident, plans=[plan], event_id=failure.event_id, event_count=count
+        )
+        outcome = self._outcome(result, "not_needed", reason)
+        return result, store.Settlement(incident_id, "not_needed", reason, outcome, marked, "not_needed")
+
+    def _note(self, result: IncidentResult) -> None:
+        """An incident's outcome kept in memory when it is settled for good (only a mode that marks events
+        processed answers from there)."""
+        if result.incident is not None and result.incident_id is not None and self.settings.mode.acts:
+            self.settled.note(result.incident, result.incident_id, result.settled_as or result.status, result.trace)
 
     def recheck(self, incident_id: UUID) -> IncidentResult | None:
         """Plan a waiting incident again, with no new platform event (its wake-up fell due and was claimed).
@@ -659,21 +720,25 @@ class Remediator:
         ):
             return self._record_outcome(conn, result, status, reason)
 
-    def _record_outcome(self, conn: Conn, result: IncidentResult, status: str, reason: str) -> IncidentResult:
-        result.status, result.reason = status, reason
-        assert result.incident_id is not None
-        assert result.incident is not None
-        attempts = [a.__dict__ for a in result.retry.attempts] if result.retry else []
-        outcome = {
+    def _outcome(self, result: IncidentResult, status: str, reason: str) -> dict[str, Any]:
+        """What the incident's ``outcome`` column says of how it was settled."""
+        return {
             "status": status,
             "reason": reason,
             "decisions": [p.decision for p in result.plans],
             "pruned": [str(i) for p in result.prunes for i in p.pruned_ids],
-            "attempts": attempts,
+            "attempts": [a.__dict__ for a in result.retry.attempts] if result.retry else [],
             "strategy": self.strategy.name,
             "mode": self.settings.mode.value,
             "plan_id": str(result.plan_id) if result.plan_id else None,
         }
+
+    def _record_outcome(self, conn: Conn, result: IncidentResult, status: str, reason: str) -> IncidentResult:
+        result.status, result.reason = status, reason
+        assert result.incident_id is not None
+        assert result.incident is not None
+        outcome = self._outcome(result, status, reason)
+        attempts = outcome["attempts"]
         acts = self.settings.mode.acts
         marked = result.event_id if acts else None
         if not (acts and status in _EVENT_TYPES):  # the status and the marker: one statement, no transaction block
@@ -702,6 +767,20 @@ class Remediator:
                 incident.booking_id,
             )
         return result
+
+
+def _duplicate(incident: Incident, recorded: store.Recorded) -> IncidentResult:
+    """A failure event of an incident settled already (``recorded``: as its record statement returned it)."""
+    incident_id, status, count, first_trace = recorded
+    return IncidentResult(
+        "duplicate",
+        f"incident already {status}",
+        incident_id,
+        incident,
+        event_count=count,
+        settled_as=status,
+        trace=first_trace,
+    )
 
 
 _EVENT_TYPES = {

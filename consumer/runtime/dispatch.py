@@ -91,7 +91,9 @@ class Dispatcher:
         self._batching = False
         #: when the last poll batch arrived (the last-event gauge)
         self.last_event_at: float | None = None
-        self.batch = BatchHandler(remediator, scheduler, telemetry, metrics, jobs, submit=self.submit, done=completed)
+        self.batch = BatchHandler(
+            remediator, scheduler, telemetry, metrics, jobs, submit=self.submit, fold=self._fold, done=completed
+        )
         #: hold announcements and failures whose bookings had nothing in flight: handled many at a time
         self.batches: SignalBatches[Item] = SignalBatches(
             self.batch.handle, lambda item: item[0].key, linger_s=settings.batch_linger_s

@@ -17,7 +17,7 @@ from consumer.runtime.outcomes import Outcomes
 from consumer.runtime.rideout import RideOut
 from consumer.telemetry import Telemetry, traced_send
 from handlers.detect import FailureSeen, HoldNote
-from handlers.pipeline import Connect, Hooks, RemediationSettings, Remediator
+from handlers.pipeline import Connect, Hooks, IncidentResult, RemediationSettings, Remediator
 from handlers.prevent import Flagged, Guard
 from handlers.retry import AssignStrategy, Attempt, HttpAssign, RetryPolicy, SqlAssign
 from handlers.store import Triage
@@ -39,7 +39,15 @@ class Jobs:
         """A signal the consumer classified: a hold remembered, a failure's incident handled (``triaged``: its
         first steps, read by a batch)."""
         started = time.monotonic()
-        result = self._ride.run(key, lambda: self._remediator.handle(found, triaged))
+        given = [triaged]
+
+        def handle() -> IncidentResult | None:
+            # what a batch read (and recorded) is for the first try only: a try again after contention or an
+            # outage reads everything afresh — an earlier try may have pruned and assigned before it failed
+            first, given[0] = given[0], None
+            return self._remediator.handle(found, first)
+
+        result = self._ride.run(key, handle)
         self.outcomes.handled("failure" if result else "hold", time.monotonic() - started)
         if result is not None:
             assert isinstance(found, FailureSeen)

@@ -31,6 +31,11 @@ class Outcomes:
         metrics.handling.record(seconds, attributes)
         metrics.signals.add(count, attributes)
 
+    def remembered(self, count: int) -> None:
+        """Hold announcements kept in memory with no work of their own: counted (as the poll loop counts its own),
+        no handling time."""
+        self._metrics.signals.add(count, {"signal": "hold"})
+
     def incident(self, key: str, result: IncidentResult, event_at: datetime | None = None) -> None:
         """A failure's (or a wake-up's) outcome: counted, logged; with its event's time (a failure event's, not a
         wake-up's), what it did in detail and how long the failure waited."""

@@ -45,6 +45,12 @@ from handlers.store.incidents import (
     BookingWindow as BookingWindow,
 )
 from handlers.store.incidents import (
+    Recorded as Recorded,
+)
+from handlers.store.incidents import (
+    Settlement as Settlement,
+)
+from handlers.store.incidents import (
     Triage as Triage,
 )
 from handlers.store.incidents import (
@@ -72,6 +78,9 @@ from handlers.store.incidents import (
     record_incident_and_snapshot as record_incident_and_snapshot,
 )
 from handlers.store.incidents import (
+    record_incidents_and_snapshots as record_incidents_and_snapshots,
+)
+from handlers.store.incidents import (
     remediation_rows as remediation_rows,
 )
 from handlers.store.incidents import (
@@ -85,6 +94,9 @@ from handlers.store.incidents import (
 )
 from handlers.store.incidents import (
     settle_incident as settle_incident,
+)
+from handlers.store.incidents import (
+    settle_incidents as settle_incidents,
 )
 from handlers.store.incidents import (
     signal_events_between as signal_events_between,

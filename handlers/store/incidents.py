@@ -16,9 +16,10 @@ from psycopg.types.json import Jsonb
 
 from handlers.detect import FailureSeen, HoldNote, HoldSeen
 from handlers.evidence import Snapshot
+from handlers.retry import ALLOCGUARD_KEY_PREFIX
 from handlers.store.common import Conn
 from handlers.store.holds import _REMEMBER_MANY, _hold_of, holds_json
-from handlers.store.snapshot import snapshot_of, snapshot_params, snapshot_with
+from handlers.store.snapshot import snapshot_of, snapshot_of_rows, snapshot_params, snapshot_with
 from schemas.records import Incident
 from schemas.values import TstzRange
 
@@ -34,13 +35,20 @@ class BookingWindow:
     table_ids: tuple[UUID, ...]
 
 
+#: an incident recorded: (id, status, event_count, the (trace id, span id) of the span that first handled it)
+Recorded = tuple[UUID, str, int, tuple[str, str] | None]
+
+
 @dataclass(frozen=True)
 class Triage:
-    """What the first steps of handling a failure read, for many failures at once (:func:`remember_and_triage`)."""
+    """What the first steps of handling a failure read, for many failures at once (:func:`remember_and_triage`),
+    and — when a batch went on to record its incident (:func:`record_incidents_and_snapshots`) — that record."""
 
     processed: bool
     hold: HoldSeen | None
     booking: BookingWindow | None
+    #: the incident, as recorded for this failure's event, and its snapshot read in the same statement
+    recorded: tuple[Incident, Recorded, Snapshot] | None = None
 
 
 def booking_window(conn: Conn, booking_id: UUID) -> BookingWindow | None:
@@ -137,13 +145,13 @@ def _triaged(rows: list[dict[str, Any]]) -> list[Triage]:
     return out
 
 
-#: the incident inserted, or this failure event folded into it; ``RETURNING`` its id, status, event count and the
-#: span that first handled it
-_RECORD = (
+#: the incident inserted (its columns, then its values: :data:`_RECORD` one, :data:`_RECORD_MANY` many at once)
+_RECORD_INTO = (
     "INSERT INTO allocguard.incidents AS i (booking_id, restaurant_id, attempt_window, table_ids, hold_id,"
     " require_adjacency, window_source, source_events, first_event_at, last_event_at, mode)"
-    " VALUES (%(booking)s, %(restaurant)s, %(window)s, %(tables)s, %(hold)s, %(adjacency)s, %(window_source)s,"
-    " %(source)s, %(at)s, %(at)s, %(mode)s)"
+)
+#: or this failure event folded into it; ``RETURNING`` its id, status, event count and the span that first handled it
+_RECORD_CONFLICT = (
     " ON CONFLICT ON CONSTRAINT incidents_booking_window_mode_key DO UPDATE SET"
     "   event_count = i.event_count + CASE WHEN i.source_events @> EXCLUDED.source_events THEN 0 ELSE 1 END,"
     "   source_events = CASE WHEN i.source_events @> EXCLUDED.source_events THEN i.source_events"
@@ -151,15 +159,16 @@ _RECORD = (
     "   last_event_at = greatest(i.last_event_at, EXCLUDED.last_event_at), updated_at = now()"
     " RETURNING id, status, event_count, trace_id, span_id"
 )
+_RECORD = (
+    f"{_RECORD_INTO} VALUES (%(booking)s, %(restaurant)s, %(window)s, %(tables)s, %(hold)s, %(adjacency)s,"
+    f" %(window_source)s, %(source)s, %(at)s, %(at)s, %(mode)s){_RECORD_CONFLICT}"
+)
 #: the incident recorded and its snapshot (:data:`handlers.store.snapshot.SNAPSHOT`) in one statement
 _RECORD_AND_SNAPSHOT = snapshot_with(
     f"recorded AS ({_RECORD})",
     "recorded.id AS incident_id, recorded.status AS incident_status, recorded.event_count,"
     " recorded.trace_id, recorded.span_id",
 )
-
-#: an incident recorded: (id, status, event_count, the (trace id, span id) of the span that first handled it)
-Recorded = tuple[UUID, str, int, tuple[str, str] | None]
 
 
 def record_incident_and_snapshot(
@@ -181,9 +190,57 @@ def record_incident_and_snapshot(
     with conn.cursor(row_factory=dict_row) as cursor:
         row = cursor.execute(_RECORD_AND_SNAPSHOT, params).fetchone()
     assert row is not None
+    return _recorded(row), snapshot_of(incident, row)
+
+
+def _recorded(row: dict[str, Any]) -> Recorded:
     trace = (row["trace_id"], row["span_id"]) if row["trace_id"] and row["span_id"] else None
-    recorded = (row["incident_id"], row["incident_status"], row["event_count"], trace)
-    return recorded, snapshot_of(incident, row)
+    return (row["incident_id"], row["incident_status"], row["event_count"], trace)
+
+
+#: many incidents recorded (each its booking's: no two rows meet in one conflict) and each one's snapshot, in one
+#: statement: the rows come as JSON (``n``: their order), each snapshot is :data:`SNAPSHOT` over a row's columns
+_RECORD_MANY = (
+    "WITH f AS MATERIALIZED (SELECT * FROM jsonb_to_recordset(%(rows)s::jsonb) AS f(n int, booking uuid,"  # noqa: S608
+    '   restaurant uuid, "window" tstzrange, tables uuid[], hold uuid, adjacency boolean, window_source text,'
+    "   source jsonb, at timestamptz)),"
+    f' recorded AS ({_RECORD_INTO} SELECT booking, restaurant, "window", tables, hold, adjacency, window_source,'
+    f" source, at, at, %(mode)s FROM f ORDER BY n{_RECORD_CONFLICT}, booking_id, attempt_window)"
+    " SELECT f.n, recorded.id AS incident_id, recorded.status AS incident_status, recorded.event_count,"
+    " recorded.trace_id, recorded.span_id, snapshot.*"
+    ' FROM f JOIN recorded ON recorded.booking_id = f.booking AND recorded.attempt_window = f."window"'
+    f" CROSS JOIN LATERAL {snapshot_of_rows('f')} snapshot ORDER BY f.n"
+)
+
+
+def record_incidents_and_snapshots(
+    conn: Conn, incidents: list[tuple[Incident, FailureSeen]], mode: str = "auto"
+) -> list[tuple[Recorded, Snapshot]]:
+    """:func:`record_incident_and_snapshot` for many incidents — each of another booking — in one statement and
+    one round trip, in their order."""
+    if not incidents:
+        return []
+    rows = [
+        {
+            "n": n,
+            "booking": str(incident.booking_id),
+            "restaurant": str(incident.restaurant_id),
+            "window": incident.window.to_postgres(),
+            "tables": [str(t) for t in incident.table_ids],
+            "hold": str(incident.hold_id) if incident.hold_id is not None else None,
+            "adjacency": incident.require_adjacency,
+            "window_source": incident.window_source,
+            "source": [{"event_id": str(failure.event_id), "source": failure.source, "event_type": failure.event_type}],
+            "at": failure.created_at.isoformat(),
+        }
+        for n, (incident, failure) in enumerate(incidents)
+    ]
+    params = {"rows": orjson.dumps(rows).decode(), "mode": mode, "prefix": ALLOCGUARD_KEY_PREFIX}
+    with conn.cursor(row_factory=dict_row) as cursor:
+        found = cursor.execute(_RECORD_MANY, params).fetchall()
+    if len(found) != len(incidents):
+        raise RuntimeError(f"{len(incidents)} incident(s) recorded, {len(found)} came back")
+    return [(_recorded(row), snapshot_of(incident, row)) for (incident, _), row in zip(incidents, found, strict=True)]
 
 
 def set_incident_trace(conn: Conn, incident_id: UUID, trace: tuple[str, str] | None) -> None:
@@ -196,9 +253,11 @@ def set_incident_trace(conn: Conn, incident_id: UUID, trace: tuple[str, str] | N
 
 
 #: an incident's status set: any status but a scheduled wait (:func:`schedule_recheck`) clears the wake-up
-_SET_STATUS = (
-    "UPDATE allocguard.incidents SET status = %(status)s, status_reason = %(reason)s, wait_code = NULL,"
-    " outcome = coalesce(%(outcome)s, outcome), next_check_at = NULL, claimed_by = NULL, updated_at = now()"
+_SET_STATUS_OF = (
+    "UPDATE allocguard.incidents i SET status = {status}, status_reason = {reason}, wait_code = NULL,"
+    " outcome = coalesce({outcome}, i.outcome), next_check_at = NULL, claimed_by = NULL, updated_at = now()"
+)
+_SET_STATUS = _SET_STATUS_OF.format(status="%(status)s", reason="%(reason)s", outcome="%(outcome)s") + (
     " WHERE id = %(incident)s"
 )
 
@@ -234,6 +293,50 @@ def settle_incident(
     its own (a data-modifying ``WITH`` runs to completion whatever the outer statement does): no transaction
     block, one round trip."""
     conn.execute(_SETTLE, {**_status_params(incident_id, status, reason, outcome), "event": event_id})
+
+
+#: many incidents settled (those with a ``status``) and their failure events marked processed (``marked``: the
+#: marker's outcome; none without an ``event``) — :data:`_SETTLE` and :func:`mark_processed` for each, one statement
+_SETTLE_MANY = (
+    "WITH s AS MATERIALIZED (SELECT * FROM jsonb_to_recordset(%s::jsonb)"  # noqa: S608 (constant fragments)
+    "   AS s(incident uuid, status text, reason text, outcome jsonb, event uuid, marked text)),"
+    f" settled AS ({_SET_STATUS_OF.format(status='s.status', reason='s.reason', outcome='s.outcome')}"
+    "   FROM s WHERE i.id = s.incident AND s.status IS NOT NULL)"
+    " INSERT INTO allocguard.processed_events (event_id, incident_id, outcome)"
+    " SELECT event, incident, marked FROM s WHERE event IS NOT NULL ON CONFLICT (event_id) DO NOTHING"
+)
+
+
+@dataclass(frozen=True)
+class Settlement:
+    """One incident's share of :func:`settle_incidents`: its new status (None: left as it is) and the failure event
+    marked processed with ``marked`` (None: no marker)."""
+
+    incident_id: UUID
+    status: str | None
+    reason: str | None
+    outcome: dict[str, Any] | None
+    event_id: UUID | None
+    marked: str
+
+
+def settle_incidents(conn: Conn, settlements: list[Settlement]) -> None:
+    """:func:`settle_incident` (or :func:`mark_processed` alone) for many incidents, one statement — atomic, no
+    transaction block, one round trip."""
+    if not settlements:
+        return
+    rows = [
+        {
+            "incident": str(s.incident_id),
+            "status": s.status,
+            "reason": s.reason,
+            "outcome": s.outcome,
+            "event": str(s.event_id) if s.event_id is not None else None,
+            "marked": s.marked,
+        }
+        for s in settlements
+    ]
+    conn.execute(_SETTLE_MANY, (orjson.dumps(rows).decode(),))
 
 
 def was_processed(conn: Conn, event_id: UUID) -> bool:

@@ -65,6 +65,21 @@ def snapshot_with(cte: str, columns: str) -> str:
     return f"WITH {cte},{_CTES}\nSELECT {columns}, {_COLUMNS}\nFROM {name}, {_FROM}"
 
 
+#: the snapshot's parameters that are each incident's own (the others, the prefix, are the statement's)
+_PER_INCIDENT = ("restaurant", "tables", "window", "booking")
+
+
+def snapshot_of_rows(source: str) -> str:
+    """The snapshot's statement as a subquery for many incidents at once (``CROSS JOIN LATERAL``): each incident's
+    parameters read from the columns of ``source``, a row of the outer query (``restaurant``, ``tables``,
+    ``window``, ``booking``); the prefix stays a parameter. The same text as :data:`SNAPSHOT`, so the two cannot
+    judge differently."""
+    text = SNAPSHOT
+    for name in _PER_INCIDENT:
+        text = text.replace(f"%({name})s", f'{source}."{name}"')
+    return f"({text})"
+
+
 def snapshot_params(incident: Incident) -> dict[str, Any]:
     return {
         "restaurant": incident.restaurant_id,

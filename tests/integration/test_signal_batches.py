@@ -12,13 +12,14 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from datetime import time as dtime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import orjson
 import psycopg
 import pytest
 from confluent_kafka import Message
 from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
 from psycopg.adapt import PyFormat
 from psycopg.types.json import Jsonb
 
@@ -112,13 +113,19 @@ def batch_handler(runtime: Runtime, submitted: list[int] | None = None) -> Batch
     """The runtime's batch handling, with what it sends the usual way recorded (when ``submitted`` is given)."""
     if submitted is None:
         return runtime.dispatcher.batch
+    return sending_to(runtime, lambda routed, message, span: submitted.append(message.offset() or 0))
+
+
+def sending_to(runtime: Runtime, submit: Callable[[Signal, Message, Any], None]) -> BatchHandler:
+    """The runtime's batch handling, sending what goes the usual way to ``submit``."""
     return BatchHandler(
         runtime.remediator,
         runtime.scheduler,
         runtime.telemetry,
         runtime.metrics,
         runtime.jobs,
-        submit=lambda routed, message, span: submitted.append(message.offset() or 0),
+        submit=submit,
+        fold=runtime.dispatcher._fold,
         done=runtime.completions.put,
     )
 
@@ -257,6 +264,55 @@ def test_a_failed_round_trip_sends_every_signal_the_usual_way(runtime: Runtime) 
     assert completed(runtime) == [], "nothing was done by the batch"
 
 
+def test_incidents_not_recorded_together_or_traced_go_the_usual_way(runtime: Runtime) -> None:
+    """Each failure below has a window and a victim that does not exist (the batch would settle it): when the
+    statement that records them together fails, each goes its own way with its first steps only (its work records
+    it); a failure whose trace is sampled goes its own way too, so that each step is a span of its own."""
+    holds = [HoldNote.of(cast(HoldSeen, classify(event(uuid.uuid4(), uuid.uuid4()), DetectionRules()))) for _ in "ab"]
+    for hold in holds:
+        runtime.remediator.remember(hold)
+    failures = [
+        item(failure_value(uuid.uuid4(), uuid.UUID(h.booking_id or ""), uuid.UUID(h.hold_id)), 20 + n)
+        for n, h in enumerate(holds)
+    ]
+    sent: list[Signal] = []
+    handler = sending_to(runtime, lambda routed, message, span: sent.append(routed))
+
+    def refuse(*_: object) -> None:
+        raise psycopg.OperationalError("the database went away")
+
+    together = runtime.remediator.settle_together
+    runtime.remediator.settle_together = refuse  # type: ignore[method-assign,assignment]
+    handler.flush(failures[:1])
+    assert [s.triaged is not None and s.triaged.recorded is None for s in sent] == [True], "first steps, no record"
+    assert completed(runtime) == []
+    runtime.remediator.settle_together = together  # type: ignore[method-assign]
+    sampled = TracerProvider().get_tracer("test").start_span("consume")
+    assert sampled.is_recording()
+    handler.flush([(failures[1][0], failures[1][1], sampled)])
+    assert len(sent) == 2, "the sampled failure went its own way"
+    assert completed(runtime) == []
+    handler.flush([failures[0]])  # the same events again, untraced, the statement back: settled by the batch
+    assert completed(runtime) == [20]
+
+
+def test_what_a_batch_recorded_is_used_by_the_first_try_only(runtime: Runtime) -> None:
+    """A failure's work given what its batch read and recorded uses it once: tried again after an outage (an
+    earlier try may have pruned and assigned before the database went away), it reads everything afresh — a
+    stale snapshot would plan the prune again and settle the victim it seated as not needed."""
+    tries: list[store.Triage | None] = []
+
+    def handle(found: object, triaged: store.Triage | None = None) -> None:
+        tries.append(triaged)
+        if len(tries) == 1:
+            raise psycopg.OperationalError("the database went away")
+
+    runtime.remediator.handle = handle  # type: ignore[method-assign,assignment]
+    given = store.Triage(False, None, None)
+    runtime.jobs.signal(cast_failure(item(failure_value(uuid.uuid4(), uuid.uuid4()), 0)[0]), "booking", given)
+    assert tries == [given, None]
+
+
 def test_a_batch_settles_what_needs_no_work_and_sends_the_rest_on(
     runtime: Runtime, connect: Callable[[], psycopg.Connection[Any]], platform_connect: Callable[[], Conn]
 ) -> None:
@@ -275,8 +331,8 @@ def test_a_batch_settles_what_needs_no_work_and_sends_the_rest_on(
     names_hold = item(failure_value(uuid.uuid4(), uuid.uuid4(), named_hold), 4)  # the hold written just before
     submitted: list[int] = []
     batch_handler(runtime, submitted).flush([unknown, duplicate, real, names_hold])
-    assert submitted == [3, 4], "what may be an incident goes the usual way"
-    assert completed(runtime) == [1, 2], "the unresolvable and the duplicate are settled"
+    assert submitted == [3], "an incident whose plan acts goes the usual way"
+    assert completed(runtime) == [1, 2, 4], "the unresolvable and the duplicate, then the victim that does not exist"
     with connect() as conn:
         written = conn.execute("SELECT 1 FROM allocguard.hold_observations WHERE hold_id = %s", (named_hold,))
         assert written.fetchone() == (1,), "the hold the last failure names, written before its first steps"
@@ -299,36 +355,36 @@ def test_what_a_batch_read_goes_on_with_its_failures_and_is_not_read_again(
     with platform_connect() as conn:
         venue = create_venue(conn, tables=2, capacity=4)
         booked = create_booking(conn, venue, day=tomorrow(), start=dtime(19, 0), end=dtime(21, 0))
-    named_hold, held = uuid.uuid4(), uuid.uuid4()
+        other = create_venue(conn, tables=1, capacity=4)
+        held = create_booking(conn, other, day=tomorrow(), start=dtime(19, 0), end=dtime(21, 0))
+    named_hold = uuid.uuid4()
     hold = item(announcement(named_hold, held, uuid.uuid4()), 0)
     runtime.remediator.remember(cast_hold(hold[0]))
     real = item(failure_value(uuid.uuid4(), booked), 1)
     names_hold = item(failure_value(uuid.uuid4(), held, named_hold), 2)
     sent: list[Signal] = []
-    handler = BatchHandler(
-        runtime.remediator,
-        runtime.scheduler,
-        runtime.telemetry,
-        runtime.metrics,
-        runtime.jobs,
-        submit=lambda routed, message, span: sent.append(routed),
-        done=runtime.completions.put,
-    )
+    handler = sending_to(runtime, lambda routed, message, span: sent.append(routed))
     handler.flush([real, names_hold])
-    assert [s.triaged is not None for s in sent] == [True, True]
-    reads: list[int] = []
-    original = store.remember_and_triage
+    assert [s.triaged is not None and s.triaged.recorded is not None for s in sent] == [True, True]
+    reads: list[str] = []
+    original, record = store.remember_and_triage, store.record_incident_and_snapshot
 
     def counted(*args: Any) -> list[store.Triage]:
-        reads.append(1)
+        reads.append("first steps")
         return original(*args)
 
+    def recorded(*args: Any) -> Any:
+        reads.append("record")
+        return record(*args)
+
     monkeypatch.setattr(store, "remember_and_triage", counted)
+    monkeypatch.setattr(store, "record_incident_and_snapshot", recorded)
     results = [runtime.remediator.handle(s.found, s.triaged) for s in sent]
-    assert reads == [], "the work items read their first steps again"
+    assert reads == [], "the work items read their first steps or recorded their incident again"
     sources = [r.incident.window_source if r is not None and r.incident is not None else None for r in results]
     assert sources == ["booking", "hold"], results
     monkeypatch.setattr(store, "remember_and_triage", original)
+    monkeypatch.setattr(store, "record_incident_and_snapshot", record)
     again = item(failure_value(uuid.uuid4(), booked), 3)
     alone = runtime.remediator.handle(cast_failure(again[0]))  # nothing handed over: read as before
     assert alone is not None
@@ -350,8 +406,8 @@ def test_a_bookings_later_signals_follow_its_first_failure_or_wait_for_a_batch_o
     runtime: Runtime, platform_connect: Callable[[], Conn]
 ) -> None:
     """A storm's dozen events per booking are one batch's: those behind a failure sent on go behind its work item
-    at once, in order; those behind a failure the batch settled itself are held back for the next batch (they
-    may need reading in their turn), with everything after them of the same booking."""
+    at once, in order; those behind a failure the batch settled itself are answered in memory while they can be (a
+    hold remembered), and from the first that needs reading on held back for the next batch, in order."""
     with platform_connect() as conn:
         venue = create_venue(conn, tables=2, capacity=4)
         booked = create_booking(conn, venue, day=tomorrow(), start=dtime(19, 0), end=dtime(21, 0))
@@ -378,15 +434,16 @@ def test_a_bookings_later_signals_follow_its_first_failure_or_wait_for_a_batch_o
         runtime.metrics,
         runtime.jobs,
         submit=submit,
+        fold=runtime.dispatcher._fold,
         done=runtime.completions.put,
     )
     kept = handler.handle(batch)
     assert submitted == [0, 2, 4], "the incident's failure, then its booking's later ones behind it, in order"
-    assert completed(runtime) == [1], "the failure with no window, settled by the batch"
-    assert [m.offset() for _, m, _ in kept] == [3, 5], "its booking's later signals wait, in order, for the next"
+    assert completed(runtime) == [1, 3], "the failure with no window settled by the batch, then the hold remembered"
+    assert [m.offset() for _, m, _ in kept] == [5], "the failure behind the hold waits for the next batch"
     assert handler.handle(kept) == []
-    assert submitted == [0, 2, 4, 3, 5], "the next batch: the hold goes on, and the failure behind it follows it"
-    assert completed(runtime) == []
+    assert submitted == [0, 2, 4], "nothing more went its own way"
+    assert completed(runtime) == [5], "the next batch: the hold names a window, its victim does not exist: settled"
 
 
 def test_a_hold_of_a_booking_queued_for_a_batch_goes_behind_it(runtime: Runtime) -> None:

@@ -256,3 +256,62 @@ def test_the_incident_and_its_snapshot_in_one_statement(app: PlatformApp, connec
         store.set_incident_trace(mine, incident_id, ("a" * 32, "b" * 16))
         again = store.record_incident_and_snapshot(mine, incident, failure_of(incident))[0]
         assert again == (incident_id, "open", 3, ("a" * 32, "b" * 16))
+
+
+def test_many_incidents_and_their_snapshots_in_one_statement(app: PlatformApp, connect: Callable[[], Conn]) -> None:
+    """Recorded together (a batch's), each incident is recorded and read as alone: the plain snapshot per
+    incident, in order — every kind of blocker, a window with nothing in it, a victim that does not exist — and the
+    same event again changes nothing, another is counted, the first span comes back."""
+    scenario = all_verdicts(app)
+    assert scenario.victim_id is not None
+    start, end = block_window(app.booking(scenario.victim_id))
+    tables = tuple(
+        r[0]
+        for r in app.conn.execute("SELECT id FROM table_inventory WHERE restaurant_id = %s", (scenario.restaurant_id,))
+    )
+    blocked = Incident(
+        booking_id=scenario.victim_id,
+        restaurant_id=scenario.restaurant_id,
+        window=TstzRange.closed_open(start, end),
+        table_ids=tables,
+    )
+    empty = blocked.model_copy(
+        update={
+            "booking_id": uuid.uuid4(),
+            "window": TstzRange.closed_open(end + timedelta(days=3), end + timedelta(days=3, hours=1)),
+            "window_source": "hold",
+            "hold_id": uuid.uuid4(),
+        }
+    )
+    gone = blocked.model_copy(update={"booking_id": uuid.uuid4(), "table_ids": tables[:2]})
+    incidents = [blocked, empty, gone]
+    failures = [failure_of(i) for i in incidents]
+    with connect() as mine:
+        with mine.transaction():
+            recorded = store.record_incidents_and_snapshots(mine, list(zip(incidents, failures, strict=True)))
+            assert [snapshot == plainly(mine, i) for i, (_, snapshot) in zip(incidents, recorded, strict=True)] == [
+                True,
+                True,
+                True,
+            ]
+        assert recorded[0][1].allocations, "the blocked one has its blockers"
+        assert [len(s.allocations) for _, s in recorded[1:]] == [0, len(agree(mine, gone).allocations)]
+        assert [(status, count, trace) for (_, status, count, trace), _ in recorded] == [("open", 1, None)] * 3
+        ids = [incident_id for (incident_id, *_), _ in recorded]
+        assert len(set(ids)) == 3
+        rows = mine.execute(
+            "SELECT id, booking_id, attempt_window, table_ids, hold_id, window_source FROM allocguard.incidents"
+            " WHERE id = ANY(%s)",
+            (ids,),
+        ).fetchall()
+        assert {(r[1], from_pg_range(r[2]), tuple(r[3]), r[4], r[5]) for r in rows} == {
+            (i.booking_id, i.window, i.table_ids, i.hold_id, i.window_source) for i in incidents
+        }
+        store.set_incident_trace(mine, ids[1], ("a" * 32, "b" * 16))
+        again = [(i, f) for i, f in zip(incidents, failures, strict=True)]
+        again[2] = (gone, failure_of(gone))  # another event of the last one
+        assert [r for r, _ in store.record_incidents_and_snapshots(mine, again)] == [
+            (ids[0], "open", 1, None),
+            (ids[1], "open", 1, ("a" * 32, "b" * 16)),
+            (ids[2], "open", 2, None),
+        ]
