@@ -615,6 +615,11 @@ class Remediator:
         result.retry = outcome
         if outcome.status == "assigned":
             return self._settle(conn, result, "resolved", outcome.reason)
+        if outcome.status == "not_needed" and s.mode.acts and store.assigned_by_allocguard(conn, incident.booking_id):
+            # seated meanwhile by allocguard's own key: a try of this incident that did not live to record it
+            return self._settle(
+                conn, result, "resolved", f"assigned by allocguard (its idempotency key): {outcome.reason}"
+            )
         if outcome.status == "not_needed":
             return self._settle(conn, result, "not_needed", outcome.reason)
         return self._settle(conn, result, "manual_review", outcome.reason)

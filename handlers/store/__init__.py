@@ -126,6 +126,9 @@ from handlers.store.plans import (
     remediations_last_hour as remediations_last_hour,
 )
 from handlers.store.snapshot import (
+    assigned_by_allocguard as assigned_by_allocguard,
+)
+from handlers.store.snapshot import (
     load_snapshot as load_snapshot,
 )
 from handlers.store.wakeups import (

@@ -29,16 +29,19 @@ a AS MATERIALIZED (
      AND a."window" && %(window)s
 ), owners AS (SELECT DISTINCT booking_id FROM a WHERE booking_id IS NOT NULL AND owner_status IS NOT NULL)"""
 
+#: whether allocguard's key seated the booking; parameters: booking, prefix
+_BY_ALLOCGUARD = """(SELECT coalesce(bool_or(starts_with(idempotency_key, %(prefix)s)), false)
+   FROM public.booking_table_assignments WHERE booking_id = %(booking)s)"""
+
 #: the database's clock, the victim (its status, its assigned tables, whether allocguard's key seated it), the
 #: allocations as arrays of their columns (in ``n``'s order), the owners' assignments as (booking, table) pairs
 #: and their live holds as (booking, table, expiry) triples; parameters: booking, prefix
-_COLUMNS = """
+_COLUMNS = f"""
 now() AS now,
 (SELECT status::text FROM public.bookings WHERE id = %(booking)s) AS victim_status,
 (SELECT array_agg(table_id) FROM public.booking_table_assignments WHERE booking_id = %(booking)s) AS victim_tables,
-(SELECT coalesce(bool_or(starts_with(idempotency_key, %(prefix)s)), false)
-   FROM public.booking_table_assignments WHERE booking_id = %(booking)s) AS by_allocguard,
-r.*, s.*, h.*"""
+{_BY_ALLOCGUARD} AS by_allocguard,
+r.*, s.*, h.*"""  # noqa: S608 (constant fragments)
 
 _FROM = """
 (SELECT array_agg(id ORDER BY n) AS ids, array_agg(booking_id ORDER BY n) AS bookings,
@@ -88,6 +91,13 @@ def snapshot_params(incident: Incident) -> dict[str, Any]:
         "booking": incident.booking_id,
         "prefix": ALLOCGUARD_KEY_PREFIX,
     }
+
+
+def assigned_by_allocguard(conn: Conn, booking_id: UUID) -> bool:
+    """Whether the booking's tables were assigned with allocguard's idempotency key (as the snapshot reads it)."""
+    row = conn.execute(f"SELECT {_BY_ALLOCGUARD}", {"booking": booking_id, "prefix": ALLOCGUARD_KEY_PREFIX})
+    found = row.fetchone()
+    return bool(found is not None and found[0])
 
 
 def load_snapshot(conn: Conn, incident: Incident) -> Snapshot:

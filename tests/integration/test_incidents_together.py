@@ -20,7 +20,7 @@ from consumer.local.platform import create_booking, create_venue
 from consumer.local.simulator import PlatformApp, orphan_by_reseat, stale_by_status, tomorrow
 from handlers.detect import FailureSeen, HoldNote
 from handlers.pipeline import IncidentResult, RemediationSettings, Remediator
-from handlers.retry import RetryPolicy, SqlAssign
+from handlers.retry import Attempt, RetryPolicy, SqlAssign
 from schemas.records import Mode
 
 pytestmark = [pytest.mark.e2e, pytest.mark.stack]
@@ -157,3 +157,34 @@ def test_incidents_settled_together_end_as_those_settled_one_at_a_time(
 
 def replace_hold(f: FailureSeen, like: FailureSeen) -> FailureSeen:
     return FailureSeen(f.event_id, f.booking_id, f.restaurant_id, like.hold_id, f.source, f.event_type, f.created_at)
+
+
+def test_a_victim_seated_by_a_try_that_did_not_live_to_record_it_is_resolved(
+    app: PlatformApp, connect: Callable[[], Conn]
+) -> None:
+    """A try that pruned and seated the victim with allocguard's key, then failed before its outcome was written;
+    the next try plans from a snapshot read before all that (the batch's): it plans the prune again, finds it
+    done, and its retry finds the victim confirmed — by allocguard's own key, so the incident is resolved, not
+    "not needed" (resolved ⇔ seated by allocguard, as the chaos suite checks)."""
+    victim = orphan_by_reseat(app, job_attempts=0).victim_id
+    assert victim is not None
+    rem = remediator(connect)
+    f = failure(victim)
+    found = rem.triage([f])[0][1]
+    [(verdict, recorded)] = rem.settle_together([(f, found)])
+    assert verdict is None, "an orphan to prune: the plan acts"
+
+    def die(attempt: Attempt) -> None:
+        if attempt.outcome == "assigned":
+            raise RuntimeError("killed after the assignment committed")
+
+    rem.hooks.on_attempt = die
+    with pytest.raises(RuntimeError):
+        rem.on_failure(f, recorded)
+    rem.hooks.on_attempt = None
+    result = rem.on_failure(f, recorded)  # the stale record and snapshot, as a try that read them before
+    assert [p.decision.value for p in result.plans] == ["prune_and_retry"], "planned from the stale snapshot"
+    assert (result.status, result.reason) == (
+        "resolved",
+        "assigned by allocguard (its idempotency key): the booking is confirmed",
+    )
