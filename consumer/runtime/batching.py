@@ -27,7 +27,6 @@ from consumer.runtime.work import BatchDone
 from consumer.telemetry import Metrics, Telemetry
 from handlers.detect import FailureSeen, HoldNote
 from handlers.pipeline import Remediator, failure_attributes
-from handlers.settled import Settled
 from handlers.store import Triage
 
 log = logging.getLogger("allocguard.runtime")
@@ -45,7 +44,7 @@ class BatchHandler:
         jobs: Jobs,
         *,
         submit: Callable[[Signal, Message, Span], None],
-        fold: Callable[[FailureSeen, Settled, str, Message, Span], None],
+        answer: Callable[[FailureSeen, str, Message, Span], bool],
         done: Callable[[BatchDone], None],
     ) -> None:
         self._remediator = remediator
@@ -55,8 +54,8 @@ class BatchHandler:
         self._outcomes = jobs.outcomes
         #: a signal as its own work item (the usual way)
         self._submit = submit
-        #: a failure event answered in memory, written with others by the folds (which complete its offset)
-        self._fold = fold
+        #: one more failure event of an incident settled for good, answered in memory (the poll loop's own way)
+        self._answer_failure = answer
         #: hands settled events back to the loop, which completes their offsets
         self._done = done
         #: the batch's messages already placed (completed, folded or submitted)
@@ -111,7 +110,7 @@ class BatchHandler:
         booking's: a hold announcement remembered (done with the batch), one more failure event of an incident
         settled for good folded into it. False: it needs the database."""
         found = routed.found
-        if isinstance(found, HoldNote):
+        if isinstance(found, HoldNote):  # (the poll loop's twin is written out on its hot path)
             if span.is_recording():
                 with trace.use_span(span, end_on_exit=False):  # its remembering is a span of its own
                     self._remediator.remember(found)
@@ -121,12 +120,9 @@ class BatchHandler:
             self._placed.add(id(message))
             self._remembered.append(message)
             return True
-        known = self._remediator.known_incident(found)
-        if known is None:
+        if not self._answer_failure(found, routed.key, message, span):
             return False
         self._placed.add(id(message))
-        self._fold(found, known, routed.key, message, span)
-        self._telemetry.end(span)
         return True
 
     def _remembered_done(self) -> None:

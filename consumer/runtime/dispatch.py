@@ -92,7 +92,7 @@ class Dispatcher:
         #: when the last poll batch arrived (the last-event gauge)
         self.last_event_at: float | None = None
         self.batch = BatchHandler(
-            remediator, scheduler, telemetry, metrics, jobs, submit=self.submit, fold=self._fold, done=completed
+            remediator, scheduler, telemetry, metrics, jobs, submit=self.submit, answer=self.answer, done=completed
         )
         #: hold announcements and failures whose bookings had nothing in flight: handled many at a time
         self.batches: SignalBatches[Item] = SignalBatches(
@@ -198,13 +198,8 @@ class Dispatcher:
         if tracing:
             span.set_attribute("allocguard.signal", routed.kind)
         key = routed.key
-        if isinstance(routed.found, FailureSeen) and self._free(key):
-            # one more event of an incident settled for good: answered now, written with others (its offset waits)
-            known = self._remediator.known_incident(routed.found)
-            if known is not None:
-                self._fold(routed.found, known, key, message, span)
-                telemetry.end(span)
-                return
+        if isinstance(routed.found, FailureSeen) and self._free(key) and self.answer(routed.found, key, message, span):
+            return
         is_failure = isinstance(routed.found, FailureSeen)
         batches = self.batches
         # a failure under a backlog is batched; any signal of a booking queued there goes behind it (its order)
@@ -229,6 +224,17 @@ class Dispatcher:
         self._routed[(topic, op)] += 1
         self._held += 1
         self._done_here += 1
+
+    def answer(self, failure: FailureSeen, key: str, message: Message, span: Span) -> bool:
+        """One more event of an incident settled for good, of a booking with nothing in flight: answered now, in
+        memory, and written with others by the folds (which complete its offset); its span ends. False: only the
+        database can tell."""
+        known = self._remediator.known_incident(failure)
+        if known is None:
+            return False
+        self._fold(failure, known, key, message, span)
+        self._telemetry.end(span)
+        return True
 
     def _free(self, key: str) -> bool:
         """Nothing of this booking is in flight: neither a work item nor a queued batch."""

@@ -125,7 +125,7 @@ def sending_to(runtime: Runtime, submit: Callable[[Signal, Message, Any], None])
         runtime.metrics,
         runtime.jobs,
         submit=submit,
-        fold=runtime.dispatcher._fold,
+        answer=runtime.dispatcher.answer,
         done=runtime.completions.put,
     )
 
@@ -434,7 +434,7 @@ def test_a_bookings_later_signals_follow_its_first_failure_or_wait_for_a_batch_o
         runtime.metrics,
         runtime.jobs,
         submit=submit,
-        fold=runtime.dispatcher._fold,
+        answer=runtime.dispatcher.answer,
         done=runtime.completions.put,
     )
     kept = handler.handle(batch)
