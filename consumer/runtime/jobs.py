@@ -39,12 +39,12 @@ class Jobs:
         """A signal the consumer classified: a hold remembered, a failure's incident handled (``triaged``: its
         first steps, read by a batch)."""
         started = time.monotonic()
-        given = [triaged]
 
         def handle() -> IncidentResult | None:
             # what a batch read (and recorded) is for the first try only: a try again after contention or an
             # outage reads everything afresh — an earlier try may have pruned and assigned before it failed
-            first, given[0] = given[0], None
+            nonlocal triaged
+            first, triaged = triaged, None
             return self._remediator.handle(found, first)
 
         result = self._ride.run(key, handle)

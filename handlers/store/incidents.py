@@ -177,13 +177,12 @@ def record_incident_and_snapshot(
     """Insert the incident or fold this failure event into it (once per event), and read its snapshot
     (:func:`~handlers.store.snapshot.load_snapshot`) in the same statement, one round trip: the snapshot is read as
     the statement starts (it reads no table the insert writes)."""
-    source = {"event_id": str(failure.event_id), "source": failure.source, "event_type": failure.event_type}
     params = {  # the incident's booking, restaurant, window and tables are the snapshot's parameters too
         **snapshot_params(incident),
         "hold": incident.hold_id,
         "adjacency": incident.require_adjacency,
         "window_source": incident.window_source,
-        "source": Jsonb([source]),
+        "source": Jsonb([_source_event(failure)]),
         "at": failure.created_at,
         "mode": mode,
     }
@@ -191,6 +190,12 @@ def record_incident_and_snapshot(
         row = cursor.execute(_RECORD_AND_SNAPSHOT, params).fetchone()
     assert row is not None
     return _recorded(row), snapshot_of(incident, row)
+
+
+def _source_event(failure: FailureSeen) -> dict[str, str]:
+    """The failure event as its incident's ``source_events`` keeps it: one shape wherever it is recorded, since an
+    event counts into its incident once by containment (``@>``)."""
+    return {"event_id": str(failure.event_id), "source": failure.source, "event_type": failure.event_type}
 
 
 def _recorded(row: dict[str, Any]) -> Recorded:
@@ -230,7 +235,7 @@ def record_incidents_and_snapshots(
             "hold": str(incident.hold_id) if incident.hold_id is not None else None,
             "adjacency": incident.require_adjacency,
             "window_source": incident.window_source,
-            "source": [{"event_id": str(failure.event_id), "source": failure.source, "event_type": failure.event_type}],
+            "source": [_source_event(failure)],
             "at": failure.created_at.isoformat(),
         }
         for n, (incident, failure) in enumerate(incidents)
