@@ -185,8 +185,12 @@ def test_seed_incident_trace(receiver: Receiver, connect: Callable[[], Conn], tm
     ordered = sorted(children, key=lambda s: s.start_time_unix_nano)
     names = [s.name for s in ordered if s.name.startswith("allocguard.")]
     own = {s.name for s in ordered} - set(names)
-    # its own statements are DB spans: the incident's status, and the guardrail's hourly count
-    assert own == {"UPDATE allocguard.incidents", "SELECT allocguard.remediations, allocguard.incidents"}, own
+    # its own statements are DB spans: the incident's status, and the guardrail's hourly count — and, when the
+    # retry found the victim seated meanwhile (the platform's own job may win the race), whose key seated it
+    expected = {"UPDATE allocguard.incidents", "SELECT allocguard.remediations, allocguard.incidents"}
+    if incident_attrs["allocguard.outcome.status"] == "not_needed":
+        expected.add("SELECT booking_table_assignments")
+    assert own == expected, own
     assert names[0] == "allocguard.plan"
     assert "allocguard.prune" in names
     assert names[-1] == "allocguard.outcome"
